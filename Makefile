@@ -1,0 +1,35 @@
+# Two entry points: `make demo` (set up, generate a shop, train, serve) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+HOME_DIR ?= .shopmind
+DEMO_USERS ?= 5000
+export SHOPMIND_HOME := $(HOME_DIR)
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/shopmind init
+	test -f $(HOME_DIR)/demo-data/events.parquet || $(BIN)/shopmind generate --out $(HOME_DIR)/demo-data --users $(DEMO_USERS)
+	$(BIN)/shopmind import $(HOME_DIR)/demo-data
+	$(BIN)/shopmind train
+	@echo "dashboard: http://127.0.0.1:8000/dashboard   API docs: http://127.0.0.1:8000/docs"
+	@echo "API key (admin): $$(cat $(HOME_DIR)/admin.key)"
+	$(BIN)/shopmind serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest_throughput.py
+
+clean:
+	rm -rf $(VENV) $(HOME_DIR) .pytest_cache

@@ -1,0 +1,217 @@
+"""Ingestion throughput: events/s through `shopmind import` and through POST /v1/events,
+on SQLite and on PostgreSQL, with events from the synthetic shop.
+
+    .venv/bin/python bench/ingest_throughput.py [--events 200000] [--repeats 3] [--backends sqlite,postgres]
+
+Each figure is the median of --repeats runs into a fresh database. The import figure is the wall time
+of the real CLI command (`shopmind import events.parquet`, process start included) and, separately, of
+the import itself inside the process. The HTTP figure comes from a load generator in a separate
+process (threads sending pre-encoded 1,000-event batches, so the client spends little CPU) against
+`shopmind serve`; an event counts when its batch was acknowledged (committed) with HTTP 200.
+Results go to stdout as a Markdown table and to bench/out/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PG_URL = os.environ.get("SHOPMIND_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BATCH = 1000
+
+
+def events_file(n_events: int, directory: Path) -> Path:
+    """The first n events of a generated shop, as Parquet (the shop's export format)."""
+    import polars as pl
+
+    from shopmind.synth import ShopConfig, generate_shop
+
+    users = 5000
+    while True:
+        shop = generate_shop(ShopConfig(n_users=users, days=60, seed=7))
+        if shop.events.height >= n_events or users >= 200_000:
+            break
+        users *= 2
+    events = shop.events.head(n_events).drop("converted", strict=False)
+    path = directory / "events.parquet"
+    events.write_parquet(path)
+    return path
+
+
+def fresh_database(backend: str, directory: Path) -> tuple[str, callable]:
+    if backend == "sqlite":
+        path = directory / f"{uuid.uuid4().hex}.db"
+        return f"sqlite:///{path}", lambda: None
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    plain = PG_URL.replace("+psycopg", "")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+
+    def drop() -> None:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+    return f"{PG_URL}?options=-csearch_path%3D{name}", drop
+
+
+def prepare(home: Path, url: str) -> str:
+    from shopmind.auth import Scope, create_key
+    from shopmind.config import load_settings
+    from shopmind.shop import Shop
+
+    shop, _ = Shop.init(load_settings(home=home, database_url=url))
+    key = create_key(shop.store, "bench", frozenset({Scope.ingest}))
+    shop.close()
+    return key
+
+
+def env_for(home: Path, url: str) -> dict[str, str]:
+    return {**os.environ, "SHOPMIND_HOME": str(home), "SHOPMIND_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+
+
+def bench_import_cli(path: Path, n: int, home: Path, url: str) -> float:
+    prepare(home, url)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "shopmind.cli.main", "import", str(path), "--kind", "events"],
+                   env=env_for(home, url), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return n / (time.perf_counter() - started)
+
+
+def bench_import_api(path: Path, n: int, home: Path, url: str) -> float:
+    from shopmind.config import load_settings
+    from shopmind.shop import Shop
+
+    prepare(home, url)
+    shop = Shop.open(load_settings(home=home, database_url=url))
+    started = time.perf_counter()
+    result = shop.import_file(path, "events", actor="bench")
+    elapsed = time.perf_counter() - started
+    assert result.written == n, result
+    shop.close()
+    return n / elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+LOADGEN = r"""
+import json, sys, threading, time, httpx
+port, key, bodies_file, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+bodies = [b.encode() for b in open(bodies_file).read().split("\n") if b]
+todo = list(range(len(bodies)))
+lock = threading.Lock()
+acked = [0]
+failures = [0]
+def worker():
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                      headers={"X-API-Key": key, "Content-Type": "application/json"}) as http:
+        while True:
+            with lock:
+                if not todo: return
+                i = todo.pop()
+            r = http.post("/v1/events", content=bodies[i])
+            with lock:
+                if r.status_code == 200: acked[0] += r.json()["written"]
+                else: failures[0] += 1
+started = time.perf_counter()
+ts = [threading.Thread(target=worker) for _ in range(threads)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(json.dumps({"seconds": time.perf_counter() - started, "written": acked[0], "failures": failures[0]}))
+"""
+
+
+def bench_http(path: Path, n: int, home: Path, url: str, workdir: Path) -> float:
+    import polars as pl
+
+    key = prepare(home, url)
+    frame = pl.read_parquet(path).with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ"))
+    bodies = workdir / "bodies.jsonl"
+    with open(bodies, "w") as fh:
+        for part in frame.iter_slices(BATCH):
+            rows = [{k: v for k, v in r.items() if v is not None} for r in part.to_dicts()]
+            fh.write(json.dumps(rows) + "\n")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "shopmind.cli.main", "serve", "--port", str(port)],
+                              env=env_for(home, url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        for _ in range(300):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        out = subprocess.run([sys.executable, "-c", LOADGEN, str(port), key, str(bodies), "4"],
+                             check=True, capture_output=True, text=True).stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    result = json.loads(out)
+    assert result["failures"] == 0 and result["written"] == n, result
+    return n / result["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    args = parser.parse_args()
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        path = events_file(args.events, tmp)
+        for backend in args.backends.split(","):
+            for name, fn in (("import (CLI, whole command)", bench_import_cli),
+                             ("import (in process)", bench_import_api),
+                             ("HTTP POST /v1/events", None)):
+                runs = []
+                for _ in range(args.repeats):
+                    url, drop = fresh_database(backend, tmp)
+                    home = tmp / uuid.uuid4().hex
+                    try:
+                        if fn is None:
+                            runs.append(bench_http(path, args.events, home, url, tmp))
+                        else:
+                            runs.append(fn(path, args.events, home, url))
+                    finally:
+                        drop()
+                results.append({"backend": backend, "path": name, "events": args.events,
+                                "events_per_s_median": round(statistics.median(runs)),
+                                "runs": [round(r) for r in runs]})
+                print(json.dumps(results[-1]), flush=True)
+
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"\n{machine}\n")
+    print("| backend | path | events | events/s (median) | runs |")
+    print("|---|---|---:|---:|---|")
+    for r in results:
+        print(f"| {r['backend']} | {r['path']} | {r['events']:,} | {r['events_per_s_median']:,} | "
+              f"{', '.join(f'{x:,}' for x in r['runs'])} |")
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "ingest.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Dependencies shared by the routers: the Shop, and API-key auth with scopes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from shopmind.auth import Principal, Scope
+from shopmind.shop import Shop
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer sm_<id>_<secret>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: sm_<id>_<secret>")
+
+
+def get_shop(request: Request) -> Shop:
+    return request.app.state.shop
+
+
+ShopDep = Annotated[Shop, Depends(get_shop)]
+
+
+def _principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> Principal:
+    presented = bearer.credentials if bearer is not None else header
+    return request.app.state.keys.verify(presented)
+
+
+def require(scope: Scope):
+    """Dependency factory: the caller's key must carry `scope` (admin carries every scope)."""
+
+    def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return check
+
+
+def any_key(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    return principal
+
+
+AnyKey = Annotated[Principal, Depends(any_key)]
+Admin = Annotated[Principal, Depends(require(Scope.admin))]
+Ingest = Annotated[Principal, Depends(require(Scope.ingest))]
+Recommend = Annotated[Principal, Depends(require(Scope.recommend))]
+Analyst = Annotated[Principal, Depends(require(Scope.analyst))]

@@ -1,0 +1,40 @@
+"""The FastAPI application: wires routers, auth, errors and metrics around one Shop."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shopmind import __version__
+from shopmind.api import errors, metrics
+from shopmind.api.routers import admin, dashboard, ingest, privacy, recommend
+from shopmind.auth import KeyVerifier
+from shopmind.config import Settings, load_settings
+from shopmind.shop import Shop
+
+
+def create_app(settings: Settings | None = None, shop: Shop | None = None) -> FastAPI:
+    """Build the app. With `shop` given, the caller owns it (tests); otherwise it opens one at startup."""
+    settings = settings or (shop.settings if shop else load_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = shop is None
+        app.state.shop = shop or Shop.open(settings)
+        app.state.keys = KeyVerifier(app.state.shop.store)
+        yield
+        if owned:
+            app.state.shop.close()
+
+    docs = settings.docs_public
+    app = FastAPI(title="shopmind", version=__version__, lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None,
+                  description="Self-hosted, privacy-first AI engine for e-commerce. "
+                              "Every route needs an API key (Authorization: Bearer or X-API-Key) with the right scope.")
+    app.state.metrics = metrics.Metrics()
+    metrics.install(app, app.state.metrics)
+    errors.install(app)
+    for module in (ingest, recommend, privacy, admin, dashboard):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,49 @@
+"""Operations: health, readiness, metrics, stats, models and API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shopmind.api.deps import Admin, Analyst, AnyKey, ShopDep
+from shopmind.api.schemas import Health, KeyCreate, KeyCreated
+from shopmind.auth import create_key, parse_scopes
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness (any valid key)")
+def healthz(key: AnyKey) -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, summary="Readiness: database and cache reachable")
+def readyz(shop: ShopDep, key: AnyKey, response: Response) -> Health:
+    checks = {"database": shop.store.ping(), "cache": shop.cache.ping(),
+              "model": shop.registry.current_version("popularity")}
+    ready = checks["database"] and checks["cache"]
+    if not ready:
+        response.status_code = 503
+    return Health(status="ready" if ready else "not ready", checks=checks)
+
+
+@router.get("/metrics", summary="Prometheus metrics (analyst scope)")
+def metrics(request: Request, key: Analyst) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/stats", summary="Row counts and events by type (analyst scope)")
+def stats(shop: ShopDep, key: Analyst) -> dict[str, Any]:
+    return shop.stats()
+
+
+@router.get("/v1/models/{kind}", summary="Model versions with their cards")
+def model_versions(kind: str, shop: ShopDep, key: Analyst) -> dict[str, Any]:
+    return {"current": shop.registry.current_version(kind), "versions": shop.registry.versions(kind)}
+
+
+@router.post("/v1/keys", response_model=KeyCreated, summary="Create an API key (admin)")
+def new_key(body: KeyCreate, shop: ShopDep, key: Admin) -> KeyCreated:
+    return KeyCreated(key=create_key(shop.store, body.name, parse_scopes(",".join(body.scopes))))

@@ -1,0 +1,54 @@
+"""Response models of the HTTP API (request rows are shopmind.events.schemas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class IngestResponse(BaseModel):
+    kind: str
+    received: int
+    written: int
+    duplicates: int
+    dropped_erased: int
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    reason: str
+
+
+class RecommendationsResponse(BaseModel):
+    model: str
+    personalised: bool
+    items: list[RecommendedItem]
+
+
+class ErasureResponse(BaseModel):
+    pseudonym: str
+    erased_ms: int
+    removed: dict[str, int]
+
+
+class ConsentResponse(BaseModel):
+    personalization: bool | None
+    advertising: bool | None
+    analytics: bool | None
+
+
+class KeyCreate(BaseModel):
+    name: str
+    scopes: list[str]
+
+
+class KeyCreated(BaseModel):
+    key: str
+    note: str = "Store this key now: it is not shown again."
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, Any] = {}

@@ -1,0 +1,288 @@
+"""The `shopmind` command line. Each command is a thin layer over `shopmind.Shop`.
+
+Bad input exits with code 2 and a one-line message naming the field; nothing is changed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shopmind.exceptions import AuthError, ConfigError, InvalidInputError, NotFoundError, ShopmindError
+
+app = typer.Typer(help="shopmind: a self-hosted, privacy-first AI engine for e-commerce.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
+out = Console()
+
+IMPORT_ORDER = ("items", "users", "events", "orders", "payments")
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _fail(message: str, code: int) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _run(fn):
+    """Run a command body, mapping shopmind errors to exit codes (2 = bad input or config)."""
+    try:
+        return fn()
+    except (InvalidInputError, ConfigError) as exc:
+        _fail(str(exc), 2)
+    except NotFoundError as exc:
+        _fail(str(exc), 1)
+    except AuthError as exc:
+        _fail(str(exc), 2)
+    except ShopmindError as exc:
+        _fail(f"{type(exc).__name__}: {exc}", 1)
+
+
+def _settings():
+    from shopmind.config import load_settings
+
+    return load_settings()
+
+
+def _shop():
+    from shopmind.shop import Shop
+
+    return Shop.open(_settings())
+
+
+@app.callback()
+def main(home: Annotated[Optional[Path], typer.Option(help="Data folder (default .shopmind or SHOPMIND_HOME).")] = None):
+    if home is not None:
+        os.environ["SHOPMIND_HOME"] = str(home)
+
+
+@app.command()
+def init(
+    admin_key_file: Annotated[Optional[Path], typer.Option(help="Where to write the first admin key "
+                                                              "(default <home>/admin.key).")] = None,
+):
+    """Create the data folder, the key file and the database, and a first admin API key."""
+    from shopmind.auth import Scope, create_key, list_keys
+    from shopmind.shop import Shop
+
+    def body():
+        shop, created = Shop.init(_settings())
+        console.print(f"keys: {'created' if created else 'kept existing'} ({shop.settings.key_file})")
+        console.print(f"database: {shop.store.url.render_as_string(hide_password=True)}")
+        target = admin_key_file or shop.settings.home / "admin.key"
+        if list_keys(shop.store) and target.exists():
+            console.print(f"admin key: kept existing ({target})")
+            return
+        key = create_key(shop.store, "admin (shopmind init)", frozenset({Scope.admin}))
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        console.print(f"admin key written to {target} (owner-only); it is not shown anywhere else")
+
+    _run(body)
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the shop's files into.")] = Path("shop-data"),
+    users: Annotated[int, typer.Option(min=100, max=1_000_000, help="Number of users.")] = 5000,
+    days: Annotated[int, typer.Option(min=1, max=730, help="Days of history.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same shop).")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "parquet",
+):
+    """Generate a realistic synthetic shop (catalog, users, events, orders, payments, ground truth)."""
+    from shopmind.synth import ShopConfig, generate_shop, write_shop
+
+    if fmt not in {"csv", "jsonl", "parquet"}:
+        _fail(f"--format must be csv, jsonl or parquet, got {fmt!r}", 2)
+    with console.status(f"generating {users:,} users over {days} days"):
+        shop = generate_shop(ShopConfig(n_users=users, days=days, seed=seed))
+        paths = write_shop(shop, out_dir, fmt)
+    table = Table("file", "rows")
+    for name, path in paths.items():
+        frame = getattr(shop, name, None)
+        table.add_row(str(path), f"{frame.height:,}" if frame is not None else "")
+    out.print(table)
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Files (.csv, .jsonl, .parquet) or a folder from `generate`.")],
+    kind: Annotated[Optional[str], typer.Option(help="items, users, events, orders or payments "
+                                                     "(default: from the file name).")] = None,
+):
+    """Import files of items, users, events, orders or payments. A file is imported whole or not at all."""
+    from shopmind.events.files import FORMATS
+
+    def plan() -> list[tuple[str, Path]]:
+        jobs = []
+        for path in paths:
+            if path.is_dir():
+                for name in IMPORT_ORDER:
+                    found = [p for p in sorted(path.iterdir()) if p.stem == name and p.suffix.lower() in FORMATS]
+                    jobs.extend((name, p) for p in found[:1])
+                continue
+            name = kind or path.stem
+            if name not in IMPORT_ORDER:
+                raise InvalidInputError(f"{path.name}: cannot tell what it holds; pass --kind "
+                                        f"({', '.join(IMPORT_ORDER)})", field="kind")
+            jobs.append((name, path))
+        if not jobs:
+            raise InvalidInputError("nothing to import: no items/users/events/orders/payments files found", field="paths")
+        return jobs
+
+    def body():
+        jobs = plan()
+        shop = _shop()
+        from shopmind.events.files import count_rows
+
+        results = []
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            for name, path in jobs:
+                task = progress.add_task(f"{name:<8} {path.name}", total=count_rows(path))
+                results.append(shop.import_file(path, name, _actor(), progress=lambda n, t=task: progress.advance(t, n)))
+        table = Table("kind", "received", "written", "duplicates", "dropped (erased)")
+        for r in results:
+            table.add_row(r.kind, f"{r.received:,}", f"{r.written:,}", f"{r.duplicates:,}", f"{r.dropped_erased:,}")
+        out.print(table)
+
+    _run(body)
+
+
+@app.command()
+def train():
+    """Train the models on consented data and promote them (popularity for now)."""
+
+    def body():
+        shop = _shop()
+        with console.status("training"):
+            version = shop.train(_actor())
+        out.print(json.dumps(shop.registry.card("popularity", version), indent=2))
+
+    _run(body)
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default from settings: 8000).")] = None,
+):
+    """Serve the HTTP API, /docs and the dashboard."""
+    import uvicorn
+
+    from shopmind.api.main import create_app
+
+    def body():
+        settings = _settings()
+        _configure_logging(settings)
+        # Raw paths carry user ids: uvicorn's access log is off; shopmind logs route templates instead.
+        uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+                    access_log=False, log_level=settings.log_level.lower())
+
+    _run(body)
+
+
+def _configure_logging(settings) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(settings.home / "shopmind.log")]
+    logging.basicConfig(level=settings.log_level, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@app.command("erase-user")
+def erase_user(user_id: Annotated[str, typer.Argument(help="The shop's raw user id.")]):
+    """Erase a user from every store and model lineage; prints the receipt (no raw id in it)."""
+    _run(lambda: out.print(json.dumps(_shop().erase_user(user_id, _actor()).as_dict(), indent=2)))
+
+
+@app.command("export-user")
+def export_user(
+    user_id: Annotated[str, typer.Argument(help="The shop's raw user id.")],
+    output: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+):
+    """Everything held about a user, as JSON (data-subject access request)."""
+
+    def body():
+        text = json.dumps(_shop().export_user(user_id, _actor()), indent=2, default=str)
+        if output:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            console.print(f"written to {output}")
+        else:
+            out.print(text, highlight=False)
+
+    _run(body)
+
+
+@app.command("rotate-keys")
+def rotate_keys(
+    kind: Annotated[str, typer.Argument(help="'encryption' or 'pseudonym'.")],
+    retire: Annotated[bool, typer.Option(help="Encryption: drop old keys that no longer seal anything.")] = False,
+):
+    """Rotate a key. Stop the service first; start it again afterwards."""
+    _run(lambda: out.print(json.dumps(_shop().rotate_keys(kind, _actor(), retire=retire), indent=2)))
+
+
+@app.command()
+def stats():
+    """Row counts and events by type."""
+    _run(lambda: out.print(json.dumps(_shop().stats(), indent=2)))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: admin, ingest, recommend, analyst.")],
+):
+    """Create an API key; it is printed once."""
+    from shopmind.auth import create_key, parse_scopes
+
+    _run(lambda: out.print(create_key(_shop().store, name, parse_scopes(scopes))))
+
+
+@keys_app.command("list")
+def keys_list():
+    """List API keys (ids, names, scopes; never the secrets)."""
+    from shopmind.auth import list_keys
+
+    def body():
+        table = Table("key id", "name", "scopes", "revoked")
+        for k in list_keys(_shop().store):
+            table.add_row(k["key_id"], k["name"], k["scopes"], str(k["revoked"]))
+        out.print(table)
+
+    _run(body)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (the part after sm_).")]):
+    """Revoke an API key."""
+    from shopmind.auth import revoke_key
+
+    def body():
+        if not revoke_key(_shop().store, key_id):
+            raise NotFoundError(f"no key with id {key_id!r}")
+        out.print(f"revoked {key_id}")
+
+    _run(body)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

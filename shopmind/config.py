@@ -1,0 +1,88 @@
+"""Typed settings: environment variables (SHOPMIND_*) over a TOML file over defaults.
+
+Everything has a working default for one machine (SQLite and files under `home`), so a shop can start
+with no configuration and move to PostgreSQL and Redis by setting two URLs. Unknown keys in the TOML
+file are rejected by name, so a typo never silently falls back to a default.
+See docs/configuration.md for every key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from shopmind.exceptions import ConfigError
+
+PURPOSES = ("personalization", "advertising", "analytics")
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("SHOPMIND_CONFIG", "shopmind.toml"))
+
+
+class Settings(BaseSettings):
+    """shopmind's settings. Paths are relative to the working directory unless absolute."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPMIND_", extra="forbid", validate_default=True)
+
+    home: Path = Field(Path(".shopmind"), description="Folder for the embedded database, keys, models and logs.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite at <home>/shopmind.db.")
+    cache_url: str = Field("memory://", description="Online state: memory:// (in process) or redis://host:port/db.")
+    key_file: Path | None = Field(None, description="Key file (pseudonym + encryption keys); default <home>/keys.json.")
+    keyring: str = Field("", description="The key file's JSON given inline (e.g. from a secret store); wins over key_file.")
+    model_dir: Path | None = Field(None, description="Model registry folder; default <home>/models.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_batch: int = Field(10_000, ge=1, le=100_000, description="Most rows accepted in one ingestion request.")
+    default_consent: bool = Field(
+        False, description="Consent assumed for users the shop never sent consent flags for (opt-in by default)."
+    )
+    log_level: str = "INFO"
+    docs_public: bool = Field(True, description="Serve /docs and /openapi.json without a key (they hold no data).")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
+        return level
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'shopmind.db'}"
+        if self.key_file is None:
+            self.key_file = self.home / "keys.json"
+        if self.model_dir is None:
+            self.model_dir = self.home / "models"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_config_file()))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from overrides, environment and shopmind.toml; a bad value raises ConfigError naming the key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -1,0 +1,73 @@
+"""Reading shop exports (CSV, JSONL, Parquet) in chunks for `shopmind import`.
+
+Every value reaches the same Pydantic validation as the HTTP API, so a file and a request are held to
+one contract. CSV is read as text and coerced by the schema (no guessing of types by the reader).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from shopmind.exceptions import InvalidInputError
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def file_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InvalidInputError(f"{path.name}: unknown file type {path.suffix!r}; use .csv, .jsonl or .parquet", field="path")
+    return fmt
+
+
+def _drop_nulls(row: dict[str, Any]) -> dict[str, Any]:
+    # An empty cell means "not given": let the schema's default apply instead of validating a null.
+    return {k: v for k, v in row.items() if v is not None and v != ""}
+
+
+def iter_rows(path: Path, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]:
+    """Yield lists of row dicts of at most `chunk` rows."""
+    if not path.exists():
+        raise InvalidInputError(f"{path}: no such file", field="path")
+    fmt = file_format(path)
+    if fmt == "parquet":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk):
+            yield [_drop_nulls(r) for r in batch.to_pylist()]
+    elif fmt == "csv":
+        try:
+            frame = pl.read_csv(path, infer_schema=False)
+        except pl.exceptions.PolarsError as exc:
+            raise InvalidInputError(f"{path.name}: not a readable CSV file ({exc.__class__.__name__})", field="path") from exc
+        for part in frame.iter_slices(chunk):
+            yield [_drop_nulls(r) for r in part.to_dicts()]
+    else:
+        rows: list[dict[str, Any]] = []
+        with open(path) as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({exc.msg})", field="line") from None
+                if len(rows) == chunk:
+                    yield [_drop_nulls(r) if isinstance(r, dict) else r for r in rows]
+                    rows = []
+        if rows:
+            yield [_drop_nulls(r) if isinstance(r, dict) else r for r in rows]
+
+
+def count_rows(path: Path) -> int | None:
+    """Row count for a progress bar, when cheap to know."""
+    fmt = file_format(path)
+    if fmt == "parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as fh:
+        lines = sum(1 for _ in fh)
+    return max(lines - 1, 0) if fmt == "csv" else lines

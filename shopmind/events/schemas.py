@@ -1,0 +1,181 @@
+"""The public contract for what a shop sends: items, users, events, orders and payments.
+
+These Pydantic models validate every row at the boundary (HTTP and file import alike). Raw user ids
+and personal data appear only here; the ingestion layer turns them into pseudonyms and ciphertext
+before anything is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Money = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+
+
+class EventType(str, Enum):
+    view = "view"
+    search = "search"
+    click = "click"
+    add_to_cart = "add_to_cart"
+    remove_from_cart = "remove_from_cart"
+    purchase = "purchase"
+    rating = "rating"
+    ad_impression = "ad_impression"
+    ad_click = "ad_click"
+
+
+_ZERO = timedelta(0)
+
+ITEM_EVENTS = {EventType.view, EventType.click, EventType.add_to_cart, EventType.remove_from_cart,
+               EventType.purchase, EventType.rating}
+
+
+class _Row(BaseModel):
+    # Unknown fields are errors: a misspelt field must not be silently dropped.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a time zone (e.g. 2026-01-05T10:00:00Z)")
+    if value.utcoffset() == _ZERO:
+        return value  # already UTC (the common case): skip the conversion, it is the hot path of import
+    return value.astimezone(UTC)
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """Attributes may arrive as a dict or (from CSV) as a JSON string."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+class ItemIn(_Row):
+    item_id: Id
+    title: Annotated[str, Field(min_length=1, max_length=500)]
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    category: Annotated[str, Field(max_length=500)] = ""
+    brand: Annotated[str, Field(max_length=200)] = ""
+    price: Money | None = None
+    currency: CurrencyCode = "EUR"
+    stock: Annotated[int, Field(ge=0)] | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    _attrs = field_validator("attributes", mode="before")(lambda cls, v: _json_object(v))
+
+
+class UserIn(_Row):
+    """A customer profile. email, phone and address are encrypted before storage."""
+
+    user_id: Id
+    email: Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    phone: Annotated[str, Field(max_length=40, pattern=r"^\+?[0-9 ()./-]{4,40}$")] | None = None
+    address: Annotated[str, Field(max_length=1000)] | None = None
+    country: CountryCode | None = None
+    age_band: Annotated[str, Field(max_length=20)] | None = None
+    consent_personalization: bool | None = None
+    consent_advertising: bool | None = None
+    consent_analytics: bool | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    _attrs = field_validator("attributes", mode="before")(lambda cls, v: _json_object(v))
+
+
+class EventIn(_Row):
+    event_id: Id
+    user_id: Id | None = None
+    session_id: Id | None = None
+    type: EventType
+    item_id: Id | None = None
+    query: Annotated[str, Field(max_length=1000)] | None = None
+    price: Money | None = None
+    quantity: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    rating: Annotated[float, Field(ge=0, le=5)] | None = None
+    device: Annotated[str, Field(max_length=32)] | None = None
+    country: CountryCode | None = None
+    ts: datetime
+    ad_id: Id | None = None
+    campaign_id: Id | None = None
+
+    _ts = field_validator("ts")(lambda cls, v: _utc(v))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EventIn":
+        if self.user_id is None and self.session_id is None:
+            raise ValueError("user_id: an event needs a user_id or a session_id")
+        if self.type in ITEM_EVENTS and self.item_id is None:
+            raise ValueError(f"item_id: a {self.type.value} event needs an item_id")
+        if self.type is EventType.search and not self.query:
+            raise ValueError("query: a search event needs a query")
+        if self.type is EventType.rating and self.rating is None:
+            raise ValueError("rating: a rating event needs a rating")
+        return self
+
+
+class OrderIn(_Row):
+    order_id: Id
+    user_id: Id
+    ts: datetime
+    amount: Money
+    currency: CurrencyCode = "EUR"
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    shipping_country: CountryCode | None = None
+    ip_country: CountryCode | None = None
+    device_id: Id | None = None
+    payment_instrument: Id | None = None
+    label_fraud: bool | None = None
+    fraud_pattern: Annotated[str, Field(max_length=64)] | None = None
+
+    _ts = field_validator("ts")(lambda cls, v: _utc(v))
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _items(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value else []
+        if not isinstance(value, list):
+            raise ValueError("must be a JSON list of {item_id, quantity, price}")
+        return value
+
+
+class PaymentIn(_Row):
+    payment_id: Id
+    order_id: Id | None = None
+    user_id: Id | None = None
+    ts: datetime
+    amount: Money
+    currency: CurrencyCode = "EUR"
+    payment_instrument: Id | None = None
+    method: Annotated[str, Field(max_length=32)] | None = None
+    status: Annotated[str, Field(max_length=32)] | None = None
+    label_fraud: bool | None = None
+    fraud_pattern: Annotated[str, Field(max_length=64)] | None = None
+
+    _ts = field_validator("ts")(lambda cls, v: _utc(v))
+
+
+class ConsentIn(_Row):
+    personalization: bool | None = None
+    advertising: bool | None = None
+    analytics: bool | None = None
+
+
+ROW_MODELS: dict[str, type[_Row]] = {
+    "items": ItemIn,
+    "users": UserIn,
+    "events": EventIn,
+    "orders": OrderIn,
+    "payments": PaymentIn,
+}

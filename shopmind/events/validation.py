@@ -1,0 +1,52 @@
+"""Validate a batch of rows against its schema, reporting every bad row by index and field."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ValidationError
+
+from shopmind.events.schemas import ROW_MODELS
+from shopmind.exceptions import BatchValidationError, InvalidInputError, RowError
+
+
+def _field_and_message(error: dict[str, Any]) -> tuple[str, str]:
+    loc = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    # Cross-field checks name their field as "field: message" (pydantic gives them no location).
+    if not loc and ": " in message:
+        loc, message = message.split(": ", 1)
+    return loc or "row", message
+
+
+def validate_rows(kind: str, rows: Sequence[dict[str, Any]], max_rows: int) -> list[BaseModel]:
+    """Return validated models, or raise BatchValidationError listing each invalid row."""
+    model = ROW_MODELS.get(kind)
+    if model is None:
+        raise InvalidInputError(f"unknown kind {kind!r}: expected one of {sorted(ROW_MODELS)}", field="kind")
+    if len(rows) > max_rows:
+        raise InvalidInputError(f"batch has {len(rows)} rows; at most {max_rows} are accepted per batch", field="rows")
+    valid: list[BaseModel] = []
+    errors: list[RowError] = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            errors.append(RowError(index, "row", "must be an object"))
+            continue
+        try:
+            valid.append(model.model_validate(row))
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False, include_input=False):
+                field, message = _field_and_message(err)
+                errors.append(RowError(index, field, message))
+    id_field = f"{kind.rstrip('s')}_id" if kind != "users" else "user_id"
+    if not errors and kind in {"items", "users"}:
+        # The same id twice in one batch is ambiguous for profile data (which one wins?): reject it.
+        seen: dict[str, int] = {}
+        for index, m in enumerate(valid):
+            key = getattr(m, id_field)
+            if key in seen:
+                errors.append(RowError(index, id_field, f"duplicate of row {seen[key]} in the same batch"))
+            seen.setdefault(key, index)
+    if errors:
+        raise BatchValidationError(errors)
+    return valid

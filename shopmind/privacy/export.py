@@ -1,0 +1,47 @@
+"""Data-subject access: everything shopmind holds about one user, decrypted, as plain JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+
+from shopmind.config import PURPOSES
+from shopmind.exceptions import NotFoundError
+from shopmind.privacy.audit import audit_entries, record_audit
+from shopmind.privacy.crypto import FieldCipher
+from shopmind.storage import schema
+from shopmind.storage.sql import SqlStore
+
+PII_FIELDS = ("email", "phone", "address")
+
+
+def export_subject(store: SqlStore, cipher: FieldCipher, pseudonym: str, actor: str) -> dict[str, Any]:
+    """The subject's profile, consent, events, orders, payments and the audit trail about them."""
+    with store.transaction() as conn:
+        vault = conn.execute(select(schema.identity_vault).where(schema.identity_vault.c.pseudonym == pseudonym)).first()
+        if vault is None:
+            raise NotFoundError("no data is held for this user")
+        profile_row = conn.execute(select(schema.users).where(schema.users.c.pseudonym == pseudonym)).first()
+        profile: dict[str, Any] | None = None
+        if profile_row is not None:
+            m = profile_row._mapping
+            profile = {f: cipher.decrypt(f"users.{f}", m[f"{f}_enc"]) for f in PII_FIELDS}
+            profile.update(country=m["country"], age_band=m["age_band"], attributes=json.loads(m["attributes"]),
+                           consent={p: m[f"consent_{p}"] for p in PURPOSES},
+                           created_ms=m["created_ms"], updated_ms=m["updated_ms"])
+        held: dict[str, list[dict[str, Any]]] = {}
+        for table in ("events", "orders", "payments"):
+            tbl = schema.metadata.tables[table]
+            rows = conn.execute(select(tbl).where(tbl.c.user_pseudonym == pseudonym).order_by(tbl.c.ts_ms)).all()
+            held[table] = [{k: v for k, v in r._mapping.items() if k != "user_pseudonym"} for r in rows]
+        record_audit(conn, actor, "user.export", [pseudonym])
+        trail = audit_entries(conn, subject=pseudonym)
+    return {
+        "user_id": cipher.decrypt("identity_vault.raw_id", vault.raw_id_enc),
+        "pseudonym": pseudonym,
+        "profile": profile,
+        **held,
+        "audit": [{k: v for k, v in e.items() if k != "subject_pseudonym"} for e in trail],
+    }

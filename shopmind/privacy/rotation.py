@@ -1,0 +1,133 @@
+"""Key rotation for the encryption keys and the pseudonym key. Run with the service stopped.
+
+Encryption: a new key becomes active, every envelope sealed with an older key is re-encrypted with it,
+and with `retire` the keys that no longer seal anything leave the keyring.
+
+Pseudonym: a new key is added (not yet active) and saved; one database transaction recomputes every
+user's pseudonym from the raw id in the identity vault and rewrites it in every table; then the new key
+becomes active. A crash between the two steps is finished by running the command again: the vault
+records which key each pseudonym was made with. Derived stores (cache, model lineage) are remapped or
+dropped through the callbacks given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from sqlalchemy import Connection, bindparam, select, text, update
+
+from shopmind.exceptions import ConfigError
+from shopmind.privacy.audit import record_audit
+from shopmind.privacy.crypto import FieldCipher
+from shopmind.privacy.keys import Keyring
+from shopmind.privacy.pseudonym import Pseudonymizer
+from shopmind.storage import schema
+from shopmind.storage.sql import SqlStore
+
+# (table, primary key, column, field name bound into the ciphertext)
+ENCRYPTED_COLUMNS = [
+    ("users", "pseudonym", "email_enc", "users.email"),
+    ("users", "pseudonym", "phone_enc", "users.phone"),
+    ("users", "pseudonym", "address_enc", "users.address"),
+    ("identity_vault", "pseudonym", "raw_id_enc", "identity_vault.raw_id"),
+]
+BATCH = 2000
+
+
+def _require_file(key_file: Path | None) -> Path:
+    if key_file is None:
+        raise ConfigError("keys given inline (SHOPMIND_KEYRING) cannot be rotated in place: rotate a key file")
+    return key_file
+
+
+def keys_in_use(store: SqlStore) -> dict[str, int]:
+    """How many envelopes each encryption key still seals."""
+    counts: dict[str, int] = {}
+    with store.transaction() as conn:
+        for table, _, column, _ in ENCRYPTED_COLUMNS:
+            tbl = schema.metadata.tables[table]
+            for (envelope,) in conn.execute(select(tbl.c[column]).where(tbl.c[column].is_not(None))):
+                kid = FieldCipher.key_id_of(envelope)
+                counts[kid] = counts.get(kid, 0) + 1
+    return counts
+
+
+def rotate_encryption_key(store: SqlStore, keyring: Keyring, key_file: Path | None, actor: str,
+                          retire: bool = False) -> dict:
+    path = _require_file(key_file)
+    new_id = keyring.encryption.add(Keyring.PREFIXES["encryption"])
+    keyring.save(path)  # before re-encrypting: from now on every envelope must stay decryptable
+    cipher = FieldCipher(keyring.encryption)
+    rewritten = 0
+    for table, key, column, field in ENCRYPTED_COLUMNS:
+        tbl = schema.metadata.tables[table]
+        while True:
+            with store.transaction() as conn:
+                rows = conn.execute(
+                    select(tbl.c[key], tbl.c[column])
+                    .where(tbl.c[column].is_not(None), ~tbl.c[column].startswith(f"{new_id}:"))
+                    .limit(BATCH)
+                ).all()
+                if not rows:
+                    break
+                conn.execute(
+                    update(tbl).where(tbl.c[key] == bindparam("pk")).values({column: bindparam("sealed")}),
+                    [{"pk": pk, "sealed": cipher.encrypt(field, cipher.decrypt(field, env))} for pk, env in rows],
+                )
+                rewritten += len(rows)
+    retired = []
+    if retire:
+        in_use = keys_in_use(store)
+        retired = [kid for kid in keyring.encryption.keys if kid != new_id and kid not in in_use]
+        for kid in retired:
+            del keyring.encryption.keys[kid]
+        keyring.save(path)
+    with store.transaction() as conn:
+        record_audit(conn, actor, "keys.rotate_encryption", [None], {"new_key": new_id, "retired": retired})
+    return {"active": new_id, "re_encrypted": rewritten, "retired": retired}
+
+
+def _remap_table(conn: Connection, table: str, column: str) -> int:
+    return conn.execute(text(
+        f"UPDATE {table} SET {column} = (SELECT new FROM _pseudonym_map WHERE old = {table}.{column}) "
+        f"WHERE {column} IN (SELECT old FROM _pseudonym_map)"
+    )).rowcount
+
+
+def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | None, actor: str,
+                         remappers: Iterable[Callable[[dict[str, str]], None]] = ()) -> dict:
+    path = _require_file(key_file)
+    vault = schema.identity_vault
+    with store.transaction() as conn:
+        key_ids = {kid for (kid,) in conn.execute(select(vault.c.pseudonym_key_id).distinct())}
+    pending = next((k for k in key_ids if k != keyring.pseudonym.active and k in keyring.pseudonym.keys), None)
+    if pending is not None and key_ids == {pending}:
+        new_id = pending  # an earlier run committed the remap but stopped before activating the key
+        mapping: dict[str, str] = {}
+    else:
+        old_active = keyring.pseudonym.active
+        new_id = keyring.pseudonym.add(Keyring.PREFIXES["pseudonym"])
+        keyring.pseudonym.active = old_active
+        keyring.save(path)
+        cipher = FieldCipher(keyring.encryption)
+        fresh = Pseudonymizer(keyring.pseudonym, keyring.token, key_id=new_id)
+        with store.transaction() as conn:
+            mapping = {
+                old: fresh.user(cipher.decrypt("identity_vault.raw_id", enc))
+                for old, enc in conn.execute(select(vault.c.pseudonym, vault.c.raw_id_enc))
+            }
+            conn.execute(text("CREATE TEMP TABLE _pseudonym_map (old VARCHAR(32) PRIMARY KEY, new VARCHAR(32))"))
+            if mapping:
+                conn.execute(text("INSERT INTO _pseudonym_map (old, new) VALUES (:old, :new)"),
+                             [{"old": o, "new": n} for o, n in mapping.items()])
+            for table, column in {**schema.SUBJECT_TABLES, **schema.ACCOUNTABILITY_TABLES}.items():
+                _remap_table(conn, table, column)
+            conn.execute(update(vault).values(pseudonym_key_id=new_id))
+            conn.execute(text("DROP TABLE _pseudonym_map"))
+            record_audit(conn, actor, "keys.rotate_pseudonym", [None], {"new_key": new_id, "users": len(mapping)})
+    for remap in remappers:
+        remap(mapping)
+    keyring.pseudonym.active = new_id
+    keyring.save(path)
+    return {"active": new_id, "users_remapped": len(mapping)}

@@ -1,0 +1,251 @@
+"""`Shop`: the public Python API. The CLI and the HTTP service are thin layers over it.
+
+    shop = Shop.open()                        # settings from env / shopmind.toml
+    shop.ingest("events", rows, actor="etl")  # validate, pseudonymise, encrypt, commit
+    shop.train()                              # consented data -> model registry
+    shop.recommend("user-42", k=10)
+    shop.erase_user("user-42", actor="dpo")   # every registered store, with a receipt
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy import func, select
+
+from shopmind import storage
+from shopmind.config import Settings, load_settings
+from shopmind.events.files import iter_rows
+from shopmind.events.ingest import IngestResult, Ingestor
+from shopmind.events.validation import validate_rows
+from shopmind.exceptions import BatchValidationError, InvalidInputError, NotFoundError, RowError
+from shopmind.models.baselines import PopularityRecommender
+from shopmind.privacy import consent
+from shopmind.privacy.audit import record_audit
+from shopmind.privacy.crypto import FieldCipher
+from shopmind.privacy.erasure import CacheSubjectData, ErasureReceipt, ErasureRegistry, SqlSubjectData
+from shopmind.privacy.export import export_subject
+from shopmind.privacy.keys import Keyring, load_keyring
+from shopmind.privacy.pseudonym import Pseudonymizer
+from shopmind.privacy import rotation
+from shopmind.storage import schema
+from shopmind.training.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+RECENT = "recent"          # cache namespace: a user's recent item events
+RECENT_KEEP = 50
+MAX_IMPORT_ERRORS = 50
+
+
+class Shop:
+    """One shop's data, keys and models. Thread-safe for concurrent requests."""
+
+    def __init__(self, settings: Settings, keyring: Keyring):
+        self.settings = settings
+        self.keyring = keyring
+        self.store = storage.open(settings.database_url)
+        self.cache = storage.open_cache(settings.cache_url)
+        self.pseudonyms = Pseudonymizer(keyring.pseudonym, keyring.token)
+        self.cipher = FieldCipher(keyring.encryption)
+        self.ingestor = Ingestor(self.store, self.pseudonyms, self.cipher)
+        self.registry = ModelRegistry(settings.model_dir)
+        self.erasure = ErasureRegistry(self.store)
+        self.erasure.register(SqlSubjectData(self.store))
+        self.erasure.register(CacheSubjectData(self.cache))
+        self.erasure.register(self.registry)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> "Shop":
+        settings = settings or load_settings()
+        return cls(settings, load_keyring(settings.key_file, settings.keyring))
+
+    @classmethod
+    def init(cls, settings: Settings | None = None) -> tuple["Shop", bool]:
+        """Create the home folder and a key file if there is none; migrate the database.
+        Returns the shop and whether new keys were made."""
+        settings = settings or load_settings()
+        settings.home.mkdir(parents=True, exist_ok=True)
+        created = False
+        if not settings.keyring and not settings.key_file.exists():
+            Keyring.generate().save(settings.key_file)
+            created = True
+        return cls.open(settings), created
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- ingestion ---------------------------------------------------------------------------------
+
+    def ingest(self, kind: str, rows: Sequence[dict[str, Any]], actor: str) -> IngestResult:
+        """Validate a batch (all or nothing) and commit it durably before returning."""
+        return self.ingest_valid(kind, validate_rows(kind, rows, self.settings.max_batch), actor)
+
+    def ingest_valid(self, kind: str, rows: Sequence[Any], actor: str) -> IngestResult:
+        """Commit a batch already validated against its schema (the HTTP layer validates on parse)."""
+        result = self.ingestor.ingest(kind, rows, actor)
+        if kind == "events":
+            self._refresh_recent(rows)
+        return result
+
+    def import_file(self, path: Path, kind: str, actor: str,
+                    progress: Callable[[int], None] | None = None, chunk: int = 10_000) -> IngestResult:
+        """Import a whole file in one transaction: every row is valid and written, or nothing is."""
+        total = IngestResult(kind, 0, 0, 0)
+        errors: list[RowError] = []
+        offset = 0
+        with self.store.transaction() as conn:
+            for rows in iter_rows(path, chunk):
+                try:
+                    valid = validate_rows(kind, rows, max_rows=len(rows))
+                except BatchValidationError as exc:
+                    errors.extend(RowError(e.index + offset, e.field, e.message) for e in exc.errors)
+                    if len(errors) >= MAX_IMPORT_ERRORS:
+                        break
+                if not errors:
+                    part = self.ingestor.write(conn, kind, valid, actor)
+                    total = IngestResult(kind, total.received + part.received, total.written + part.written,
+                                         total.duplicates + part.duplicates, total.dropped_erased + part.dropped_erased)
+                offset += len(rows)
+                if progress:
+                    progress(len(rows))
+            if errors:
+                raise BatchValidationError(errors[:MAX_IMPORT_ERRORS])
+        return total
+
+    def _refresh_recent(self, events: Sequence[Any]) -> None:
+        by_user: dict[str, list[list[Any]]] = {}
+        for e in events:
+            if e.user_id is not None and e.item_id is not None:
+                by_user.setdefault(self.pseudonyms.user(e.user_id), []).append(
+                    [e.item_id, e.type.value, int(e.ts.timestamp() * 1000)])
+        for pseudonym, items in by_user.items():
+            self.cache.append_if_present(RECENT, pseudonym, items, RECENT_KEEP)
+
+    # -- reads about one user ------------------------------------------------------------------------
+
+    def pseudonym(self, raw_user_id: str) -> str:
+        return self.pseudonyms.user(raw_user_id)
+
+    def recent_items(self, pseudonym: str) -> list[list[Any]]:
+        """[item_id, type, ts_ms] of the user's latest item events, oldest first (cached)."""
+        cached = self.cache.get(RECENT, pseudonym)
+        if cached is not None:
+            return cached
+        e = schema.events
+        with self.store.transaction() as conn:
+            rows = conn.execute(
+                select(e.c.item_id, e.c.type, e.c.ts_ms)
+                .where(e.c.user_pseudonym == pseudonym, e.c.item_id.is_not(None))
+                .order_by(e.c.ts_ms.desc()).limit(RECENT_KEEP)
+            ).all()
+        recent = [list(r) for r in reversed(rows)]
+        self.cache.set(RECENT, pseudonym, recent)
+        return recent
+
+    def recent_events(self, raw_user_id: str, actor: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The user's latest events (for the dashboard). Reading them is audited."""
+        pseudonym = self.pseudonym(raw_user_id)
+        e = schema.events
+        with self.store.transaction() as conn:
+            rows = conn.execute(
+                select(e.c.event_id, e.c.type, e.c.item_id, e.c.query, e.c.price, e.c.ts_ms, e.c.device)
+                .where(e.c.user_pseudonym == pseudonym).order_by(e.c.ts_ms.desc()).limit(limit)
+            ).all()
+            record_audit(conn, actor, "user.read_events", [pseudonym], {"limit": limit})
+        return [dict(r._mapping) for r in rows]
+
+    def has_consent(self, pseudonym: str, purpose: str) -> bool:
+        with self.store.transaction() as conn:
+            return consent.has_consent(conn, pseudonym, purpose, self.settings.default_consent)
+
+    def set_consent(self, raw_user_id: str, flags: dict[str, bool | None], actor: str) -> dict[str, bool | None]:
+        pseudonym = self.pseudonym(raw_user_id)
+        with self.store.transaction() as conn:
+            now = consent.set_consent(conn, pseudonym, flags)
+            record_audit(conn, actor, "user.consent", [pseudonym], {k: v for k, v in flags.items() if v is not None})
+        return now
+
+    # -- data-subject rights -------------------------------------------------------------------------
+
+    def export_user(self, raw_user_id: str, actor: str) -> dict[str, Any]:
+        return export_subject(self.store, self.cipher, self.pseudonym(raw_user_id), actor)
+
+    def erase_user(self, raw_user_id: str, actor: str) -> ErasureReceipt:
+        """Remove the user from every registered store. Safe to repeat (finishes an interrupted erasure)."""
+        return self.erasure.erase(self.pseudonym(raw_user_id), actor)
+
+    # -- models --------------------------------------------------------------------------------------
+
+    def training_events(self, purpose: str = "personalization") -> pl.DataFrame:
+        return consent.consented_events(self.store, purpose, self.settings.default_consent,
+                                        columns=["user_pseudonym", "session_pseudonym", "type", "item_id", "ts_ms"])
+
+    def items_frame(self) -> pl.DataFrame:
+        i = schema.items
+        return self.store.frame(select(i.c.item_id, i.c.title, i.c.category, i.c.brand, i.c.price),
+                                schema_overrides={"item_id": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8,
+                                                  "brand": pl.Utf8, "price": pl.Float64})
+
+    def train(self, actor: str = "cli") -> str:
+        """Train the popularity model on personalization-consented events and promote it."""
+        started = time.perf_counter()
+        events = self.training_events("personalization")
+        model = PopularityRecommender().fit(events, self.items_frame())
+        elapsed = time.perf_counter() - started
+        window = [int(events["ts_ms"].min()), int(events["ts_ms"].max())] if events.height else None
+        subjects = events["user_pseudonym"].drop_nulls().unique().to_list()
+        version = self.registry.register(
+            "popularity", model,
+            card={"config": {"half_life_days": model.half_life_days}, "data_window_ms": window,
+                  "n_events": events.height, "n_users": len(subjects), "purpose": "personalization",
+                  "train_seconds": round(elapsed, 3), "trained_by": actor},
+            subjects=subjects,
+        )
+        return version
+
+    def recommend(self, raw_user_id: str, k: int = 10, category: str | None = None,
+                  exclude_purchased: bool = True) -> dict[str, Any]:
+        loaded = self.registry.load_current("popularity")
+        if loaded is None:
+            raise NotFoundError("no model is trained yet: run `shopmind train`")
+        version, model = loaded
+        pseudonym = self.pseudonym(raw_user_id)
+        personalised = self.has_consent(pseudonym, "personalization")
+        exclude: set[str] = set()
+        if personalised and exclude_purchased:
+            exclude = {item for item, kind, _ in self.recent_items(pseudonym) if kind == "purchase"}
+        recs = model.recommend(k=k, category=category, exclude=exclude)
+        return {"model": f"popularity/{version}", "personalised": personalised,
+                "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason} for r in recs]}
+
+    # -- operations ----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        counts = {t: self.store.count(t) for t in ("items", "users", "events", "orders", "payments")}
+        e = schema.events
+        with self.store.transaction() as conn:
+            by_type = dict(conn.execute(select(e.c.type, func.count()).group_by(e.c.type)).all())
+        return {"rows": counts, "events_by_type": by_type}
+
+    def rotate_keys(self, kind: str, actor: str, retire: bool = False) -> dict[str, Any]:
+        key_file = None if self.settings.keyring else self.settings.key_file
+        if kind == "encryption":
+            result = rotation.rotate_encryption_key(self.store, self.keyring, key_file, actor, retire=retire)
+            self.cipher = FieldCipher(self.keyring.encryption)
+        elif kind == "pseudonym":
+            result = rotation.rotate_pseudonym_key(
+                self.store, self.keyring, key_file, actor,
+                remappers=[self.registry.remap_subjects, lambda m: [self.cache.erase_subject(old) for old in m]])
+            self.pseudonyms = Pseudonymizer(self.keyring.pseudonym, self.keyring.token)
+        else:
+            raise InvalidInputError("kind must be 'encryption' or 'pseudonym'", field="kind")
+        self.ingestor = Ingestor(self.store, self.pseudonyms, self.cipher)
+        return result

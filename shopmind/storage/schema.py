@@ -1,0 +1,164 @@
+"""Tables of the relational store (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Users are keyed by pseudonym; no table has a raw user id column. Personal data columns end in `_enc`
+and hold AES-GCM envelopes. Times are UTC epoch milliseconds (BIGINT): fast to compare and bulk-load on
+both engines, and unambiguous. Alembic migrations (storage/migrations) create these tables; this module
+is the reference the code reads and writes through.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+PSEUDONYM = String(32)
+ID = String(128)
+
+items = Table(
+    "items", metadata,
+    Column("item_id", ID, primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("category", Text, nullable=False, default=""),
+    Column("brand", Text, nullable=False, default=""),
+    Column("price", Float),
+    Column("currency", String(3), nullable=False),
+    Column("stock", BigInteger),
+    Column("attributes", Text, nullable=False, default="{}"),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+users = Table(
+    "users", metadata,
+    Column("pseudonym", PSEUDONYM, primary_key=True),
+    Column("consent_personalization", Boolean),
+    Column("consent_advertising", Boolean),
+    Column("consent_analytics", Boolean),
+    Column("country", String(2)),
+    Column("age_band", String(20)),
+    Column("attributes", Text, nullable=False, default="{}"),
+    Column("email_enc", Text),
+    Column("phone_enc", Text),
+    Column("address_enc", Text),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# The only place a raw user id is kept, encrypted, so exports and pseudonym-key rotation can recover it.
+identity_vault = Table(
+    "identity_vault", metadata,
+    Column("pseudonym", PSEUDONYM, primary_key=True),
+    Column("raw_id_enc", Text, nullable=False),
+    Column("pseudonym_key_id", String(16), nullable=False),
+)
+
+events = Table(
+    "events", metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("user_pseudonym", PSEUDONYM),
+    Column("session_pseudonym", PSEUDONYM),
+    Column("type", String(20), nullable=False),
+    Column("item_id", ID),
+    Column("query", Text),
+    Column("price", Float),
+    Column("quantity", Integer),
+    Column("rating", Float),
+    Column("device", String(32)),
+    Column("country", String(2)),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("ad_id", ID),
+    Column("campaign_id", ID),
+    Column("ingested_ms", BigInteger, nullable=False),
+    Index("ix_events_user_ts", "user_pseudonym", "ts_ms"),
+    Index("ix_events_session", "session_pseudonym"),
+    Index("ix_events_ts", "ts_ms"),
+)
+
+orders = Table(
+    "orders", metadata,
+    Column("order_id", ID, primary_key=True),
+    Column("user_pseudonym", PSEUDONYM, nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("amount", Float, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("items", Text, nullable=False, default="[]"),
+    Column("shipping_country", String(2)),
+    Column("ip_country", String(2)),
+    Column("device_token", PSEUDONYM),
+    Column("instrument_token", PSEUDONYM),
+    Column("label_fraud", Boolean),
+    Column("fraud_pattern", String(64)),
+    Column("ingested_ms", BigInteger, nullable=False),
+    Index("ix_orders_user_ts", "user_pseudonym", "ts_ms"),
+)
+
+payments = Table(
+    "payments", metadata,
+    Column("payment_id", ID, primary_key=True),
+    Column("order_id", ID),
+    Column("user_pseudonym", PSEUDONYM),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("amount", Float, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("instrument_token", PSEUDONYM),
+    Column("method", String(32)),
+    Column("status", String(32)),
+    Column("label_fraud", Boolean),
+    Column("fraud_pattern", String(64)),
+    Column("ingested_ms", BigInteger, nullable=False),
+    Index("ix_payments_user_ts", "user_pseudonym", "ts_ms"),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("scopes", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject_pseudonym", PSEUDONYM),
+    Column("detail", Text, nullable=False, default="{}"),
+    Index("ix_audit_subject", "subject_pseudonym"),
+)
+
+erasure_receipts = Table(
+    "erasure_receipts", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("pseudonym", PSEUDONYM, nullable=False),
+    Column("erased_ms", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("removed", Text, nullable=False),
+    Index("ix_erasure_pseudonym", "pseudonym"),
+)
+
+# Tables that hold rows about a user, with the column that names them: erasure and export walk this.
+SUBJECT_TABLES: dict[str, str] = {
+    "users": "pseudonym",
+    "identity_vault": "pseudonym",
+    "events": "user_pseudonym",
+    "orders": "user_pseudonym",
+    "payments": "user_pseudonym",
+}
+# Kept after erasure on purpose, with the pseudonym only: proof that the erasure happened and who read what.
+ACCOUNTABILITY_TABLES: dict[str, str] = {"erasure_receipts": "pseudonym", "audit_log": "subject_pseudonym"}

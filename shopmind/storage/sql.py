@@ -1,0 +1,171 @@
+"""The relational store: SQLite (embedded default, WAL) or PostgreSQL, through SQLAlchemy 2.
+
+Bulk writes take each engine's fast path: executemany of INSERT OR IGNORE on SQLite, COPY into a
+temporary table then INSERT ... ON CONFLICT on PostgreSQL. A batch is one transaction: it is either
+committed whole before the call returns (durable: SQLite runs with synchronous=FULL) or not at all.
+Reads for training come out as Polars frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from shopmind.exceptions import ConfigError, StorageError
+from shopmind.storage import schema
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before we acknowledge it, even across power loss, not only process death.
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    # Deleted rows are overwritten with zeros, so erased data does not linger in free pages.
+    cur.execute("PRAGMA secure_delete=ON")
+    cur.close()
+
+
+class SqlStore:
+    """One relational database. Create with `SqlStore(url)`; call `migrate()` once before use."""
+
+    def __init__(self, url: str):
+        try:
+            parsed = make_url(url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError with the url in the message
+            raise ConfigError("database_url is not a valid SQLAlchemy URL") from exc
+        backend = parsed.get_backend_name()
+        if backend not in {"sqlite", "postgresql"}:
+            raise ConfigError(f"database_url scheme {backend!r} is not supported: use sqlite:/// or postgresql://")
+        if backend == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.dialect = backend
+        self.url = parsed
+        if backend == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(parsed, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection in a transaction; committed on success, rolled back on any error."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database operation failed ({type(exc).__name__}); nothing was written") from exc
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    # -- bulk writes -------------------------------------------------------------------------------
+
+    def insert_ignore(self, conn: Connection, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert rows whose primary key is new; return how many were inserted (the rest existed)."""
+        if not rows:
+            return 0
+        tbl = schema.metadata.tables[table]
+        columns = [c.name for c in tbl.columns if c.name in rows[0]]
+        if self.dialect == "sqlite":
+            raw = conn.connection.driver_connection
+            before = raw.total_changes
+            placeholders = ", ".join("?" for _ in columns)
+            sql = f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+            raw.cursor().executemany(sql, [tuple(r[c] for c in columns) for r in rows])
+            return raw.total_changes - before
+        return self._pg_copy_merge(conn, tbl.name, columns, rows, on_conflict="DO NOTHING")
+
+    def upsert(self, conn: Connection, table: str, rows: Sequence[dict[str, Any]], keep: Iterable[str] = ()) -> int:
+        """Insert or update rows by primary key. Columns in `keep` are not overwritten on update."""
+        if not rows:
+            return 0
+        tbl = schema.metadata.tables[table]
+        key = [c.name for c in tbl.primary_key.columns]
+        columns = [c.name for c in tbl.columns if c.name in rows[0]]
+        updated = [c for c in columns if c not in key and c not in set(keep)]
+        assignments = ", ".join(f"{c} = excluded.{c}" for c in updated)
+        conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}" if updated else "ON CONFLICT DO NOTHING"
+        if self.dialect == "sqlite":
+            raw = conn.connection.driver_connection
+            placeholders = ", ".join("?" for _ in columns)
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) {conflict}"
+            # Last row wins for duplicate keys inside one batch, as it would row by row.
+            raw.cursor().executemany(sql, [tuple(r[c] for c in columns) for r in rows])
+            return len(rows)
+        deduped = list({tuple(r[k] for k in key): r for r in rows}.values())
+        return self._pg_copy_merge(conn, table, columns, deduped, on_conflict=conflict.removeprefix("ON CONFLICT "))
+
+    def _pg_copy_merge(self, conn: Connection, table: str, columns: list[str], rows: Sequence[dict[str, Any]],
+                       on_conflict: str) -> int:
+        raw = conn.connection.driver_connection
+        staging = f"_stage_{uuid.uuid4().hex[:12]}"
+        cols = ", ".join(columns)
+        with raw.cursor() as cur:
+            cur.execute(f"CREATE TEMP TABLE {staging} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+            with cur.copy(f"COPY {staging} ({cols}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(tuple(r[c] for c in columns))
+            cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} ON CONFLICT {on_conflict}")
+            inserted = cur.rowcount
+            cur.execute(f"DROP TABLE {staging}")
+        return inserted
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def frame(self, query: Any, conn: Connection | None = None, schema_overrides: dict | None = None) -> pl.DataFrame:
+        """Run a SELECT and return a Polars frame (columnar, for training and analytics)."""
+        try:
+            if conn is not None:
+                return pl.read_database(query, conn, schema_overrides=schema_overrides, infer_schema_length=None)
+            with self.engine.connect() as c:
+                return pl.read_database(query, c, schema_overrides=schema_overrides, infer_schema_length=None)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database read failed ({type(exc).__name__})") from exc
+
+    def count(self, table: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(schema.metadata.tables[table])).scalar_one())
+
+    def checkpoint(self) -> None:
+        """SQLite: fold the WAL into the database file and truncate it (after erasure, so no old page lingers)."""
+        if self.dialect == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,0 +1,172 @@
+"""Model registry on the local file system: versions with cards, a current pointer, lineage.
+
+    <root>/<kind>/<version>/model/        the model's own files (model.save / Model.load)
+    <root>/<kind>/<version>/card.json     config, data window, metrics, training time, erasure notes
+    <root>/<kind>/<version>/subjects.parquet  pseudonyms whose data the version was trained on (lineage)
+    <root>/<kind>/CURRENT                 the promoted version; history.json keeps earlier ones for rollback
+
+Lineage lets erasure reach models: an erased pseudonym is removed from every lineage file, models that
+keep per-user state forget it (`erase_subject` on the model), and the card counts erasures since
+training, so retraining can be scheduled. Pointer files are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shopmind.exceptions import InvalidInputError, NotFoundError
+from shopmind.models.baselines import PopularityRecommender
+
+MODEL_KINDS: dict[str, type] = {"popularity": PopularityRecommender}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ModelRegistry:
+    name = "models"  # as an Erasable
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._loaded: dict[str, tuple[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def _kind_dir(self, kind: str) -> Path:
+        if kind not in MODEL_KINDS:
+            raise InvalidInputError(f"unknown model kind {kind!r}: expected one of {sorted(MODEL_KINDS)}", field="kind")
+        return self.root / kind
+
+    def register(self, kind: str, model: Any, card: dict[str, Any], subjects: list[str], promote: bool = True) -> str:
+        base = self._kind_dir(kind)
+        base.mkdir(parents=True, exist_ok=True)
+        version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
+        n = 1
+        while (base / f"{version}-{n}").exists():
+            n += 1
+        version = f"{version}-{n}"
+        staging = base / f".{version}.partial"
+        model.save(staging / "model")
+        pl.DataFrame({"pseudonym": sorted(set(subjects))}, schema={"pseudonym": pl.Utf8}).write_parquet(
+            staging / "subjects.parquet")
+        full_card = {"kind": kind, "version": version, "created_ms": int(time.time() * 1000),
+                     "erased_since_training": 0, **card}
+        (staging / "card.json").write_text(json.dumps(full_card, indent=2, sort_keys=True))
+        os.replace(staging, base / version)
+        if promote:
+            self.promote(kind, version)
+        return version
+
+    def versions(self, kind: str) -> list[dict[str, Any]]:
+        base = self._kind_dir(kind)
+        if not base.exists():
+            return []
+        return [json.loads((d / "card.json").read_text()) for d in sorted(base.iterdir())
+                if d.is_dir() and not d.name.startswith(".")]
+
+    def card(self, kind: str, version: str) -> dict[str, Any]:
+        path = self._kind_dir(kind) / version / "card.json"
+        if not path.exists():
+            raise NotFoundError(f"no {kind} model version {version!r}")
+        return json.loads(path.read_text())
+
+    def current_version(self, kind: str) -> str | None:
+        pointer = self._kind_dir(kind) / "CURRENT"
+        return pointer.read_text().strip() if pointer.exists() else None
+
+    def promote(self, kind: str, version: str) -> None:
+        base = self._kind_dir(kind)
+        if not (base / version / "card.json").exists():
+            raise NotFoundError(f"no {kind} model version {version!r}")
+        history_file = base / "history.json"
+        history = json.loads(history_file.read_text()) if history_file.exists() else []
+        previous = self.current_version(kind)
+        if previous and previous != version:
+            history.append(previous)
+        _write_atomic(history_file, json.dumps(history))
+        _write_atomic(base / "CURRENT", version)
+
+    def rollback(self, kind: str) -> str:
+        base = self._kind_dir(kind)
+        history_file = base / "history.json"
+        history = json.loads(history_file.read_text()) if history_file.exists() else []
+        if not history:
+            raise NotFoundError(f"no earlier {kind} version to roll back to")
+        version = history.pop()
+        _write_atomic(base / "CURRENT", version)
+        _write_atomic(history_file, json.dumps(history))
+        return version
+
+    def load_current(self, kind: str) -> tuple[str, Any] | None:
+        """The promoted model, loaded once per version (a new promotion is picked up on the next call)."""
+        version = self.current_version(kind)
+        if version is None:
+            return None
+        with self._lock:
+            cached = self._loaded.get(kind)
+            if cached is None or cached[0] != version:
+                cached = (version, MODEL_KINDS[kind].load(self._kind_dir(kind) / version / "model"))
+                self._loaded[kind] = cached
+            return cached
+
+    # -- erasure and key rotation ------------------------------------------------------------------
+
+    def _version_dirs(self):
+        if not self.root.exists():
+            return
+        for kind in MODEL_KINDS:
+            base = self.root / kind
+            if base.exists():
+                for d in base.iterdir():
+                    if d.is_dir() and (d / "subjects.parquet").exists():
+                        yield kind, d
+
+    def erase_subject(self, pseudonym: str) -> dict[str, int]:
+        touched = 0
+        for kind, d in self._version_dirs():
+            subjects = pl.read_parquet(d / "subjects.parquet")
+            if pseudonym not in set(subjects["pseudonym"].to_list()):
+                continue
+            subjects.filter(pl.col("pseudonym") != pseudonym).write_parquet(d / "subjects.parquet")
+            model_cls = MODEL_KINDS[kind]
+            if hasattr(model_cls, "erase_subject"):
+                model = model_cls.load(d / "model")
+                model.erase_subject(pseudonym)
+                shutil.rmtree(d / "model")
+                model.save(d / "model")
+            card = json.loads((d / "card.json").read_text())
+            card["erased_since_training"] = card.get("erased_since_training", 0) + 1
+            _write_atomic(d / "card.json", json.dumps(card, indent=2, sort_keys=True))
+            touched += 1
+        with self._lock:
+            self._loaded.clear()
+        return {"models.versions": touched}
+
+    def remap_subjects(self, mapping: dict[str, str]) -> None:
+        """After pseudonym-key rotation: rewrite lineage (and per-user model state) to the new pseudonyms."""
+        if not mapping:
+            return
+        for kind, d in self._version_dirs():
+            subjects = pl.read_parquet(d / "subjects.parquet")
+            subjects.with_columns(pl.col("pseudonym").replace(mapping)).write_parquet(d / "subjects.parquet")
+            model_cls = MODEL_KINDS[kind]
+            if hasattr(model_cls, "remap_subjects"):
+                model = model_cls.load(d / "model")
+                model.remap_subjects(mapping)
+                shutil.rmtree(d / "model")
+                model.save(d / "model")
+        with self._lock:
+            self._loaded.clear()

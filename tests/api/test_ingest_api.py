@@ -1,0 +1,70 @@
+"""HTTP ingestion: whole-batch validation with per-row errors, idempotency, limits, metrics."""
+
+from __future__ import annotations
+
+from tests.conftest import auth, event
+
+
+def test_post_events_then_resend(client, keys, shop):
+    batch = [event(i, user=f"u{i % 7}") for i in range(200)]
+    r = client.post("/v1/events", json=batch, headers=auth(keys["ingest"]))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"kind": "events", "received": 200, "written": 200, "duplicates": 0, "dropped_erased": 0}
+    r = client.post("/v1/events", json=batch, headers=auth(keys["ingest"]))
+    assert r.json()["written"] == 0 and r.json()["duplicates"] == 200
+    assert shop.store.count("events") == 200
+
+
+def test_bad_rows_are_listed_and_nothing_is_written(client, keys, shop):
+    batch = [event(i) for i in range(5)]
+    batch[1]["price"] = -3
+    batch[4]["type"] = "add_to_cart"
+    batch[4].pop("item_id")
+    r = client.post("/v1/events", json=batch, headers=auth(keys["ingest"]))
+    assert r.status_code == 422
+    errors = {(e["index"], e["field"]) for e in r.json()["errors"]}
+    assert errors == {(1, "price"), (4, "item_id")}
+    assert "2 invalid row(s)" in r.json()["detail"]
+    assert shop.store.count("events") == 0
+
+
+def test_unknown_fields_are_errors_not_silently_dropped(client, keys):
+    row = event(1)
+    row["colour"] = "red"
+    r = client.post("/v1/events", json=[row], headers=auth(keys["ingest"]))
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "colour"
+
+
+def test_batch_limit(client, keys, shop):
+    shop.settings.max_batch = 10
+    r = client.post("/v1/events", json=[event(i) for i in range(11)], headers=auth(keys["ingest"]))
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    assert shop.store.count("events") == 0
+
+
+def test_error_bodies_do_not_echo_personal_data(client, keys):
+    r = client.post("/v1/users", json=[{"user_id": "secret-user", "email": "not-an-email secret@x"}],
+                    headers=auth(keys["ingest"]))
+    assert r.status_code == 422
+    assert "secret" not in r.text
+
+
+def test_metrics_use_route_templates_not_raw_ids(client, keys):
+    client.get("/v1/users/raw-user-77/events", headers=auth(keys["analyst"]))
+    client.post("/v1/events", json=[event(1)], headers=auth(keys["ingest"]))
+    body = client.get("/metrics", headers=auth(keys["analyst"])).text
+    assert 'route="/v1/users/{user_id}/events"' in body
+    assert "raw-user-77" not in body
+    assert 'shopmind_rows_ingested_total{kind="events"} 1.0' in body
+
+
+def test_health_and_readiness(client, keys):
+    assert client.get("/healthz", headers=auth(keys["recommend"])).json()["status"] == "ok"
+    ready = client.get("/readyz", headers=auth(keys["recommend"])).json()
+    assert ready["status"] == "ready" and ready["checks"]["database"] is True
+
+
+def test_dashboard_page_is_served_without_data(client):
+    r = client.get("/dashboard")
+    assert r.status_code == 200 and "shopmind" in r.text and "/v1/stats" in r.text

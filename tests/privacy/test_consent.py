@@ -1,0 +1,53 @@
+"""Consent per purpose: excluded from that purpose's training data and outputs."""
+
+from __future__ import annotations
+
+from tests.conftest import auth, event, make_shop
+
+
+def _seed(shop):
+    shop.ingest("users", [
+        {"user_id": "yes", "consent_personalization": True, "consent_advertising": False},
+        {"user_id": "no", "consent_personalization": False, "consent_advertising": True},
+    ], actor="t")
+    shop.ingest("items", [{"item_id": f"i{n}", "title": f"I{n}"} for n in range(4)], actor="t")
+    shop.ingest("events",
+                [event(n, user="yes", kind="purchase", item="i1") for n in range(5)]
+                + [event(10 + n, user="no", kind="purchase", item="i2") for n in range(9)]
+                + [event(30 + n, user="unknown", kind="view", item="i3") for n in range(3)]
+                + [event(40 + n, user=None, session_id="anon-1", kind="view", item="i0") for n in range(2)],
+                actor="t")
+
+
+def test_training_data_follows_consent(shop):
+    _seed(shop)
+    yes, no, unknown = (shop.pseudonym(u) for u in ("yes", "no", "unknown"))
+    users = shop.training_events("personalization")["user_pseudonym"].to_list()
+    assert users.count(yes) == 5 and no not in users and unknown not in users  # opt-in default
+    assert users.count(None) == 2  # anonymous session events
+    ads = shop.training_events("advertising")["user_pseudonym"].to_list()
+    assert yes not in ads and ads.count(no) == 9
+
+
+def test_default_consent_applies_to_unknown_users(tmp_path, database_url):
+    shop = make_shop(tmp_path / "h", database_url, default_consent=True)
+    _seed(shop)
+    users = shop.training_events("personalization")["user_pseudonym"].to_list()
+    assert users.count(shop.pseudonym("unknown")) == 3 and shop.pseudonym("no") not in users
+
+
+def test_recommendations_without_consent_are_not_personalised(client, keys, shop):
+    _seed(shop)
+    shop.train(actor="t")
+    # i2 is most popular only through the non-consenting user's purchases, which must not count.
+    items = [r["item_id"] for r in client.get("/v1/users/yes/recommendations?k=4",
+                                              headers=auth(keys["recommend"])).json()["items"]]
+    assert "i2" not in items
+    assert "i1" not in items  # 'yes' bought i1: excluded as already purchased (a personal touch)
+    r = client.get("/v1/users/no/recommendations?k=4", headers=auth(keys["recommend"])).json()
+    assert r["personalised"] is False
+    assert [x["item_id"] for x in r["items"]][0] == "i1"  # plain popularity, own history not used
+    # Withdrawing consent takes effect at once.
+    client.put("/v1/users/yes/consent", json={"personalization": False}, headers=auth(keys["admin"]))
+    r = client.get("/v1/users/yes/recommendations?k=4", headers=auth(keys["recommend"])).json()
+    assert r["personalised"] is False and r["items"][0]["item_id"] == "i1"

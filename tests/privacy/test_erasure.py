@@ -1,0 +1,119 @@
+"""Erasure reaches every store: fan a user out everywhere, erase, then scan every table and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from shopmind.storage import schema
+from tests.conftest import event, make_shop
+
+RAW_ID = "erasure-subject-9931"
+EMAIL = "erasure.subject@example.net"
+PHONE = "+44 7700 900123"
+ADDRESS = "12 Quiet Lane, Leeds LS1 4AP"
+OTHER = "bystander-1"
+
+
+def _tables_containing(shop, needle: str) -> set[str]:
+    found = set()
+    with shop.store.transaction() as conn:
+        for table in schema.metadata.sorted_tables:
+            for row in conn.execute(select(table)):
+                if any(needle in str(v) for v in row if v is not None):
+                    found.add(table.name)
+                    break
+    return found
+
+
+def _files_containing(root: Path, needle: str, skip_suffixes=()) -> list[Path]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.name.endswith(skip_suffixes) and needle.encode() in path.read_bytes():
+            hits.append(path)
+    return hits
+
+
+def _fan_out(shop) -> str:
+    shop.ingest("users", [
+        {"user_id": RAW_ID, "email": EMAIL, "phone": PHONE, "address": ADDRESS, "consent_personalization": True},
+        {"user_id": OTHER, "email": "other@example.net", "consent_personalization": True},
+    ], actor="t")
+    shop.ingest("items", [{"item_id": f"i{n}", "title": f"Item {n}", "category": "A > B"} for n in range(5)], actor="t")
+    shop.ingest("events", [event(n, user=RAW_ID, kind="purchase" if n % 3 == 0 else "view", item=f"i{n % 5}")
+                           for n in range(20)] + [event(100 + n, user=OTHER, item="i1") for n in range(5)], actor="t")
+    shop.ingest("orders", [{"order_id": "o-1", "user_id": RAW_ID, "ts": "2026-01-05T10:00:00Z", "amount": 30.0,
+                            "device_id": "dev-1", "payment_instrument": "card-1"}], actor="t")
+    shop.ingest("payments", [{"payment_id": "p-1", "order_id": "o-1", "user_id": RAW_ID, "ts": "2026-01-05T10:00:01Z",
+                              "amount": 30.0, "payment_instrument": "card-1"}], actor="t")
+    shop.train(actor="t")                     # model lineage
+    shop.recommend(RAW_ID)                    # cached online state
+    shop.export_user(RAW_ID, actor="t")       # audit trail
+    return shop.pseudonym(RAW_ID)
+
+
+def _assert_gone(shop, pseudonym: str, home: Path) -> None:
+    for needle in (RAW_ID, EMAIL, PHONE, ADDRESS):
+        assert not _tables_containing(shop, needle), needle
+        assert not _files_containing(home, needle), needle
+    # The pseudonym stays only where accountability needs it: the receipt and the audit trail.
+    assert _tables_containing(shop, pseudonym) == set(schema.ACCOUNTABILITY_TABLES)
+    assert not _files_containing(home / "models", pseudonym)
+    assert shop.cache.find(pseudonym) == []
+
+
+def test_erasure_reaches_every_store(shop):
+    home = shop.settings.home
+    pseudonym = _fan_out(shop)
+    # The data really was everywhere before (otherwise the scan below proves nothing).
+    assert _tables_containing(shop, pseudonym) >= {"users", "identity_vault", "events", "orders", "payments",
+                                                    "audit_log"}
+    assert _files_containing(home / "models", pseudonym)
+    assert shop.cache.find(pseudonym)
+    assert shop.erasure.names == ["database", "cache", "models"]
+
+    receipt = shop.erase_user(RAW_ID, actor="t")
+
+    assert receipt.removed["database.events"] == 20
+    assert receipt.removed["database.orders"] == 1 and receipt.removed["database.payments"] == 1
+    assert receipt.removed["models.versions"] == 1 and receipt.removed["cache.entries"] >= 1
+    assert RAW_ID not in str(receipt.as_dict())
+    _assert_gone(shop, pseudonym, home)
+    # The bystander is untouched, and erasing again is harmless.
+    assert shop.export_user(OTHER, actor="t")["profile"]["email"] == "other@example.net"
+    again = shop.erase_user(RAW_ID, actor="t")
+    assert again.removed["database.events"] == 0
+    card = shop.registry.versions("popularity")[0]
+    assert card["erased_since_training"] == 1
+
+
+def test_erased_user_is_excluded_from_later_training(shop):
+    pseudonym = _fan_out(shop)
+    shop.erase_user(RAW_ID, actor="t")
+    events = shop.training_events()
+    assert pseudonym not in set(events["user_pseudonym"].drop_nulls().to_list())
+    version = shop.train(actor="t")
+    subjects = (shop.registry.root / "popularity" / version / "subjects.parquet").read_bytes()
+    assert pseudonym.encode() not in subjects
+
+
+def test_erasure_reaches_redis(tmp_path, redis_url):
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}", cache_url=redis_url)
+    pseudonym = _fan_out(shop)
+    assert shop.cache.find(pseudonym)
+    shop.erase_user(RAW_ID, actor="t")
+    _assert_gone(shop, pseudonym, shop.settings.home)
+
+
+def test_erasure_over_http(client, keys, shop):
+    from tests.conftest import auth
+
+    pseudonym = _fan_out(shop)
+    assert client.delete(f"/v1/users/{RAW_ID}", headers=auth(keys["ingest"])).status_code == 403
+    r = client.delete(f"/v1/users/{RAW_ID}", headers=auth(keys["admin"]))
+    assert r.status_code == 200 and r.json()["pseudonym"] == pseudonym
+    assert RAW_ID not in r.text
+    assert client.get(f"/v1/users/{RAW_ID}/export", headers=auth(keys["admin"])).status_code == 404
+    _assert_gone(shop, pseudonym, shop.settings.home)

@@ -1,0 +1,108 @@
+"""Key rotation: encryption keys re-encrypt everything; the pseudonym key remaps every table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from shopmind.exceptions import ConfigError
+from shopmind.privacy.keys import load_keyring
+from shopmind.privacy.rotation import keys_in_use
+from shopmind.storage import schema
+from tests.conftest import event
+
+
+def _seed(shop, n=30):
+    shop.ingest("users", [{"user_id": f"user-{i}", "email": f"user{i}@example.org", "phone": f"+49 30 {1000 + i}",
+                           "consent_personalization": True} for i in range(n)], actor="t")
+    shop.ingest("events", [event(i, user=f"user-{i % n}", kind="purchase", item=f"item-{i % 4}") for i in range(3 * n)],
+                actor="t")
+    shop.ingest("orders", [{"order_id": f"o{i}", "user_id": f"user-{i}", "ts": "2026-01-05T10:00:00Z",
+                            "amount": 10.0 + i} for i in range(n)], actor="t")
+    shop.ingest("payments", [{"payment_id": f"p{i}", "order_id": f"o{i}", "user_id": f"user-{i}",
+                              "ts": "2026-01-05T10:00:01Z", "amount": 10.0 + i} for i in range(n)], actor="t")
+
+
+def test_encryption_rotation_reencrypts_and_retires(shop):
+    _seed(shop)
+    old = shop.keyring.encryption.active
+    result = shop.rotate_keys("encryption", actor="t", retire=True)
+    new = result["active"]
+    assert new != old and result["re_encrypted"] == 30 * 2 + 30  # email + phone per user, plus vault entries
+    assert result["retired"] == [old]
+    assert keys_in_use(shop.store) == {new: 90}
+    on_disk = load_keyring(shop.settings.key_file)
+    assert set(on_disk.encryption.keys) == {new} and on_disk.encryption.active == new
+    assert shop.export_user("user-3", actor="t")["profile"]["email"] == "user3@example.org"
+    # New writes use the new key.
+    shop.ingest("users", [{"user_id": "late", "email": "late@example.org"}], actor="t")
+    assert keys_in_use(shop.store)[new] == 92
+
+
+def test_pseudonym_rotation_remaps_every_table(shop):
+    _seed(shop)
+    shop.train(actor="t")
+    before = shop.pseudonym("user-5")
+    events_before = shop.store.count("events")
+    result = shop.rotate_keys("pseudonym", actor="t")
+    after = shop.pseudonym("user-5")
+    assert after != before and result["users_remapped"] == 30
+    with shop.store.transaction() as conn:
+        for table, column in schema.SUBJECT_TABLES.items():
+            tbl = schema.metadata.tables[table]
+            values = {v for (v,) in conn.execute(select(tbl.c[column])) if v is not None}
+            assert before not in values, table
+            assert after in values, table
+    assert shop.store.count("events") == events_before
+    assert shop.export_user("user-5", actor="t")["user_id"] == "user-5"
+    assert len(shop.export_user("user-5", actor="t")["events"]) == 3
+    # Model lineage was remapped too, and new events land under the new pseudonym.
+    lineage = shop.registry.root.glob("popularity/*/subjects.parquet")
+    assert all(before.encode() not in p.read_bytes() for p in lineage)
+    shop.ingest("events", [event(999, user="user-5", item="item-9")], actor="t")
+    assert len(shop.export_user("user-5", actor="t")["events"]) == 4
+    # A fresh process with the saved keyring computes the same pseudonyms.
+    assert load_keyring(shop.settings.key_file).pseudonym.active == result["active"]
+
+
+def test_interrupted_pseudonym_rotation_is_finished_by_a_rerun(shop, monkeypatch):
+    _seed(shop, n=5)
+    calls = []
+
+    def crash_after_commit(mapping):
+        calls.append(len(mapping))
+        raise RuntimeError("power cut")
+
+    from shopmind.privacy import rotation
+
+    with pytest.raises(RuntimeError):
+        rotation.rotate_pseudonym_key(shop.store, shop.keyring, shop.settings.key_file, "t",
+                                      remappers=[crash_after_commit])
+    assert calls == [5]
+    # The database is remapped but the saved keyring still has the old key active.
+    ring = load_keyring(shop.settings.key_file)
+    pending = [k for k in ring.pseudonym.keys if k != ring.pseudonym.active]
+    assert len(pending) == 1
+    from shopmind.shop import Shop
+
+    reopened = Shop.open(shop.settings)
+    result = reopened.rotate_keys("pseudonym", actor="t")
+    assert result["active"] == pending[0]
+    assert reopened.export_user("user-2", actor="t")["user_id"] == "user-2"
+
+
+def test_inline_keyring_cannot_be_rotated_in_place(tmp_path, database_url):
+    from shopmind.privacy.keys import Keyring
+    from tests.conftest import make_shop
+
+    ring = Keyring.generate()
+    shop = make_shop(tmp_path / "h", database_url, keyring=ring.to_json())
+    with pytest.raises(ConfigError, match="inline"):
+        shop.rotate_keys("encryption", actor="t")
+
+
+def test_key_file_is_owner_only(shop):
+    assert shop.settings.key_file.stat().st_mode & 0o777 == 0o600
+    assert set(json.loads(shop.settings.key_file.read_text())) == {"version", "pseudonym", "encryption", "token"}
