@@ -105,18 +105,18 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same shop).")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "parquet",
 ):
-    """Generate a realistic synthetic shop (catalog, users, events, orders, payments, ground truth)."""
-    from shopmind.synth import ShopConfig, generate_shop, write_shop
+    """Generate a realistic synthetic shop (catalog, users, events, orders, payments, ground truth).
+    Written chunk by chunk, so memory stays bounded up to a million users."""
+    from shopmind.events.files import count_rows
+    from shopmind.synth import ShopConfig, stream_shop
 
     if fmt not in {"csv", "jsonl", "parquet"}:
         _fail(f"--format must be csv, jsonl or parquet, got {fmt!r}", 2)
     with console.status(f"generating {users:,} users over {days} days"):
-        shop = generate_shop(ShopConfig(n_users=users, days=days, seed=seed))
-        paths = write_shop(shop, out_dir, fmt)
+        paths = stream_shop(out_dir, ShopConfig(n_users=users, days=days, seed=seed), fmt=fmt)
     table = Table("file", "rows")
-    for name, path in paths.items():
-        frame = getattr(shop, name, None)
-        table.add_row(str(path), f"{frame.height:,}" if frame is not None else "")
+    for path in paths.values():
+        table.add_row(str(path), f"{count_rows(path):,}")
     out.print(table)
 
 
@@ -137,6 +137,8 @@ def import_(
                     found = [p for p in sorted(path.iterdir()) if p.stem == name and p.suffix.lower() in FORMATS]
                     jobs.extend((name, p) for p in found[:1])
                 continue
+            if not path.exists():
+                raise InvalidInputError(f"{path}: no such file or folder", field="paths")
             name = kind or path.stem
             if name not in IMPORT_ORDER:
                 raise InvalidInputError(f"{path.name}: cannot tell what it holds; pass --kind "
@@ -174,6 +176,35 @@ def train():
         with console.status("training"):
             version = shop.train(_actor())
         out.print(json.dumps(shop.registry.card("popularity", version), indent=2))
+
+    _run(body)
+
+
+@app.command()
+def evaluate(
+    sequences: Annotated[Path, typer.Option(help="File with one line per user: `user item item ...` in time order.")],
+    models: Annotated[str, typer.Option(help="Comma-separated: popularity, itemknn, als, behaviour.")] =
+    "popularity,itemknn,als,behaviour",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+):
+    """Train each model's default configuration on a sequence file and report HR@10, NDCG@10, MRR and
+    coverage under time-ordered leave-one-out with full ranking (seen items excluded)."""
+    from shopmind.evaluation import load_sequences
+    from shopmind.evaluation.harness import evaluate_models
+
+    def body():
+        data = load_sequences(sequences)
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        with console.status("evaluating") as status:
+            rows = evaluate_models(data, names, progress=lambda name: status.update(f"training {name}"))
+        if as_json:
+            out.print(json.dumps(rows, indent=2), highlight=False)
+            return
+        table = Table("model", "HR@10", "NDCG@10", "MRR", "coverage@10", "train s")
+        for r in rows:
+            table.add_row(r["model"], f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}", f"{r['mrr']:.4f}",
+                          f"{r['coverage@10']:.3f}", f"{r['train_seconds']:.1f}")
+        out.print(table)
 
     _run(body)
 

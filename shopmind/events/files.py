@@ -26,6 +26,13 @@ def file_format(path: Path) -> str:
     return fmt
 
 
+def _parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InvalidInputError(f"{path.name}: not a readable Parquet file", field="path") from exc
+
+
 def _drop_nulls(row: dict[str, Any]) -> dict[str, Any]:
     # An empty cell means "not given": let the schema's default apply instead of validating a null.
     return {k: v for k, v in row.items() if v is not None and v != ""}
@@ -37,7 +44,7 @@ def iter_rows(path: Path, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]
         raise InvalidInputError(f"{path}: no such file", field="path")
     fmt = file_format(path)
     if fmt == "parquet":
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk):
+        for batch in _parquet(path).iter_batches(batch_size=chunk):
             yield [_drop_nulls(r) for r in batch.to_pylist()]
     elif fmt == "csv":
         try:
@@ -67,7 +74,7 @@ def count_rows(path: Path) -> int | None:
     """Row count for a progress bar, when cheap to know."""
     fmt = file_format(path)
     if fmt == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
+        return _parquet(path).metadata.num_rows
     with open(path, "rb") as fh:
         lines = sum(1 for _ in fh)
     return max(lines - 1, 0) if fmt == "csv" else lines

@@ -129,7 +129,7 @@ class Ingestor:
         updated = now_ms()
         out = [{
             "item_id": i.item_id, "title": i.title, "description": i.description, "category": i.category,
-            "brand": i.brand, "price": i.price, "currency": i.currency, "stock": i.stock,
+            "brand": i.brand, "price": i.price, "currency": i.currency, "stock": i.stock, "consumable": i.consumable,
             "attributes": json.dumps(i.attributes, sort_keys=True), "updated_ms": updated,
         } for i in rows]
         written = self.store.upsert(conn, "items", out)
@@ -146,6 +146,7 @@ class Ingestor:
                 "consent_advertising": u.consent_advertising,
                 "consent_analytics": u.consent_analytics,
                 "country": u.country, "age_band": u.age_band,
+                "signup_ms": _ms(u.signup_ts) if u.signup_ts else None,
                 "attributes": json.dumps(u.attributes, sort_keys=True),
                 "created_ms": stamp, "updated_ms": stamp,
             }

@@ -71,6 +71,7 @@ class ItemIn(_Row):
     price: Money | None = None
     currency: CurrencyCode = "EUR"
     stock: Annotated[int, Field(ge=0)] | None = None
+    consumable: bool = False  # bought again and again (groceries, cosmetics): not excluded once purchased
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     _attrs = field_validator("attributes", mode="before")(lambda cls, v: _json_object(v))
@@ -88,7 +89,10 @@ class UserIn(_Row):
     consent_personalization: bool | None = None
     consent_advertising: bool | None = None
     consent_analytics: bool | None = None
+    signup_ts: datetime | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+    _signup = field_validator("signup_ts")(lambda cls, v: v if v is None else _utc(v))
 
     _attrs = field_validator("attributes", mode="before")(lambda cls, v: _json_object(v))
 

@@ -28,7 +28,7 @@ def export_subject(store: SqlStore, cipher: FieldCipher, pseudonym: str, actor: 
         if profile_row is not None:
             m = profile_row._mapping
             profile = {f: cipher.decrypt(f"users.{f}", m[f"{f}_enc"]) for f in PII_FIELDS}
-            profile.update(country=m["country"], age_band=m["age_band"], attributes=json.loads(m["attributes"]),
+            profile.update(country=m["country"], age_band=m["age_band"], signup_ms=m["signup_ms"], attributes=json.loads(m["attributes"]),
                            consent={p: m[f"consent_{p}"] for p in PURPOSES},
                            created_ms=m["created_ms"], updated_ms=m["updated_ms"])
         held: dict[str, list[dict[str, Any]]] = {}

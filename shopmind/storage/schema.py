@@ -36,6 +36,7 @@ items = Table(
     Column("price", Float),
     Column("currency", String(3), nullable=False),
     Column("stock", BigInteger),
+    Column("consumable", Boolean, nullable=False, default=False),
     Column("attributes", Text, nullable=False, default="{}"),
     Column("updated_ms", BigInteger, nullable=False),
 )
@@ -48,6 +49,7 @@ users = Table(
     Column("consent_analytics", Boolean),
     Column("country", String(2)),
     Column("age_band", String(20)),
+    Column("signup_ms", BigInteger),
     Column("attributes", Text, nullable=False, default="{}"),
     Column("email_enc", Text),
     Column("phone_enc", Text),

@@ -85,6 +85,7 @@ def upgrade() -> None:
     sa.Column('price', sa.Float(), nullable=True),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('stock', sa.BigInteger(), nullable=True),
+    sa.Column('consumable', sa.Boolean(), nullable=False),
     sa.Column('attributes', sa.Text(), nullable=False),
     sa.Column('updated_ms', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('item_id')
@@ -133,6 +134,7 @@ def upgrade() -> None:
     sa.Column('consent_analytics', sa.Boolean(), nullable=True),
     sa.Column('country', sa.String(length=2), nullable=True),
     sa.Column('age_band', sa.String(length=20), nullable=True),
+    sa.Column('signup_ms', sa.BigInteger(), nullable=True),
     sa.Column('attributes', sa.Text(), nullable=False),
     sa.Column('email_enc', sa.Text(), nullable=True),
     sa.Column('phone_enc', sa.Text(), nullable=True),

@@ -1,0 +1,68 @@
+"""Full-ranking evaluation of any scorer under one protocol.
+
+A scorer is a function `score(histories) -> scores` taking a list of item-index arrays (each user's
+history, time-ordered) and returning a float array of shape (len(histories), n_items). Every model,
+ours and the peers', is evaluated by handing it the same histories, so the protocol cannot differ.
+
+Items in the user's history are excluded from the ranking, except the target itself (a repeat
+purchase stays rankable). Ties are broken against the target: rank = 1 + number of other candidate
+items scoring at least as high. A model that scores everything equal therefore gets the worst rank,
+never a lucky one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from shopmind.evaluation.metrics import RankingReport, ranking_metrics
+from shopmind.evaluation.sequences import Split
+
+ScoreFn = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def ranks_and_topk(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray,
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ranks of the targets and the top-k item lists, after excluding seen items."""
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    rows = np.arange(len(targets))
+    target_scores = scores[rows, targets].copy()
+    for r, hist in enumerate(histories):
+        if len(hist):
+            scores[r, hist] = -np.inf
+    scores[rows, targets] = -np.inf  # the target is compared, not counted against itself
+    ranks = 1 + (scores >= target_scores[:, None]).sum(axis=1)
+    scores[rows, targets] = target_scores
+    top = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
+    order = np.take_along_axis(-scores, top, axis=1).argsort(axis=1, kind="stable")
+    return ranks, np.take_along_axis(top, order, axis=1)
+
+
+def evaluate_ranking(score: ScoreFn, split: Split, stage: str = "test", k: int = 10,
+                     batch_size: int = 256, max_users: int | None = None,
+                     seed: int = 0) -> tuple[RankingReport, np.ndarray, np.ndarray]:
+    """Evaluate `score` on the split's `stage` ('valid' or 'test'). Returns the report, the ranks and
+    the top-k lists (rows in the order of the evaluated users)."""
+    if stage not in ("valid", "test"):
+        raise ValueError("stage must be 'valid' or 'test'")
+    targets_all = split.valid_target if stage == "valid" else split.test_target
+    users = split.eval_users
+    if max_users is not None and len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+    all_ranks, all_top = [], []
+    for start in range(0, len(users), batch_size):
+        chunk = users[start:start + batch_size]
+        histories = [split.history(int(u), stage) for u in chunk]
+        targets = targets_all[chunk]
+        scores = np.asarray(score(histories))
+        if scores.shape != (len(chunk), split.data.n_items):
+            raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(chunk), split.data.n_items)}")
+        ranks, top = ranks_and_topk(scores, histories, targets, k)
+        all_ranks.append(ranks)
+        all_top.append(top)
+    ranks = np.concatenate(all_ranks) if all_ranks else np.zeros(0, dtype=np.int64)
+    top = np.concatenate(all_top) if all_top else np.zeros((0, k), dtype=np.int64)
+    hr, ndcg, mrr = ranking_metrics(ranks, k)
+    coverage = float(len(np.unique(top)) / split.data.n_items) if top.size else 0.0
+    return RankingReport(users=len(users), hr=hr, ndcg=ndcg, mrr=mrr, coverage=coverage, k=k), ranks, top

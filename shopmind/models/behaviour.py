@@ -1,0 +1,205 @@
+"""Full definition of shopmind's behaviour model, all of it in this single file.
+
+A causal transformer over one user's event sequence (the trunk) with pluggable heads. The trunk reads,
+at each position: the item, the event type (view, cart, purchase, ...), the position, and optionally
+the time since the previous event and an item content vector (e.g. a text embedding of the title), and
+produces one hidden state per position. Heads turn hidden states into answers: this file has the
+next-item head (scores over the whole catalog, sharing the item embedding table); the intent and risk
+heads plug in the same way (a module taking hidden states of shape (B, T, d)).
+
+References: SASRec (Kang & McAuley 2018) for the architecture; "Turning Dross Into Gold Loss: is BERT4Rec
+really better than SASRec?" (Klenitskiy & Vasilev 2023) for training it with full cross-entropy, which
+beats SASRec's original binary loss by a wide margin; pre-norm blocks as in GPT-2 / nanoGPT.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PAD = 0  # item index 0 is padding; real items are 1..n_items
+
+
+@dataclass
+class BehaviourConfig:
+    n_items: int                  # catalog size (real items; the embedding table has n_items + 1 rows)
+    max_len: int = 50             # positions the model looks back
+    d_model: int = 64             # width of embeddings and hidden states
+    n_layers: int = 2
+    n_heads: int = 2
+    mlp_ratio: int = 4            # hidden width of the feed-forward block, in multiples of d_model
+    dropout: float = 0.2
+    n_event_types: int = 16       # 0 = padding / unknown
+    n_time_buckets: int = 0       # log-spaced buckets of the gap to the previous event; 0 turns it off
+    content_dim: int = 0          # size of optional per-item content vectors; 0 turns it off
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: BehaviourConfig):
+        super().__init__()
+        assert config.d_model % config.n_heads == 0, "d_model must be a multiple of n_heads"
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: BehaviourConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.mlp_ratio * config.d_model)
+        self.proj = nn.Linear(config.mlp_ratio * config.d_model, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: BehaviourConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class BehaviourTrunk(nn.Module):
+    """Event sequence -> hidden state per position. Shared by every head."""
+
+    def __init__(self, config: BehaviourConfig):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.item_emb = nn.Embedding(config.n_items + 1, d, padding_idx=PAD)
+        self.type_emb = nn.Embedding(config.n_event_types, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.time_emb = nn.Embedding(config.n_time_buckets, d) if config.n_time_buckets else None
+        self.content_proj = nn.Linear(config.content_dim, d, bias=False) if config.content_dim else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+        self.ln_f = nn.LayerNorm(d)
+        # Frozen content vectors per item (row 0 = padding); set with set_content().
+        self.register_buffer("content", torch.zeros(config.n_items + 1, config.content_dim) if config.content_dim
+                             else torch.zeros(0), persistent=True)
+
+    def set_content(self, vectors: torch.Tensor) -> None:
+        assert vectors.shape == (self.config.n_items, self.config.content_dim), "one content vector per item"
+        self.content[1:] = vectors
+
+    def item_vectors(self) -> torch.Tensor:
+        """Item representations used by the next-item head (n_items + 1, d): id plus content."""
+        weight = self.item_emb.weight
+        if self.content_proj is not None:
+            weight = weight + self.content_proj(self.content)
+        return weight
+
+    def forward(self, items: torch.Tensor, types: torch.Tensor | None = None,
+                time_buckets: torch.Tensor | None = None) -> torch.Tensor:
+        B, T = items.shape
+        assert T <= self.config.max_len, f"sequence of {T} positions, model takes at most {self.config.max_len}"
+        vectors = self.item_vectors()
+        x = vectors[items] * math.sqrt(self.config.d_model)                 # (B, T, d)
+        x = x + self.pos_emb(torch.arange(T, device=items.device))
+        if types is not None:
+            x = x + self.type_emb(types)
+        if self.time_emb is not None and time_buckets is not None:
+            x = x + self.time_emb(time_buckets)
+        x = self.drop(x)
+        valid = items != PAD                                                 # (B, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=items.device).tril()
+        # A position sees earlier real events and always itself (so padded rows never attend to nothing).
+        mask = (causal & valid[:, None, :]) | torch.eye(T, dtype=torch.bool, device=items.device)
+        mask = mask[:, None, :, :]                                           # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)
+
+
+class NextItemHead(nn.Module):
+    """Scores every catalog item for the next event: dot product with the (shared) item vectors."""
+
+    def __init__(self, trunk: BehaviourTrunk):
+        super().__init__()
+        self.trunk = trunk  # weights are tied: the head owns no item table of its own
+        self.bias = nn.Parameter(torch.zeros(trunk.config.n_items + 1))
+
+    def forward(self, hidden: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (N, d) -> logits (N, n_items) over items 1..n_items, or (N, C) over `candidates`."""
+        vectors = self.trunk.item_vectors()
+        if candidates is None:
+            return hidden @ vectors[1:].T + self.bias[1:]
+        return hidden @ vectors[candidates].T + self.bias[candidates]
+
+
+class BehaviourModel(nn.Module):
+    """Trunk plus heads. `heads` is a ModuleDict so later issues add 'intent' or 'risk' beside 'next_item'."""
+
+    def __init__(self, config: BehaviourConfig):
+        super().__init__()
+        self.config = config
+        self.trunk = BehaviourTrunk(config)
+        self.heads = nn.ModuleDict({"next_item": NextItemHead(self.trunk)})
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def next_item_loss(self, items: torch.Tensor, targets: torch.Tensor, types: torch.Tensor | None = None,
+                       time_buckets: torch.Tensor | None = None, n_negatives: int = 0) -> torch.Tensor:
+        """Cross-entropy of the next item at every real position.
+
+        n_negatives = 0: full softmax over the catalog. Otherwise sampled softmax: the target against
+        `n_negatives` items drawn uniformly and shared by the batch (cheaper for very large catalogs)."""
+        hidden = self.trunk(items, types, time_buckets)                      # (B, T, d)
+        keep = targets != PAD
+        h, y = hidden[keep], targets[keep]                                   # (N, d), (N,)
+        head = self.heads["next_item"]
+        if n_negatives <= 0:
+            return F.cross_entropy(head(h), y - 1)
+        negatives = torch.randint(1, self.config.n_items + 1, (n_negatives,), device=items.device)
+        pos = (h * self.trunk.item_vectors()[y]).sum(-1, keepdim=True) + head.bias[y][:, None]
+        neg = head(h, negatives)                                             # (N, n_negatives)
+        neg = neg.masked_fill(negatives[None, :] == y[:, None], float("-inf"))  # a sampled target is no negative
+        logits = torch.cat([pos, neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=items.device))
+
+    @torch.no_grad()
+    def last_hidden(self, items: torch.Tensor, types: torch.Tensor | None = None,
+                    time_buckets: torch.Tensor | None = None) -> torch.Tensor:
+        """The state after the last event of each (left-padded) sequence: (B, d). The user's 'state'."""
+        return self.trunk(items, types, time_buckets)[:, -1, :]
+
+    @torch.no_grad()
+    def next_item_scores(self, items: torch.Tensor, types: torch.Tensor | None = None,
+                         time_buckets: torch.Tensor | None = None) -> torch.Tensor:
+        return self.heads["next_item"](self.last_hidden(items, types, time_buckets))

@@ -1,0 +1,222 @@
+"""BehaviourRecommender: the behaviour model as a scikit-learn-like estimator.
+
+    model = BehaviourRecommender().fit(sequences)            # or .fit(sequences, split=split)
+    model.recommend_history([3, 17, 5], k=10)                # next items for any event sequence
+    model.score(histories)                                   # (n, n_items) scores, for the evaluator
+
+Hyperparameters live in __init__ unchanged; `fit` validates, derives the size-dependent ones by one
+documented rule (`auto_config`), trains with early stopping on leave-one-out validation, and stores
+fitted state in attributes ending in `_`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence as Seq
+
+import numpy as np
+import torch
+
+from shopmind.evaluation import Sequences, Split, evaluate_ranking, leave_one_out
+from shopmind.exceptions import InvalidInputError, NotFittedError
+from shopmind.models.behaviour import BehaviourConfig, BehaviourModel
+from shopmind.recommend.base import SequenceRecommender
+
+
+def auto_config(n_items: int, n_interactions: int, mean_length: float) -> dict:
+    """The one rule that sizes the model from the data (no per-data-set tuning).
+
+    Width grows with the number of interactions (more data supports more parameters); dropout is high
+    for short, sparse histories, where the model otherwise memorises, and lower for long ones."""
+    if n_interactions < 150_000:
+        d_model = 64
+    elif n_interactions < 1_000_000:
+        d_model = 128
+    else:
+        d_model = 256
+    dropout = 0.5 if mean_length < 20 else 0.2
+    return {"d_model": d_model, "dropout": dropout}
+
+
+def _windows(sequences: Seq[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded (inputs, targets) training windows; long sequences are cut into consecutive windows
+    from the end, so every interaction is a target exactly once."""
+    inputs, targets = [], []
+    for seq in sequences:
+        seq = np.asarray(seq, dtype=np.int64) + 1  # shift: 0 is padding
+        if len(seq) < 2:
+            continue
+        x_all, y_all = seq[:-1], seq[1:]
+        end = len(x_all)
+        while end > 0:
+            start = max(0, end - max_len)
+            x = np.zeros(max_len, dtype=np.int64)
+            y = np.zeros(max_len, dtype=np.int64)
+            x[max_len - (end - start):] = x_all[start:end]
+            y[max_len - (end - start):] = y_all[start:end]
+            inputs.append(x)
+            targets.append(y)
+            end = start
+    if not inputs:
+        raise InvalidInputError("no sequence has two or more events: nothing to learn from", field="sequences")
+    return np.stack(inputs), np.stack(targets)
+
+
+def _pad_histories(histories: Seq[np.ndarray], max_len: int) -> torch.Tensor:
+    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    for r, h in enumerate(histories):
+        h = np.asarray(h, dtype=np.int64)[-max_len:] + 1
+        if len(h):
+            out[r, max_len - len(h):] = h
+    return torch.from_numpy(out)
+
+
+class BehaviourRecommender(SequenceRecommender):
+    """Next-item recommendations from a causal transformer over each user's sequence."""
+
+    def __init__(self, max_len: int = 50, n_layers: int = 2, n_heads: int = 2, d_model: int | None = None,
+                 dropout: float | None = None, learning_rate: float = 1e-3, batch_size: int = 128,
+                 max_epochs: int = 200, patience: int = 5, n_negatives: int = 0, weight_decay: float = 0.0,
+                 time_budget_s: float | None = None, valid_users: int = 3000, threads: int | None = None,
+                 seed: int = 0, verbose: bool = False):
+        self.max_len = max_len
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.d_model = d_model
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.n_negatives = n_negatives
+        self.weight_decay = weight_decay
+        self.time_budget_s = time_budget_s
+        self.valid_users = valid_users
+        self.threads = threads
+        self.seed = seed
+        self.verbose = verbose
+
+    # -- fitting -----------------------------------------------------------------------------------
+
+    def fit(self, data: Sequences, split: Split | None = None) -> "BehaviourRecommender":
+        """Train on `split.train` with early stopping on its validation targets; without a split, one
+        is made from `data` by leave-one-out."""
+        if not isinstance(data, Sequences):
+            raise InvalidInputError("fit expects shopmind.evaluation.Sequences", field="data")
+        if self.max_len < 2 or self.batch_size < 1 or self.max_epochs < 1:
+            raise InvalidInputError("max_len >= 2, batch_size >= 1 and max_epochs >= 1 are required", field="params")
+        split = split or leave_one_out(data)
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        lengths = [len(s) for s in data.sequences]
+        auto = auto_config(data.n_items, data.n_interactions, float(np.mean(lengths)))
+        config = BehaviourConfig(
+            n_items=data.n_items, max_len=self.max_len, n_layers=self.n_layers, n_heads=self.n_heads,
+            d_model=self.d_model or auto["d_model"],
+            dropout=self.dropout if self.dropout is not None else auto["dropout"])
+        model = BehaviourModel(config)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, betas=(0.9, 0.98),
+                                      weight_decay=self.weight_decay)
+        x_all, y_all = _windows(split.train, self.max_len)
+        x_all, y_all = torch.from_numpy(x_all), torch.from_numpy(y_all)
+        self.model_ = model
+        self.config_ = config
+        self.item_ids_ = list(data.item_ids)
+        started = time.perf_counter()
+        best, best_state, best_epoch, waited = -1.0, None, 0, 0
+        self.history_ = []
+        for epoch in range(1, self.max_epochs + 1):
+            model.train()
+            order = torch.from_numpy(rng.permutation(len(x_all)))
+            total, batches = 0.0, 0
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                loss = model.next_item_loss(x_all[idx], y_all[idx], n_negatives=self.n_negatives)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                total += loss.detach().item()
+                batches += 1
+            report = evaluate_ranking(self.score, split, "valid", max_users=self.valid_users, seed=self.seed)[0]
+            elapsed = time.perf_counter() - started
+            self.history_.append({"epoch": epoch, "loss": total / max(batches, 1), "valid_ndcg@10": report.ndcg,
+                                  "valid_hr@10": report.hr, "seconds": round(elapsed, 1)})
+            if self.verbose:
+                print(json.dumps(self.history_[-1]), flush=True)
+            if report.ndcg > best:
+                best, best_epoch, waited = report.ndcg, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                waited += 1
+            if waited >= self.patience or (self.time_budget_s and elapsed > self.time_budget_s):
+                break
+        model.load_state_dict(best_state)
+        model.eval()
+        self.best_epoch_ = best_epoch
+        self.valid_ndcg_ = best
+        self.train_seconds_ = time.perf_counter() - started
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("BehaviourRecommender is not fitted: call fit(sequences) first")
+
+    # -- inference ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, histories: Seq[np.ndarray]) -> np.ndarray:
+        """Scores over all items (n, n_items) for each history of item indices (time-ordered)."""
+        self._check()
+        self.model_.eval()
+        return self.model_.next_item_scores(_pad_histories(histories, self.max_len)).numpy()
+
+    @torch.no_grad()
+    def user_state(self, histories: Seq[np.ndarray]) -> np.ndarray:
+        """The trunk's state after each history (n, d): what serving caches per user."""
+        self._check()
+        return self.model_.last_hidden(_pad_histories(histories, self.max_len)).numpy()
+
+    def item_vectors(self) -> np.ndarray:
+        """Item vectors and biases as one (n_items, d + 1) matrix: score = [state, 1] @ vectors.T."""
+        self._check()
+        with torch.no_grad():
+            vectors = self.model_.trunk.item_vectors()[1:]
+            bias = self.model_.heads["next_item"].bias[1:, None]
+            return torch.cat([vectors, bias], dim=1).numpy()
+
+    def _similarity_vectors(self) -> np.ndarray:
+        return self.item_vectors()[:, :-1]
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        self._check()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model_.state_dict(), path / "weights.pt")
+        params = {k: v for k, v in self.__dict__.items() if not k.endswith("_")}
+        (path / "model.json").write_text(json.dumps({
+            "params": params, "config": asdict(self.config_), "item_ids": self.item_ids_,
+            "best_epoch": self.best_epoch_, "valid_ndcg": self.valid_ndcg_, "train_seconds": self.train_seconds_,
+            "history": self.history_}))
+
+    @classmethod
+    def load(cls, path: Path) -> "BehaviourRecommender":
+        path = Path(path)
+        meta = json.loads((path / "model.json").read_text())
+        est = cls(**meta["params"])
+        est.config_ = BehaviourConfig(**meta["config"])
+        est.model_ = BehaviourModel(est.config_)
+        est.model_.load_state_dict(torch.load(path / "weights.pt", weights_only=True))
+        est.model_.eval()
+        est.item_ids_ = meta["item_ids"]
+        est.best_epoch_, est.valid_ndcg_ = meta["best_epoch"], meta["valid_ndcg"]
+        est.train_seconds_, est.history_ = meta["train_seconds"], meta["history"]
+        return est

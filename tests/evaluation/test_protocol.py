@@ -1,0 +1,102 @@
+"""The evaluator agrees with an independent implementation (trec_eval via pytrec_eval) on the same
+ranked lists, and its protocol details (split, masking, ties) hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shopmind.evaluation import Sequences, evaluate_ranking, leave_one_out, load_sequences, ranking_metrics
+from shopmind.evaluation.protocol import ranks_and_topk
+
+pytrec_eval = pytest.importorskip("pytrec_eval")
+
+
+def _random_split(seed=0, users=300, items=120):
+    rng = np.random.default_rng(seed)
+    lists = [[f"i{x}" for x in rng.integers(0, items, rng.integers(2, 15))] for _ in range(users)]
+    return leave_one_out(Sequences.from_lists([f"u{n}" for n in range(users)], lists))
+
+
+def test_metrics_agree_with_trec_eval():
+    split = _random_split()
+    rng = np.random.default_rng(1)
+    n_items = split.data.n_items
+    table = rng.random((len(split.data.user_ids), n_items))  # continuous: no ties, one order for both
+
+    def score(histories):
+        return np.stack([table[hash_of[id(h)]] for h in histories])
+
+    hash_of = {}
+    users = split.eval_users
+    histories = [split.history(int(u), "test") for u in users]
+    for u, h in zip(users, histories):
+        hash_of[id(h)] = int(u)
+    ranks, _ = ranks_and_topk(score(histories), histories, split.test_target[users], k=10)
+    hr, ndcg, mrr = ranking_metrics(ranks, 10)
+
+    qrels, run = {}, {}
+    for u, h in zip(users, histories):
+        target = int(split.test_target[u])
+        seen = set(h.tolist()) - {target}
+        qrels[f"q{u}"] = {f"d{target}": 1}
+        run[f"q{u}"] = {f"d{i}": float(table[u, i]) for i in range(n_items) if i not in seen}
+    measures = pytrec_eval.RelevanceEvaluator(qrels, {"recall.10", "ndcg_cut.10", "recip_rank"}).evaluate(run)
+    ref_hr = np.mean([m["recall_10"] for m in measures.values()])
+    ref_ndcg = np.mean([m["ndcg_cut_10"] for m in measures.values()])
+    ref_mrr = np.mean([m["recip_rank"] for m in measures.values()])
+    assert hr == pytest.approx(ref_hr, abs=1e-9)
+    assert ndcg == pytest.approx(ref_ndcg, abs=1e-9)
+    assert mrr == pytest.approx(ref_mrr, abs=1e-9)
+    assert 0 < hr < 1  # a non-trivial case
+
+
+def test_seen_items_are_excluded_but_a_repeated_target_stays_rankable():
+    scores = np.array([[9.0, 8.0, 7.0, 6.0, 5.0]])
+    # history holds items 0 and 1 and the target 1 (a repeat purchase): 0 is excluded, 1 stays.
+    ranks, top = ranks_and_topk(scores, [np.array([0, 1])], np.array([1]), k=3)
+    assert ranks.tolist() == [1] and top.tolist() == [[1, 2, 3]]
+    ranks, _ = ranks_and_topk(scores, [np.array([0])], np.array([3]), k=3)
+    assert ranks.tolist() == [3]  # items 1 and 2 outrank it; item 0 is excluded
+
+
+def test_ties_count_against_the_target():
+    ranks, _ = ranks_and_topk(np.zeros((1, 50)), [np.array([], dtype=np.int64)], np.array([7]), k=10)
+    assert ranks.tolist() == [50]
+
+
+def test_leave_one_out_split_and_loader(tmp_path):
+    path = tmp_path / "seq.txt"
+    path.write_text("u1 a b c d\nu2 a b\nu3 c\nu3 d\nu3 e\n")  # u3 in `user item` lines
+    data = load_sequences(path)
+    split = leave_one_out(data)
+    idx = {name: n for n, name in enumerate(data.item_ids)}
+    assert split.train[0].tolist() == [idx["a"], idx["b"]]
+    assert split.valid_target[0] == idx["c"] and split.test_target[0] == idx["d"]
+    assert split.valid_target[1] == -1  # fewer than three interactions: training only
+    assert split.test_target[2] == idx["e"] and split.eval_users.tolist() == [0, 2]
+    assert split.history(0, "test").tolist() == [idx["a"], idx["b"], idx["c"]]
+
+
+def test_evaluate_ranking_rewards_an_oracle_and_not_noise():
+    split = _random_split(seed=3)
+
+    def oracle(histories):
+        out = np.zeros((len(histories), split.data.n_items))
+        for r, h in enumerate(histories):
+            out[r, lookup[id(h)]] = 1.0
+        return out
+
+    lookup = {}
+    original = split.history
+
+    def history(user, stage):
+        h = original(user, stage)
+        lookup[id(h)] = int(split.test_target[user])
+        return h
+
+    split.history = history
+    report, ranks, _ = evaluate_ranking(oracle, split, "test")
+    assert report.hr == 1.0 and report.mrr == 1.0
+    noise = evaluate_ranking(lambda hs: np.random.default_rng(0).random((len(hs), split.data.n_items)), split)[0]
+    assert noise.hr < 0.3

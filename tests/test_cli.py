@@ -1,0 +1,85 @@
+"""The command line end to end: init, generate, import, train, export, erase; exit 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from shopmind.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("SHOPMIND_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SHOPMIND_DATABASE_URL", raising=False)
+    return tmp_path / "home"
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_full_cycle(home, tmp_path):
+    r = run("init")
+    assert r.exit_code == 0, r.output
+    admin_key = (home / "admin.key").read_text().strip()
+    assert admin_key.startswith("sm_") and (home / "admin.key").stat().st_mode & 0o777 == 0o600
+    data = tmp_path / "data"
+    r = run("generate", "--out", str(data), "--users", "300", "--days", "10", "--format", "csv")
+    assert r.exit_code == 0, r.output
+    r = run("import", str(data))
+    assert r.exit_code == 0, r.output
+    stats = json.loads(run("stats").stdout)
+    assert stats["rows"]["events"] > 1000 and stats["rows"]["users"] == 300
+    r = run("import", str(data / "events.csv"))  # again: everything is a duplicate
+    assert r.exit_code == 0 and json.loads(run("stats").stdout)["rows"]["events"] == stats["rows"]["events"]
+    r = run("train")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["n_events"] > 0
+    r = run("export-user", "u0000001")
+    assert r.exit_code == 0, r.output
+    exported = json.loads(r.stdout)
+    assert exported["user_id"] == "u0000001" and "@" in exported["profile"]["email"]
+    r = run("erase-user", "u0000001")
+    assert r.exit_code == 0, r.output
+    assert "u0000001" not in r.stdout and json.loads(r.stdout)["removed"]["database.users"] == 1
+    assert run("export-user", "u0000001").exit_code == 1
+
+
+def test_bad_file_exits_2_and_writes_nothing(home, tmp_path):
+    assert run("init").exit_code == 0
+    bad = tmp_path / "events.jsonl"
+    good = {"event_id": "e1", "user_id": "u1", "type": "view", "item_id": "i1", "ts": "2026-01-05T10:00:00Z"}
+    rows = [good, {**good, "event_id": "e2", "type": "fly"}, {**good, "event_id": "e3", "ts": "yesterday"}]
+    bad.write_text("\n".join(json.dumps(r) for r in rows))
+    r = run("import", str(bad))
+    assert r.exit_code == 2
+    assert "row 1: type" in r.output and "row 2: ts" in r.output
+    assert json.loads(run("stats").stdout)["rows"]["events"] == 0
+
+
+def test_unusable_arguments_exit_2(home, tmp_path):
+    assert run("init").exit_code == 0
+    (tmp_path / "mystery.csv").write_text("a,b\n1,2\n")
+    assert run("import", str(tmp_path / "mystery.csv")).exit_code == 2
+    assert run("import", str(tmp_path / "missing.parquet"), "--kind", "events").exit_code == 2
+    assert run("keys", "create", "--name", "x", "--scopes", "root").exit_code == 2
+    assert run("rotate-keys", "everything").exit_code == 2
+    assert run("generate", "--users", "5").exit_code == 2
+
+
+def test_missing_key_file_is_a_clear_error(home):
+    r = run("stats")
+    assert r.exit_code == 2 and "shopmind init" in r.output
+
+
+def test_every_command_has_help():
+    for command in ("init", "generate", "import", "train", "serve", "erase-user", "export-user", "rotate-keys",
+                    "stats", "keys"):
+        r = run(command, "--help")
+        assert r.exit_code == 0 and "Usage" in r.output, command
