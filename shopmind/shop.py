@@ -24,7 +24,6 @@ from shopmind.events.files import iter_rows
 from shopmind.events.ingest import IngestResult, Ingestor
 from shopmind.events.validation import validate_rows
 from shopmind.exceptions import BatchValidationError, InvalidInputError, NotFoundError, RowError
-from shopmind.models.baselines import PopularityRecommender
 from shopmind.privacy import consent
 from shopmind.privacy.audit import record_audit
 from shopmind.privacy.crypto import FieldCipher
@@ -34,12 +33,15 @@ from shopmind.privacy.keys import Keyring, load_keyring
 from shopmind.privacy.pseudonym import Pseudonymizer
 from shopmind.privacy import rotation
 from shopmind.storage import schema
+from shopmind.recommend.service import RecommendationService
 from shopmind.training.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
 RECENT = "recent"          # cache namespace: a user's recent item events
 RECENT_KEEP = 50
+BOUGHT = "bought"          # cache namespace: every item the user ever purchased
+BOUGHT_KEEP = 10_000
 MAX_IMPORT_ERRORS = 50
 
 
@@ -59,6 +61,7 @@ class Shop:
         self.erasure.register(SqlSubjectData(self.store))
         self.erasure.register(CacheSubjectData(self.cache))
         self.erasure.register(self.registry)
+        self.recommender = RecommendationService(self.registry, self.items_frame)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -128,6 +131,9 @@ class Shop:
                     [e.item_id, e.type.value, int(e.ts.timestamp() * 1000)])
         for pseudonym, items in by_user.items():
             self.cache.append_if_present(RECENT, pseudonym, items, RECENT_KEEP)
+            bought = [item for item, kind, _ in items if kind == "purchase"]
+            if bought:
+                self.cache.append_if_present(BOUGHT, pseudonym, bought, BOUGHT_KEEP)
 
     # -- reads about one user ------------------------------------------------------------------------
 
@@ -149,6 +155,17 @@ class Shop:
         recent = [list(r) for r in reversed(rows)]
         self.cache.set(RECENT, pseudonym, recent)
         return recent
+
+    def purchased_items(self, pseudonym: str) -> set[str]:
+        """Every item the user bought (cached)."""
+        cached = self.cache.get(BOUGHT, pseudonym)
+        if cached is None:
+            e = schema.events
+            with self.store.transaction() as conn:
+                cached = [item for (item,) in conn.execute(
+                    select(e.c.item_id).where(e.c.user_pseudonym == pseudonym, e.c.type == "purchase").distinct())]
+            self.cache.set(BOUGHT, pseudonym, cached)
+        return set(cached)
 
     def recent_events(self, raw_user_id: str, actor: str, limit: int = 20) -> list[dict[str, Any]]:
         """The user's latest events (for the dashboard). Reading them is audited."""
@@ -190,41 +207,52 @@ class Shop:
 
     def items_frame(self) -> pl.DataFrame:
         i = schema.items
-        return self.store.frame(select(i.c.item_id, i.c.title, i.c.category, i.c.brand, i.c.price),
+        return self.store.frame(select(i.c.item_id, i.c.title, i.c.category, i.c.brand, i.c.price, i.c.consumable),
                                 schema_overrides={"item_id": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8,
-                                                  "brand": pl.Utf8, "price": pl.Float64})
+                                                  "brand": pl.Utf8, "price": pl.Float64, "consumable": pl.Boolean})
 
-    def train(self, actor: str = "cli") -> str:
-        """Train the popularity model on personalization-consented events and promote it."""
-        started = time.perf_counter()
-        events = self.training_events("personalization")
-        model = PopularityRecommender().fit(events, self.items_frame())
-        elapsed = time.perf_counter() - started
-        window = [int(events["ts_ms"].min()), int(events["ts_ms"].max())] if events.height else None
-        subjects = events["user_pseudonym"].drop_nulls().unique().to_list()
-        version = self.registry.register(
-            "popularity", model,
-            card={"config": {"half_life_days": model.half_life_days}, "data_window_ms": window,
-                  "n_events": events.height, "n_users": len(subjects), "purpose": "personalization",
-                  "train_seconds": round(elapsed, 3), "trained_by": actor},
-            subjects=subjects,
-        )
-        return version
+    def train(self, actor: str = "cli", time_budget_s: float | None = None, force_promote: bool = False) -> dict:
+        """Train the trending fallback and the behaviour model on personalization-consented events.
+        The behaviour model is promoted only if it beats the current one on the same data."""
+        from shopmind.training.pipeline import train_all
 
-    def recommend(self, raw_user_id: str, k: int = 10, category: str | None = None,
-                  exclude_purchased: bool = True) -> dict[str, Any]:
+        return train_all(self, actor, time_budget_s=time_budget_s, force_promote=force_promote)
+
+    def _trending(self, k: int, category: str | None, exclude: set[str]) -> dict[str, Any]:
         loaded = self.registry.load_current("popularity")
         if loaded is None:
             raise NotFoundError("no model is trained yet: run `shopmind train`")
         version, model = loaded
+        recs = model.recommend(k=k, category=category, exclude=exclude)
+        return {"model": f"popularity/{version}",
+                "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason} for r in recs]}
+
+    def recommend(self, raw_user_id: str, k: int = 10, category: str | None = None,
+                  exclude_purchased: bool = True) -> dict[str, Any]:
+        """Personalised for users who consented and have history; trending items otherwise."""
         pseudonym = self.pseudonym(raw_user_id)
         personalised = self.has_consent(pseudonym, "personalization")
-        exclude: set[str] = set()
-        if personalised and exclude_purchased:
-            exclude = {item for item, kind, _ in self.recent_items(pseudonym) if kind == "purchase"}
-        recs = model.recommend(k=k, category=category, exclude=exclude)
-        return {"model": f"popularity/{version}", "personalised": personalised,
-                "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason} for r in recs]}
+        if personalised:
+            history = [(item, kind) for item, kind, _ in self.recent_items(pseudonym)]
+            bought = self.purchased_items(pseudonym) if exclude_purchased else set()
+            answer = self.recommender.for_history(history, k, category, bought)
+            if answer is not None:
+                return {**answer, "personalised": True}
+            return {**self._trending(k, category, bought), "personalised": True}
+        return {**self._trending(k, category, set()), "personalised": False}
+
+    def recommend_session(self, events: Sequence[dict[str, Any]], k: int = 10,
+                          category: str | None = None) -> dict[str, Any]:
+        """For an anonymous visitor: the events of their current session, oldest first."""
+        history = [(e["item_id"], e.get("type", "view")) for e in events if e.get("item_id")]
+        bought = {item for item, kind in history if kind == "purchase"}
+        answer = self.recommender.for_history(history, k, category, bought)
+        if answer is not None:
+            return {**answer, "personalised": True}
+        return {**self._trending(k, category, set()), "personalised": False}
+
+    def similar_items(self, item_id: str, k: int = 10) -> dict[str, Any]:
+        return self.recommender.similar(item_id, k)
 
     # -- operations ----------------------------------------------------------------------------------
 

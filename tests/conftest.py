@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from shopmind.auth import Scope, create_key
 from shopmind.config import load_settings
@@ -23,6 +24,9 @@ REDIS_URL = os.environ.get("SHOPMIND_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 REQUIRE = os.environ.get("SHOPMIND_REQUIRE_SERVICES") == "1"
 
 _available: dict[str, str | None] = {}
+
+# Tests train tiny models: one thread avoids OpenMP spin-waiting against the servers the tests start.
+torch.set_num_threads(1)
 
 
 def _probe_postgres() -> str | None:

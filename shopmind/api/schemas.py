@@ -27,6 +27,11 @@ class RecommendationsResponse(BaseModel):
     items: list[RecommendedItem]
 
 
+class SimilarItemsResponse(BaseModel):
+    model: str
+    items: list[RecommendedItem]
+
+
 class ErasureResponse(BaseModel):
     pseudonym: str
     erased_ms: int

@@ -168,16 +168,76 @@ def import_(
 
 
 @app.command()
-def train():
-    """Train the models on consented data and promote them (popularity for now)."""
+def train(
+    budget: Annotated[Optional[float], typer.Option(help="Stop the behaviour model's training after this many "
+                                                          "seconds (best epoch so far is kept).")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="Retrain every interval, e.g. 30m, 6h, 1d (runs until "
+                                                            "stopped).")] = None,
+    force: Annotated[bool, typer.Option(help="Promote the new behaviour model even if it scores lower.")] = False,
+):
+    """Train on consented data: the trending fallback and the behaviour model (promoted only if it is
+    not worse than the current one on the same data)."""
+    import time
+
+    interval = _parse_interval(schedule) if schedule else None
+
+    def once():
+        shop = _shop()
+        with console.status("training"):
+            result = shop.train(_actor(), time_budget_s=budget, force_promote=force)
+        out.print(json.dumps(result, indent=2), highlight=False)
+        shop.close()
+
+    if interval is None:
+        _run(once)
+        return
+    while True:  # a plain loop: cron or systemd timers can run `shopmind train` instead
+        _run(once)
+        console.print(f"next training in {schedule}")
+        time.sleep(interval)
+
+
+def _parse_interval(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value, unit = float(text[:-1]), units[text[-1]]
+    except (ValueError, KeyError, IndexError):
+        _fail(f"--schedule must look like 30m, 6h or 1d, got {text!r}", 2)
+    if value <= 0:
+        _fail("--schedule must be positive", 2)
+    return value * unit
+
+
+models_app = typer.Typer(help="Inspect, promote and roll back model versions.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(kind: Annotated[str, typer.Argument(help="behaviour or popularity")] = "behaviour"):
+    """Versions with their cards; the current one is marked."""
 
     def body():
         shop = _shop()
-        with console.status("training"):
-            version = shop.train(_actor())
-        out.print(json.dumps(shop.registry.card("popularity", version), indent=2))
+        current = shop.registry.current_version(kind)
+        table = Table("version", "current", "train s", "metrics")
+        for card in shop.registry.versions(kind):
+            table.add_row(card["version"], "*" if card["version"] == current else "",
+                          str(card.get("train_seconds", "")), json.dumps(card.get("metrics", {})))
+        out.print(table)
 
     _run(body)
+
+
+@models_app.command("promote")
+def models_promote(kind: Annotated[str, typer.Argument()], version: Annotated[str, typer.Argument()]):
+    """Make a version current (the service picks it up on its next request)."""
+    _run(lambda: (_shop().registry.promote(kind, version), out.print(f"{kind}: {version} is current")))
+
+
+@models_app.command("rollback")
+def models_rollback(kind: Annotated[str, typer.Argument(help="behaviour or popularity")] = "behaviour"):
+    """Go back to the previously promoted version."""
+    _run(lambda: out.print(f"{kind}: {_shop().registry.rollback(kind)} is current"))
 
 
 @app.command()
@@ -234,6 +294,7 @@ def _configure_logging(settings) -> None:
     handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(settings.home / "shopmind.log")]
     logging.basicConfig(level=settings.log_level, handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter at every start
 
 
 @app.command("erase-user")

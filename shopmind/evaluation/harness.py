@@ -17,7 +17,7 @@ from shopmind.evaluation.sequences import Sequences, leave_one_out
 
 def model_factories() -> dict[str, Callable[[], object]]:
     """The default configuration of each model, by name."""
-    from shopmind.recommend.baselines import ALSRecommender, ItemKNNRecommender, PopularityRecommender
+    from shopmind.models.baselines import ALSRecommender, ItemKNNRecommender, PopularityRecommender
     from shopmind.recommend.behaviour import BehaviourRecommender
 
     return {

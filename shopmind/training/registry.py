@@ -23,9 +23,10 @@ from typing import Any
 import polars as pl
 
 from shopmind.exceptions import InvalidInputError, NotFoundError
-from shopmind.models.baselines import PopularityRecommender
+from shopmind.models.popularity import TrendingPopularity
+from shopmind.recommend.behaviour import BehaviourRecommender
 
-MODEL_KINDS: dict[str, type] = {"popularity": PopularityRecommender}
+MODEL_KINDS: dict[str, type] = {"popularity": TrendingPopularity, "behaviour": BehaviourRecommender}
 
 
 def _write_atomic(path: Path, text: str) -> None:

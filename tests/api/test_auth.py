@@ -17,6 +17,8 @@ ROUTE_SCOPES = {
     ("POST", "/v1/orders"): "ingest",
     ("POST", "/v1/payments"): "ingest",
     ("GET", "/v1/users/{user_id}/recommendations"): "recommend",
+    ("POST", "/v1/sessions/recommendations"): "recommend",
+    ("GET", "/v1/items/{item_id}/similar"): "recommend",
     ("DELETE", "/v1/users/{user_id}"): "admin",
     ("GET", "/v1/users/{user_id}/export"): "admin",
     ("PUT", "/v1/users/{user_id}/consent"): "admin",
@@ -54,8 +56,10 @@ def test_every_route_is_listed_with_its_scope():
 
 
 def _call(client, method: str, path: str, headers: dict):
-    url = path.replace("{user_id}", "someone").replace("{kind}", "popularity")
+    url = path.replace("{user_id}", "someone").replace("{kind}", "popularity").replace("{item_id}", "i1")
     body = [] if method in {"POST"} and "keys" not in path else None
+    if path == "/v1/sessions/recommendations":
+        body = {"events": []}
     if path == "/v1/keys":
         body = {"name": "x", "scopes": ["ingest"]}
     if path.endswith("/consent"):

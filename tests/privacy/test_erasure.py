@@ -94,7 +94,7 @@ def test_erased_user_is_excluded_from_later_training(shop):
     shop.erase_user(RAW_ID, actor="t")
     events = shop.training_events()
     assert pseudonym not in set(events["user_pseudonym"].drop_nulls().to_list())
-    version = shop.train(actor="t")
+    version = shop.train(actor="t")["popularity"]["version"]
     subjects = (shop.registry.root / "popularity" / version / "subjects.parquet").read_bytes()
     assert pseudonym.encode() not in subjects
 

@@ -48,22 +48,32 @@ MAX_LEN = 50
 
 
 def import_shopmind():
-    """shopmind.evaluation and bench/datasets.py without shopmind's heavy dependencies.
+    """shopmind's evaluation modules and bench/datasets.py without shopmind's heavy dependencies.
 
     `shopmind/__init__.py` imports the whole engine (pydantic, polars, sqlalchemy...), which this venv does
-    not have. The evaluation subpackage itself only needs numpy, so register a bare `shopmind` package
-    pointing at the source tree (its __init__ is not run) and import the subpackage from it."""
-    if "shopmind" not in sys.modules:
-        pkg = types.ModuleType("shopmind")
-        pkg.__path__ = [str(ROOT / "shopmind")]
-        sys.modules["shopmind"] = pkg
-    import shopmind.evaluation as evaluation
-    from shopmind.evaluation.protocol import ranks_and_topk
+    not have; the evaluation modules themselves only need numpy. Register bare `shopmind` and
+    `shopmind.evaluation` packages pointing at the source tree (their __init__ files are not run, so
+    whatever they may import later cannot break this venv), import the numpy-only submodules, and expose
+    the names bench/datasets.py imports from `shopmind.evaluation`."""
+    for name, path in (("shopmind", ROOT / "shopmind"), ("shopmind.evaluation", ROOT / "shopmind" / "evaluation")):
+        if name not in sys.modules:
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [str(path)]
+            sys.modules[name] = pkg
+    import shopmind.evaluation.metrics as metrics
+    import shopmind.evaluation.protocol as protocol
+    import shopmind.evaluation.sequences as sequences
+
+    evaluation = sys.modules["shopmind.evaluation"]
+    for mod in (metrics, protocol, sequences):
+        for attr in dir(mod):
+            if not attr.startswith("_"):
+                setattr(evaluation, attr, getattr(mod, attr))
 
     spec = importlib.util.spec_from_file_location("shopmind_bench_datasets", ROOT / "bench" / "datasets.py")
     datasets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(datasets)
-    return evaluation, ranks_and_topk, datasets
+    return evaluation, protocol.ranks_and_topk, datasets
 
 
 def write_atomic(seqs, data_dir: Path, name: str) -> Path:

@@ -1,0 +1,119 @@
+"""Serving recommendations: the promoted behaviour model for users with history and consent, the
+trending fallback otherwise, category filters, exclusion of bought durables, and computed reasons.
+
+Models are taken from the registry on every request (`load_current` re-reads the CURRENT pointer and
+loads a newly promoted version once), so a promotion or rollback swaps models between two requests
+without dropping any. Item metadata for filters and reasons is cached per model version.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from shopmind.exceptions import NotFoundError
+
+VERBS = {"view": "viewed", "click": "clicked", "add_to_cart": "added to your cart", "purchase": "bought",
+         "rating": "rated", "ad_click": "clicked on"}
+
+
+@dataclass
+class Catalog:
+    """Item metadata aligned with one model's item index."""
+
+    titles: list[str]
+    categories: list[str]
+    consumable: np.ndarray
+    index: dict[str, int]
+    vectors: np.ndarray  # L2-normalised item vectors for reasons
+
+    def allowed(self, category: str | None) -> np.ndarray | None:
+        if not category:
+            return None
+        prefix = category + " > "
+        return np.array([c == category or c.startswith(prefix) for c in self.categories])
+
+
+class RecommendationService:
+    def __init__(self, registry, items_frame):
+        self.registry = registry
+        self._items_frame = items_frame  # callable returning the items table as a Polars frame
+        self._catalogs: dict[str, Catalog] = {}
+        self._lock = threading.Lock()
+
+    def _catalog(self, version: str, model) -> Catalog:
+        with self._lock:
+            cached = self._catalogs.get(version)
+            if cached is None:
+                items = self._items_frame()
+                meta = {r["item_id"]: r for r in items.iter_rows(named=True)}
+                ids = model.item_ids_
+                vectors = model._similarity_vectors()
+                vectors = vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)
+                cached = Catalog(
+                    titles=[(meta.get(i) or {}).get("title") or i for i in ids],
+                    categories=[(meta.get(i) or {}).get("category") or "" for i in ids],
+                    consumable=np.array([bool((meta.get(i) or {}).get("consumable")) for i in ids]),
+                    index={item: n for n, item in enumerate(ids)},
+                    vectors=vectors.astype(np.float32))
+                self._catalogs = {version: cached}  # keep only the live version's metadata
+            return cached
+
+    def behaviour(self):
+        return self.registry.load_current("behaviour")
+
+    def for_history(self, history: list[tuple[str, str]], k: int, category: str | None,
+                    purchased: set[str]) -> dict[str, Any] | None:
+        """Personalised items for a history of (item_id, event type), or None when the behaviour model
+        cannot serve it (no model, or no known item in the history). Purchased durables are excluded."""
+        loaded = self.behaviour()
+        if loaded is None:
+            return None
+        version, model = loaded
+        catalog = self._catalog(version, model)
+        known = [(catalog.index[item], kind) for item, kind in history if item in catalog.index]
+        if not known:
+            return None
+        indices = np.array([i for i, _ in known], dtype=np.int64)
+        allowed = catalog.allowed(category)
+        # Recently viewed items may come back (people compare); bought durables do not.
+        bought = {catalog.index[item] for item in purchased if item in catalog.index}
+        bought = {i for i in bought if not catalog.consumable[i]}
+        if bought:
+            mask = np.ones(len(catalog.titles), dtype=bool) if allowed is None else allowed.copy()
+            mask[list(bought)] = False
+            allowed = mask
+        recs = model.recommend_history(indices, k=k, exclude_seen=False, allowed=allowed)
+        return {"model": f"behaviour/{version}", "items": [
+            {"item_id": model.item_ids_[i], "score": round(s, 6), "reason": self._reason(catalog, i, known)}
+            for i, s in recs]}
+
+    @staticmethod
+    def _reason(catalog: Catalog, item: int, history: list[tuple[int, str]]) -> str:
+        """The history event whose item is most similar to the recommendation, in words."""
+        recent = history[-20:]
+        sims = catalog.vectors[[i for i, _ in recent]] @ catalog.vectors[item]
+        best = int(np.argmax(sims))
+        source, kind = recent[best]
+        if sims[best] <= 0.05:
+            top = catalog.categories[item].split(" > ")[0] or "the shop"
+            return f"matches your recent activity; popular in {top}"
+        return f"because you {VERBS.get(kind, 'viewed')} {catalog.titles[source]}"
+
+    def similar(self, item_id: str, k: int) -> dict[str, Any]:
+        loaded = self.behaviour()
+        if loaded is None:
+            raise NotFoundError("no behaviour model is trained yet: run `shopmind train`")
+        version, model = loaded
+        catalog = self._catalog(version, model)
+        if item_id not in catalog.index:
+            raise NotFoundError("the model does not know this item yet (it has no interactions)")
+        source = catalog.index[item_id]
+        return {"model": f"behaviour/{version}", "items": [
+            {"item_id": model.item_ids_[i], "score": round(s, 6),
+             "reason": f"often chosen in the same sessions as {catalog.titles[source]}"}
+            for i, s in model.similar_items(source, k)]}

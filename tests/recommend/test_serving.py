@@ -1,0 +1,154 @@
+"""The behaviour model inside the shop: training from events, personalised answers with reasons,
+filters, sessions, similar items, the promotion gate, hot swap under load, erasure and retraining."""
+
+from __future__ import annotations
+
+import threading
+
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from shopmind.api.main import create_app
+from shopmind.auth import Scope, create_key
+from shopmind.synth import generate_shop, write_shop
+from tests.conftest import auth, make_shop
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    synthetic = generate_shop(n_users=400, days=20, seed=3)
+    paths = write_shop(synthetic, root / "data", "parquet")
+    shop = make_shop(root / "home", f"sqlite:///{root / 'db.sqlite'}")
+    for kind in ("items", "users", "events"):
+        shop.import_file(paths[kind], kind, actor="t")
+    result = shop.train(actor="t", time_budget_s=8)
+    yield shop, synthetic, result
+    shop.close()
+
+
+def _consenting_user_with_purchase(synthetic) -> tuple[str, str]:
+    users = synthetic.users.filter(pl.col("consent_personalization"))["user_id"]
+    bought = synthetic.events.filter((pl.col("type") == "purchase") & pl.col("user_id").is_in(users.to_list()))
+    durable = synthetic.items.filter(~pl.col("consumable"))["item_id"]
+    row = bought.filter(pl.col("item_id").is_in(durable.to_list())).row(0, named=True)
+    return row["user_id"], row["item_id"]
+
+
+def test_first_training_promotes_and_records_a_card(trained):
+    shop, _, result = trained
+    assert result["behaviour"]["promoted"] and result["behaviour"]["champion_ndcg@10"] is None
+    card = shop.registry.card("behaviour", result["behaviour"]["version"])
+    assert card["n_users"] > 100 and card["metrics"]["valid_ndcg@10"] > 0 and card["data_window_ms"]
+    assert card["train_seconds"] > 0 and "d_model" in card["config"]
+
+
+def test_personalised_recommendations_with_reasons_and_no_rebuying_durables(trained):
+    shop, synthetic, _ = trained
+    user, durable = _consenting_user_with_purchase(synthetic)
+    answer = shop.recommend(user, k=20)
+    assert answer["personalised"] and answer["model"].startswith("behaviour/")
+    items = [r["item_id"] for r in answer["items"]]
+    assert durable not in items and len(items) == 20
+    titles = dict(zip(synthetic.items["item_id"], synthetic.items["title"]))
+    history_titles = {titles[i] for i in synthetic.events.filter(pl.col("user_id") == user)["item_id"].drop_nulls()}
+    because = [r["reason"] for r in answer["items"] if r["reason"].startswith("because you")]
+    assert because, answer["items"]
+    assert all(any(t in reason for t in history_titles) for reason in because)  # reasons name real history
+
+
+def test_new_events_change_recommendations_at_once(trained):
+    shop, synthetic, _ = trained
+    user, _ = _consenting_user_with_purchase(synthetic)
+    before = [r["item_id"] for r in shop.recommend(user, k=10)["items"]]
+    shop.recent_items(shop.pseudonym(user))  # warm the cache, as serving does
+    target = before[0]
+    shop.ingest("events", [{"event_id": f"fresh-{n}", "user_id": user, "type": "purchase", "item_id": target,
+                            "ts": f"2026-03-0{n + 1}T10:00:00Z"} for n in range(1)], actor="t")
+    after = [r["item_id"] for r in shop.recommend(user, k=10)["items"]]
+    consumable = dict(zip(synthetic.items["item_id"], synthetic.items["consumable"]))[target]
+    assert after != before
+    assert (target in after) == consumable  # a bought durable disappears immediately
+
+
+def test_category_filter_sessions_and_similar_items(trained):
+    shop, synthetic, _ = trained
+    user, _ = _consenting_user_with_purchase(synthetic)
+    top = synthetic.items["category"][0].split(" > ")[0]
+    filtered = shop.recommend(user, k=5, category=top)["items"]
+    cats = dict(zip(synthetic.items["item_id"], synthetic.items["category"]))
+    assert filtered and all(cats[r["item_id"]].startswith(top) for r in filtered)
+    some_items = synthetic.events.filter(pl.col("type") == "view")["item_id"].head(3).to_list()
+    session = shop.recommend_session([{"item_id": i, "type": "view"} for i in some_items], k=5)
+    assert session["model"].startswith("behaviour/") and len(session["items"]) == 5
+    cold = shop.recommend_session([{"item_id": "never-seen"}], k=5)
+    assert cold["model"].startswith("popularity/") and cold["personalised"] is False
+    similar = shop.similar_items(some_items[0], k=4)["items"]
+    assert len(similar) == 4 and some_items[0] not in {r["item_id"] for r in similar}
+
+
+def test_promotion_gate_keeps_a_better_champion(trained, monkeypatch):
+    shop, _, result = trained
+    champion = shop.registry.current_version("behaviour")
+    from shopmind.training import pipeline
+
+    # A crippled challenger: one epoch, tiny, heavily regularised.
+    real = pipeline.BehaviourRecommender
+    monkeypatch.setattr(pipeline, "BehaviourRecommender",
+                        lambda **kw: real(d_model=8, max_epochs=1, dropout=0.9, **kw))
+    again = shop.train(actor="t")
+    assert again["behaviour"]["promoted"] is False
+    assert again["behaviour"]["challenger_ndcg@10"] < again["behaviour"]["champion_ndcg@10"]
+    assert shop.registry.current_version("behaviour") == champion
+    assert len(shop.registry.versions("behaviour")) == 2  # kept for inspection, not served
+
+
+def test_hot_swap_under_load_drops_no_request(trained):
+    shop, synthetic, _ = trained
+    versions = [c["version"] for c in shop.registry.versions("behaviour")]
+    if len(versions) < 2:
+        shop.train(actor="t", time_budget_s=2, force_promote=True)
+        versions = [c["version"] for c in shop.registry.versions("behaviour")]
+    key = create_key(shop.store, "load", frozenset({Scope.recommend}))
+    users = synthetic.users["user_id"].head(30).to_list()
+    seen_models, failures = set(), []
+    stop = threading.Event()
+    with TestClient(create_app(shop=shop)) as client:
+        def hammer():
+            n = 0
+            while not stop.is_set():
+                r = client.get(f"/v1/users/{users[n % len(users)]}/recommendations?k=5", headers=auth(key))
+                n += 1
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+                else:
+                    seen_models.add(r.json()["model"])
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for n in range(6):
+            shop.registry.promote("behaviour", versions[n % 2])
+            threading.Event().wait(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures
+    assert {f"behaviour/{v}" for v in versions[:2]} <= seen_models
+    rolled = shop.registry.rollback("behaviour")
+    assert shop.registry.current_version("behaviour") == rolled
+
+
+def test_erased_users_leave_the_next_training(trained):
+    shop, synthetic, _ = trained
+    user, _ = _consenting_user_with_purchase(synthetic)
+    pseudonym = shop.pseudonym(user)
+    shop.erase_user(user, actor="t")
+    for path in shop.registry.root.glob("*/*/subjects.parquet"):
+        assert pseudonym.encode() not in path.read_bytes()
+    result = shop.train(actor="t", time_budget_s=2, force_promote=True)
+    lineage = pl.read_parquet(shop.registry.root / "behaviour" / result["behaviour"]["version"] / "subjects.parquet")
+    assert pseudonym not in set(lineage["pseudonym"].to_list()) and lineage.height > 100
+    cards = shop.registry.versions("behaviour")
+    assert all(c["erased_since_training"] >= 1 for c in cards if c["version"] != result["behaviour"]["version"])
