@@ -120,7 +120,9 @@ class BehaviourTrunk(nn.Module):
         assert T <= self.config.max_len, f"sequence of {T} positions, model takes at most {self.config.max_len}"
         vectors = self.item_vectors()
         x = vectors[items] * math.sqrt(self.config.d_model)                 # (B, T, d)
-        x = x + self.pos_emb(torch.arange(T, device=items.device))
+        # Positions count back from the newest event, so a batch trimmed to its longest sequence
+        # (left padding removed) gives every event the same position embedding as at full length.
+        x = x + self.pos_emb(torch.arange(self.config.max_len - T, self.config.max_len, device=items.device))
         if types is not None:
             x = x + self.type_emb(types)
         if self.time_emb is not None and time_buckets is not None:

@@ -67,12 +67,29 @@ def _windows(sequences: Seq[np.ndarray], max_len: int) -> tuple[np.ndarray, np.n
 
 
 def _pad_histories(histories: Seq[np.ndarray], max_len: int) -> torch.Tensor:
-    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    """Left-padded to the longest history in the batch (at most max_len), at least one column."""
+    width = max(1, min(max_len, max((len(h) for h in histories), default=1)))
+    out = np.zeros((len(histories), width), dtype=np.int64)
     for r, h in enumerate(histories):
-        h = np.asarray(h, dtype=np.int64)[-max_len:] + 1
+        h = np.asarray(h, dtype=np.int64)[-width:] + 1
         if len(h):
-            out[r, max_len - len(h):] = h
+            out[r, width - len(h):] = h
     return torch.from_numpy(out)
+
+
+def _length_bucketed(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random batches of similar length: shuffle, sort within pools of 50 batches by length, cut into
+    batches, shuffle the batches. Each batch is then trimmed to its longest window, so short histories
+    (most of them, in shop data) do not pay for 50 positions of padding."""
+    order = rng.permutation(len(lengths))
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
 
 
 class BehaviourRecommender(SequenceRecommender):
@@ -124,6 +141,7 @@ class BehaviourRecommender(SequenceRecommender):
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, betas=(0.9, 0.98),
                                       weight_decay=self.weight_decay)
         x_all, y_all = _windows(split.train, self.max_len)
+        window_lengths = (x_all != 0).sum(axis=1)
         x_all, y_all = torch.from_numpy(x_all), torch.from_numpy(y_all)
         self.model_ = model
         self.config_ = config
@@ -133,11 +151,11 @@ class BehaviourRecommender(SequenceRecommender):
         self.history_ = []
         for epoch in range(1, self.max_epochs + 1):
             model.train()
-            order = torch.from_numpy(rng.permutation(len(x_all)))
             total, batches = 0.0, 0
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                loss = model.next_item_loss(x_all[idx], y_all[idx], n_negatives=self.n_negatives)
+            for idx in _length_bucketed(window_lengths, self.batch_size, rng):
+                width = int(window_lengths[idx].max())
+                idx = torch.from_numpy(idx)
+                loss = model.next_item_loss(x_all[idx, -width:], y_all[idx, -width:], n_negatives=self.n_negatives)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,100 @@
+"""Recommendation quality on the public data sets: every model under one protocol, and the RecBole
+SASRec peer scored by the same evaluator.
+
+    .venv/bin/python bench/recommend_quality.py [--datasets beauty,video,ml100k,taobao]
+        [--models popularity,itemknn,als,behaviour] [--threads 2]
+
+Protocol (shopmind.evaluation): per user, time-ordered leave-one-out (last item test, second last
+validation), full ranking over the whole catalog, history items excluded (except the target),
+ties ranked against the target. Each model trains in its own process with its default configuration
+(the behaviour model sizes itself by `auto_config`), so wall time and peak memory (ru_maxrss of that
+process) are its own. Peer figures come from bench/out/recbole_<dataset>.json written by
+bench/peers/recbole/run_sasrec.py (see its README); they are merged into the table when present.
+Writes bench/out/recommend_quality.json and prints Markdown rows for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+
+WORKER = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/bench")
+import torch
+torch.set_num_threads(int(sys.argv[4]))
+from datasets import load
+from shopmind.evaluation import evaluate_ranking, leave_one_out
+from shopmind.evaluation.harness import model_factories
+data = load(sys.argv[2]); split = leave_one_out(data)
+started = time.perf_counter()
+model = model_factories()[sys.argv[3]]().fit(data, split)
+train_s = time.perf_counter() - started
+test = evaluate_ranking(model.score, split, "test")[0]
+row = {"dataset": sys.argv[2], "model": sys.argv[3], **test.as_dict(), "train_seconds": round(train_s, 1),
+       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+if hasattr(model, "best_epoch_"):
+    row["best_epoch"] = model.best_epoch_
+    row["epochs_run"] = len(model.history_)
+print(json.dumps(row))
+"""
+
+
+def run_model(dataset: str, model: str, threads: int) -> dict:
+    done = subprocess.run([sys.executable, "-c", WORKER, str(ROOT), dataset, model, str(threads)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peer_row(dataset: str) -> dict | None:
+    path = OUT / f"recbole_{dataset}.json"
+    if not path.exists():
+        return None
+    peer = json.loads(path.read_text())
+    test = peer["shopmind_evaluator"]["test"]
+    return {"dataset": dataset, "model": "RecBole SASRec (peer)", "users": test["users"],
+            "hr@10": test["hr@10"], "ndcg@10": test["ndcg@10"], "mrr": test["mrr"],
+            "coverage@10": test["coverage@10"], "train_seconds": peer["train_seconds"],
+            "peak_rss_mb": peer["peak_rss_mb"], "epochs_run": peer["epochs_run"], "best_epoch": peer["best_epoch"],
+            "capped": peer["capped"], "recbole_own_hr@10": peer["recbole_own"]["test"]["hit@10"],
+            "recbole_own_ndcg@10": peer["recbole_own"]["test"]["ndcg@10"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="beauty,video,ml100k,taobao")
+    parser.add_argument("--models", default="popularity,itemknn,als,behaviour")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rows = []
+    for dataset in args.datasets.split(","):
+        for model in args.models.split(","):
+            rows.append(run_model(dataset, model, args.threads))
+            print(json.dumps(rows[-1]), flush=True)
+        peer = peer_row(dataset)
+        if peer:
+            rows.append(peer)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
+    OUT.mkdir(exist_ok=True)
+    (OUT / "recommend_quality.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    print(f"\n{machine}\n")
+    print("| data set | model | HR@10 | NDCG@10 | MRR | coverage@10 | train s | peak RSS MB | epochs (best) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        epochs = f"{r['epochs_run']} ({r['best_epoch']})" if "epochs_run" in r else ""
+        if r.get("capped"):
+            epochs += ", time cap"
+        print(f"| {r['dataset']} | {r['model']} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} | {r['mrr']:.4f} | "
+              f"{r['coverage@10']:.3f} | {r['train_seconds']:.0f} | {r['peak_rss_mb']:.0f} | {epochs} |")
+
+
+if __name__ == "__main__":
+    main()
