@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOME_DIR ?= .shopmind
 DEMO_USERS ?= 5000
+TRAIN_BUDGET ?= 180
 export SHOPMIND_HOME := $(HOME_DIR)
 
 .PHONY: install demo test bench clean
@@ -20,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/shopmind init
 	test -f $(HOME_DIR)/demo-data/events.parquet || $(BIN)/shopmind generate --out $(HOME_DIR)/demo-data --users $(DEMO_USERS)
 	$(BIN)/shopmind import $(HOME_DIR)/demo-data
-	$(BIN)/shopmind train
+	$(BIN)/shopmind train --budget $(TRAIN_BUDGET)
 	@echo "dashboard: http://127.0.0.1:8000/dashboard#key=$$(cat $(HOME_DIR)/admin.key)&user=u0000001"
 	@echo "API docs:  http://127.0.0.1:8000/docs   (admin key in $(HOME_DIR)/admin.key)"
 	$(BIN)/shopmind serve

@@ -42,6 +42,9 @@ RECENT = "recent"          # cache namespace: a user's recent item events
 RECENT_KEEP = 50
 BOUGHT = "bought"          # cache namespace: every item the user ever purchased
 BOUGHT_KEEP = 10_000
+# Per-user lists are refreshed on HTTP ingestion in this process; the TTL bounds how stale they can be
+# when events arrive another way (a `shopmind import` in another process with the in-process cache).
+USER_STATE_TTL_S = 300
 MAX_IMPORT_ERRORS = 50
 
 
@@ -103,6 +106,7 @@ class Shop:
         """Import a whole file in one transaction: every row is valid and written, or nothing is."""
         total = IngestResult(kind, 0, 0, 0)
         errors: list[RowError] = []
+        touched: set[str] = set()
         offset = 0
         with self.store.transaction() as conn:
             for rows in iter_rows(path, chunk):
@@ -114,6 +118,9 @@ class Shop:
                         break
                 if not errors:
                     part = self.ingestor.write(conn, kind, valid, actor)
+                    if kind == "events":
+                        raw_users = {e.user_id for e in valid if e.user_id is not None}
+                        touched.update(self.pseudonyms.user(u) for u in raw_users)
                     total = IngestResult(kind, total.received + part.received, total.written + part.written,
                                          total.duplicates + part.duplicates, total.dropped_erased + part.dropped_erased)
                 offset += len(rows)
@@ -121,6 +128,8 @@ class Shop:
                     progress(len(rows))
             if errors:
                 raise BatchValidationError(errors[:MAX_IMPORT_ERRORS])
+        for namespace in (RECENT, BOUGHT):  # reloaded from the database on next use
+            self.cache.delete(namespace, sorted(touched))
         return total
 
     def _refresh_recent(self, events: Sequence[Any]) -> None:
@@ -153,7 +162,7 @@ class Shop:
                 .order_by(e.c.ts_ms.desc()).limit(RECENT_KEEP)
             ).all()
         recent = [list(r) for r in reversed(rows)]
-        self.cache.set(RECENT, pseudonym, recent)
+        self.cache.set(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S)
         return recent
 
     def purchased_items(self, pseudonym: str) -> set[str]:
@@ -164,7 +173,7 @@ class Shop:
             with self.store.transaction() as conn:
                 cached = [item for (item,) in conn.execute(
                     select(e.c.item_id).where(e.c.user_pseudonym == pseudonym, e.c.type == "purchase").distinct())]
-            self.cache.set(BOUGHT, pseudonym, cached)
+            self.cache.set(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
         return set(cached)
 
     def recent_events(self, raw_user_id: str, actor: str, limit: int = 20) -> list[dict[str, Any]]:

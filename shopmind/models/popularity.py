@@ -81,7 +81,8 @@ class TrendingPopularity:
                 continue
             where = f"in {category}" if category else (f"in {cat.split(' > ')[0]}" if cat else "in the shop")
             out.append(Recommendation(item, float(self.scores_[idx]),
-                                      f"popular {where}: {int(self.interactions_[idx])} recent interactions"))
+                                      f"popular {where}: {int(self.interactions_[idx])} recent interaction"
+                                      + ("" if int(self.interactions_[idx]) == 1 else "s")))
             if len(out) == k:
                 break
         return out

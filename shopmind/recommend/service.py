@@ -80,12 +80,13 @@ class RecommendationService:
             return None
         indices = np.array([i for i, _ in known], dtype=np.int64)
         allowed = catalog.allowed(category)
-        # Recently viewed items may come back (people compare); bought durables do not.
+        # Items in the recent history and bought durables are not recommended again; consumables are
+        # (people restock them), which is why exclusion is done here and not by the model.
         bought = {catalog.index[item] for item in purchased if item in catalog.index}
-        bought = {i for i in bought if not catalog.consumable[i]}
-        if bought:
+        hidden = {i for i in bought | set(indices.tolist()) if not catalog.consumable[i]}
+        if hidden:
             mask = np.ones(len(catalog.titles), dtype=bool) if allowed is None else allowed.copy()
-            mask[list(bought)] = False
+            mask[list(hidden)] = False
             allowed = mask
         recs = model.recommend_history(indices, k=k, exclude_seen=False, allowed=allowed)
         return {"model": f"behaviour/{version}", "items": [
@@ -96,6 +97,9 @@ class RecommendationService:
     def _reason(catalog: Catalog, item: int, history: list[tuple[int, str]]) -> str:
         """The history event whose item is most similar to the recommendation, in words."""
         recent = history[-20:]
+        own = [kind for i, kind in recent if i == item]
+        if own:  # a consumable the user had before
+            return f"you {VERBS.get(own[-1], 'viewed')} this before"
         sims = catalog.vectors[[i for i, _ in recent]] @ catalog.vectors[item]
         best = int(np.argmax(sims))
         source, kind = recent[best]

@@ -20,6 +20,7 @@ class Cache(Protocol):
     def get(self, namespace: str, subject: str) -> Any | None: ...
     def set(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> None: ...
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None: ...
+    def delete(self, namespace: str, subjects: list[str]) -> None: ...
     def erase_subject(self, subject: str) -> int: ...
     def find(self, needle: str) -> list[str]: ...
     def ping(self) -> bool: ...
@@ -67,6 +68,11 @@ class MemoryCache:
                 return
             current = (json.loads(entry[1]) + values)[-keep:]
             self._data[key] = (entry[0], json.dumps(current))
+
+    def delete(self, namespace: str, subjects: list[str]) -> None:
+        with self._lock:
+            for subject in subjects:
+                self._data.pop(self._key(namespace, subject), None)
 
     def erase_subject(self, subject: str) -> int:
         suffix = f":{subject}"
@@ -121,6 +127,12 @@ class RedisCache:
             "redis.call('SET', KEYS[1], cjson.encode(out), 'KEEPTTL') return 1"
         )
         self._call(self._r.eval, script, 1, self._key(namespace, subject), json.dumps(values), keep)
+
+    def delete(self, namespace: str, subjects: list[str]) -> None:
+        for start in range(0, len(subjects), 1000):
+            keys = [self._key(namespace, s) for s in subjects[start:start + 1000]]
+            if keys:
+                self._call(self._r.delete, *keys)
 
     def erase_subject(self, subject: str) -> int:
         keys = list(self._call(lambda: list(self._r.scan_iter(match=f"{self._prefix}:*:{subject}", count=1000))))

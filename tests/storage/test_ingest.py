@@ -100,3 +100,16 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
         assert conn.execute(text("PRAGMA secure_delete")).scalar() == 1
+
+
+def test_import_refreshes_cached_user_state(shop, tmp_path):
+    import json as _json
+
+    shop.ingest("events", [event(1, user="dora", kind="purchase", item="i1")], actor="t")
+    pseudonym = shop.pseudonym("dora")
+    assert [r[0] for r in shop.recent_items(pseudonym)] == ["i1"] and shop.purchased_items(pseudonym) == {"i1"}
+    path = tmp_path / "events.jsonl"
+    path.write_text(_json.dumps(event(2, user="dora", kind="purchase", item="i2")) + "\n")
+    shop.import_file(path, "events", actor="t")
+    assert [r[0] for r in shop.recent_items(pseudonym)] == ["i1", "i2"]
+    assert shop.purchased_items(pseudonym) == {"i1", "i2"}

@@ -34,6 +34,7 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -249,6 +250,14 @@ def main(argv=None):
     sys.argv = sys.argv[:1]  # RecBole's Config also parses `--key=value` from the command line: keep ours out
     out = args.out or ROOT / "bench" / "out" / f"recbole_{args.dataset}.json"
     t_start = time.time()
+
+    def on_signal(signum, _frame):  # leave a trace in the log when the run is stopped from outside
+        print(f"[{args.dataset}] stopped by signal {signal.Signals(signum).name} after {time.time() - t_start:.0f}s",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
 
     evaluation, ranks_and_topk, datasets = import_shopmind()
     from shopmind.evaluation.metrics import ranking_metrics
