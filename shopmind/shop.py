@@ -45,6 +45,7 @@ BOUGHT_KEEP = 10_000
 # Per-user lists are refreshed on HTTP ingestion in this process; the TTL bounds how stale they can be
 # when events arrive another way (a `shopmind import` in another process with the in-process cache).
 USER_STATE_TTL_S = 300
+CONSENT = "consent"        # cache namespace: consent flags looked up for serving
 MAX_IMPORT_ERRORS = 50
 
 
@@ -99,6 +100,8 @@ class Shop:
         result = self.ingestor.ingest(kind, rows, actor)
         if kind == "events":
             self._refresh_recent(rows)
+        elif kind == "users":  # profiles carry consent flags
+            self.cache.delete(CONSENT, sorted({self.pseudonyms.user(u.user_id) for u in rows}))
         return result
 
     def import_file(self, path: Path, kind: str, actor: str,
@@ -118,7 +121,7 @@ class Shop:
                         break
                 if not errors:
                     part = self.ingestor.write(conn, kind, valid, actor)
-                    if kind == "events":
+                    if kind in ("events", "users"):
                         raw_users = {e.user_id for e in valid if e.user_id is not None}
                         touched.update(self.pseudonyms.user(u) for u in raw_users)
                     total = IngestResult(kind, total.received + part.received, total.written + part.written,
@@ -128,7 +131,8 @@ class Shop:
                     progress(len(rows))
             if errors:
                 raise BatchValidationError(errors[:MAX_IMPORT_ERRORS])
-        for namespace in (RECENT, BOUGHT):  # reloaded from the database on next use
+        # Cached per-user state that this file changed is reloaded from the database on next use.
+        for namespace in ((RECENT, BOUGHT) if kind == "events" else (CONSENT,) if kind == "users" else ()):
             self.cache.delete(namespace, sorted(touched))
         return total
 
@@ -189,14 +193,21 @@ class Shop:
         return [dict(r._mapping) for r in rows]
 
     def has_consent(self, pseudonym: str, purpose: str) -> bool:
-        with self.store.transaction() as conn:
-            return consent.has_consent(conn, pseudonym, purpose, self.settings.default_consent)
+        """Consent for `purpose`, cached briefly (withdrawal through shopmind clears the cache at once)."""
+        cached = self.cache.get(CONSENT, pseudonym)
+        if cached is None or purpose not in cached:
+            with self.store.transaction() as conn:
+                value = consent.has_consent(conn, pseudonym, purpose, self.settings.default_consent)
+            cached = {**(cached or {}), purpose: value}
+            self.cache.set(CONSENT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
+        return bool(cached[purpose])
 
     def set_consent(self, raw_user_id: str, flags: dict[str, bool | None], actor: str) -> dict[str, bool | None]:
         pseudonym = self.pseudonym(raw_user_id)
         with self.store.transaction() as conn:
             now = consent.set_consent(conn, pseudonym, flags)
             record_audit(conn, actor, "user.consent", [pseudonym], {k: v for k, v in flags.items() if v is not None})
+        self.cache.delete(CONSENT, [pseudonym])
         return now
 
     # -- data-subject rights -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ without dropping any. Item metadata for filters and reasons is cached per model 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,12 +30,19 @@ class Catalog:
     consumable: np.ndarray
     index: dict[str, int]
     vectors: np.ndarray  # L2-normalised item vectors for reasons
+    _masks: dict[str, np.ndarray] = field(default_factory=dict)
 
     def allowed(self, category: str | None) -> np.ndarray | None:
+        """Boolean mask of the items in `category` (a path prefix), computed once per category."""
         if not category:
             return None
-        prefix = category + " > "
-        return np.array([c == category or c.startswith(prefix) for c in self.categories])
+        mask = self._masks.get(category)
+        if mask is None:
+            prefix = category + " > "
+            mask = np.array([c == category or c.startswith(prefix) for c in self.categories])
+            if len(self._masks) < 10_000:  # bounded: categories come from requests
+                self._masks[category] = mask
+        return mask
 
 
 class RecommendationService:

@@ -135,6 +135,16 @@ class ModelRegistry:
                     if d.is_dir() and (d / "subjects.parquet").exists():
                         yield kind, d
 
+    @staticmethod
+    def _rewrite_model(kind: str, version_dir: Path, method: str, argument: Any) -> None:
+        """For models that keep per-user state: load, apply `method(argument)`, save in place."""
+        model_cls = MODEL_KINDS[kind]
+        if hasattr(model_cls, method):
+            model = model_cls.load(version_dir / "model")
+            getattr(model, method)(argument)
+            shutil.rmtree(version_dir / "model")
+            model.save(version_dir / "model")
+
     def erase_subject(self, pseudonym: str) -> dict[str, int]:
         touched = 0
         for kind, d in self._version_dirs():
@@ -142,12 +152,7 @@ class ModelRegistry:
             if pseudonym not in set(subjects["pseudonym"].to_list()):
                 continue
             subjects.filter(pl.col("pseudonym") != pseudonym).write_parquet(d / "subjects.parquet")
-            model_cls = MODEL_KINDS[kind]
-            if hasattr(model_cls, "erase_subject"):
-                model = model_cls.load(d / "model")
-                model.erase_subject(pseudonym)
-                shutil.rmtree(d / "model")
-                model.save(d / "model")
+            self._rewrite_model(kind, d, "erase_subject", pseudonym)
             card = json.loads((d / "card.json").read_text())
             card["erased_since_training"] = card.get("erased_since_training", 0) + 1
             _write_atomic(d / "card.json", json.dumps(card, indent=2, sort_keys=True))
@@ -163,11 +168,6 @@ class ModelRegistry:
         for kind, d in self._version_dirs():
             subjects = pl.read_parquet(d / "subjects.parquet")
             subjects.with_columns(pl.col("pseudonym").replace(mapping)).write_parquet(d / "subjects.parquet")
-            model_cls = MODEL_KINDS[kind]
-            if hasattr(model_cls, "remap_subjects"):
-                model = model_cls.load(d / "model")
-                model.remap_subjects(mapping)
-                shutil.rmtree(d / "model")
-                model.save(d / "model")
+            self._rewrite_model(kind, d, "remap_subjects", mapping)
         with self._lock:
             self._loaded.clear()
