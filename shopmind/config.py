@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     default_consent: bool = Field(
         False, description="Consent assumed for users the shop never sent consent flags for (opt-in by default)."
     )
+    item_text: bool = Field(True, description="Give the behaviour model title embeddings of every catalog item "
+                                              "(needs the 'text' extra), so untouched items can be recommended.")
     log_level: str = "INFO"
     docs_public: bool = Field(True, description="Serve /docs and /openapi.json without a key (they hold no data).")
 

@@ -119,9 +119,11 @@ class BehaviourRecommender(SequenceRecommender):
 
     # -- fitting -----------------------------------------------------------------------------------
 
-    def fit(self, data: Sequences, split: Split | None = None) -> "BehaviourRecommender":
+    def fit(self, data: Sequences, split: Split | None = None,
+            item_content: np.ndarray | None = None) -> "BehaviourRecommender":
         """Train on `split.train` with early stopping on its validation targets; without a split, one
-        is made from `data` by leave-one-out."""
+        is made from `data` by leave-one-out. `item_content` (n_items, dim), e.g. title embeddings,
+        gives every item a content representation, including items no one has interacted with."""
         if not isinstance(data, Sequences):
             raise InvalidInputError("fit expects shopmind.evaluation.Sequences", field="data")
         if self.max_len < 2 or self.batch_size < 1 or self.max_epochs < 1:
@@ -133,11 +135,17 @@ class BehaviourRecommender(SequenceRecommender):
             torch.set_num_threads(self.threads)
         lengths = [len(s) for s in data.sequences]
         auto = auto_config(data.n_items, data.n_interactions, float(np.mean(lengths)))
+        if item_content is not None and item_content.shape[0] != data.n_items:
+            raise InvalidInputError(f"item_content has {item_content.shape[0]} rows for {data.n_items} items",
+                                    field="item_content")
         config = BehaviourConfig(
             n_items=data.n_items, max_len=self.max_len, n_layers=self.n_layers, n_heads=self.n_heads,
             d_model=self.d_model or auto["d_model"],
-            dropout=self.dropout if self.dropout is not None else auto["dropout"])
+            dropout=self.dropout if self.dropout is not None else auto["dropout"],
+            content_dim=0 if item_content is None else int(item_content.shape[1]))
         model = BehaviourModel(config)
+        if item_content is not None:
+            model.trunk.set_content(torch.from_numpy(np.asarray(item_content, dtype=np.float32)))
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, betas=(0.9, 0.98),
                                       weight_decay=self.weight_decay)
         x_all, y_all = _windows(split.train, self.max_len)
@@ -177,10 +185,27 @@ class BehaviourRecommender(SequenceRecommender):
                 break
         model.load_state_dict(best_state)
         model.eval()
+        if item_content is not None:
+            self._prepare_cold_items(model, split)
         self.best_epoch_ = best_epoch
         self.valid_ndcg_ = best
         self.train_seconds_ = time.perf_counter() - started
         return self
+
+    @staticmethod
+    @torch.no_grad()
+    def _prepare_cold_items(model: BehaviourModel, split: Split) -> None:
+        """Items never seen in training only ever acted as negatives, which pushed their id vectors and
+        biases down. Serve them by content alone: zero id vector, the median bias of the seen items."""
+        seen = np.zeros(model.config.n_items, dtype=bool)
+        for seq in split.train:
+            seen[seq] = True
+        if seen.all():
+            return
+        cold = torch.from_numpy(np.flatnonzero(~seen) + 1)
+        model.trunk.item_emb.weight[cold] = 0.0
+        bias = model.heads["next_item"].bias
+        bias[cold] = bias[torch.from_numpy(np.flatnonzero(seen) + 1)].median()
 
     def _check(self) -> None:
         if not hasattr(self, "model_"):

@@ -18,6 +18,7 @@ import polars as pl
 
 from shopmind.evaluation import Sequences, evaluate_ranking, leave_one_out
 from shopmind.models.popularity import TrendingPopularity
+from shopmind.models.text import available as text_available
 from shopmind.recommend.behaviour import BehaviourRecommender
 
 ITEM_EVENT_TYPES = ["view", "click", "add_to_cart", "purchase", "rating", "ad_click"]
@@ -37,6 +38,38 @@ def shop_sequences(events: pl.DataFrame) -> tuple[Sequences, list[str]]:
     seqs = Sequences.from_frame(keyed, user_col="subject", item_col="item_id", time_col="ts_ms")
     subjects = [u for u in seqs.user_ids if not u.startswith("s:")]
     return seqs, subjects
+
+
+def with_catalog(seqs: Sequences, catalog_ids: Sequence[str]) -> Sequences:
+    """The same sequences with every catalog item in the vocabulary, touched or not (new items are
+    appended after the known ones, so existing indices do not move)."""
+    known = set(seqs.item_ids)
+    extra = [i for i in catalog_ids if i not in known]
+    return Sequences(user_ids=seqs.user_ids, item_ids=list(seqs.item_ids) + extra, sequences=seqs.sequences)
+
+
+def content_vectors(cache_file, item_ids: Sequence[str], items: pl.DataFrame) -> np.ndarray:
+    """Title embeddings for `item_ids`, computed once per distinct text and kept in `cache_file`."""
+    import hashlib
+
+    from shopmind.models.text import TitleEncoder, item_texts
+
+    meta = {r["item_id"]: r for r in items.select("item_id", "title", "category").iter_rows(named=True)}
+    texts = item_texts([(meta.get(i) or {}).get("title") or i for i in item_ids],
+                       [(meta.get(i) or {}).get("category") for i in item_ids])
+    keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+    cached: dict[str, np.ndarray] = {}
+    if cache_file.exists():
+        frame = pl.read_parquet(cache_file)
+        cached = dict(zip(frame["key"].to_list(), frame["vector"].to_numpy()))
+    missing = sorted({k for k in keys if k not in cached})
+    if missing:
+        by_key = dict(zip(keys, texts))
+        vectors = TitleEncoder().encode([by_key[k] for k in missing])
+        cached.update(zip(missing, vectors))
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({"key": list(cached), "vector": np.stack(list(cached.values()))}).write_parquet(cache_file)
+    return np.stack([np.asarray(cached[k], dtype=np.float32) for k in keys])
 
 
 def remapped_scorer(model: Any, item_ids: Sequence[str]):
@@ -99,8 +132,13 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
     if usable < MIN_SEQUENCES:
         result["behaviour"] = {"skipped": f"{usable} sequences with 4+ item events; need {MIN_SEQUENCES}"}
         return result
+    content = None
+    if shop.settings.item_text and text_available():
+        items = shop.items_frame()
+        seqs = with_catalog(seqs, items["item_id"].to_list())
+        content = content_vectors(shop.registry.root / "content_vectors.parquet", seqs.item_ids, items)
     started = time.perf_counter()
-    model = BehaviourRecommender(time_budget_s=time_budget_s).fit(seqs)
+    model = BehaviourRecommender(time_budget_s=time_budget_s).fit(seqs, item_content=content)
     train_s = time.perf_counter() - started
     champion = shop.registry.load_current("behaviour")
     verdict = gate(model, champion[1] if champion else None, seqs)
@@ -111,6 +149,7 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
                          "batch_size": model.batch_size},
               "data_window_ms": window, "n_sequences": len(seqs.user_ids), "n_users": len(subjects),
               "n_items": seqs.n_items, "n_interactions": seqs.n_interactions, "purpose": "personalization",
+              "item_text": content is not None,
               "metrics": {"valid_ndcg@10": model.valid_ndcg_, **verdict.as_dict()},
               "best_epoch": model.best_epoch_, "train_seconds": round(train_s, 1), "trained_by": actor},
         subjects=subjects, promote=promote)

@@ -23,6 +23,10 @@ def trained(tmp_path_factory):
     shop = make_shop(root / "home", f"sqlite:///{root / 'db.sqlite'}")
     for kind in ("items", "users", "events"):
         shop.import_file(paths[kind], kind, actor="t")
+    # A brand-new item nobody has touched, described like the catalog's first item.
+    first = synthetic.items.row(0, named=True)
+    shop.ingest("items", [{"item_id": "brand-new", "title": first["title"] + " (new edition)",
+                           "category": first["category"], "price": first["price"]}], actor="t")
     result = shop.train(actor="t", time_budget_s=8)
     yield shop, synthetic, result
     shop.close()
@@ -42,6 +46,26 @@ def test_first_training_promotes_and_records_a_card(trained):
     card = shop.registry.card("behaviour", result["behaviour"]["version"])
     assert card["n_users"] > 100 and card["metrics"]["valid_ndcg@10"] > 0 and card["data_window_ms"]
     assert card["train_seconds"] > 0 and "d_model" in card["config"]
+
+
+@pytest.mark.skipif(not __import__("shopmind.models.text", fromlist=["available"]).available(),
+                    reason="the 'text' extra (packaged MiniLM) is not installed")
+def test_untouched_items_are_served_by_their_text(trained):
+    shop, synthetic, result = trained
+    card = shop.registry.card("behaviour", result["behaviour"]["version"])
+    assert card["item_text"] is True
+    similar = shop.similar_items("brand-new", k=5)["items"]
+    categories = dict(zip(synthetic.items["item_id"], synthetic.items["category"]))
+    top = synthetic.items["category"][0].split(" > ")[0]
+    same = [r for r in similar if categories[r["item_id"]].split(" > ")[0] == top]
+    assert len(same) >= 3, similar
+    # It can be recommended: for a history inside its category it ranks in the top 10% of the catalog.
+    version, model = shop.registry.load_current("behaviour")
+    index = {item: n for n, item in enumerate(model.item_ids_)}
+    in_category = [i for i, c in categories.items() if c == synthetic.items["category"][0] and i in index][:5]
+    scores = model.score([[index[i] for i in in_category]])[0]
+    rank = int((scores > scores[index["brand-new"]]).sum())
+    assert rank < 0.1 * len(scores), rank
 
 
 def test_personalised_recommendations_with_reasons_and_no_rebuying_durables(trained):
