@@ -231,7 +231,12 @@ def models_list(kind: Annotated[str, typer.Argument(help="behaviour or popularit
 @models_app.command("promote")
 def models_promote(kind: Annotated[str, typer.Argument()], version: Annotated[str, typer.Argument()]):
     """Make a version current (the service picks it up on its next request)."""
-    _run(lambda: (_shop().registry.promote(kind, version), out.print(f"{kind}: {version} is current")))
+
+    def body():
+        _shop().registry.promote(kind, version)
+        out.print(f"{kind}: {version} is current")
+
+    _run(body)
 
 
 @models_app.command("rollback")

@@ -4,10 +4,12 @@ A scorer is a function `score(histories) -> scores` taking a list of item-index 
 history, time-ordered) and returning a float array of shape (len(histories), n_items). Every model,
 ours and the peers', is evaluated by handing it the same histories, so the protocol cannot differ.
 
-Items in the user's history are excluded from the ranking, except the target itself (a repeat
-purchase stays rankable). Ties are broken against the target: rank = 1 + number of other candidate
-items scoring at least as high. A model that scores everything equal therefore gets the worst rank,
-never a lucky one.
+Items in the user's history are excluded from the ranking, the target included: when the held-out item
+is a repeat of something already seen, it cannot be recommended and counts as a miss. (Keeping a
+repeated target rankable would leak it: a scorer that just favours history items would find it among
+the few unmasked ones. On repeat-heavy data report the share of repeat targets beside the metrics.)
+Ties are broken against the target: rank = 1 + number of other candidate items scoring at least as
+high. A model that scores everything equal therefore gets the worst rank, never a lucky one.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ ScoreFn = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 def ranks_and_topk(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray,
                    k: int) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks of the targets and the top-k item lists, after excluding seen items."""
+    """1-based ranks of the targets (inf when the target cannot be ranked) and the top-k item lists,
+    after excluding seen items."""
     scores = np.array(scores, dtype=np.float64, copy=True)
     rows = np.arange(len(targets))
-    target_scores = scores[rows, targets].copy()
     for r, hist in enumerate(histories):
         if len(hist):
             scores[r, hist] = -np.inf
-    scores[rows, targets] = -np.inf  # the target is compared, not counted against itself
-    ranks = 1 + (scores >= target_scores[:, None]).sum(axis=1)
+    target_scores = scores[rows, targets].copy()  # -inf for a repeat: it cannot be hit
+    scores[rows, targets] = np.nan  # the target is compared, not counted against itself
+    ranks = 1.0 + (scores >= target_scores[:, None]).sum(axis=1)  # nan compares False
+    ranks[np.isneginf(target_scores)] = np.inf  # excluded or unscorable: a miss, reciprocal rank 0
     scores[rows, targets] = target_scores
     top = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
     order = np.take_along_axis(-scores, top, axis=1).argsort(axis=1, kind="stable")
@@ -61,7 +65,7 @@ def evaluate_ranking(score: ScoreFn, split: Split, stage: str = "test", k: int =
         ranks, top = ranks_and_topk(scores, histories, targets, k)
         all_ranks.append(ranks)
         all_top.append(top)
-    ranks = np.concatenate(all_ranks) if all_ranks else np.zeros(0, dtype=np.int64)
+    ranks = np.concatenate(all_ranks) if all_ranks else np.zeros(0)
     top = np.concatenate(all_top) if all_top else np.zeros((0, k), dtype=np.int64)
     hr, ndcg, mrr = ranking_metrics(ranks, k)
     coverage = float(len(np.unique(top)) / split.data.n_items) if top.size else 0.0

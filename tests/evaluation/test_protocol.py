@@ -38,7 +38,7 @@ def test_metrics_agree_with_trec_eval():
     qrels, run = {}, {}
     for u, h in zip(users, histories):
         target = int(split.test_target[u])
-        seen = set(h.tolist()) - {target}
+        seen = set(h.tolist())  # a repeated target is excluded too, so trec_eval sees it as not retrieved
         qrels[f"q{u}"] = {f"d{target}": 1}
         run[f"q{u}"] = {f"d{i}": float(table[u, i]) for i in range(n_items) if i not in seen}
     measures = pytrec_eval.RelevanceEvaluator(qrels, {"recall.10", "ndcg_cut.10", "recip_rank"}).evaluate(run)
@@ -51,13 +51,27 @@ def test_metrics_agree_with_trec_eval():
     assert 0 < hr < 1  # a non-trivial case
 
 
-def test_seen_items_are_excluded_but_a_repeated_target_stays_rankable():
+def test_seen_items_are_excluded_and_a_repeated_target_is_a_miss():
     scores = np.array([[9.0, 8.0, 7.0, 6.0, 5.0]])
-    # history holds items 0 and 1 and the target 1 (a repeat purchase): 0 is excluded, 1 stays.
+    ranks, top = ranks_and_topk(scores, [np.array([0])], np.array([3]), k=3)
+    assert ranks.tolist() == [3] and top.tolist() == [[1, 2, 3]]  # 1 and 2 outrank it; 0 is excluded
+    # The target 1 is also in the history (a repeat): it is masked like every seen item.
     ranks, top = ranks_and_topk(scores, [np.array([0, 1])], np.array([1]), k=3)
-    assert ranks.tolist() == [1] and top.tolist() == [[1, 2, 3]]
-    ranks, _ = ranks_and_topk(scores, [np.array([0])], np.array([3]), k=3)
-    assert ranks.tolist() == [3]  # items 1 and 2 outrank it; item 0 is excluded
+    assert ranks.tolist() == [float("inf")] and 1 not in top[0]
+
+
+def test_a_scorer_that_only_favours_history_gains_nothing():
+    # The leak this protocol avoids: with repeated targets left rankable, "score history items high"
+    # would hit every repeat. Here every target is a repeat, so such a scorer must score zero.
+    split = leave_one_out(Sequences.from_lists(["a", "b"], [["x", "y", "x", "y", "x"], ["p", "q", "p", "q"]]))
+
+    def history_lover(histories):
+        out = np.zeros((len(histories), split.data.n_items))
+        for r, h in enumerate(histories):
+            out[r, h] = 1.0
+        return out
+
+    assert evaluate_ranking(history_lover, split)[0].hr == 0.0
 
 
 def test_ties_count_against_the_target():
@@ -97,6 +111,8 @@ def test_evaluate_ranking_rewards_an_oracle_and_not_noise():
 
     split.history = history
     report, ranks, _ = evaluate_ranking(oracle, split, "test")
-    assert report.hr == 1.0 and report.mrr == 1.0
+    fresh = np.mean([split.test_target[u] not in original(int(u), "test") for u in split.eval_users])
+    assert 0 < fresh < 1  # the data has both new and repeated targets
+    assert report.hr == pytest.approx(fresh) and report.mrr == pytest.approx(fresh)  # repeats are misses
     noise = evaluate_ranking(lambda hs: np.random.default_rng(0).random((len(hs), split.data.n_items)), split)[0]
     assert noise.hr < 0.3

@@ -7,7 +7,7 @@ own Trainer (early stopping on validation NDCG@10), and the best checkpoint is t
 - `recbole_own`: RecBole's full-sort evaluator (for sequential models it does NOT mask items already in
   the user's history);
 - `shopmind_evaluator`: shopmind.evaluation.evaluate_ranking with a score_fn that feeds each history to the
-  trained SASRec (history items masked except the target, ties ranked pessimistically).
+  trained SASRec (every history item masked, a repeated target counts as a miss; ties ranked pessimistically).
 
 `check_unmasked` scores the same model through our score_fn but without masking; it must reproduce
 RecBole's own numbers, which proves that the score_fn (id mapping, padding, truncation) is the model
@@ -29,6 +29,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import importlib.metadata  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
@@ -268,6 +269,8 @@ def main(argv=None):
           f"{seqs.n_interactions:,} interactions, {len(split.eval_users):,} evaluated users", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix=f"recbole_{args.dataset}_"))
+    if not args.keep_tmp:  # also on errors and SIGTERM/SIGINT (SystemExit), not on SIGKILL
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
     name = f"sm_{args.dataset}"  # not a RecBole built-in name: no bundled yaml, no download attempt
     write_atomic(seqs, work / "data", name)
     cwd = os.getcwd()
@@ -374,7 +377,7 @@ def main(argv=None):
                         "note": "RecBole full sort; sequential models are not masked for history items"},
         "shopmind_evaluator": {"test": test_report.as_dict(), "valid": valid_report.as_dict(),
                                "eval_seconds": round(eval_seconds, 1),
-                               "note": "history items masked except the target; ties ranked pessimistically"},
+                               "note": "all history items masked (a repeated target is a miss); ties ranked pessimistically"},
         "check_unmasked": {"test": unmasked, "agrees_with_recbole_own": bool(agree)},
         "split_check": split_check,
         "valid_history": history,
@@ -394,8 +397,6 @@ def main(argv=None):
                                              "peak_rss_mb", "recbole_own", "check_unmasked")}, indent=2))
     print(f"[{args.dataset}] shopmind evaluator test {result['shopmind_evaluator']['test']}")
     print(f"[{args.dataset}] wrote {out}", flush=True)
-    if not args.keep_tmp:
-        shutil.rmtree(work, ignore_errors=True)
     if not agree:
         print(f"[{args.dataset}] WARNING: unmasked shopmind scoring does not reproduce RecBole's own test figures",
               file=sys.stderr)
