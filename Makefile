@@ -6,7 +6,6 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOME_DIR ?= .shopmind
 DEMO_USERS ?= 5000
 TRAIN_BUDGET ?= 180
-export SHOPMIND_HOME := $(HOME_DIR)
 
 .PHONY: install demo test bench clean
 
@@ -17,6 +16,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+demo: export SHOPMIND_HOME := $(HOME_DIR)
 demo: $(STAMP)
 	$(BIN)/shopmind init
 	test -f $(HOME_DIR)/demo-data/events.parquet || $(BIN)/shopmind generate --out $(HOME_DIR)/demo-data --users $(DEMO_USERS)

@@ -61,6 +61,14 @@ def need(service: str) -> None:
         pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _no_user_settings(monkeypatch):
+    """Tests see shopmind's defaults, not the SHOPMIND_* settings of whoever runs them."""
+    for name in list(os.environ):
+        if name.startswith("SHOPMIND_") and not name.startswith("SHOPMIND_TEST_") and name != "SHOPMIND_REQUIRE_SERVICES":
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""

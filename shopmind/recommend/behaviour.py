@@ -43,8 +43,11 @@ def auto_config(n_items: int, n_interactions: int, mean_length: float) -> dict:
 
 
 def _windows(sequences: Seq[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Left-padded (inputs, targets) training windows; long sequences are cut into consecutive windows
-    from the end, so every interaction is a target exactly once."""
+    """Left-padded (inputs, targets) training windows. Long sequences are cut into windows that step
+    back from the end by half a window; each interaction is a target exactly once, in the window where
+    it sees at least half a window of context (cutting into disjoint windows left the first targets
+    of every window almost blind, which hurt long histories)."""
+    half = max(1, max_len // 2)
     inputs, targets = [], []
     for seq in sequences:
         seq = np.asarray(seq, dtype=np.int64) + 1  # shift: 0 is padding
@@ -52,15 +55,23 @@ def _windows(sequences: Seq[np.ndarray], max_len: int) -> tuple[np.ndarray, np.n
             continue
         x_all, y_all = seq[:-1], seq[1:]
         end = len(x_all)
-        while end > 0:
+        covered = end  # targets at positions >= covered already belong to a later window
+        while True:
             start = max(0, end - max_len)
             x = np.zeros(max_len, dtype=np.int64)
             y = np.zeros(max_len, dtype=np.int64)
             x[max_len - (end - start):] = x_all[start:end]
-            y[max_len - (end - start):] = y_all[start:end]
+            keep = y_all[start:end].copy()
+            first_own = 0 if start == 0 else min(half, end - start)  # a later-starting window covers these
+            keep[:first_own] = 0
+            keep[covered - start:] = 0
+            y[max_len - (end - start):] = keep
             inputs.append(x)
             targets.append(y)
-            end = start
+            covered = start + first_own
+            if start == 0:
+                break
+            end -= half
     if not inputs:
         raise InvalidInputError("no sequence has two or more events: nothing to learn from", field="sequences")
     return np.stack(inputs), np.stack(targets)
