@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from server import running_server  # noqa: E402  (bench/server.py; bench/ is on sys.path when run as a script)
 
 PG_URL = os.environ.get("SHOPMIND_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BATCH = 1000
@@ -106,12 +107,6 @@ def bench_import_api(path: Path, n: int, home: Path, url: str) -> float:
     return n / elapsed
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 LOADGEN = r"""
 import json, sys, threading, time, httpx
 port, key, bodies_file, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -148,23 +143,9 @@ def bench_http(path: Path, n: int, home: Path, url: str, workdir: Path) -> float
         for part in frame.iter_slices(BATCH):
             rows = [{k: v for k, v in r.items() if v is not None} for r in part.to_dicts()]
             fh.write(json.dumps(rows) + "\n")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "shopmind.cli.main", "serve", "--port", str(port)],
-                              env=env_for(home, url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import httpx
-
-        for _ in range(300):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with running_server(env_for(home, url)) as port:
         out = subprocess.run([sys.executable, "-c", LOADGEN, str(port), key, str(bodies), "4"],
                              check=True, capture_output=True, text=True).stdout
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     result = json.loads(out)
     assert result["failures"] == 0 and result["written"] == n, result
     return n / result["seconds"]

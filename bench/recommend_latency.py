@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from server import running_server  # noqa: E402  (bench/server.py; bench/ is on sys.path when run as a script)
 
 LOADGEN = r"""
 import asyncio, json, sys, time, httpx
@@ -105,30 +106,14 @@ def main() -> None:
         home = Path(tmp) / "home"
         key, in_process_ms = build(home, args.items, args.users)
         print(json.dumps({"in_process_ms_per_request": round(in_process_ms, 2)}), flush=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         env = {**os.environ, "SHOPMIND_HOME": str(home), "PYTHONPATH": str(ROOT)}
-        server = subprocess.Popen([sys.executable, "-m", "shopmind.cli.main", "serve", "--port", str(port)],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            import httpx
-
-            for _ in range(300):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+        with running_server(env) as port:
             results = []
             for rate in [float(r) for r in args.rates.split(",")]:
                 out = subprocess.run([sys.executable, "-c", LOADGEN, str(port), key, str(rate), str(args.seconds),
                                       str(args.users)], capture_output=True, text=True, check=True).stdout
                 results.append(json.loads(out))
                 print(json.dumps(results[-1]), flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     print("\n| target req/s | achieved req/s | p50 ms | p99 ms | errors |")
     print("|---:|---:|---:|---:|---:|")
     for r in results:

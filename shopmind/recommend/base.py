@@ -12,6 +12,7 @@ the same checks against every model.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,15 +21,16 @@ import numpy as np
 from shopmind.exceptions import InvalidInputError, NotFittedError
 
 
-class SequenceRecommender:
+class SequenceRecommender(ABC):
     """Shared behaviour; subclasses implement fit, score, _similarity_vectors, save and load."""
 
     def _check(self) -> None:
         if not hasattr(self, "item_ids_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(sequences) first")
 
-    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """(len(histories), n_items) scores."""
 
     def recommend_history(self, history: Sequence[int], k: int = 10, exclude_seen: bool = True,
                           allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -49,8 +51,9 @@ class SequenceRecommender:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(i), float(scores[i])) for i in top]
 
-    def _similarity_vectors(self) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _similarity_vectors(self) -> np.ndarray:
+        """One vector per item; similar_items compares them by cosine."""
 
     def similar_items(self, item: int, k: int = 10) -> list[tuple[int, float]]:
         """Items closest to `item` by cosine similarity of the model's item representations."""

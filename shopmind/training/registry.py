@@ -24,9 +24,18 @@ import polars as pl
 
 from shopmind.exceptions import InvalidInputError, NotFoundError
 from shopmind.models.popularity import TrendingPopularity
-from shopmind.recommend.behaviour import BehaviourRecommender
 
-MODEL_KINDS: dict[str, type] = {"popularity": TrendingPopularity, "behaviour": BehaviourRecommender}
+MODEL_KINDS = ("popularity", "behaviour")
+
+
+def model_class(kind: str) -> type:
+    """The class that saves and loads a kind. The behaviour model's (and torch) is imported only when
+    a behaviour model is used, so commands like `shopmind import` start quickly."""
+    if kind == "behaviour":
+        from shopmind.recommend.behaviour import BehaviourRecommender
+
+        return BehaviourRecommender
+    return TrendingPopularity
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -119,7 +128,7 @@ class ModelRegistry:
         with self._lock:
             cached = self._loaded.get(kind)
             if cached is None or cached[0] != version:
-                cached = (version, MODEL_KINDS[kind].load(self._kind_dir(kind) / version / "model"))
+                cached = (version, model_class(kind).load(self._kind_dir(kind) / version / "model"))
                 self._loaded[kind] = cached
             return cached
 
@@ -138,7 +147,7 @@ class ModelRegistry:
     @staticmethod
     def _rewrite_model(kind: str, version_dir: Path, method: str, argument: Any) -> None:
         """For models that keep per-user state: load, apply `method(argument)`, save in place."""
-        model_cls = MODEL_KINDS[kind]
+        model_cls = model_class(kind)
         if hasattr(model_cls, method):
             model = model_cls.load(version_dir / "model")
             getattr(model, method)(argument)

@@ -1,0 +1,39 @@
+"""`shopmind serve` in a child process for HTTP benchmarks: a free port, wait until it answers, stop it."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(env: dict[str, str]) -> Iterator[int]:
+    """Start the server with `env`, yield its port once it answers, terminate it afterwards."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "shopmind.cli.main", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("shopmind serve did not answer within 30 s")
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
