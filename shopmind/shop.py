@@ -140,9 +140,9 @@ class Shop:
         by_user: dict[str, list[list[Any]]] = {}
         for e in events:
             if e.user_id is not None and e.item_id is not None:
-                by_user.setdefault(self.pseudonyms.user(e.user_id), []).append(
-                    [e.item_id, e.type.value, int(e.ts.timestamp() * 1000)])
-        for pseudonym, items in by_user.items():
+                by_user.setdefault(e.user_id, []).append([e.item_id, e.type.value, int(e.ts.timestamp() * 1000)])
+        for raw_user_id, items in by_user.items():  # one HMAC per user, not per event (hot path)
+            pseudonym = self.pseudonyms.user(raw_user_id)
             self.cache.append_if_present(RECENT, pseudonym, items, RECENT_KEEP)
             bought = [item for item, kind, _ in items if kind == "purchase"]
             if bought:
