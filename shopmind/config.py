@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(None, description="Model registry folder; default <home>/models.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="API processes; more than one needs a redis:// cache_url.")
     max_batch: int = Field(10_000, ge=1, le=100_000, description="Most rows accepted in one ingestion request.")
     default_consent: bool = Field(
         False, description="Consent assumed for users the shop never sent consent flags for (opt-in by default)."
@@ -50,6 +51,11 @@ class Settings(BaseSettings):
                                               "(needs the 'text' extra), so untouched items can be recommended.")
     log_level: str = "INFO"
     docs_public: bool = Field(True, description="Serve /docs and /openapi.json without a key (they hold no data).")
+    dp_budget_analytics: float = Field(10.0, ge=0, description="Total epsilon that differentially private reports "
+                                                            "for the analytics purpose may spend (privacy ledger).")
+    dp_budget_advertising: float = Field(5.0, ge=0, description="Total epsilon for reports released to advertisers.")
+    dp_delta_budget: float = Field(1e-5, ge=0, lt=1, description="Total delta per purpose (the noisy threshold's "
+                                                                 "small chance of releasing a rare group).")
 
     @field_validator("log_level")
     @classmethod

@@ -3,7 +3,8 @@
     ShopmindError
     ├── ConfigError            settings or key files are missing or wrong
     ├── InvalidInputError      a request or file does not fit the contract (HTTP 422, CLI exit 2)
-    │   └── BatchValidationError   one or more rows of a batch are invalid; lists each row and field
+    │   ├── BatchValidationError   one or more rows of a batch are invalid; lists each row and field
+    │   └── BudgetExceededError    a private release would overspend its purpose's privacy budget
     ├── NotFoundError          the thing asked for does not exist (HTTP 404)
     ├── AuthError              missing or unknown API key (HTTP 401)
     │   └── ScopeError         the key lacks the scope the route needs (HTTP 403)
@@ -58,6 +59,16 @@ class BatchValidationError(InvalidInputError):
         super().__init__(f"{len(errors)} invalid {kind}(s), nothing was written: {shown}{more}")
 
 
+class BudgetExceededError(InvalidInputError):
+    """A differentially private release would spend more epsilon (or delta) than its purpose has left;
+    nothing was released or recorded."""
+
+    def __init__(self, purpose: str, remaining: float, requested: float, unit: str = "epsilon"):
+        self.purpose, self.remaining, self.requested = purpose, remaining, requested
+        super().__init__(f"privacy budget of {purpose!r} exhausted: {unit} {requested:g} requested, "
+                         f"{remaining:g} remaining; nothing was released", field=unit)
+
+
 class NotFoundError(ShopmindError):
     """The requested object does not exist."""
 
@@ -81,6 +92,7 @@ class NotFittedError(ShopmindError, AttributeError):
 __all__ = [
     "AuthError",
     "BatchValidationError",
+    "BudgetExceededError",
     "ConfigError",
     "InvalidInputError",
     "NotFittedError",

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from sqlalchemy import func, select
@@ -35,6 +35,9 @@ from shopmind.privacy import rotation
 from shopmind.storage import schema
 from shopmind.recommend.service import RecommendationService
 from shopmind.training.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from shopmind.privacy.analytics import Report, ReportQuery
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class Shop:
         self.erasure.register(SqlSubjectData(self.store))
         self.erasure.register(CacheSubjectData(self.cache))
         self.erasure.register(self.registry)
-        self.recommender = RecommendationService(self.registry, self.items_frame)
+        self.recommender = RecommendationService(self.registry, self.items_frame, self.cache)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -231,12 +234,14 @@ class Shop:
                                 schema_overrides={"item_id": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8,
                                                   "brand": pl.Utf8, "price": pl.Float64, "consumable": pl.Boolean})
 
-    def train(self, actor: str = "cli", time_budget_s: float | None = None, force_promote: bool = False) -> dict:
+    def train(self, actor: str = "cli", time_budget_s: float | None = None, force_promote: bool = False,
+              dp: dict[str, Any] | None = None) -> dict:
         """Train the trending fallback and the behaviour model on personalization-consented events.
-        The behaviour model is promoted only if it beats the current one on the same data."""
+        The behaviour model is promoted only if it beats the current one on the same data. `dp`
+        (e.g. {"epsilon": 8}) trains it with user-level DP-SGD (docs/privacy.md)."""
         from shopmind.training.pipeline import train_all
 
-        return train_all(self, actor, time_budget_s=time_budget_s, force_promote=force_promote)
+        return train_all(self, actor, time_budget_s=time_budget_s, force_promote=force_promote, dp=dp)
 
     def _trending(self, k: int, category: str | None, exclude: set[str]) -> dict[str, Any]:
         loaded = self.registry.load_current("popularity")
@@ -255,7 +260,7 @@ class Shop:
         if personalised:
             history = [(item, kind) for item, kind, _ in self.recent_items(pseudonym)]
             bought = self.purchased_items(pseudonym) if exclude_purchased else set()
-            answer = self.recommender.for_history(history, k, category, bought)
+            answer = self.recommender.for_history(history, k, category, bought, subject=pseudonym)
             if answer is not None:
                 return {**answer, "personalised": True}
             return {**self._trending(k, category, bought), "personalised": True}
@@ -282,6 +287,18 @@ class Shop:
         with self.store.transaction() as conn:
             by_type = dict(conn.execute(select(e.c.type, func.count()).group_by(e.c.type)).all())
         return {"rows": counts, "events_by_type": by_type}
+
+    def analytics_report(self, query: "ReportQuery", actor: str) -> "Report":
+        """A differentially private aggregate report, charged to its purpose's privacy budget."""
+        from shopmind.privacy.analytics import run_report
+
+        return run_report(self.store, self.settings, query, actor)
+
+    def privacy_budget(self) -> list[dict[str, Any]]:
+        """Epsilon and delta budget, spent and remaining, per reporting purpose."""
+        from shopmind.privacy.ledger import summary
+
+        return summary(self.store, self.settings)
 
     def rotate_keys(self, kind: str, actor: str, retire: bool = False) -> dict[str, Any]:
         key_file = None if self.settings.keyring else self.settings.key_file

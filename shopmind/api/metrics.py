@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("shopmind.access")
 
@@ -25,19 +26,37 @@ class Metrics:
                                   registry=self.registry)
 
 
-def install(app: FastAPI, metrics: Metrics) -> None:
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
+class MetricsMiddleware:
+    """Counts and times every request. A plain ASGI middleware: Starlette's BaseHTTPMiddleware (what
+    `@app.middleware("http")` builds) cost about 3 ms of CPU per request here, more than a cached
+    recommendation itself."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, observed_send)
         finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = getattr(scope.get("route"), "path", "unmatched")  # the router sets it on the scope
             elapsed = time.perf_counter() - started
-            metrics.requests.labels(request.method, template, str(status)).inc()
-            metrics.latency.labels(request.method, template).observe(elapsed)
-            log.debug("%s %s %s %.1fms", request.method, template, status, elapsed * 1000)
+            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], template).observe(elapsed)
+            log.debug("%s %s %s %.1fms", scope["method"], template, status, elapsed * 1000)
+
+
+def install(app: FastAPI, metrics: Metrics) -> None:
+    app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -36,6 +36,8 @@ class BehaviourConfig:
     n_event_types: int = 16       # 0 = padding / unknown
     n_time_buckets: int = 0       # log-spaced buckets of the gap to the previous event; 0 turns it off
     content_dim: int = 0          # size of optional per-item content vectors; 0 turns it off
+    tied_output: bool = True      # score items with the input item vectors; False gives the head its own
+                                  # table (nn.Linear), which DP-SGD's ghost clipping needs
 
 
 class CausalSelfAttention(nn.Module):
@@ -114,15 +116,22 @@ class BehaviourTrunk(nn.Module):
             weight = weight + self.content_proj(self.content)
         return weight
 
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """item_vectors()[items] without projecting the content of the whole catalog."""
+        x = self.item_emb(items)
+        if self.content_proj is not None:
+            x = x + self.content_proj(self.content[items])
+        return x
+
     def forward(self, items: torch.Tensor, types: torch.Tensor | None = None,
                 time_buckets: torch.Tensor | None = None) -> torch.Tensor:
         B, T = items.shape
         assert T <= self.config.max_len, f"sequence of {T} positions, model takes at most {self.config.max_len}"
-        vectors = self.item_vectors()
-        x = vectors[items] * math.sqrt(self.config.d_model)                 # (B, T, d)
+        x = self.embed_items(items) * math.sqrt(self.config.d_model)         # (B, T, d)
         # Positions count back from the newest event, so a batch trimmed to its longest sequence
         # (left padding removed) gives every event the same position embedding as at full length.
-        x = x + self.pos_emb(torch.arange(self.config.max_len - T, self.config.max_len, device=items.device))
+        positions = torch.arange(self.config.max_len - T, self.config.max_len, device=items.device)
+        x = x + self.pos_emb(positions.expand(B, T).contiguous())  # batched: per-example gradients see one row each
         if types is not None:
             x = x + self.type_emb(types)
         if self.time_emb is not None and time_buckets is not None:
@@ -139,19 +148,42 @@ class BehaviourTrunk(nn.Module):
 
 
 class NextItemHead(nn.Module):
-    """Scores every catalog item for the next event: dot product with the (shared) item vectors."""
+    """Scores every catalog item for the next event: a dot product with each item's output vector plus
+    a per-item bias. Tied (default): the output vectors are the trunk's item vectors, so the head owns
+    only the bias. Untied: the head owns an nn.Linear (one row per item), for DP-SGD (see privacy/)."""
 
     def __init__(self, trunk: BehaviourTrunk):
         super().__init__()
-        self.trunk = trunk  # weights are tied: the head owns no item table of its own
-        self.bias = nn.Parameter(torch.zeros(trunk.config.n_items + 1))
+        config = trunk.config
+        # A reference, not a submodule: the trunk's parameters belong to the trunk alone, so each
+        # appears once in state_dict() and DP-SGD does not mistake the shared table for tying.
+        object.__setattr__(self, "trunk", trunk)
+        if config.tied_output:
+            self.bias = nn.Parameter(torch.zeros(config.n_items + 1))
+        else:
+            self.out = nn.Linear(config.d_model, config.n_items + 1)
+
+    def output_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n_items + 1, d) vectors and (n_items + 1,) biases that score items; row 0 is padding."""
+        if self.trunk.config.tied_output:
+            return self.trunk.item_vectors(), self.bias
+        return self.out.weight, self.out.bias
+
+    def score_pairs(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """hidden (N, d), items (N,) -> the score of each row's own item (N,)."""
+        if self.trunk.config.tied_output:
+            return (hidden * self.trunk.embed_items(items)).sum(-1) + self.bias[items]
+        return (hidden * self.out.weight[items]).sum(-1) + self.out.bias[items]
 
     def forward(self, hidden: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden (N, d) -> logits (N, n_items) over items 1..n_items, or (N, C) over `candidates`."""
-        vectors = self.trunk.item_vectors()
+        """hidden (..., d) -> logits (..., n_items) over items 1..n_items, or (..., C) over `candidates`."""
+        if not self.trunk.config.tied_output:
+            if candidates is None:
+                return self.out(hidden)[..., 1:]
+            return hidden @ self.out.weight[candidates].T + self.out.bias[candidates]
         if candidates is None:
-            return hidden @ vectors[1:].T + self.bias[1:]
-        return hidden @ vectors[candidates].T + self.bias[candidates]
+            return hidden @ self.trunk.item_vectors()[1:].T + self.bias[1:]
+        return hidden @ self.trunk.embed_items(candidates).T + self.bias[candidates]
 
 
 class BehaviourModel(nn.Module):
@@ -189,7 +221,7 @@ class BehaviourModel(nn.Module):
         if n_negatives <= 0:
             return F.cross_entropy(head(h), y - 1)
         negatives = torch.randint(1, self.config.n_items + 1, (n_negatives,), device=items.device)
-        pos = (h * self.trunk.item_vectors()[y]).sum(-1, keepdim=True) + head.bias[y][:, None]
+        pos = head.score_pairs(h, y)[:, None]                                # (N, 1)
         neg = head(h, negatives)                                             # (N, n_negatives)
         neg = neg.masked_fill(negatives[None, :] == y[:, None], float("-inf"))  # a sampled target is no negative
         logits = torch.cat([pos, neg], dim=1)

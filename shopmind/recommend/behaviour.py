@@ -208,6 +208,8 @@ class BehaviourRecommender(SequenceRecommender):
     def _prepare_cold_items(model: BehaviourModel, split: Split) -> None:
         """Items never seen in training only ever acted as negatives, which pushed their id vectors and
         biases down. Serve them by content alone: zero id vector, the median bias of the seen items."""
+        if not model.config.tied_output:
+            return
         seen = np.zeros(model.config.n_items, dtype=bool)
         for seq in split.train:
             seen[seq] = True
@@ -228,22 +230,25 @@ class BehaviourRecommender(SequenceRecommender):
     def score(self, histories: Seq[np.ndarray]) -> np.ndarray:
         """Scores over all items (n, n_items) for each history of item indices (time-ordered)."""
         self._check()
-        self.model_.eval()
+        if self.model_.training:  # eval() walks every module: only pay for it when the mode changes
+            self.model_.eval()
         return self.model_.next_item_scores(_pad_histories(histories, self.max_len)).numpy()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def user_state(self, histories: Seq[np.ndarray]) -> np.ndarray:
-        """The trunk's state after each history (n, d): what serving caches per user."""
+        """The trunk's state after each history (n, d): what serving caches per user. Scores are
+        `[state, 1] @ item_vectors().T`, so serving needs no torch beyond this call."""
         self._check()
+        if self.model_.training:
+            self.model_.eval()
         return self.model_.last_hidden(_pad_histories(histories, self.max_len)).numpy()
 
     def item_vectors(self) -> np.ndarray:
         """Item vectors and biases as one (n_items, d + 1) matrix: score = [state, 1] @ vectors.T."""
         self._check()
         with torch.no_grad():
-            vectors = self.model_.trunk.item_vectors()[1:]
-            bias = self.model_.heads["next_item"].bias[1:, None]
-            return torch.cat([vectors, bias], dim=1).numpy()
+            vectors, bias = self.model_.heads["next_item"].output_vectors()
+            return torch.cat([vectors[1:], bias[1:, None]], dim=1).numpy()
 
     def _similarity_vectors(self) -> np.ndarray:
         return self.item_vectors()[:, :-1]
@@ -263,12 +268,23 @@ class BehaviourRecommender(SequenceRecommender):
 
     @classmethod
     def load(cls, path: Path) -> "BehaviourRecommender":
+        if cls is BehaviourRecommender and "privacy" in json.loads((Path(path) / "model.json").read_text()):
+            from shopmind.privacy.dp_training import PrivateBehaviourRecommender  # trained with DP-SGD
+
+            return PrivateBehaviourRecommender.load(path)
+        return cls._load_weights(path)
+
+    @classmethod
+    def _load_weights(cls, path: Path) -> "BehaviourRecommender":
         path = Path(path)
         meta = json.loads((path / "model.json").read_text())
         est = cls(**meta["params"])
         est.config_ = BehaviourConfig(**meta["config"])
         est.model_ = BehaviourModel(est.config_)
-        est.model_.load_state_dict(torch.load(path / "weights.pt", weights_only=True))
+        state = torch.load(path / "weights.pt", weights_only=True)
+        # Models saved before the head stopped registering the trunk carry a second copy of it.
+        state = {k: v for k, v in state.items() if not k.startswith("heads.next_item.trunk.")}
+        est.model_.load_state_dict(state)
         est.model_.eval()
         est.item_ids_ = meta["item_ids"]
         est.best_epoch_, est.valid_ndcg_ = meta["best_epoch"], meta["valid_ndcg"]

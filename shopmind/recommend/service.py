@@ -3,11 +3,17 @@ trending fallback otherwise, category filters, exclusion of bought durables, and
 
 Models are taken from the registry on every request (`load_current` re-reads the CURRENT pointer and
 loads a newly promoted version once), so a promotion or rollback swaps models between two requests
-without dropping any. Item metadata for filters and reasons is cached per model version.
+without dropping any. Item metadata for filters and reasons, and the item index, are built once per
+model version. A user's trunk state and best CANDIDATES items are cached under their pseudonym
+(namespace "state", so erasure and pseudonym rotation reach it like every other cached subject) with
+the model version and a fingerprint of the history and purchases they were computed from: any new
+event changes the fingerprint, so a cached answer is never stale, and a repeated request skips both
+the transformer pass and the catalog scan.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +22,11 @@ import numpy as np
 import polars as pl
 
 from shopmind.exceptions import NotFoundError
+from shopmind.recommend.index import ItemIndex
+
+STATE = "state"           # cache namespace: a user's trunk state and best candidates for one model version
+STATE_TTL_S = 3600
+CANDIDATES = 100          # best items kept with the state: any k up to this, and most filters, need no scan
 
 VERBS = {"view": "viewed", "click": "clicked", "add_to_cart": "added to your cart", "purchase": "bought",
          "rating": "rated", "ad_click": "clicked on"}
@@ -29,7 +40,7 @@ class Catalog:
     categories: list[str]
     consumable: np.ndarray
     index: dict[str, int]
-    vectors: np.ndarray  # L2-normalised item vectors for reasons
+    items: ItemIndex      # scoring matrix and unit vectors (for similarity and reasons)
     _masks: dict[str, np.ndarray] = field(default_factory=dict)
 
     def allowed(self, category: str | None) -> np.ndarray | None:
@@ -46,9 +57,10 @@ class Catalog:
 
 
 class RecommendationService:
-    def __init__(self, registry, items_frame):
+    def __init__(self, registry, items_frame, cache=None):
         self.registry = registry
         self._items_frame = items_frame  # callable returning the items table as a Polars frame
+        self._cache = cache              # shared user-state cache; None computes every state
         self._catalogs: dict[str, Catalog] = {}
         self._lock = threading.Lock()
 
@@ -59,24 +71,42 @@ class RecommendationService:
                 items = self._items_frame()
                 meta = {r["item_id"]: r for r in items.iter_rows(named=True)}
                 ids = model.item_ids_
-                vectors = model._similarity_vectors()
-                vectors = vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)
+                matrix = model.item_vectors()
                 cached = Catalog(
                     titles=[(meta.get(i) or {}).get("title") or i for i in ids],
                     categories=[(meta.get(i) or {}).get("category") or "" for i in ids],
                     consumable=np.array([bool((meta.get(i) or {}).get("consumable")) for i in ids]),
                     index={item: n for n, item in enumerate(ids)},
-                    vectors=vectors.astype(np.float32))
+                    items=ItemIndex(matrix[:, :-1], matrix[:, -1]))
                 self._catalogs = {version: cached}  # keep only the live version's metadata
             return cached
 
     def behaviour(self):
         return self.registry.load_current("behaviour")
 
+    def _ranked(self, version: str, model, catalog: Catalog, indices: np.ndarray, hidden: list[int],
+                subject: str | None) -> tuple[np.ndarray, list[tuple[int, float]]]:
+        """The user's trunk state and their best CANDIDATES items (hidden ones excluded), from the cache
+        when this exact history and purchase set were seen last; computed and cached otherwise."""
+        window = indices[-model.max_len:]
+        fingerprint = hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes(),
+                                      digest_size=8).hexdigest()
+        if self._cache is not None and subject is not None:
+            cached = self._cache.get(STATE, subject)
+            if cached and cached.get("v") == version and cached.get("h") == fingerprint:
+                return np.asarray(cached["s"], dtype=np.float32), [(int(i), float(x)) for i, x in cached["top"]]
+        state = model.user_state([window])[0]
+        top = catalog.items.top_k(state, CANDIDATES, hidden=hidden)
+        if self._cache is not None and subject is not None:
+            self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "s": state.tolist(), "top": top},
+                            ttl_s=STATE_TTL_S)
+        return state, top
+
     def for_history(self, history: list[tuple[str, str]], k: int, category: str | None,
-                    purchased: set[str]) -> dict[str, Any] | None:
+                    purchased: set[str], subject: str | None = None) -> dict[str, Any] | None:
         """Personalised items for a history of (item_id, event type), or None when the behaviour model
-        cannot serve it (no model, or no known item in the history). Purchased durables are excluded."""
+        cannot serve it (no model, or no known item in the history). Purchased durables are excluded.
+        `subject` (a pseudonym) lets the user's state be cached; anonymous sessions pass None."""
         loaded = self.behaviour()
         if loaded is None:
             return None
@@ -90,15 +120,14 @@ class RecommendationService:
         # Items in the recent history and bought durables are not recommended again; consumables are
         # (people restock them), which is why exclusion is done here and not by the model.
         bought = {catalog.index[item] for item in purchased if item in catalog.index}
-        hidden = {i for i in bought | set(indices.tolist()) if not catalog.consumable[i]}
-        if hidden:
-            mask = np.ones(len(catalog.titles), dtype=bool) if allowed is None else allowed.copy()
-            mask[list(hidden)] = False
-            allowed = mask
-        recs = model.recommend_history(indices, k=k, exclude_seen=False, allowed=allowed)
+        hidden = sorted(i for i in bought | set(indices.tolist()) if not catalog.consumable[i])
+        state, top = self._ranked(version, model, catalog, indices, hidden, subject)
+        recs = top if allowed is None else [(i, x) for i, x in top if allowed[i]]
+        if len(recs) < k and len(top) == CANDIDATES:  # a narrow filter or a large k: rank everything
+            recs = catalog.items.top_k(state, k, allowed=allowed, hidden=hidden)
         return {"model": f"behaviour/{version}", "items": [
-            {"item_id": model.item_ids_[i], "score": round(s, 6), "reason": self._reason(catalog, i, known)}
-            for i, s in recs]}
+            {"item_id": model.item_ids_[i], "score": round(x, 6), "reason": self._reason(catalog, i, known)}
+            for i, x in recs[:k]]}
 
     @staticmethod
     def _reason(catalog: Catalog, item: int, history: list[tuple[int, str]]) -> str:
@@ -107,7 +136,7 @@ class RecommendationService:
         own = [kind for i, kind in recent if i == item]
         if own:  # a consumable the user had before
             return f"you {VERBS.get(own[-1], 'viewed')} this before"
-        sims = catalog.vectors[[i for i, _ in recent]] @ catalog.vectors[item]
+        sims = catalog.items.unit[[i for i, _ in recent]] @ catalog.items.unit[item]
         best = int(np.argmax(sims))
         source, kind = recent[best]
         if sims[best] <= 0.05:
@@ -127,4 +156,4 @@ class RecommendationService:
         return {"model": f"behaviour/{version}", "items": [
             {"item_id": model.item_ids_[i], "score": round(s, 6),
              "reason": f"often chosen in the same sessions as {catalog.titles[source]}"}
-            for i, s in model.similar_items(source, k)]}
+            for i, s in catalog.items.similar(source, k)]}

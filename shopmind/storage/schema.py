@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -152,6 +153,25 @@ erasure_receipts = Table(
     Column("actor", String(64), nullable=False),
     Column("removed", Text, nullable=False),
     Index("ix_erasure_pseudonym", "pseudonym"),
+)
+
+# Differentially private releases, one row per report, per purpose: the privacy budget is the sum of
+# `epsilon`. `seq` numbers a purpose's releases 1, 2, ...; the unique (purpose, seq) pair is what stops two
+# concurrent releases from both spending the last of a budget (privacy/ledger.py). No personal data: no
+# pseudonym, no group values from the data, so erasure does not need to reach it.
+privacy_ledger = Table(
+    "privacy_ledger", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("purpose", String(32), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("epsilon", Float, nullable=False),
+    Column("delta", Float, nullable=False),
+    Column("spent_epsilon", Float, nullable=False),
+    Column("spent_delta", Float, nullable=False),
+    Column("query", Text, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    UniqueConstraint("purpose", "seq", name="uq_privacy_ledger_purpose_seq"),
 )
 
 # Tables that hold rows about a user, with the column that names them: erasure and export walk this.

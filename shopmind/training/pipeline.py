@@ -111,8 +111,14 @@ def gate(challenger: Any, champion: Any | None, data: Sequences, tolerance: floa
     return GateResult(ours >= theirs - tolerance, ours, theirs)
 
 
-def train_all(shop, actor: str, time_budget_s: float | None = None, force_promote: bool = False) -> dict[str, Any]:
-    """Train trending popularity and the behaviour model on personalization-consented events."""
+def train_all(shop, actor: str, time_budget_s: float | None = None, force_promote: bool = False,
+              dp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train trending popularity and the behaviour model on personalization-consented events.
+
+    `dp` (e.g. {"epsilon": 8}) trains the behaviour model with user-level DP-SGD instead
+    (privacy/dp_training.py); its guarantee goes into the model card. A private model replaces a
+    non-private champion whatever the gate says (the shop asked for the guarantee); between private
+    models the gate decides as usual."""
     events = shop.training_events("personalization")
     window = [int(events["ts_ms"].min()), int(events["ts_ms"].max())] if events.height else None
     result: dict[str, Any] = {}
@@ -138,11 +144,18 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         seqs = with_catalog(seqs, items["item_id"].to_list())
         content = content_vectors(shop.registry.root / "content_vectors.parquet", seqs.item_ids, items)
     started = time.perf_counter()
-    model = BehaviourRecommender(time_budget_s=time_budget_s).fit(seqs, item_content=content)
+    if dp is not None:
+        from shopmind.privacy.dp_training import PrivateBehaviourRecommender
+
+        model = PrivateBehaviourRecommender(**dp).fit(seqs)
+        content = None
+    else:
+        model = BehaviourRecommender(time_budget_s=time_budget_s).fit(seqs, item_content=content)
     train_s = time.perf_counter() - started
     champion = shop.registry.load_current("behaviour")
     verdict = gate(model, champion[1] if champion else None, seqs)
-    promote = verdict.promoted or force_promote
+    replaces_public = dp is not None and champion is not None and getattr(champion[1], "privacy_", None) is None
+    promote = verdict.promoted or force_promote or replaces_public
     version = shop.registry.register(
         "behaviour", model,
         card={"config": {**model.config_.__dict__, "learning_rate": model.learning_rate,
@@ -151,7 +164,8 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
               "n_items": seqs.n_items, "n_interactions": seqs.n_interactions, "purpose": "personalization",
               "item_text": content is not None,
               "metrics": {"valid_ndcg@10": model.valid_ndcg_, **verdict.as_dict()},
+              "privacy": getattr(model, "privacy_", None),
               "best_epoch": model.best_epoch_, "train_seconds": round(train_s, 1), "trained_by": actor},
         subjects=subjects, promote=promote)
-    result["behaviour"] = {"version": version, "promoted": promote, **verdict.as_dict()}
+    result["behaviour"] = {"version": version, **verdict.as_dict(), "promoted": promote}  # force or DP may override
     return result

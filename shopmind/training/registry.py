@@ -13,6 +13,7 @@ training, so retraining can be scheduled. Pointer files are replaced atomically.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import threading
@@ -26,6 +27,7 @@ from shopmind.exceptions import InvalidInputError, NotFoundError
 from shopmind.models.popularity import TrendingPopularity
 
 MODEL_KINDS = ("popularity", "behaviour")
+VERSION_PATTERN = re.compile(r"v\d{8}-\d{6}-\d+")
 
 
 def model_class(kind: str) -> type:
@@ -92,6 +94,16 @@ class ModelRegistry:
         if not path.exists():
             raise NotFoundError(f"no {kind} model version {version!r}")
         return json.loads(path.read_text())
+
+    def find_version(self, version: str) -> dict[str, dict[str, Any]]:
+        """{kind: card} for every kind that has `version`; NotFoundError if none has it."""
+        if not VERSION_PATTERN.fullmatch(version):
+            raise InvalidInputError("a model version looks like v20260101-120000-1", field="version")
+        found = {kind: json.loads((self._kind_dir(kind) / version / "card.json").read_text())
+                 for kind in sorted(MODEL_KINDS) if (self._kind_dir(kind) / version / "card.json").is_file()}
+        if not found:
+            raise NotFoundError(f"no model version {version!r}")
+        return found
 
     def current_version(self, kind: str) -> str | None:
         pointer = self._kind_dir(kind) / "CURRENT"

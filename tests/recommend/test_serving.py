@@ -164,11 +164,36 @@ def test_hot_swap_under_load_drops_no_request(trained):
     assert shop.registry.current_version("behaviour") == rolled
 
 
+def test_cached_answers_equal_fresh_ones(trained):
+    """Repeat requests are served from the cached state and candidates; they must equal a computation
+    from scratch, with and without a category filter and for a k beyond the cached candidates."""
+    from shopmind.recommend.service import CANDIDATES, STATE, RecommendationService
+
+    shop, synthetic, _ = trained
+    user, _ = _consenting_user_with_purchase(synthetic)
+    pseudonym = shop.pseudonym(user)
+    fresh = RecommendationService(shop.registry, shop.items_frame, cache=None)
+    top = synthetic.items["category"][0].split(" > ")[0]
+    for k, category in ((10, None), (5, top), (CANDIDATES + 20, None)):
+        shop.recommend(user, k=k, category=category)  # fills the cache
+        assert shop.cache.get(STATE, pseudonym) is not None
+        cached = shop.recommend(user, k=k, category=category)["items"]
+        history = [(item, kind) for item, kind, _ in shop.recent_items(pseudonym)]
+        scratch = fresh.for_history(history, k, category, shop.purchased_items(pseudonym))["items"]
+        assert [r["item_id"] for r in cached] == [r["item_id"] for r in scratch]
+        assert [r["score"] for r in cached] == pytest.approx([r["score"] for r in scratch], abs=1e-5)
+
+
 def test_erased_users_leave_the_next_training(trained):
     shop, synthetic, _ = trained
     user, _ = _consenting_user_with_purchase(synthetic)
     pseudonym = shop.pseudonym(user)
+    from shopmind.recommend.service import STATE
+
+    shop.recommend(user, k=5)
+    assert shop.cache.get(STATE, pseudonym) is not None
     shop.erase_user(user, actor="t")
+    assert shop.cache.get(STATE, pseudonym) is None  # the cached state and candidates go with the user
     for path in shop.registry.root.glob("*/*/subjects.parquet"):
         assert pseudonym.encode() not in path.read_bytes()
     result = shop.train(actor="t", time_budget_s=2, force_promote=True)

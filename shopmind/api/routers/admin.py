@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shopmind.api.deps import Admin, Analyst, AnyKey, ShopDep
 from shopmind.api.schemas import Health, KeyCreate, KeyCreated
 from shopmind.auth import create_key, parse_scopes
+from shopmind.training.registry import MODEL_KINDS
 
 router = APIRouter(tags=["operations"])
 
@@ -39,9 +40,14 @@ def stats(shop: ShopDep, key: Analyst) -> dict[str, Any]:
     return shop.stats()
 
 
-@router.get("/v1/models/{kind}", summary="Model versions with their cards")
-def model_versions(kind: str, shop: ShopDep, key: Analyst) -> dict[str, Any]:
-    return {"current": shop.registry.current_version(kind), "versions": shop.registry.versions(kind)}
+@router.get("/v1/models/{name}", summary="A kind's versions (behaviour, popularity), or one version's cards")
+def model_versions(name: str, shop: ShopDep, key: Analyst) -> dict[str, Any]:
+    """`/v1/models/behaviour` lists versions with their cards; `/v1/models/<version>` returns that
+    version's card per kind, including its privacy guarantee (epsilon, delta, accountant, noise,
+    clipping, sampling rate, epochs, users) when it was trained with DP-SGD."""
+    if name in MODEL_KINDS:
+        return {"current": shop.registry.current_version(name), "versions": shop.registry.versions(name)}
+    return {"version": name, "cards": shop.registry.find_version(name)}
 
 
 @router.post("/v1/keys", response_model=KeyCreated, summary="Create an API key (admin)")

@@ -1,0 +1,193 @@
+"""Differentially private training of the behaviour model: DP-SGD with Opacus, user-level.
+
+The privacy unit is a user. Each user contributes exactly ONE training example: their latest
+`max_len` events (older ones are truncated, never split into more examples), so clipping each
+example's gradient to `max_grad_norm` bounds what any single user can move the model, and Opacus's
+accountant turns the noise multiplier, the Poisson sampling rate and the number of steps into an
+(epsilon, delta) guarantee for every user, whatever their history.
+
+Choices forced by DP-SGD, with why (docs/privacy.md has the measurements):
+- Ghost clipping (Opacus `grad_sample_mode="ghost"`): per-example gradient NORMS are computed
+  without materialising per-example gradients, which for the item tables would be batch x catalog
+  x width floats. Ghost clipping cannot handle weights shared by two layers, so the model is built
+  with an untied output table (`tied_output=False`).
+- No early stopping and no best-epoch selection: choosing an epoch by validation on the same users
+  would be an unaccounted use of their data. The model trains for the epochs the noise was
+  calibrated for and the last state is released.
+- Event types and time buckets are not used by the pipeline; their tables are frozen so that every
+  trainable parameter gets a per-example gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from shopmind.evaluation import Sequences, Split, evaluate_ranking, leave_one_out
+from shopmind.exceptions import InvalidInputError
+from shopmind.models.behaviour import BehaviourConfig, BehaviourModel
+from shopmind.recommend.behaviour import BehaviourRecommender, auto_config
+
+ACCOUNTANTS = ("prv", "rdp")
+
+
+class _Logits(nn.Module):
+    """The model as Opacus sees it: item sequences in, next-item logits at every position out."""
+
+    def __init__(self, model: BehaviourModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return self.model.heads["next_item"](self.model.trunk(items))
+
+
+def one_example_per_user(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded (inputs, targets) with one row per user: the user's last max_len + 1 items give
+    max_len next-item targets. Targets are item index (0-based) or -1 for padding."""
+    x = np.zeros((len(sequences), max_len), dtype=np.int64)
+    y = np.full((len(sequences), max_len), -1, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        seq = np.asarray(seq, dtype=np.int64)[-(max_len + 1):]
+        if len(seq) < 2:
+            continue
+        n = len(seq) - 1
+        x[row, max_len - n:] = seq[:-1] + 1
+        y[row, max_len - n:] = seq[1:]
+    keep = (y != -1).any(axis=1)
+    return x[keep], y[keep]
+
+
+class PrivateBehaviourRecommender(BehaviourRecommender):
+    """The behaviour model trained with user-level DP-SGD; serves exactly like BehaviourRecommender.
+
+    epsilon, delta: the target guarantee (delta defaults to 1 / number of users).
+    max_grad_norm: the clipping bound C of each user's gradient.
+    epochs, batch_size: passes over the users and the EXPECTED batch size (Poisson sampling).
+    """
+
+    def __init__(self, epsilon: float = 8.0, delta: float | None = None, max_grad_norm: float = 1.0,
+                 epochs: int = 20, batch_size: int = 512, learning_rate: float = 3e-3,
+                 accountant: str = "prv", secure_mode: bool = False, max_len: int = 50, n_layers: int = 2,
+                 n_heads: int = 2, d_model: int | None = None, dropout: float | None = None,
+                 valid_users: int = 3000, threads: int | None = None, seed: int = 0, verbose: bool = False):
+        self.epsilon = epsilon
+        self.delta = delta
+        self.max_grad_norm = max_grad_norm
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.accountant = accountant
+        self.secure_mode = secure_mode
+        self.max_len = max_len
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.d_model = d_model
+        self.dropout = dropout
+        self.valid_users = valid_users
+        self.threads = threads
+        self.seed = seed
+        self.verbose = verbose
+
+    def fit(self, data: Sequences, split: Split | None = None,
+            item_content: np.ndarray | None = None) -> "PrivateBehaviourRecommender":
+        from opacus import PrivacyEngine
+
+        if not isinstance(data, Sequences):
+            raise InvalidInputError("fit expects shopmind.evaluation.Sequences", field="data")
+        if not self.epsilon or self.epsilon <= 0:
+            raise InvalidInputError("epsilon must be a positive number", field="epsilon")
+        if self.accountant not in ACCOUNTANTS:
+            raise InvalidInputError(f"accountant must be one of {', '.join(ACCOUNTANTS)}", field="accountant")
+        if item_content is not None:
+            raise InvalidInputError("DP training does not take item content vectors yet", field="item_content")
+        split = split or leave_one_out(data)
+        torch.manual_seed(self.seed)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        x, y = one_example_per_user(split.train, self.max_len)
+        n_users = len(x)
+        delta = self.delta if self.delta is not None else 1.0 / max(n_users, 2)
+        lengths = [len(s) for s in data.sequences]
+        auto = auto_config(data.n_items, data.n_interactions, float(np.mean(lengths)))
+        config = BehaviourConfig(
+            n_items=data.n_items, max_len=self.max_len, n_layers=self.n_layers, n_heads=self.n_heads,
+            d_model=self.d_model or auto["d_model"],
+            dropout=self.dropout if self.dropout is not None else auto["dropout"], tied_output=False)
+        model = BehaviourModel(config)
+        for frozen in (model.trunk.type_emb,):
+            frozen.weight.requires_grad_(False)
+        wrapped = _Logits(model)
+        optimizer = torch.optim.Adam([p for p in wrapped.parameters() if p.requires_grad], lr=self.learning_rate)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                                             batch_size=min(self.batch_size, n_users), shuffle=True)
+        engine = PrivacyEngine(accountant=self.accountant, secure_mode=self.secure_mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # secure_mode=False warns that its RNG is not cryptographic
+            dp_model, dp_optimizer, criterion, dp_loader = engine.make_private_with_epsilon(
+                module=wrapped, optimizer=optimizer, data_loader=loader,
+                criterion=nn.CrossEntropyLoss(ignore_index=-1), target_epsilon=self.epsilon, target_delta=delta,
+                epochs=self.epochs, max_grad_norm=self.max_grad_norm, grad_sample_mode="ghost", poisson_sampling=True)
+        self.model_, self.config_, self.item_ids_ = model, config, list(data.item_ids)
+        started = time.perf_counter()
+        self.history_ = []
+        # Opacus's ghost clipping backpropagates from the loss twice; torch warns about that each step.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+        for epoch in range(1, self.epochs + 1):
+            dp_model.train()
+            total, batches = 0.0, 0
+            for xb, yb in dp_loader:
+                if len(xb) == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
+                    continue
+                width = max(1, int((xb != 0).sum(dim=1).max()))
+                xb, yb = xb[:, -width:].contiguous(), yb[:, -width:].contiguous()
+                logits = dp_model(xb)
+                loss = criterion(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), shape=logits.shape)
+                dp_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                dp_optimizer.step()
+                total += float(loss.detach().item())
+                batches += 1
+            if self.verbose:
+                model.eval()
+                report = evaluate_ranking(self.score, split, "valid", max_users=self.valid_users, seed=self.seed)[0]
+                print({"epoch": epoch, "loss": total / max(batches, 1), "valid_ndcg@10": report.ndcg,
+                       "epsilon": engine.get_epsilon(delta), "seconds": round(time.perf_counter() - started, 1)},
+                      flush=True)
+            self.history_.append({"epoch": epoch, "loss": total / max(batches, 1),
+                                  "seconds": round(time.perf_counter() - started, 1)})
+        # A fresh module with the trained weights: nothing of Opacus's hooks stays in the served model.
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.model_ = BehaviourModel(config)
+        self.model_.load_state_dict(state)
+        self.model_.eval()
+        self.train_seconds_ = time.perf_counter() - started
+        self.best_epoch_ = self.epochs
+        self.valid_ndcg_ = evaluate_ranking(self.score, split, "valid", max_users=self.valid_users, seed=self.seed)[0].ndcg
+        self.privacy_ = {
+            "mechanism": "DP-SGD (Opacus, ghost clipping), user-level: one example per user",
+            "epsilon": round(float(engine.get_epsilon(delta)), 4), "target_epsilon": self.epsilon,
+            "delta": delta, "accountant": self.accountant, "noise_multiplier": float(dp_optimizer.noise_multiplier),
+            "max_grad_norm": self.max_grad_norm, "sample_rate": 1.0 / len(dp_loader), "epochs": self.epochs,
+            "steps": self.epochs * len(dp_loader), "n_users": n_users, "secure_mode": self.secure_mode,
+            "max_events_per_user": self.max_len + 1}
+        return self
+
+    def save(self, path) -> None:
+        super().save(path)
+        meta_path = Path(path) / "model.json"
+        meta = json.loads(meta_path.read_text())
+        meta["privacy"] = self.privacy_
+        meta_path.write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path) -> "PrivateBehaviourRecommender":
+        est = cls._load_weights(path)
+        est.privacy_ = json.loads((Path(path) / "model.json").read_text())["privacy"]
+        return est

@@ -1,0 +1,237 @@
+"""Differentially private reports: contribution bounding, the noisy threshold, the privacy ledger, the
+HTTP and CLI surfaces, and a small stochastic test of the e^epsilon bound (bench/dp_stochastic.py is the
+full one)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+
+import polars as pl
+import pytest
+from scipy.stats import beta
+from typer.testing import CliRunner
+
+from shopmind.cli.main import app as cli
+from shopmind.exceptions import BudgetExceededError, InvalidInputError
+from shopmind.privacy import analytics, ledger
+from shopmind.privacy.analytics import ReportQuery, aggregate, bound_contributions, prepare, release
+from shopmind.storage import schema
+from tests.conftest import auth, make_shop
+
+
+def frame(groups: dict[str, int], heavy: int = 0, heavy_groups: int = 1) -> pl.DataFrame:
+    """`n` users with one view each per group, and optionally one user with `heavy` events spread over
+    `heavy_groups` groups (all in "g0" when 1)."""
+    rows = [{"user_pseudonym": f"{g}-{u}", "ts_ms": u, "type": "view", "group": g, "price": 10.0}
+            for g, n in groups.items() for u in range(n)]
+    rows += [{"user_pseudonym": "heavy", "ts_ms": i, "type": "view", "group": f"g{i % heavy_groups}", "price": 1e6}
+             for i in range(heavy)]
+    return pl.DataFrame(rows)
+
+
+# -- contribution bounding -------------------------------------------------------------------------
+
+
+def test_a_heavy_user_moves_each_group_by_at_most_the_bound():
+    data = frame({f"g{i}": 100 for i in range(20)}, heavy=10_000, heavy_groups=20)
+    query = ReportQuery("count", 1.0, max_groups=3, max_rows_per_group=2)
+    with_heavy = aggregate(bound_contributions(prepare(data, query), 3, 2, salt=7), query)
+    without = aggregate(bound_contributions(prepare(data.filter(pl.col("user_pseudonym") != "heavy"), query),
+                                            3, 2, salt=7), query)
+    diff = with_heavy.join(without, on="group", suffix="_d").select(
+        "group", rows=pl.col("rows") - pl.col("rows_d"), users=pl.col("users") - pl.col("users_d"))
+    changed = diff.filter(pl.col("rows") != 0)
+    assert changed.height <= 3 and changed["rows"].max() <= 2 and changed["users"].max() <= 1
+    # Everyone else keeps exactly what they kept before: the choice depends on the user's own rows only.
+    assert diff.filter(pl.col("rows") == 0).height == 20 - changed.height
+
+
+def test_a_heavy_users_sum_is_clamped():
+    data = frame({"g0": 200}, heavy=10_000)
+    query = ReportQuery("sum", 1.0, value="price", bounds=(0, 50), max_groups=1, max_rows_per_group=1)
+    stats = aggregate(bound_contributions(prepare(data, query), 1, 1), query)
+    assert stats["total"].to_list() == [200 * 10.0 + 50.0]
+
+
+# -- the noisy threshold ---------------------------------------------------------------------------
+
+
+def test_groups_under_k_users_are_never_released():
+    data = frame({"small": 10, "edge": analytics.MIN_USERS - 1, "big": 500})
+    seen = Counter()
+    for _ in range(60):
+        report = release(data, ReportQuery("count", 1.0, max_groups=1))
+        seen.update(row["group"] for row in report.rows)
+        assert 0 < report.delta < 1e-6 and report.epsilon <= 1.0
+    assert seen == {"big": 60}
+
+
+@pytest.mark.parametrize("metric", ["sum", "mean", "histogram"])
+def test_value_metrics(metric):
+    query = ReportQuery(metric, 2.0, value="price", bounds=(0, 20), bins=2, max_groups=1)
+    report = release(frame({"big": 2000}), query)
+    assert report.epsilon <= 2.0 and {r["group"] for r in report.rows} == {"big"}
+    if metric == "mean":
+        assert abs(report.rows[0]["value"] - 10.0) < 2
+    if metric == "histogram":
+        assert [r["bin"] for r in report.rows] == [[10.0, 20.0]]
+
+
+@pytest.mark.parametrize("field, change", [
+    ("metric", {"metric": "median"}), ("by", {"by": "colour"}), ("epsilon", {"epsilon": 0}),
+    ("value", {"metric": "sum"}), ("bounds", {"metric": "sum", "value": "price", "bounds": (5, 1)}),
+    ("noise", {"noise": "uniform"}),
+])
+def test_bad_queries_name_the_field(field, change):
+    with pytest.raises(InvalidInputError) as err:
+        ReportQuery(**{"metric": "count", "epsilon": 1.0, **change}).checked()
+    assert err.value.field == field
+
+
+# -- the stochastic test (after Google's DP stochastic tester) --------------------------------------
+
+
+def dp_violations(a: list, b: list, epsilon: float, delta: float, alpha: float = 1e-7) -> list:
+    """Outcomes whose probabilities break P_a <= e^eps P_b + delta (or the reverse) beyond doubt: the
+    Clopper-Pearson lower bound of one side exceeds e^eps times the upper bound of the other plus delta.
+    Each bound holds with probability 1 - alpha / outcomes, so a correct mechanism fails this with
+    probability below 2 alpha in all."""
+    n, ca, cb = len(a), Counter(a), Counter(b)
+    level = alpha / max(len(set(ca) | set(cb)), 1)
+
+    def lower(k: int) -> float:
+        return beta.ppf(level, k, n - k + 1) if k else 0.0
+
+    def upper(k: int) -> float:
+        return beta.ppf(1 - level, k + 1, n - k) if k < n else 1.0
+
+    return [o for o in set(ca) | set(cb)
+            if lower(ca[o]) > math.exp(epsilon) * upper(cb[o]) + delta
+            or lower(cb[o]) > math.exp(epsilon) * upper(ca[o]) + delta]
+
+
+def _outcomes(stats: pl.DataFrame, L: int, C: int, epsilon: float, runs: int, noise_epsilon: float) -> list:
+    """The count release of `publish`, step for step, projected on group "a": its noisy count, or None
+    when it is not released. The OpenDP measurements are the calibrated ones `publish` uses."""
+    thresh, _, _ = analytics.threshold_measurement(L, epsilon / 2)
+    noise, _, _ = analytics.noise_measurement("laplace", True, L * C, math.sqrt(L) * C, noise_epsilon)
+    users = dict(zip(stats["group"].to_list(), stats["users"].to_list()))
+    rows = dict(zip(stats["group"].to_list(), stats["rows"].to_list()))
+    out = []
+    for _ in range(runs):
+        released = thresh(users)
+        out.append(noise([rows["a"]])[0] if "a" in released else None)
+    return out
+
+
+def _neighbours(L: int, C: int):
+    query = ReportQuery("count", 1.0, max_groups=L, max_rows_per_group=C)
+    d = frame({"a": 120, "b": 80}, heavy=1000, heavy_groups=1).with_columns(
+        group=pl.when(pl.col("group") == "g0").then(pl.lit("a")).otherwise(pl.col("group")))
+    d2 = d.filter(pl.col("user_pseudonym") != "heavy")  # D' = D without one user
+    return [aggregate(bound_contributions(prepare(x, query), L, C, salt=1), query) for x in (d, d2)]
+
+
+def test_count_release_stays_within_e_to_the_epsilon():
+    epsilon, L, C = 1.0, 1, 2
+    d, d2 = _neighbours(L, C)
+    a, b = (_outcomes(s, L, C, epsilon, 2000, epsilon / 2) for s in (d, d2))
+    assert Counter(a).most_common(1)[0][0] is not None
+    assert dp_violations(a, b, epsilon, delta=1e-6) == []
+
+
+def test_the_stochastic_test_catches_noise_for_ten_times_the_epsilon():
+    epsilon, L, C = 1.0, 1, 2
+    d, d2 = _neighbours(L, C)
+    a, b = (_outcomes(s, L, C, epsilon, 2000, 10 * epsilon / 2) for s in (d, d2))  # broken: too little noise
+    assert dp_violations(a, b, epsilon, delta=1e-6) != []
+
+
+# -- the ledger ------------------------------------------------------------------------------------
+
+
+def _fill(shop, users: int = 200) -> None:
+    shop.ingest("users", [{"user_id": f"u{i}", "consent_analytics": True, "consent_advertising": i % 2 == 0}
+                          for i in range(users)], actor="test")
+    shop.ingest("items", [{"item_id": "i1", "title": "Kettle", "category": "Home > Kitchen"}], actor="test")
+    shop.ingest("events", [{"event_id": f"e{i}", "user_id": f"u{i}", "type": "view", "item_id": "i1",
+                            "ts": "2026-01-05T10:00:00Z"} for i in range(users)], actor="test")
+
+
+def _ledger_rows(shop) -> int:
+    return shop.store.count("privacy_ledger")
+
+
+def test_release_is_recorded_and_refused_past_the_budget(tmp_path, database_url):
+    shop = make_shop(tmp_path / "h", database_url, dp_budget_analytics=1.0)
+    _fill(shop)
+    report = shop.analytics_report(ReportQuery("count", 0.6, by="category", max_groups=1), actor="test")
+    assert [r["group"] for r in report.rows] == ["Home"]
+    with pytest.raises(BudgetExceededError) as err:
+        shop.analytics_report(ReportQuery("count", 0.6, by="category", max_groups=1), actor="test")
+    assert "'analytics'" in str(err.value) and "0.4 remaining" in str(err.value) and "0.6 requested" in str(err.value)
+    with pytest.raises(BudgetExceededError):  # the ledger's own check, not only the early one
+        ledger.spend(shop.store, shop.settings, "analytics", 0.6, 0.0, {"metric": "count"}, "test")
+    assert _ledger_rows(shop) == 1
+    shop.close()
+    # The ledger survives reopening the shop.
+    again = make_shop(tmp_path / "h", database_url, dp_budget_analytics=1.0)
+    spent = {r["purpose"]: r for r in again.privacy_budget()}
+    assert spent["analytics"]["releases"] == 1 and spent["analytics"]["epsilon_spent"] == pytest.approx(0.6)
+    assert spent["advertising"]["epsilon_spent"] == 0
+    with again.store.transaction() as conn:
+        row = conn.execute(schema.privacy_ledger.select()).one()._mapping
+    assert row["actor"] == "test" and '"by": "category"' in row["query"] and "u1" not in row["query"]
+    again.close()
+
+
+def test_concurrent_releases_never_overspend(tmp_path, database_url):
+    shop = make_shop(tmp_path / "h", database_url, dp_budget_advertising=1.0)
+    results: list[str] = []
+
+    def spend():
+        try:
+            ledger.spend(shop.store, shop.settings, "advertising", 0.6, 1e-9, {"metric": "count"}, "test")
+            results.append("ok")
+        except BudgetExceededError:
+            results.append("refused")
+
+    threads = [threading.Thread(target=spend) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ok", "refused", "refused", "refused"] and _ledger_rows(shop) == 1
+    shop.close()
+
+
+# -- HTTP and CLI ----------------------------------------------------------------------------------
+
+
+def test_api_releases_reports_for_analysts_and_names_bad_fields(client, keys, shop):
+    _fill(shop)
+    body = {"metric": "count", "epsilon": 0.5, "by": "category", "max_groups": 1}
+    assert client.post("/v1/analytics/reports", json=body, headers=auth(keys["recommend"])).status_code == 403
+    r = client.post("/v1/analytics/reports", json=body, headers=auth(keys["analyst"]))
+    assert r.status_code == 200 and r.json()["rows"][0]["group"] == "Home" and r.json()["epsilon"] <= 0.5
+    r = client.post("/v1/analytics/reports", json={**body, "metric": "median"}, headers=auth(keys["analyst"]))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "metric"
+    r = client.post("/v1/analytics/reports", json={**body, "metric": "sum", "value": "price"},
+                    headers=auth(keys["analyst"]))
+    assert r.status_code == 422 and r.json()["field"] == "bounds"
+    budget = {b["purpose"]: b for b in client.get("/v1/analytics/budget", headers=auth(keys["analyst"])).json()}
+    assert budget["analytics"]["epsilon_spent"] == pytest.approx(0.5) and budget["analytics"]["releases"] == 1
+
+
+def test_cli_exits_2_on_bad_input(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOPMIND_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init"]).exit_code == 0
+    r = runner.invoke(cli, ["analytics", "report", "--metric", "median", "--epsilon", "0.5"])
+    assert r.exit_code == 2 and "metric" in r.output
+    r = runner.invoke(cli, ["analytics", "report", "--metric", "count", "--epsilon", "0.5", "--purpose", "ads"])
+    assert r.exit_code == 2 and "purpose" in r.output
+    r = runner.invoke(cli, ["analytics", "budget", "--json"])
+    assert r.exit_code == 0 and '"analytics"' in r.stdout

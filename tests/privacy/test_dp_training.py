@@ -1,0 +1,134 @@
+"""DP-SGD training of the behaviour model: one example per user, the guarantee in the model card and
+the API, canaries that plain training memorises and DP training does not, and the membership audit."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from shopmind.api.main import create_app
+from shopmind.auth import Scope, create_key
+from shopmind.evaluation import Sequences
+from shopmind.privacy.dp_training import PrivateBehaviourRecommender, one_example_per_user
+from shopmind.privacy.membership import auc, dp_tpr_bound, membership_audit
+from shopmind.recommend.behaviour import BehaviourRecommender
+from shopmind.synth import generate_shop, write_shop
+from tests.conftest import auth, make_shop
+
+
+@pytest.fixture(scope="module")
+def shop_sequences() -> Sequences:
+    synthetic = generate_shop(n_users=600, days=20, seed=3)
+    events = synthetic.events.filter(pl.col("item_id").is_not_null()).sort("ts")
+    grouped = events.group_by("user_id", maintain_order=True).agg(pl.col("item_id"))
+    return Sequences.from_lists(grouped["user_id"].to_list(), grouped["item_id"].to_list())
+
+
+def test_each_user_is_one_example_truncated_never_split():
+    sequences = [np.arange(120), np.array([5, 6]), np.array([7]), np.array([1, 2, 3])]
+    x, y = one_example_per_user(sequences, max_len=50)
+    assert len(x) == 3  # the one-event user gives no target, every other user exactly one row
+    assert x[0].tolist() == (np.arange(69, 119) + 1).tolist() and y[0].tolist() == list(range(70, 120))
+    assert (y[1] != -1).sum() == 1 and (y[2] != -1).sum() == 2
+
+
+def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
+    synthetic = generate_shop(n_users=300, days=20, seed=5)
+    paths = write_shop(synthetic, tmp_path / "data", "parquet")
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    for kind in ("items", "users", "events"):
+        shop.import_file(paths[kind], kind, actor="t")
+    shop.train(actor="t", time_budget_s=3)  # a non-private champion first
+    result = shop.train(actor="t", dp={"epsilon": 2.0, "epochs": 2, "batch_size": 64})
+    behaviour = result["behaviour"]
+    assert behaviour["promoted"], result  # a private model replaces a non-private champion
+    privacy = shop.registry.card("behaviour", behaviour["version"])["privacy"]
+    n_users = privacy["n_users"]
+    assert 1.9 <= privacy["epsilon"] <= 2.0 and privacy["delta"] == pytest.approx(1 / n_users)
+    assert privacy["accountant"] == "prv" and privacy["noise_multiplier"] > 0 and privacy["max_grad_norm"] == 1.0
+    assert privacy["epochs"] == 2 and 0 < privacy["sample_rate"] < 1 and n_users > 100
+    # The served model is the private one, and the service exposes its card.
+    assert shop.recommend(synthetic.users["user_id"][0], k=3)["model"] == f"behaviour/{behaviour['version']}"
+    key = create_key(shop.store, "analyst", frozenset({Scope.analyst}))
+    with TestClient(create_app(shop=shop)) as client:
+        served = client.get(f"/v1/models/{behaviour['version']}", headers=auth(key))
+        assert served.status_code == 200 and served.json()["cards"]["behaviour"]["privacy"] == privacy
+        assert client.get("/v1/models/not-a-version", headers=auth(key)).status_code == 422
+        assert client.get("/v1/models/v20200101-000000-1", headers=auth(key)).status_code == 404
+    shop.close()
+
+
+def _exposure(model, sequences: list[list[int]]) -> float:
+    """How often the model puts the next item of a sequence in its top 10, given the items before it."""
+    hits = total = 0
+    for seq in sequences:
+        for t in range(3, len(seq)):
+            hits += seq[t] in {i for i, _ in model.recommend_history(seq[:t], k=10)}
+            total += 1
+    return hits / total
+
+
+@pytest.mark.slow
+def test_dp_training_suppresses_canaries_that_plain_training_memorises(shop_sequences):
+    rng = np.random.default_rng(0)
+    n_items = shop_sequences.n_items
+    canaries = [rng.choice(n_items, 12, replace=False) for _ in range(20)]   # in training, once each
+    controls = [rng.choice(n_items, 12, replace=False) for _ in range(20)]   # never seen
+    data = Sequences(user_ids=shop_sequences.user_ids + [f"canary{i}" for i in range(20)],
+                     item_ids=shop_sequences.item_ids, sequences=shop_sequences.sequences + canaries)
+    from shopmind.evaluation import leave_one_out
+
+    split = leave_one_out(data)
+    split.train = data.sequences  # canaries wholly in the training data
+    plain = BehaviourRecommender(max_epochs=40, patience=40, dropout=0.1, threads=1).fit(data, split=split)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        private = PrivateBehaviourRecommender(epsilon=1.0, epochs=10, batch_size=64, dropout=0.1, threads=1).fit(
+            data, split=split)
+    lists = lambda group: [g.tolist() for g in group]  # noqa: E731
+    plain_canary, plain_control = _exposure(plain, lists(canaries)), _exposure(plain, lists(controls))
+    dp_canary, dp_control = _exposure(private, lists(canaries)), _exposure(private, lists(controls))
+    assert plain_canary >= 0.06 and plain_canary >= 3 * plain_control, (plain_canary, plain_control)
+    assert dp_canary <= plain_canary / 2 and dp_canary - dp_control <= 0.03, (dp_canary, dp_control)
+
+
+def test_auc_and_the_dp_bound():
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.normal(0.3, 1, 300), rng.normal(0, 1, 200)
+    pairs = (members[:, None] > nonmembers[None, :]).mean() + 0.5 * (members[:, None] == nonmembers[None, :]).mean()
+    assert auc(members, nonmembers) == pytest.approx(pairs)
+    assert auc(np.ones(5), np.ones(5)) == 0.5
+    bound = dp_tpr_bound(1.0, 1e-5, np.array([0.0, 0.01, 0.5, 1.0]))
+    assert bound[0] == pytest.approx(1e-5) and bound[1] == pytest.approx(np.e * 0.01 + 1e-5)
+    assert bound[-1] == 1.0 and np.all(np.diff(bound) >= 0)
+
+
+def test_membership_audit_reports_both_attacks(shop_sequences):
+    found = membership_audit(shop_sequences, lambda: BehaviourRecommender(max_epochs=3, threads=1), n_bootstrap=50)
+    assert found["members"] + found["nonmembers"] + found["reference_users"] <= len(shop_sequences.user_ids)
+    for attack in ("loss_attack", "reference_attack"):
+        r = found[attack]
+        assert 0 <= r["auc_95ci"][0] <= r["auc"] <= r["auc_95ci"][1] <= 1 and 0 <= r["tpr_at_1pct_fpr"] <= 1
+
+
+def test_privacy_curve_cli(tmp_path, shop_sequences):
+    from shopmind.cli.main import app
+
+    path = tmp_path / "seqs.txt"
+    path.write_text("\n".join(f"{u} " + " ".join(shop_sequences.item_ids[i] for i in s)
+                              for u, s in zip(shop_sequences.user_ids, shop_sequences.sequences) if len(s) >= 3))
+    runner = CliRunner()
+    result = runner.invoke(app, ["privacy", "curve", "--sequences", str(path), "--epsilons", "4",
+                                 "--epochs", "1", "--no-audit", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["model"] for r in rows] == ["non-private", "dp eps=4"]
+    assert rows[0]["epsilon"] is None and 3.9 <= rows[1]["epsilon"] <= 4.0 and rows[1]["hr@10"] >= 0
+    bad = runner.invoke(app, ["privacy", "curve", "--sequences", str(path), "--epsilons", "0"])
+    assert bad.exit_code == 2 and "--epsilons" in bad.output

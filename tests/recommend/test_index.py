@@ -1,0 +1,57 @@
+"""The serving index: exact answers for small catalogs, filters and hidden items honoured, and an
+approximate index that is only used when its measured recall is high."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shopmind.recommend.index import ItemIndex
+
+
+def _brute_force(vectors, bias, state, k, allowed=None, hidden=()):
+    scores = vectors @ state + bias
+    order = [int(i) for i in np.argsort(-scores, kind="stable")
+             if int(i) not in set(hidden) and (allowed is None or allowed[i])]
+    return order[:k]
+
+
+def test_exact_top_k_with_filters_and_hidden_items():
+    rng = np.random.default_rng(0)
+    vectors, bias = rng.standard_normal((500, 8)).astype(np.float32), rng.standard_normal(500).astype(np.float32)
+    index = ItemIndex(vectors, bias)
+    assert index.ann is None and index.recall_ == 1.0
+    state = rng.standard_normal(8).astype(np.float32)
+    hidden = _brute_force(vectors, bias, state, 3)  # hide the three best: the next ones must move up
+    allowed = rng.random(500) < 0.1
+    assert [i for i, _ in index.top_k(state, 10)] == _brute_force(vectors, bias, state, 10)
+    assert [i for i, _ in index.top_k(state, 10, hidden=hidden)] == _brute_force(vectors, bias, state, 10, hidden=hidden)
+    got = [i for i, _ in index.top_k(state, 10, allowed=allowed, hidden=hidden)]
+    assert got == _brute_force(vectors, bias, state, 10, allowed, hidden) and all(allowed[i] for i in got)
+    assert len(index.top_k(state, 1000, allowed=allowed)) == allowed.sum()  # never padded with filtered items
+    similar = [i for i, _ in index.similar(7, 5)]
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cos = unit @ unit[7]
+    cos[7] = -np.inf
+    assert similar == [int(i) for i in np.argsort(-cos)[:5]]
+
+
+@pytest.mark.slow
+def test_approximate_index_is_used_only_with_measured_high_recall():
+    rng = np.random.default_rng(1)
+    n, d = 60_000, 32
+    centres = rng.standard_normal((300, d))
+    clustered = (centres[rng.integers(0, 300, n)] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+    bias = (0.3 * rng.standard_normal(n)).astype(np.float32)
+    index = ItemIndex(clustered, bias, ann_min_items=50_000)
+    assert index.ann is not None and index.recall_ >= 0.98
+    states = clustered[rng.integers(0, n, 50)] + clustered[rng.integers(0, n, 50)]
+    overlap = [len({i for i, _ in index.top_k(s, 10)} & set(_brute_force(clustered, bias, s, 10))) / 10 for s in states]
+    assert np.mean(overlap) >= 0.95  # held-out queries agree with the exact scan as well as the probes did
+    # A filter always takes the exact path: every allowed item is reachable.
+    allowed = np.zeros(n, dtype=bool)
+    allowed[rng.choice(n, 20, replace=False)] = True
+    assert [i for i, _ in index.top_k(states[0], 20, allowed=allowed)] == _brute_force(clustered, bias, states[0], 20, allowed)
+    # Vectors without structure would need most lists probed: the exact scan is kept instead.
+    noise = rng.standard_normal((n, d)).astype(np.float32)
+    assert ItemIndex(noise, bias, ann_min_items=50_000).ann is None
