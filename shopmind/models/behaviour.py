@@ -37,7 +37,7 @@ class BehaviourConfig:
     n_time_buckets: int = 0       # log-spaced buckets of the gap to the previous event; 0 turns it off
     content_dim: int = 0          # size of optional per-item content vectors; 0 turns it off
     tied_output: bool = True      # score items with the input item vectors; False gives the head its own
-                                  # table (nn.Linear), which DP-SGD's ghost clipping needs
+                                  # tables (nn.Embedding), which DP-SGD's ghost clipping needs
 
 
 class CausalSelfAttention(nn.Module):
@@ -150,7 +150,8 @@ class BehaviourTrunk(nn.Module):
 class NextItemHead(nn.Module):
     """Scores every catalog item for the next event: a dot product with each item's output vector plus
     a per-item bias. Tied (default): the output vectors are the trunk's item vectors, so the head owns
-    only the bias. Untied: the head owns an nn.Linear (one row per item), for DP-SGD (see privacy/)."""
+    only the bias. Untied: the head owns its own vector and bias tables as nn.Embedding, so DP-SGD
+    can clip per-example gradients of a sampled softmax cheaply (see privacy/dp_training.py)."""
 
     def __init__(self, trunk: BehaviourTrunk):
         super().__init__()
@@ -161,29 +162,44 @@ class NextItemHead(nn.Module):
         if config.tied_output:
             self.bias = nn.Parameter(torch.zeros(config.n_items + 1))
         else:
-            self.out = nn.Linear(config.d_model, config.n_items + 1)
+            self.out_vectors = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=PAD)
+            self.out_bias = nn.Embedding(config.n_items + 1, 1, padding_idx=PAD)
 
     def output_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(n_items + 1, d) vectors and (n_items + 1,) biases that score items; row 0 is padding."""
         if self.trunk.config.tied_output:
             return self.trunk.item_vectors(), self.bias
-        return self.out.weight, self.out.bias
+        return self.out_vectors.weight, self.out_bias.weight[:, 0]
 
     def score_pairs(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """hidden (N, d), items (N,) -> the score of each row's own item (N,)."""
+        """hidden (..., d), items (...) -> the score of each position's own item (...)."""
         if self.trunk.config.tied_output:
             return (hidden * self.trunk.embed_items(items)).sum(-1) + self.bias[items]
-        return (hidden * self.out.weight[items]).sum(-1) + self.out.bias[items]
+        return (hidden * self.out_vectors(items)).sum(-1) + self.out_bias(items)[..., 0]
+
+    def sampled_logits(self, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, d), targets (B, T), negatives (B, K) -> logits (B, T, 1 + K), the target first.
+        Negatives are looked up per example (B, K) so per-example gradients stay per example; a negative
+        equal to the target is masked out."""
+        T = targets.shape[1]
+        both = torch.cat([targets, negatives], dim=1)  # one lookup per table: DP-SGD's per-example
+        if self.trunk.config.tied_output:              # norms need each layer called once per step
+            vectors, bias = self.trunk.embed_items(both), self.bias[both]
+        else:
+            vectors, bias = self.out_vectors(both), self.out_bias(both)[..., 0]
+        pos = (hidden * vectors[:, :T]).sum(-1, keepdim=True) + bias[:, :T, None]  # (B, T, 1)
+        neg = torch.einsum("btd,bkd->btk", hidden, vectors[:, T:]) + bias[:, None, T:]  # (B, T, K)
+        neg = neg.masked_fill(negatives[:, None, :] == targets[..., None], float("-inf"))
+        return torch.cat([pos, neg], dim=-1)
 
     def forward(self, hidden: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
         """hidden (..., d) -> logits (..., n_items) over items 1..n_items, or (..., C) over `candidates`."""
-        if not self.trunk.config.tied_output:
-            if candidates is None:
-                return self.out(hidden)[..., 1:]
-            return hidden @ self.out.weight[candidates].T + self.out.bias[candidates]
+        vectors, bias = self.output_vectors()
         if candidates is None:
-            return hidden @ self.trunk.item_vectors()[1:].T + self.bias[1:]
-        return hidden @ self.trunk.embed_items(candidates).T + self.bias[candidates]
+            return hidden @ vectors[1:].T + bias[1:]
+        if self.trunk.config.tied_output:
+            return hidden @ self.trunk.embed_items(candidates).T + bias[candidates]
+        return hidden @ vectors[candidates].T + bias[candidates]
 
 
 class BehaviourModel(nn.Module):

@@ -10,7 +10,11 @@ Choices forced by DP-SGD, with why (docs/privacy.md has the measurements):
 - Ghost clipping (Opacus `grad_sample_mode="ghost"`): per-example gradient NORMS are computed
   without materialising per-example gradients, which for the item tables would be batch x catalog
   x width floats. Ghost clipping cannot handle weights shared by two layers, so the model is built
-  with an untied output table (`tied_output=False`).
+  with untied output tables (`tied_output=False`).
+- Sampled softmax (the target against `n_negatives` uniformly drawn items, shared by the batch but
+  looked up per example): with the full softmax, the logits and the ghost norms of the output layer
+  cost batch x positions x catalog per step, and one epoch on Amazon Beauty did not finish in ten
+  minutes; the negatives are drawn independently of the data, so they cost no privacy.
 - No early stopping and no best-epoch selection: choosing an epoch by validation on the same users
   would be an unaccounted use of their data. The model trains for the epochs the noise was
   calibrated for and the last state is released.
@@ -37,15 +41,16 @@ from shopmind.recommend.behaviour import BehaviourRecommender, auto_config
 ACCOUNTANTS = ("prv", "rdp")
 
 
-class _Logits(nn.Module):
-    """The model as Opacus sees it: item sequences in, next-item logits at every position out."""
+class _SampledLogits(nn.Module):
+    """The model as Opacus sees it: item sequences, next-item targets and shared negatives in,
+    sampled-softmax logits at every position out (the target's logit first)."""
 
     def __init__(self, model: BehaviourModel):
         super().__init__()
         self.model = model
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        return self.model.heads["next_item"](self.model.trunk(items))
+    def forward(self, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        return self.model.heads["next_item"].sampled_logits(self.model.trunk(items), targets, negatives)
 
 
 def one_example_per_user(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,8 +78,9 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
     """
 
     def __init__(self, epsilon: float = 8.0, delta: float | None = None, max_grad_norm: float = 1.0,
-                 epochs: int = 20, batch_size: int = 512, learning_rate: float = 3e-3,
-                 accountant: str = "prv", secure_mode: bool = False, max_len: int = 50, n_layers: int = 2,
+                 epochs: int = 20, batch_size: int = 256, learning_rate: float = 3e-3,
+                 n_negatives: int = 256, accountant: str = "prv", secure_mode: bool = False,
+                 max_len: int = 50, n_layers: int = 2,
                  n_heads: int = 2, d_model: int | None = None, dropout: float | None = None,
                  valid_users: int = 3000, threads: int | None = None, seed: int = 0, verbose: bool = False):
         self.epsilon = epsilon
@@ -83,6 +89,7 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.n_negatives = n_negatives
         self.accountant = accountant
         self.secure_mode = secure_mode
         self.max_len = max_len
@@ -123,7 +130,7 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         model = BehaviourModel(config)
         for frozen in (model.trunk.type_emb,):
             frozen.weight.requires_grad_(False)
-        wrapped = _Logits(model)
+        wrapped = _SampledLogits(model)
         optimizer = torch.optim.Adam([p for p in wrapped.parameters() if p.requires_grad], lr=self.learning_rate)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
                                              batch_size=min(self.batch_size, n_users), shuffle=True)
@@ -147,8 +154,10 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
                     continue
                 width = max(1, int((xb != 0).sum(dim=1).max()))
                 xb, yb = xb[:, -width:].contiguous(), yb[:, -width:].contiguous()
-                logits = dp_model(xb)
-                loss = criterion(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), shape=logits.shape)
+                negatives = torch.randint(1, config.n_items + 1, (1, self.n_negatives)).expand(len(xb), -1).contiguous()
+                logits = dp_model(xb, (yb + 1).clamp(min=0), negatives)   # item index + 1; padding -> 0
+                labels = torch.where(yb >= 0, 0, -1)                      # the target is column 0
+                loss = criterion(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), shape=logits.shape)
                 dp_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 dp_optimizer.step()
