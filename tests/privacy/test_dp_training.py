@@ -49,8 +49,14 @@ def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
     behaviour = result["behaviour"]
     assert behaviour["promoted"], result  # a private model replaces a non-private champion
     privacy = shop.registry.card("behaviour", behaviour["version"])["privacy"]
-    n_users = privacy["n_users"]
-    assert 1.9 <= privacy["epsilon"] <= 2.0 and privacy["delta"] == pytest.approx(1 / n_users)
+    # One example per user with a next-item target in training: count them from the shop's data.
+    from shopmind.evaluation import leave_one_out
+    from shopmind.training.pipeline import shop_sequences
+
+    train = leave_one_out(shop_sequences(shop.training_events("personalization"))[0]).train
+    n_users = sum(len(seq) >= 2 for seq in train)
+    assert privacy["n_users"] == n_users and privacy["delta"] == pytest.approx(1 / n_users)
+    assert 1.9 <= privacy["epsilon"] <= 2.0
     assert privacy["accountant"] == "prv" and privacy["noise_multiplier"] > 0 and privacy["max_grad_norm"] == 1.0
     assert privacy["epochs"] == 2 and 0 < privacy["sample_rate"] < 1 and n_users > 100
     # The served model is the private one, and the service exposes its card.
