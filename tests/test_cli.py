@@ -85,3 +85,9 @@ def test_every_command_has_help():
                     "stats", "keys"):
         r = run(command, "--help")
         assert r.exit_code == 0 and "Usage" in r.output, command
+
+
+def test_several_workers_need_a_shared_cache(home, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # serve sets it; restored after the test
+    result = run("serve", "--workers", "2")  # memory:// cache: refused before anything starts
+    assert result.exit_code == 2 and "SHOPMIND_CACHE_URL=redis://" in result.output
