@@ -34,8 +34,8 @@ class ItemIndex:
             raise ValueError("vectors must be (n, d) and bias (n,)")
         self.columns = np.ascontiguousarray(np.vstack([vectors.T, bias[None, :]]), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-        self.unit = np.ascontiguousarray(vectors / norms, dtype=np.float32)  # for similarity and reasons
-        self.unit_columns = np.ascontiguousarray(self.unit.T)
+        # Unit vectors for similarity and reasons, kept once, transposed like the scoring matrix.
+        self.unit_columns = np.ascontiguousarray((vectors / norms).T, dtype=np.float32)
         self.ann = None
         self.recall_ = 1.0  # measured recall@10 of what top_k returns without a filter
         if len(bias) >= ann_min_items:
@@ -75,6 +75,10 @@ class ItemIndex:
     def __len__(self) -> int:
         return self.columns.shape[1]
 
+    def unit(self, items) -> np.ndarray:
+        """Unit-length item vectors (len(items), d) of the given item indices."""
+        return self.unit_columns[:, items].T
+
     def scores(self, state: np.ndarray) -> np.ndarray:
         """Scores of every item for one user state (d,)."""
         return np.append(state.astype(np.float32), np.float32(1.0)) @ self.columns
@@ -113,7 +117,7 @@ class ItemIndex:
 
     def similar(self, item: int, k: int) -> list[tuple[int, float]]:
         """Items closest to `item` by cosine similarity."""
-        sims = self.unit[item] @ self.unit_columns
+        sims = self.unit_columns[:, item] @ self.unit_columns
         sims[item] = -np.inf
         k = min(k, len(sims) - 1)
         if k <= 0:

@@ -136,7 +136,7 @@ class RecommendationService:
         own = [kind for i, kind in recent if i == item]
         if own:  # a consumable the user had before
             return f"you {VERBS.get(own[-1], 'viewed')} this before"
-        sims = catalog.items.unit[[i for i, _ in recent]] @ catalog.items.unit[item]
+        sims = catalog.items.unit([i for i, _ in recent]) @ catalog.items.unit(item)
         best = int(np.argmax(sims))
         source, kind = recent[best]
         if sims[best] <= 0.05:
