@@ -26,6 +26,8 @@ class Scope(str, Enum):
     ingest = "ingest"        # write items, users, events, orders, payments
     recommend = "recommend"  # read recommendations and model outputs
     analyst = "analyst"      # read aggregates, metrics, dashboards, a user's recent events
+    risk = "risk"            # ask for risk decisions (the checkout and login backends)
+    risk_admin = "risk_admin"  # rules, lists, thresholds, cases, labels, account freezes
 
 
 @dataclass(frozen=True)

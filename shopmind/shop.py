@@ -68,6 +68,11 @@ class Shop:
         self.erasure.register(SqlSubjectData(self.store))
         self.erasure.register(CacheSubjectData(self.cache))
         self.erasure.register(self.registry)
+        from shopmind.risk.velocity import open_velocity_store
+
+        self.velocity = open_velocity_store(settings.cache_url)  # risk velocity windows: erasure reaches them
+        self.erasure.register(self.velocity)
+        self._risk = None
         self.recommender = RecommendationService(self.registry, self.items_frame, self.cache)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -89,7 +94,18 @@ class Shop:
             created = True
         return cls.open(settings), created
 
+    @property
+    def risk(self):
+        """The risk service (rules, decisions, cases), built on first use."""
+        if self._risk is None:
+            from shopmind.risk.service import RiskService
+
+            self._risk = RiskService(self)
+        return self._risk
+
     def close(self) -> None:
+        if self._risk is not None:
+            self._risk.close()
         self.store.close()
 
     # -- ingestion ---------------------------------------------------------------------------------

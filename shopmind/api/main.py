@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from shopmind import __version__
 from shopmind.api import errors, metrics
-from shopmind.api.routers import admin, analytics, dashboard, ingest, privacy, recommend
+from shopmind.api.routers import admin, analytics, dashboard, ingest, privacy, recommend, risk
 from shopmind.auth import KeyVerifier
 from shopmind.config import Settings, load_settings
 from shopmind.shop import Shop
@@ -35,6 +35,6 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
     app.state.metrics = metrics.Metrics()
     metrics.install(app, app.state.metrics)
     errors.install(app)
-    for module in (ingest, recommend, privacy, analytics, admin, dashboard):
+    for module in (ingest, recommend, risk, privacy, analytics, admin, dashboard):
         app.include_router(module.router)
     return app

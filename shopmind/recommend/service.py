@@ -129,6 +129,28 @@ class RecommendationService:
             {"item_id": model.item_ids_[i], "score": round(x, 6), "reason": self._reason(catalog, i, known)}
             for i, x in recs[:k]]}
 
+    def unusualness(self, history: list[tuple[str, str]], item_ids: list[str], subject: str | None = None) -> float | None:
+        """For risk scoring: the share of the catalog the behaviour model ranks above each of `item_ids`
+        after this history, averaged (0 = exactly what this user would buy next, 1 = the least likely).
+        A user's cached trunk state is reused when it is for the live model version, even if a newer
+        event has arrived since: a risk feature can be a few events stale, a checkout cannot wait."""
+        loaded = self.behaviour()
+        if loaded is None:
+            return None
+        version, model = loaded
+        catalog = self._catalog(version, model)
+        targets = [catalog.index[i] for i in item_ids if i in catalog.index]
+        known = np.array([catalog.index[i] for i, _ in history if i in catalog.index], dtype=np.int64)
+        if not targets or not len(known):
+            return None
+        cached = self._cache.get(STATE, subject) if (self._cache is not None and subject) else None
+        if cached and cached.get("v") == version:
+            state = np.asarray(cached["s"], dtype=np.float32)
+        else:
+            state = model.user_state([known[-model.max_len:]])[0]
+        scores = catalog.items.scores(state)
+        return float(np.mean([(scores > scores[t]).mean() for t in targets]))
+
     @staticmethod
     def _reason(catalog: Catalog, item: int, history: list[tuple[int, str]]) -> str:
         """The history event whose item is most similar to the recommendation, in words."""

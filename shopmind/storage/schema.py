@@ -174,6 +174,102 @@ privacy_ledger = Table(
     UniqueConstraint("purpose", "seq", name="uq_privacy_ledger_purpose_seq"),
 )
 
+# Risk control (shopmind/risk). Rules, lists and thresholds are versioned data: a change inserts a new
+# row, and audit_log says who changed what from what to what. Decisions are written before the response.
+AUTO_ID = BigInteger().with_variant(Integer, "sqlite")
+
+risk_rules = Table(
+    "risk_rules", metadata,
+    Column("id", AUTO_ID, primary_key=True, autoincrement=True),
+    Column("rule_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("expression", Text, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("weight", Float, nullable=False),
+    Column("mode", String(8), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("active", Boolean, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+    UniqueConstraint("rule_id", "version", name="uq_risk_rules_rule_version"),
+)
+
+# List entries are keyed hashes (never the raw card, device, e-mail or IP); one list holds one kind.
+risk_list_entries = Table(
+    "risk_list_entries", metadata,
+    Column("list_name", String(64), primary_key=True),
+    Column("token", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("added_ms", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+)
+
+risk_thresholds = Table(
+    "risk_thresholds", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("review", Float, nullable=False),
+    Column("block", Float, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+)
+
+risk_decisions = Table(
+    "risk_decisions", metadata,
+    Column("decision_id", String(32), primary_key=True),
+    Column("event_id", ID, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("user_pseudonym", PSEUDONYM),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("decided_ms", BigInteger, nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("model_score", Float),
+    Column("model_version", String(64)),
+    Column("rules_version", Integer, nullable=False),
+    Column("amount", Float, nullable=False),
+    Column("rules", Text, nullable=False),          # JSON: fired rules, shadow rules, failed rules
+    Column("features", Text, nullable=False),       # JSON: the point-in-time features the model saw
+    Column("latency_us", Integer, nullable=False),
+    Index("ix_risk_decisions_event", "event_id"),
+    Index("ix_risk_decisions_user", "user_pseudonym"),
+    Index("ix_risk_decisions_ts", "ts_ms"),
+)
+
+# Labels arrive late (chargebacks, analyst verdicts); `labelled_ms` is when shopmind learned them, which is
+# what training cut-offs compare against.
+risk_labels = Table(
+    "risk_labels", metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("user_pseudonym", PSEUDONYM),
+    Column("fraud", Boolean, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("labelled_ms", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Index("ix_risk_labels_user", "user_pseudonym"),
+)
+
+risk_cases = Table(
+    "risk_cases", metadata,
+    Column("case_id", String(32), primary_key=True),
+    Column("decision_id", String(32), nullable=False),
+    Column("event_id", ID, nullable=False),
+    Column("user_pseudonym", PSEUDONYM),
+    Column("status", String(16), nullable=False),   # open, fraud, legitimate
+    Column("opened_ms", BigInteger, nullable=False),
+    Column("resolved_ms", BigInteger),
+    Column("resolved_by", String(64)),
+    Index("ix_risk_cases_status", "status"),
+    Index("ix_risk_cases_user", "user_pseudonym"),
+)
+
+risk_accounts = Table(
+    "risk_accounts", metadata,
+    Column("pseudonym", PSEUDONYM, primary_key=True),
+    Column("frozen", Boolean, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+)
+
 # Tables that hold rows about a user, with the column that names them: erasure and export walk this.
 SUBJECT_TABLES: dict[str, str] = {
     "users": "pseudonym",
@@ -181,6 +277,10 @@ SUBJECT_TABLES: dict[str, str] = {
     "events": "user_pseudonym",
     "orders": "user_pseudonym",
     "payments": "user_pseudonym",
+    "risk_decisions": "user_pseudonym",
+    "risk_labels": "user_pseudonym",
+    "risk_cases": "user_pseudonym",
+    "risk_accounts": "pseudonym",
 }
 # Kept after erasure on purpose, with the pseudonym only: proof that the erasure happened and who read what.
 ACCOUNTABILITY_TABLES: dict[str, str] = {"erasure_receipts": "pseudonym", "audit_log": "subject_pseudonym"}

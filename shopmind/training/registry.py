@@ -26,7 +26,7 @@ import polars as pl
 from shopmind.exceptions import InvalidInputError, NotFoundError
 from shopmind.models.popularity import TrendingPopularity
 
-MODEL_KINDS = ("popularity", "behaviour")
+MODEL_KINDS = ("popularity", "behaviour", "risk")
 VERSION_PATTERN = re.compile(r"v\d{8}-\d{6}-\d+")
 
 
@@ -37,6 +37,10 @@ def model_class(kind: str) -> type:
         from shopmind.recommend.behaviour import BehaviourRecommender
 
         return BehaviourRecommender
+    if kind == "risk":
+        from shopmind.risk.model import RiskModel
+
+        return RiskModel
     return TrendingPopularity
 
 

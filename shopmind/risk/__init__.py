@@ -1,0 +1,1 @@
+"""Real-time risk control: rules, velocity features, models, decisions and cases."""

@@ -1,0 +1,98 @@
+"""The supervised risk model: LightGBM on point-in-time features, with per-decision explanations.
+
+    model = RiskModel().fit(X, y, feature_names)
+    probability, contributions = model.explain(row)   # one call: SHAP values sum to the log-odds
+
+Why LightGBM: tabular fraud features (counts, ratios, flags, with missing values) are where gradient
+boosted trees are strongest, it handles NaN natively, trains on 100k rows in seconds on two cores, and
+its TreeSHAP (`pred_contrib`) gives exact per-feature contributions in the same call that scores, so
+every decision carries its reasons at no extra cost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from shopmind.exceptions import InvalidInputError, NotFittedError
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbose": -1,
+    "num_threads": 2,
+    "seed": 0,
+    "deterministic": True,
+}
+
+
+class RiskModel:
+    """Binary classifier of fraud; `fit` learns `booster_`, `feature_names_` and `base_rate_`."""
+
+    def __init__(self, n_rounds: int = 300, params: dict[str, Any] | None = None, seed: int = 0):
+        self.n_rounds = n_rounds
+        self.params = params
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray, feature_names: Sequence[str]) -> "RiskModel":
+        import lightgbm as lgb
+
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[1] != len(feature_names):
+            raise InvalidInputError("features, labels and feature names do not line up", field="features")
+        if y.sum() < 2 or (1 - y).sum() < 2:
+            raise InvalidInputError("training needs at least two fraudulent and two legitimate labelled events",
+                                    field="labels")
+        params = {**DEFAULT_PARAMS, **(self.params or {}), "seed": self.seed}
+        data = lgb.Dataset(X, label=y, feature_name=list(feature_names), free_raw_data=True)
+        self.booster_ = lgb.train(params, data, num_boost_round=self.n_rounds)
+        self.feature_names_ = list(feature_names)
+        self.base_rate_ = float(y.mean())
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("RiskModel is not fitted: call fit first")
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probability of fraud for each row."""
+        self._check()
+        return self.booster_.predict(np.asarray(X, dtype=np.float64), num_threads=1)
+
+    def explain(self, row: np.ndarray) -> tuple[float, np.ndarray]:
+        """Probability for one row and each feature's contribution to its log-odds (TreeSHAP)."""
+        self._check()
+        contrib = self.booster_.predict(np.asarray(row, dtype=np.float64).reshape(1, -1), pred_contrib=True,
+                                        num_threads=1)[0]
+        return float(1.0 / (1.0 + np.exp(-contrib.sum()))), contrib[:-1]
+
+    def save(self, path: Path) -> None:
+        self._check()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.booster_.save_model(str(path / "booster.txt"))
+        (path / "model.json").write_text(json.dumps({
+            "n_rounds": self.n_rounds, "params": self.params, "seed": self.seed,
+            "feature_names": self.feature_names_, "base_rate": self.base_rate_}, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "RiskModel":
+        import lightgbm as lgb
+
+        path = Path(path)
+        meta = json.loads((path / "model.json").read_text())
+        model = cls(n_rounds=meta["n_rounds"], params=meta["params"], seed=meta["seed"])
+        model.booster_ = lgb.Booster(model_file=str(path / "booster.txt"))
+        model.feature_names_ = meta["feature_names"]
+        model.base_rate_ = meta["base_rate"]
+        return model

@@ -1,0 +1,174 @@
+"""Risk rules as data: CEL expressions (Common Expression Language), compiled once, never eval()'d.
+
+    rule = Rule(rule_id="big_new_card", expression="event.amount > 500.0 && card.count_30d <= 1",
+                action="review")
+    RuleSet([rule]).evaluate(context)  # -> [RuleHit(...)] for the rules whose expression is true
+
+Why CEL, via the `common-expression-language` package (Rust core): it is a language made for exactly
+this (policy expressions evaluated against untrusted-input contexts, no loops, no I/O, guaranteed to
+terminate), it is a published spec shared with Google's and Kubernetes' policy engines, and its Rust
+evaluator runs a compiled rule in about 1 µs against a prepared context on this machine, where the
+pure-Python `rule-engine` and `cel-python` need 20-30 µs; 50 rules must fit in a 2 ms budget.
+
+A rule is validated when it is created, not when a payment arrives: syntax, every variable and field
+it names (against `VARIABLES`), and a dry run on a typical context that must give a boolean.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cel
+
+from shopmind.exceptions import InvalidInputError
+from shopmind.risk.velocity import ENTITIES, WINDOWS
+
+ACTIONS = ("score", "allow", "review", "block", "freeze_account")
+MODES = ("enforce", "shadow")
+RULE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_EXPRESSION = 2000
+
+EVENT_FIELDS = {
+    "kind": "login", "amount": 0.0, "currency": "EUR", "n_items": 0, "hour": 12, "weekday": 0,
+    "ip_country": "", "shipping_country": "", "billing_country": "", "user_country": "",
+    "email_domain": "", "new_device": False, "new_card": False, "account_age_days": -1.0,
+}
+VELOCITY_FIELDS = (
+    [f"{agg}_{w}" for w in WINDOWS for agg in ("count", "sum", "mean", "max")]
+    + ["seconds_since_prev"]
+)
+DISTINCT_FIELDS = [f"distinct_{what}_{w}" for what in ENTITIES for w in WINDOWS]
+MODEL_FIELDS = {"score": 0.0, "unusual": 0.0}
+
+
+def sample_context(list_names: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """A typical, complete context: what rules are dry-run against, and what `VARIABLES` documents."""
+    velocity = {name: 0.0 for name in VELOCITY_FIELDS} | {name: 0 for name in DISTINCT_FIELDS}
+    for name in VELOCITY_FIELDS:
+        if name.startswith("count"):
+            velocity[name] = 0
+    context: dict[str, Any] = {"event": dict(EVENT_FIELDS), "model": dict(MODEL_FIELDS),
+                               "lists": {name: False for name in list_names}}
+    for entity in ENTITIES:
+        context[entity] = dict(velocity)
+    return context
+
+
+VARIABLES = ("event", "model", "lists", *ENTITIES)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule. `action` "score" adds `weight` to the decision score; the others decide directly."""
+
+    rule_id: str
+    expression: str
+    action: str = "score"
+    weight: float = 0.0
+    mode: str = "enforce"
+    description: str = ""
+    version: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    rule_id: str
+    version: int
+    action: str
+    weight: float
+    shadow: bool
+    description: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_MEMBER = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _known_fields(list_names: tuple[str, ...]) -> dict[str, set[str]]:
+    context = sample_context(list_names)
+    return {name: set(value) for name, value in context.items()}
+
+
+def compile_rule(rule: Rule, list_names: tuple[str, ...] = ()) -> "cel.Program":
+    """Validate a rule completely and return its compiled program; InvalidInputError names the field."""
+    if not RULE_ID.match(rule.rule_id or ""):
+        raise InvalidInputError("rule_id must be 1-64 characters of a-z, 0-9 and _, starting with a letter",
+                                field="rule_id")
+    if rule.action not in ACTIONS:
+        raise InvalidInputError(f"action must be one of {', '.join(ACTIONS)}", field="action")
+    if rule.mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}", field="mode")
+    if rule.action == "score" and not (-1.0 <= rule.weight <= 1.0 and rule.weight != 0.0):
+        raise InvalidInputError("a score rule needs a weight in [-1, 1], not 0", field="weight")
+    text = (rule.expression or "").strip()
+    if not text:
+        raise InvalidInputError("expression is empty", field="expression")
+    if len(text) > MAX_EXPRESSION:
+        raise InvalidInputError(f"expression is longer than {MAX_EXPRESSION} characters", field="expression")
+    try:
+        program = cel.compile(text)
+    except Exception as exc:  # the parser reports position and expectation; keep its first line
+        raise InvalidInputError(f"expression does not parse: {str(exc).splitlines()[0]}", field="expression") from None
+    known = _known_fields(list_names)
+    unknown = sorted(set(program.variables()) - set(known))
+    if unknown:
+        raise InvalidInputError(f"expression uses unknown variable(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(VARIABLES)}", field="expression")
+    # Fields are checked statically too: a dry run does not reach terms behind a short-circuit.
+    for owner, member in _MEMBER.findall(_STRING.sub('""', text)):
+        if owner in known and member not in known[owner]:
+            where = "list" if owner == "lists" else f"field of {owner}"
+            raise InvalidInputError(f"expression uses unknown {where} '{member}'", field="expression")
+    try:
+        result = program.execute(cel.Context(sample_context(list_names)))
+    except Exception as exc:
+        raise InvalidInputError(f"expression fails on a typical event: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200]}", field="expression") from None
+    if not isinstance(result, bool):
+        raise InvalidInputError(f"expression must give true or false, it gave a {type(result).__name__}",
+                                field="expression")
+    return program
+
+
+@dataclass
+class RuleSet:
+    """Compiled rules of one version of the rule book, evaluated in order against one context."""
+
+    rules: list[Rule]
+    list_names: tuple[str, ...] = ()
+    version: int = 0
+    _programs: list[Any] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self._programs = [compile_rule(rule, self.list_names) for rule in self.rules]
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def evaluate(self, context: dict[str, Any]) -> tuple[list[RuleHit], list[str]]:
+        """Rules whose expression is true, and the ids of rules that failed on this context.
+
+        A rule that errors at run time (e.g. a field missing from an unusual event) does not fire and is
+        reported, so one bad rule cannot block checkout; the decision records it.
+        """
+        prepared = cel.Context(context)
+        hits: list[RuleHit] = []
+        failed: list[str] = []
+        for rule, program in zip(self.rules, self._programs):
+            try:
+                fired = program.execute(prepared)
+            except Exception:
+                failed.append(rule.rule_id)
+                continue
+            if fired is True:
+                hits.append(RuleHit(rule.rule_id, rule.version, rule.action, rule.weight,
+                                    rule.mode == "shadow", rule.description))
+        return hits, failed

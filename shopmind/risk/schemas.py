@@ -1,0 +1,80 @@
+"""The public contract of risk scoring: what a shop sends and what it gets back."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DECISIONS = ("allow", "review", "block", "freeze_account")
+COUNTRY = r"^[A-Z]{2}$"
+
+
+class RiskItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(min_length=1, max_length=128)
+    price: float = Field(0.0, ge=0, le=1e7)
+    quantity: int = Field(1, ge=1, le=10_000)
+
+
+class RiskEvent(BaseModel):
+    """An order, payment or login to decide on. Identifying values (user, card fingerprint, device, IP,
+    e-mail) are turned into keyed pseudonyms on arrival; only those are stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=128, description="The shop's id of this order/payment/login; "
+                                                                     "deciding the same id twice counts it once.")
+    kind: Literal["order", "payment", "login"]
+    ts_ms: int | None = Field(None, ge=0, le=4_102_444_800_000, description="Event time; default: now.")
+    user_id: str | None = Field(None, min_length=1, max_length=128)
+    amount: float = Field(0.0, ge=0, le=1e9)
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    card: str | None = Field(None, min_length=1, max_length=128, description="Payment instrument fingerprint.")
+    device_id: str | None = Field(None, min_length=1, max_length=128)
+    ip: str | None = Field(None, min_length=1, max_length=64)
+    terminal_id: str | None = Field(None, min_length=1, max_length=128, description="Merchant terminal or store.")
+    email: str | None = Field(None, min_length=3, max_length=254)
+    ip_country: str | None = Field(None, pattern=COUNTRY)
+    shipping_country: str | None = Field(None, pattern=COUNTRY)
+    billing_country: str | None = Field(None, pattern=COUNTRY)
+    items: list[RiskItem] = Field(default_factory=list, max_length=500)
+
+    @field_validator("email")
+    @classmethod
+    def _email_shape(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("@") != 1 or not value.split("@")[1]):
+            raise ValueError("email must look like name@domain")
+        return value
+
+
+class RuleFired(BaseModel):
+    rule_id: str
+    version: int
+    action: str
+    weight: float
+    description: str
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float
+    contribution: float = Field(description="Log-odds this feature added to the model score.")
+
+
+class RiskDecision(BaseModel):
+    decision_id: str
+    event_id: str
+    decision: Literal["allow", "review", "block", "freeze_account"]
+    score: float = Field(description="Model probability plus enforced rule weights, clipped to [0, 1].")
+    model_score: float | None
+    reasons: list[str]
+    rules: list[RuleFired]
+    shadow_rules: list[RuleFired]
+    failed_rules: list[str]
+    contributions: list[Contribution]
+    case_id: str | None
+    model_version: str | None
+    rules_version: int
+    latency_ms: float

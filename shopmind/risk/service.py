@@ -1,0 +1,400 @@
+"""The risk service: the engine plus its state in the database, the decision log, cases and audits.
+
+Rules, lists and thresholds live in the database as versioned rows; every change is written to the
+audit log with its before and after, in the same transaction. Each process rebuilds its engine when it
+changes something itself and otherwise checks the database for changes every few seconds, so several
+API workers converge within `RELOAD_S`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from typing import Any, Iterable
+
+from sqlalchemy import func, insert, select, update
+
+from shopmind.exceptions import InvalidInputError, NotFoundError
+from shopmind.privacy.audit import record_audit
+from shopmind.risk.decision_log import DecisionLog
+from shopmind.risk.engine import LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds
+from shopmind.risk.rules import Rule, RuleSet, compile_rule
+from shopmind.risk.schemas import RiskDecision, RiskEvent
+from shopmind.storage import schema
+
+RELOAD_S = 5.0
+PROFILE = "riskprofile"  # cache namespace: a user's country and signup time
+PROFILE_TTL_S = 600
+LIST_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class RiskService:
+    def __init__(self, shop: Any):
+        self.shop = shop
+        self.store = shop.store
+        self.velocity = shop.velocity
+        self.log = DecisionLog(self.store)
+        self._engine: RiskEngine | None = None
+        self._stamp: tuple | None = None
+        self._checked = 0.0
+        self._frozen: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- engine state --------------------------------------------------------------------------------
+
+    def _state_stamp(self) -> tuple:
+        with self.store.transaction() as conn:
+            return (
+                conn.execute(select(func.max(schema.risk_rules.c.id))).scalar(),
+                conn.execute(select(func.count(), func.max(schema.risk_list_entries.c.added_ms))
+                             .select_from(schema.risk_list_entries)).one()[:],
+                conn.execute(select(func.max(schema.risk_thresholds.c.version))).scalar(),
+                conn.execute(select(func.count(), func.max(schema.risk_accounts.c.updated_ms))
+                             .select_from(schema.risk_accounts)).one()[:],
+                self.shop.registry.current_version("risk"),
+            )
+
+    def engine(self) -> RiskEngine:
+        now = time.monotonic()
+        if self._engine is not None and now - self._checked < RELOAD_S:
+            return self._engine
+        with self._lock:
+            if self._engine is None or time.monotonic() - self._checked >= RELOAD_S:
+                stamp = self._state_stamp()
+                if self._engine is None or stamp != self._stamp:
+                    self._engine = self._build()
+                    self._stamp = stamp
+                self._checked = time.monotonic()
+        return self._engine  # type: ignore[return-value]
+
+    def invalidate(self) -> None:
+        self._checked = 0.0
+
+    def _build(self) -> RiskEngine:
+        with self.store.transaction() as conn:
+            lists = Lists()
+            for name, kind, token in conn.execute(select(schema.risk_list_entries.c.list_name,
+                                                         schema.risk_list_entries.c.kind,
+                                                         schema.risk_list_entries.c.token)):
+                lists.entries.setdefault(name, (kind, set()))[1].add(token)
+            self._frozen = {p for (p,) in conn.execute(select(schema.risk_accounts.c.pseudonym)
+                                                      .where(schema.risk_accounts.c.frozen.is_(True)))}
+            thresholds = self._thresholds(conn)
+        rules = self.rules()
+        version = max((r.version for r in rules), default=0)
+        stamp = self._stamp_rules_version()
+        ruleset = RuleSet([r for r in rules], lists.names, version=stamp or version)
+        loaded = self.shop.registry.load_current("risk")
+        model_version, model = loaded if loaded else (None, None)
+        return RiskEngine(self.shop.pseudonyms, self.velocity, ruleset, lists, thresholds, model=model,
+                          model_version=model_version, profile=self._profile, frozen=self._frozen.__contains__,
+                          unusual=self._unusual)
+
+    def _stamp_rules_version(self) -> int:
+        with self.store.transaction() as conn:
+            return int(conn.execute(select(func.max(schema.risk_rules.c.id))).scalar() or 0)
+
+    @staticmethod
+    def _thresholds(conn) -> Thresholds:
+        t = schema.risk_thresholds
+        row = conn.execute(select(t).order_by(t.c.version.desc()).limit(1)).first()
+        return Thresholds() if row is None else Thresholds(row.review, row.block, row.version)
+
+    def _profile(self, pseudonym: str) -> dict[str, Any] | None:
+        cached = self.shop.cache.get(PROFILE, pseudonym)
+        if cached is not None:
+            return cached or None
+        u = schema.users
+        with self.store.transaction() as conn:
+            row = conn.execute(select(u.c.country, u.c.signup_ms).where(u.c.pseudonym == pseudonym)).first()
+        profile = {"country": row.country, "signup_ms": row.signup_ms} if row else {}
+        self.shop.cache.set(PROFILE, pseudonym, profile, ttl_s=PROFILE_TTL_S)
+        return profile or None
+
+    def _unusual(self, pseudonym: str, event: RiskEvent) -> float | None:
+        """How unusual the ordered items are for this user, by the behaviour model (None without one)."""
+        try:
+            recent = self.shop.recent_items(pseudonym)
+        except Exception:
+            return None
+        if not recent:
+            return None
+        return self.shop.recommender.unusualness([(i, k) for i, k, _ in recent], [it.item_id for it in event.items],
+                                                 subject=pseudonym)
+
+    # -- decisions -----------------------------------------------------------------------------------
+
+    def _rows(self, event: RiskEvent, out: Outcome, engine: RiskEngine) -> tuple[dict, dict | None]:
+        user = out.tokens.get("user")
+        decided = _now()
+        row = {
+            "decision_id": out.decision_id, "event_id": event.event_id, "kind": event.kind,
+            "user_pseudonym": user, "ts_ms": out.ts_ms, "decided_ms": decided, "decision": out.decision,
+            "score": out.score, "model_score": out.model_score, "model_version": engine.model_version,
+            "rules_version": engine.rules.version, "amount": float(event.amount),
+            "rules": json.dumps({"fired": [h.rule_id for h in out.hits], "shadow": [h.rule_id for h in out.shadow],
+                                 "failed": out.failed}),
+            "features": json.dumps({k: (None if v != v else v) for k, v in out.features.items()}),
+            "latency_us": out.latency_us,
+        }
+        case = None
+        if out.decision == "review":
+            case = {"case_id": "c" + secrets.token_hex(11), "decision_id": out.decision_id,
+                    "event_id": event.event_id, "user_pseudonym": user, "status": "open", "opened_ms": decided,
+                    "resolved_ms": None, "resolved_by": None}
+        return row, case
+
+    def _response(self, event: RiskEvent, out: Outcome, engine: RiskEngine, case: dict | None) -> RiskDecision:
+        def fired(hits):
+            return [{"rule_id": h.rule_id, "version": h.version, "action": h.action, "weight": h.weight,
+                     "description": h.description} for h in hits]
+        return RiskDecision(
+            decision_id=out.decision_id, event_id=event.event_id, decision=out.decision,  # type: ignore[arg-type]
+            score=round(out.score, 6), model_score=None if out.model_score is None else round(out.model_score, 6),
+            reasons=out.reasons, rules=fired(out.hits), shadow_rules=fired(out.shadow), failed_rules=out.failed,
+            contributions=[{**c, "value": None if c["value"] != c["value"] else c["value"]}  # type: ignore[misc]
+                           for c in out.contributions],
+            case_id=case["case_id"] if case else None, model_version=engine.model_version,
+            rules_version=engine.rules.version, latency_ms=round(out.latency_us / 1000, 3))
+
+    def decide(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
+        """Decide, commit the decision (and its case) durably, apply a freeze, then answer."""
+        engine = self.engine()
+        out = engine.decide(event)
+        row, case = self._rows(event, out, engine)
+        self.log.write(row, case)
+        if out.decision == "freeze_account" and out.tokens.get("user") not in self._frozen and "user" in out.tokens:
+            self._set_frozen(out.tokens["user"], True, f"risk:{actor}", reason=f"decision {out.decision_id}")
+        return self._response(event, out, engine, case)
+
+    async def decide_async(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
+        """The same as `decide` without a thread per request: the CPU part runs on the event loop (well
+        under a millisecond) and the commit is awaited, so concurrent requests share group commits."""
+        import asyncio
+
+        engine = self.engine()
+        out = engine.decide(event)
+        row, case = self._rows(event, out, engine)
+        await asyncio.wrap_future(self.log.submit(row, case))
+        if out.decision == "freeze_account" and "user" in out.tokens and out.tokens["user"] not in self._frozen:
+            await asyncio.to_thread(self._set_frozen, out.tokens["user"], True, f"risk:{actor}",
+                                    f"decision {out.decision_id}")
+        return self._response(event, out, engine, case)
+
+    def decision(self, decision_id: str) -> dict[str, Any]:
+        d = schema.risk_decisions
+        with self.store.transaction() as conn:
+            row = conn.execute(select(d).where(d.c.decision_id == decision_id)).first()
+        if row is None:
+            raise NotFoundError("no such decision")
+        out = dict(row._mapping)
+        out["rules"] = json.loads(out["rules"])
+        out["features"] = json.loads(out["features"])
+        return out
+
+    # -- rules, lists, thresholds (audited) ----------------------------------------------------------
+
+    def rules(self, include_inactive: bool = False) -> list[Rule]:
+        r = schema.risk_rules
+        latest = select(r.c.rule_id, func.max(r.c.version).label("v")).group_by(r.c.rule_id).subquery()
+        with self.store.transaction() as conn:
+            rows = conn.execute(select(r).join(latest, (r.c.rule_id == latest.c.rule_id) & (r.c.version == latest.c.v))
+                                .order_by(r.c.rule_id)).all()
+        return [Rule(x.rule_id, x.expression, x.action, x.weight, x.mode, x.description, x.version)
+                for x in rows if include_inactive or x.active]
+
+    def rule_history(self, rule_id: str) -> list[dict[str, Any]]:
+        r = schema.risk_rules
+        with self.store.transaction() as conn:
+            rows = conn.execute(select(r).where(r.c.rule_id == rule_id).order_by(r.c.version)).all()
+        if not rows:
+            raise NotFoundError(f"no rule {rule_id!r}")
+        return [dict(x._mapping) for x in rows]
+
+    def _list_names(self) -> tuple[str, ...]:
+        with self.store.transaction() as conn:
+            return tuple(sorted(n for (n,) in conn.execute(select(schema.risk_list_entries.c.list_name).distinct())))
+
+    def put_rule(self, rule: Rule, actor: str) -> Rule:
+        """Create a rule or a new version of it. Validated completely first; audited with before/after."""
+        compile_rule(rule, self._list_names())
+        r = schema.risk_rules
+        with self.store.transaction() as conn:
+            before = conn.execute(select(r).where(r.c.rule_id == rule.rule_id).order_by(r.c.version.desc())
+                                  .limit(1)).first()
+            version = (before.version + 1) if before else 1
+            saved = Rule(rule.rule_id, rule.expression.strip(), rule.action, rule.weight, rule.mode,
+                         rule.description, version)
+            conn.execute(insert(r).values(**{k: v for k, v in saved.as_dict().items()}, active=True,
+                                          created_ms=_now(), actor=actor))
+            record_audit(conn, actor, "risk.rule.put", [None], {
+                "rule_id": rule.rule_id, "before": _rule_view(before), "after": {**saved.as_dict(), "active": True}})
+        self.invalidate()
+        return saved
+
+    def delete_rule(self, rule_id: str, actor: str) -> None:
+        r = schema.risk_rules
+        with self.store.transaction() as conn:
+            before = conn.execute(select(r).where(r.c.rule_id == rule_id).order_by(r.c.version.desc()).limit(1)).first()
+            if before is None or not before.active:
+                raise NotFoundError(f"no active rule {rule_id!r}")
+            row = {**_rule_view(before), "version": before.version + 1, "active": False, "created_ms": _now(),
+                   "actor": actor}
+            conn.execute(insert(r).values(**row))
+            record_audit(conn, actor, "risk.rule.delete", [None], {"rule_id": rule_id, "before": _rule_view(before),
+                                                                   "after": None})
+        self.invalidate()
+
+    def add_to_list(self, list_name: str, kind: str, values: Iterable[str], actor: str) -> int:
+        """Add raw values (cards, devices, e-mails, IPs, user ids) to a list; only keyed tokens are stored."""
+        import re
+
+        if not re.match(LIST_NAME, list_name):
+            raise InvalidInputError("list name must be 1-64 characters of a-z, 0-9 and _", field="list_name")
+        if kind not in LIST_KINDS:
+            raise InvalidInputError(f"kind must be one of {', '.join(LIST_KINDS)}", field="kind")
+        values = [v for v in values]
+        if not values or any(not isinstance(v, str) or not v.strip() or len(v) > 254 for v in values):
+            raise InvalidInputError("values must be 1 or more non-empty strings of at most 254 characters",
+                                    field="values")
+        tokens = sorted({self._token(kind, v) for v in values})
+        e = schema.risk_list_entries
+        with self.store.transaction() as conn:
+            existing_kind = conn.execute(select(e.c.kind).where(e.c.list_name == list_name).limit(1)).scalar()
+            if existing_kind is not None and existing_kind != kind:
+                raise InvalidInputError(f"list {list_name!r} holds {existing_kind} values, not {kind}", field="kind")
+            now = _now()
+            added = self.store.insert_ignore(conn, "risk_list_entries", [
+                {"list_name": list_name, "token": t, "kind": kind, "added_ms": now, "actor": actor} for t in tokens])
+            record_audit(conn, actor, "risk.list.add", [None], {"list": list_name, "kind": kind, "added": added})
+        self.invalidate()
+        return added
+
+    def _token(self, kind: str, value: str) -> str:
+        if kind == "user":
+            return self.shop.pseudonyms.user(value)
+        domain = {"card": "instrument", "email": "email"}.get(kind, kind)
+        return self.shop.pseudonyms.token(domain, value.strip().lower() if kind == "email" else value)
+
+    def lists(self) -> list[dict[str, Any]]:
+        e = schema.risk_list_entries
+        with self.store.transaction() as conn:
+            rows = conn.execute(select(e.c.list_name, e.c.kind, func.count()).group_by(e.c.list_name, e.c.kind)).all()
+        return [{"list_name": n, "kind": k, "entries": c} for n, k, c in rows]
+
+    def set_thresholds(self, review: float, block: float, actor: str) -> Thresholds:
+        if not 0.0 <= review <= block <= 1.0:
+            raise InvalidInputError("thresholds need 0 <= review <= block <= 1", field="review")
+        t = schema.risk_thresholds
+        with self.store.transaction() as conn:
+            before = self._thresholds(conn)
+            version = before.version + 1
+            conn.execute(insert(t).values(version=version, review=review, block=block, created_ms=_now(), actor=actor))
+            record_audit(conn, actor, "risk.thresholds.set", [None], {
+                "before": {"review": before.review, "block": before.block, "version": before.version},
+                "after": {"review": review, "block": block, "version": version}})
+        self.invalidate()
+        return Thresholds(review, block, version)
+
+    def thresholds(self) -> Thresholds:
+        with self.store.transaction() as conn:
+            return self._thresholds(conn)
+
+    # -- accounts, cases, labels ---------------------------------------------------------------------
+
+    def _set_frozen(self, pseudonym: str, frozen: bool, actor: str, reason: str = "") -> None:
+        a = schema.risk_accounts
+        with self.store.transaction() as conn:
+            before = conn.execute(select(a.c.frozen).where(a.c.pseudonym == pseudonym)).scalar()
+            if before is None:
+                conn.execute(insert(a).values(pseudonym=pseudonym, frozen=frozen, updated_ms=_now(), actor=actor))
+            else:
+                conn.execute(update(a).where(a.c.pseudonym == pseudonym)
+                             .values(frozen=frozen, updated_ms=_now(), actor=actor))
+            record_audit(conn, actor, "risk.account.freeze" if frozen else "risk.account.unfreeze", [pseudonym],
+                         {"before": bool(before), "after": frozen, "reason": reason})
+        (self._frozen.add if frozen else self._frozen.discard)(pseudonym)
+        self.invalidate()
+
+    def freeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
+        self._set_frozen(self.shop.pseudonyms.user(raw_user_id), True, actor, reason)
+
+    def unfreeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
+        pseudonym = self.shop.pseudonyms.user(raw_user_id)
+        if pseudonym not in self._frozen and not self._is_frozen_in_db(pseudonym):
+            raise NotFoundError("this account is not frozen")
+        self._set_frozen(pseudonym, False, actor, reason)
+
+    def _is_frozen_in_db(self, pseudonym: str) -> bool:
+        a = schema.risk_accounts
+        with self.store.transaction() as conn:
+            return bool(conn.execute(select(a.c.frozen).where(a.c.pseudonym == pseudonym)).scalar())
+
+    def cases(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
+        c = schema.risk_cases
+        d = schema.risk_decisions
+        with self.store.transaction() as conn:
+            rows = conn.execute(select(c, d.c.score, d.c.amount, d.c.kind, d.c.rules)
+                                .join(d, d.c.decision_id == c.c.decision_id)
+                                .where(c.c.status == status).order_by(c.c.opened_ms).limit(limit)).all()
+        return [{**dict(r._mapping), "rules": json.loads(r.rules)} for r in rows]
+
+    def resolve_case(self, case_id: str, verdict: str, actor: str) -> dict[str, Any]:
+        """An analyst's verdict closes the case and becomes the event's label (audited)."""
+        if verdict not in ("fraud", "legitimate"):
+            raise InvalidInputError("verdict must be 'fraud' or 'legitimate'", field="verdict")
+        c = schema.risk_cases
+        with self.store.transaction() as conn:
+            case = conn.execute(select(c).where(c.c.case_id == case_id)).first()
+            if case is None:
+                raise NotFoundError("no such case")
+            if case.status != "open":
+                raise InvalidInputError(f"the case is already resolved as {case.status}", field="case_id")
+            now = _now()
+            conn.execute(update(c).where(c.c.case_id == case_id).values(status=verdict, resolved_ms=now,
+                                                                          resolved_by=actor))
+            self._upsert_labels(conn, [{"event_id": case.event_id, "user_pseudonym": case.user_pseudonym,
+                                        "fraud": verdict == "fraud", "source": "analyst", "labelled_ms": now,
+                                        "actor": actor}])
+            record_audit(conn, actor, "risk.case.resolve", [case.user_pseudonym],
+                         {"case_id": case_id, "verdict": verdict})
+        return {"case_id": case_id, "status": verdict, "resolved_ms": now}
+
+    def add_labels(self, labels: list[dict[str, Any]], actor: str) -> int:
+        """Late labels (chargebacks, verdicts from elsewhere) for decided events: {event_id, fraud, source}."""
+        d = schema.risk_decisions
+        rows = []
+        with self.store.transaction() as conn:
+            for i, label in enumerate(labels):
+                if not isinstance(label.get("fraud"), bool):
+                    raise InvalidInputError(f"label {i}: fraud must be true or false", field="fraud")
+                user = conn.execute(select(d.c.user_pseudonym).where(d.c.event_id == label.get("event_id"))
+                                    .limit(1)).first()
+                if user is None:
+                    raise NotFoundError(f"label {i}: no decision for this event_id")
+                rows.append({"event_id": label["event_id"], "user_pseudonym": user[0], "fraud": label["fraud"],
+                             "source": str(label.get("source") or "chargeback")[:16],
+                             "labelled_ms": int(label.get("labelled_ms") or _now()), "actor": actor})
+            self._upsert_labels(conn, rows)
+            record_audit(conn, actor, "risk.labels.add", [None], {"count": len(rows)})
+        return len(rows)
+
+    def _upsert_labels(self, conn, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.store.upsert(conn, "risk_labels", rows)
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def _rule_view(row: Any) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    keep = ("rule_id", "version", "expression", "action", "weight", "mode", "description", "active")
+    return {k: getattr(row, k) for k in keep}

@@ -1,0 +1,135 @@
+"""Training the risk model from the decision log, and replaying history through the engine.
+
+Labels arrive late. At a training cut-off T an event's label is
+  - fraud or legitimate, if a label (chargeback, analyst verdict) was *recorded* by T (`labelled_ms`);
+  - legitimate, if no label arrived and the event is older than the label delay (T - delay);
+  - unknown, otherwise: the event is left out rather than guessed legitimate.
+Features come from the decision log, i.e. exactly what the engine computed when it decided, so nothing
+from after the event can leak into them; labels recorded after T are never read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert, select
+
+from shopmind.exceptions import InvalidInputError
+from shopmind.risk.features import FEATURE_NAMES
+from shopmind.risk.model import RiskModel
+from shopmind.risk.schemas import RiskEvent
+from shopmind.storage import schema
+
+DAY_MS = 86_400_000
+
+
+@dataclass
+class TrainingSet:
+    X: np.ndarray
+    y: np.ndarray
+    event_ids: list[str]
+    ts_ms: np.ndarray
+    left_out_unknown: int
+
+
+def training_set(store, cutoff_ms: int, label_delay_days: float = 7.0, since_ms: int = 0) -> TrainingSet:
+    d, lab = schema.risk_decisions, schema.risk_labels
+    with store.transaction() as conn:
+        decisions = conn.execute(select(d.c.event_id, d.c.ts_ms, d.c.decided_ms, d.c.features)
+                                 .where(d.c.ts_ms <= cutoff_ms, d.c.decided_ms <= cutoff_ms, d.c.ts_ms >= since_ms)
+                                 .order_by(d.c.decided_ms)).all()
+        labels = {e: f for e, f in conn.execute(select(lab.c.event_id, lab.c.fraud)
+                                                .where(lab.c.labelled_ms <= cutoff_ms))}
+    latest: dict[str, Any] = {}
+    for row in decisions:  # the last decision on an event is the one that stood
+        latest[row.event_id] = row
+    settled = cutoff_ms - label_delay_days * DAY_MS
+    X, y, ids, ts = [], [], [], []
+    unknown = 0
+    for event_id, row in latest.items():
+        if event_id in labels:
+            target = float(labels[event_id])
+        elif row.ts_ms <= settled:
+            target = 0.0
+        else:
+            unknown += 1
+            continue
+        feats = json.loads(row.features)
+        X.append([math.nan if feats.get(n) is None else feats[n] for n in FEATURE_NAMES])
+        y.append(target)
+        ids.append(event_id)
+        ts.append(row.ts_ms)
+    return TrainingSet(np.array(X, dtype=np.float64).reshape(-1, len(FEATURE_NAMES)), np.array(y), ids,
+                       np.array(ts, dtype=np.int64), unknown)
+
+
+def train_risk_model(shop, actor: str, cutoff_ms: int | None = None, label_delay_days: float = 7.0,
+                     n_rounds: int = 300, promote: bool = True) -> dict[str, Any]:
+    """Fit on the decision log up to the cut-off and register the model (kind "risk")."""
+    cutoff_ms = cutoff_ms if cutoff_ms is not None else int(time.time() * 1000)
+    started = time.perf_counter()
+    data = training_set(shop.store, cutoff_ms, label_delay_days)
+    if len(data.y) == 0:
+        raise InvalidInputError("no decided events with known labels before the cut-off: replay history "
+                                "(`shopmind risk replay`) or wait for labels", field="cutoff")
+    model = RiskModel(n_rounds=n_rounds).fit(data.X, data.y, FEATURE_NAMES)
+    card = {"cutoff_ms": cutoff_ms, "label_delay_days": label_delay_days, "n_events": int(len(data.y)),
+            "n_fraud": int(data.y.sum()), "left_out_unlabelled": data.left_out_unknown,
+            "train_seconds": round(time.perf_counter() - started, 2), "features": len(FEATURE_NAMES), "actor": actor}
+    with shop.store.transaction() as conn:
+        subjects = [p for (p,) in conn.execute(select(schema.risk_decisions.c.user_pseudonym).distinct()
+                                               .where(schema.risk_decisions.c.ts_ms <= cutoff_ms)) if p]
+    version = shop.registry.register("risk", model, card, subjects, promote=promote)
+    shop.risk.invalidate()
+    return {"version": version, **card}
+
+
+def replay_history(shop, label_delay_days: float = 7.0, limit: int | None = None,
+                   progress=None) -> dict[str, Any]:
+    """Replay stored orders and payments, oldest first, through the current rules and model: fills the
+    velocity windows and the decision log with point-in-time features, and records each stored fraud
+    label as a chargeback arriving `label_delay_days` after the event. Stored tokens are used as they are."""
+    engine = shop.risk.engine()
+    o, p = schema.orders, schema.payments
+    with shop.store.transaction() as conn:
+        rows = [("order", r) for r in conn.execute(select(o).order_by(o.c.ts_ms))]
+        rows += [("payment", r) for r in conn.execute(select(p).order_by(p.c.ts_ms))]
+    rows.sort(key=lambda kr: kr[1].ts_ms)
+    if limit:
+        rows = rows[:limit]
+    decisions, labels, counts = [], [], {"allow": 0, "review": 0, "block": 0, "freeze_account": 0}
+    delay_ms = int(label_delay_days * DAY_MS)
+    for kind, r in rows:
+        event_id = r.order_id if kind == "order" else r.payment_id
+        items = json.loads(r.items) if kind == "order" else []
+        event = RiskEvent(event_id=f"{kind}:{event_id}", kind=kind, ts_ms=r.ts_ms, amount=r.amount,
+                          currency=r.currency, ip_country=getattr(r, "ip_country", None),
+                          shipping_country=getattr(r, "shipping_country", None),
+                          items=[{"item_id": str(i.get("item_id")), "price": float(i.get("price") or 0),
+                                  "quantity": int(i.get("quantity") or 1)} for i in items if i.get("item_id")])
+        tokens = {"user": r.user_pseudonym} if r.user_pseudonym else {}
+        if r.instrument_token:
+            tokens["card"] = r.instrument_token
+        if kind == "order" and r.device_token:
+            tokens["device"] = r.device_token
+        out = engine.decide(event, tokens=tokens)
+        row, _ = shop.risk._rows(event, out, engine)
+        row["decided_ms"] = r.ts_ms  # as if decided live: training cut-offs compare against it
+        decisions.append(row)
+        counts[out.decision] += 1
+        if r.label_fraud:
+            labels.append({"event_id": event.event_id, "user_pseudonym": r.user_pseudonym, "fraud": True,
+                           "source": "import", "labelled_ms": r.ts_ms + delay_ms, "actor": "replay"})
+        if progress:
+            progress(1)
+    with shop.store.transaction() as conn:
+        for start in range(0, len(decisions), 5000):
+            conn.execute(insert(schema.risk_decisions), decisions[start:start + 5000])
+        if labels:
+            shop.store.upsert(conn, "risk_labels", labels)
+    return {"replayed": len(decisions), "fraud_labels": len(labels), "decisions": counts}

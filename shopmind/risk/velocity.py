@@ -1,0 +1,395 @@
+"""Velocity features: count, sum, mean, max and distinct counts over sliding windows per entity.
+
+Every payment-like event names some of five entities (user, card, device, ip, terminal; keys are
+pseudonyms or fingerprints, opaque here). For each named entity and each window w in WINDOWS the
+features of an event at time t are computed over that entity's events with ts in (t - w, t], the
+event itself included: the window is half-open on the left, so an event exactly w old is out and one
+1 ms younger is in. `<kind>_seconds_since_prev` is the gap to the entity's latest event strictly
+before t (-1 when there is none within the retention).
+
+Late and out-of-order events are inserted at their place in time: their own features count only
+events with ts <= their ts, and later queries see them. Each entity keeps its events for RETAIN_MS
+(30 d plus a one-day margin) behind its newest event, so an event up to a day late still sees an
+exact 30-day window. Recording is idempotent: the same event_id at the same ts counts once.
+
+Amounts are kept as integer micro-units, so sums do not depend on insertion order and the in-process
+store and the Redis store give bit-identical features from the one function `window_features`.
+
+Erasure removes the user's own series and every entry the user's events left in other entities
+(those say "this user used this card"), found through a per-user index of what was written.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlparse, urlunparse
+
+from shopmind.exceptions import ConfigError, InvalidInputError, StorageError
+
+ENTITIES = ("user", "card", "device", "ip", "terminal")
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+WINDOWS = {"1h": HOUR_MS, "1d": DAY_MS, "7d": 7 * DAY_MS, "30d": 30 * DAY_MS}
+LATE_MARGIN_MS = DAY_MS                       # late events up to this old still get exact 30-day windows
+RETAIN_MS = max(WINDOWS.values()) + LATE_MARGIN_MS
+DEFAULT_DISTINCT: dict[str, tuple[str, ...]] = {
+    "user": ("card", "device", "ip"),
+    "card": ("user", "device"),
+    "device": ("user", "card"),
+    "ip": ("user", "card"),
+    "terminal": ("card",),
+}
+MICRO = 1_000_000
+SEP = "\x1f"                                  # field separator in Redis members; refused inside ids
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One event as the risk engine sees it; `entities` maps kind -> key for any subset of ENTITIES."""
+
+    event_id: str
+    ts_ms: int
+    amount: float
+    entities: dict[str, str] = field(default_factory=dict)
+
+
+class VelocityStore(Protocol):
+    name: str
+
+    def observe(self, obs: Observation) -> dict[str, float]: ...
+    def query(self, obs: Observation) -> dict[str, float]: ...
+    def erase_subject(self, pseudonym: str) -> dict[str, int]: ...
+
+
+@lru_cache(maxsize=64)
+def _names(kind: str, distinct: tuple[str, ...]) -> tuple[str, tuple[tuple[int, str, str, str, str, tuple[str, ...]], ...]]:
+    per_window = tuple(
+        (w, f"{kind}_count_{n}", f"{kind}_sum_{n}", f"{kind}_mean_{n}", f"{kind}_max_{n}",
+         tuple(f"{kind}_distinct_{d}_{n}" for d in distinct))
+        for n, w in sorted(WINDOWS.items(), key=lambda item: item[1]))
+    return f"{kind}_seconds_since_prev", per_window
+
+
+def feature_names(distinct: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """Every feature name a store with this distinct configuration can return (to fill absent kinds)."""
+    distinct = DEFAULT_DISTINCT if distinct is None else distinct
+    out = []
+    for kind in ENTITIES:
+        since, per_window = _names(kind, tuple(distinct.get(kind, ())))
+        out.append(since)
+        for _, *names, dnames in per_window:
+            out.extend(names)
+            out.extend(dnames)
+    return out
+
+
+def window_features(kind: str, distinct: tuple[str, ...], ts: list[int], amounts: list[int],
+                    cols: list[list[Any]], t: int, extra: tuple[int, tuple[Any, ...]] | None = None) -> dict[str, float]:
+    """Features at time t of one entity from its events sorted by ts (amounts in micro-units, one
+    column of values per distinct kind, "" or b"" meaning absent). `extra` = (amount, values) is one
+    more event at t that is not in the lists (the event being observed). Windows are nested, so one
+    backward pass over the 30 days serves all four, with the slicing and set work done in C."""
+    since, per_window = _names(kind, distinct)
+    hi = bisect_right(ts, t)
+    before = bisect_left(ts, t, 0, hi)
+    out: dict[str, float] = {since: (t - ts[before - 1]) / 1000 if before and ts[before - 1] >= t - RETAIN_MS else -1.0}
+    sets: list[set[Any]] = [set() for _ in cols]
+    n = total = 0
+    top: int | None = None
+    if extra is not None:
+        n, total, top = 1, extra[0], extra[0]
+        for s, v in zip(sets, extra[1]):
+            s.add(v)
+    upper = hi
+    for w, count_name, sum_name, mean_name, max_name, dnames in per_window:
+        lo = bisect_right(ts, t - w, 0, upper)
+        if lo < upper:
+            seg = amounts[lo:upper]
+            n += upper - lo
+            total += sum(seg)
+            seg_top = max(seg)
+            top = seg_top if top is None or seg_top > top else top
+            for s, col in zip(sets, cols):
+                s.update(col[lo:upper])
+            upper = lo
+        out[count_name] = n
+        out[sum_name] = total / MICRO
+        out[mean_name] = total / n / MICRO if n else 0.0
+        out[max_name] = top / MICRO if top is not None else 0.0
+        for s, name in zip(sets, dnames):
+            out[name] = len(s) - ("" in s or b"" in s)
+    return out
+
+
+def _check(obs: Observation) -> int:
+    """Validate once at the boundary; returns the amount in micro-units. Messages never echo ids."""
+    if not obs.event_id or SEP in obs.event_id:
+        raise InvalidInputError("event_id must be non-empty and free of control separators", field="event_id")
+    for kind, key in obs.entities.items():
+        if kind not in DEFAULT_DISTINCT:
+            raise InvalidInputError(f"unknown entity kind {kind!r}: use one of {', '.join(ENTITIES)}", field="entities")
+        if not key or SEP in key:
+            raise InvalidInputError(f"{kind} key must be non-empty and free of control separators", field="entities")
+    try:
+        return int(round(obs.amount * MICRO))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInputError("amount must be a finite number", field="amount") from exc
+
+
+class _Series:
+    """One entity's events, as parallel lists sorted by ts (bisect inserts keep late events in place)."""
+
+    __slots__ = ("ts", "eid", "amt", "user", "cols")
+
+    def __init__(self, width: int):
+        self.ts: list[int] = []
+        self.eid: list[str] = []
+        self.amt: list[int] = []
+        self.user: list[str] = []
+        self.cols: list[list[str]] = [[] for _ in range(width)]
+
+    def find(self, t: int, eid: str) -> int:
+        for j in range(bisect_left(self.ts, t), bisect_right(self.ts, t)):
+            if self.eid[j] == eid:
+                return j
+        return -1
+
+    def delete(self, lo: int, hi: int) -> None:
+        for lst in (self.ts, self.eid, self.amt, self.user, *self.cols):
+            del lst[lo:hi]
+
+
+class MemoryVelocityStore:
+    """Velocity series in this process: thread-safe, bounded by LRU eviction of whole entities."""
+
+    name = "velocity"
+
+    def __init__(self, max_entities: int = 1_000_000, distinct: dict[str, tuple[str, ...]] | None = None):
+        self.distinct = {k: tuple((distinct or DEFAULT_DISTINCT).get(k, ())) for k in ENTITIES}
+        self._max = max_entities
+        self._data: OrderedDict[tuple[str, str], _Series] = OrderedDict()
+        # user -> (kind, key, event_id, ts) of every entry the user's events left in other entities;
+        # kept exactly in step with trimming and eviction, so erasure finds everything.
+        self._index: dict[str, set[tuple[str, str, str, int]]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, obs: Observation) -> dict[str, float]:
+        return self._run(obs, record=True)
+
+    def query(self, obs: Observation) -> dict[str, float]:
+        """The features `observe` would return, without recording anything (what-if, backtests)."""
+        return self._run(obs, record=False)
+
+    def _run(self, obs: Observation, record: bool) -> dict[str, float]:
+        amount, t, eid = _check(obs), obs.ts_ms, obs.event_id
+        ents = obs.entities
+        user = ents.get("user", "")
+        out: dict[str, float] = {}
+        with self._lock:
+            for kind, key in ents.items():
+                dkinds = self.distinct[kind]
+                values = tuple(ents.get(d, "") for d in dkinds)
+                s = self._data.get((kind, key))
+                if s is None:
+                    s = _Series(len(dkinds))
+                    if record:
+                        self._data[(kind, key)] = s
+                elif record:
+                    self._data.move_to_end((kind, key))
+                dup = s.find(t, eid) >= 0
+                out.update(window_features(kind, dkinds, s.ts, s.amt, s.cols, t, None if dup else (amount, values)))
+                if record and not dup:
+                    self._insert(kind, key, s, t, eid, amount, user, values)
+            while len(self._data) > self._max:
+                (kind, key), s = self._data.popitem(last=False)
+                self._unindex(kind, key, s, 0, len(s.ts))
+        return out
+
+    def _insert(self, kind: str, key: str, s: _Series, t: int, eid: str, amount: int, user: str,
+                values: tuple[str, ...]) -> None:
+        i = bisect_right(s.ts, t)
+        owner = user if kind != "user" else ""
+        s.ts.insert(i, t)
+        s.eid.insert(i, eid)
+        s.amt.insert(i, amount)
+        s.user.insert(i, owner)
+        for col, v in zip(s.cols, values):
+            col.insert(i, v)
+        if owner:
+            self._index.setdefault(owner, set()).add((kind, key, eid, t))
+        cut = bisect_left(s.ts, s.ts[-1] - RETAIN_MS)
+        if cut:
+            self._unindex(kind, key, s, 0, cut)
+            s.delete(0, cut)
+
+    def _unindex(self, kind: str, key: str, s: _Series, lo: int, hi: int) -> None:
+        for j in range(lo, hi):
+            owner = s.user[j]
+            if owner and (ptrs := self._index.get(owner)) is not None:
+                ptrs.discard((kind, key, s.eid[j], s.ts[j]))
+                if not ptrs:
+                    del self._index[owner]
+
+    def erase_subject(self, pseudonym: str) -> dict[str, int]:
+        with self._lock:
+            own = self._data.pop(("user", pseudonym), None)
+            entries = len(own.ts) if own is not None else 0
+            for kind, key, eid, t in self._index.pop(pseudonym, ()):
+                s = self._data.get((kind, key))
+                j = s.find(t, eid) if s is not None else -1
+                if j >= 0:
+                    s.delete(j, j + 1)
+                    entries += 1
+                    if not s.ts:
+                        del self._data[(kind, key)]
+        return {"velocity_entities": int(own is not None), "velocity_entries": entries}
+
+
+_OBSERVE_LUA = """
+local t, lo, retain, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local tsp, dupp = ARGV[6], ARGV[7]
+local out = {}
+for i = 1, n do
+  local key = KEYS[i]
+  local r = redis.call('ZRANGEBYSCORE', key, lo, t)
+  local dup = false
+  for j = #r, 1, -1 do
+    local m = r[j]
+    if string.sub(m, 1, #tsp) ~= tsp then break end
+    if string.sub(m, 1, #dupp) == dupp then dup = true break end
+  end
+  if not dup then
+    redis.call('ZADD', key, t, ARGV[9 + i])
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', tonumber(last[2]) - retain))
+    local im = ARGV[9 + n + i]
+    if im ~= '' then redis.call('ZADD', KEYS[n + 1], t, im) end
+  end
+  redis.call('PEXPIRE', key, ttl)
+  out[i] = r
+end
+if #KEYS > n then
+  local ix = KEYS[n + 1]
+  local last = redis.call('ZRANGE', ix, -1, -1, 'WITHSCORES')
+  if #last > 0 then
+    redis.call('ZREMRANGEBYSCORE', ix, '-inf', '(' .. string.format('%d', tonumber(last[2]) - tonumber(ARGV[8])))
+    redis.call('PEXPIRE', ix, ARGV[9])
+  end
+end
+return out
+"""
+
+
+class RedisVelocityStore:
+    """The same features from Redis, shared by several API processes: one sorted set per entity
+    (score = ts, member = "ts␟event_id␟micro-amount␟distinct values…"), written and read back by one
+    Lua script, so an observation costs one round trip and is atomic. Keys expire 31 d after their
+    last write. The per-user index (a sorted set of "kind␟key␟member") keeps twice the retention:
+    with event times near the wall clock that outlives every entry it points to."""
+
+    name = "velocity"
+    TTL_MS = RETAIN_MS
+    INDEX_RETAIN_MS = 2 * RETAIN_MS + DAY_MS
+
+    def __init__(self, target: Any, prefix: str = "shopmind-vel", distinct: dict[str, tuple[str, ...]] | None = None):
+        import redis
+
+        self._r = redis.Redis.from_url(target, socket_timeout=2, socket_connect_timeout=2) if isinstance(target, str) else target
+        self._prefix = prefix.encode()
+        self.distinct = {k: tuple((distinct or DEFAULT_DISTINCT).get(k, ())) for k in ENTITIES}
+        self._script = self._r.register_script(_OBSERVE_LUA)
+
+    def _key(self, kind: str, key: str) -> bytes:
+        return b"%s:e:%s:%s" % (self._prefix, kind.encode(), key.encode())
+
+    def _index_key(self, user: str) -> bytes:
+        return b"%s:x:%s" % (self._prefix, user.encode())
+
+    def _call(self, fn, *args, **kwargs):
+        import redis
+
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise StorageError(f"redis failed ({type(exc).__name__})") from exc
+
+    def observe(self, obs: Observation) -> dict[str, float]:
+        return self._run(obs, record=True)
+
+    def query(self, obs: Observation) -> dict[str, float]:
+        """The features `observe` would return, without recording anything (what-if, backtests)."""
+        return self._run(obs, record=False)
+
+    def _run(self, obs: Observation, record: bool) -> dict[str, float]:
+        amount, t, eid = _check(obs), obs.ts_ms, obs.event_id
+        ents = obs.entities
+        kinds = list(ents)
+        if not kinds:
+            return {}
+        values = {k: tuple(ents.get(d, "").encode() for d in self.distinct[k]) for k in kinds}
+        keys = [self._key(k, ents[k]) for k in kinds]
+        lo = str(t - RETAIN_MS)
+        if record:
+            head = f"{t}{SEP}{eid}{SEP}".encode()
+            members = [b"%s%d%s%s" % (head, amount, SEP.encode() if values[k] else b"", SEP.encode().join(values[k]))
+                       for k in kinds]
+            user = ents.get("user")
+            index = [b"%s\x1f%s\x1f%s" % (k.encode(), ents[k].encode(), m) if user and k != "user" else b""
+                     for k, m in zip(kinds, members)]
+            argv = [t, lo, RETAIN_MS, self.TTL_MS, len(kinds), f"{t}{SEP}".encode(), head,
+                    self.INDEX_RETAIN_MS, 2 * self.TTL_MS + DAY_MS, *members, *index]
+            ranges = self._call(self._script, keys=keys + ([self._index_key(user)] if user else []), args=argv)
+        else:
+            pipe = self._r.pipeline(transaction=False)
+            for key in keys:
+                pipe.zrangebyscore(key, lo, t)
+            ranges = self._call(pipe.execute)
+        out: dict[str, float] = {}
+        eid_b = eid.encode()
+        for kind, raw in zip(kinds, ranges):
+            width = len(self.distinct[kind])
+            if raw:
+                fields = list(zip(*(m.split(b"\x1f") for m in raw)))
+                ts = list(map(int, fields[0]))
+                amts = list(map(int, fields[2]))
+                cols = [list(c) for c in fields[3:3 + width]]
+                dup, j = False, len(ts) - 1
+                while j >= 0 and ts[j] == t and not dup:
+                    dup, j = fields[1][j] == eid_b, j - 1
+            else:
+                ts, amts, cols, dup = [], [], [[] for _ in range(width)], False
+            out.update(window_features(kind, self.distinct[kind], ts, amts, cols, t, None if dup else (amount, values[kind])))
+        return out
+
+    def erase_subject(self, pseudonym: str) -> dict[str, int]:
+        own, ix = self._key("user", pseudonym), self._index_key(pseudonym)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zcard(own)
+        pipe.zrange(ix, 0, -1)
+        entries, pointers = self._call(pipe.execute)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(own)
+        for pointer in pointers:
+            kind, key, member = pointer.split(b"\x1f", 2)
+            pipe.zrem(b"%s:e:%s:%s" % (self._prefix, kind, key), member)
+        pipe.delete(ix)
+        results = self._call(pipe.execute)
+        return {"velocity_entities": int(entries > 0), "velocity_entries": entries + sum(results[1:-1])}
+
+
+def open_velocity_store(cache_url: str) -> VelocityStore:
+    """memory:// or redis://host:port/db[?prefix=name] (the cache's URL). Redis keys live under
+    `<prefix>-vel:`, outside the cache's `<prefix>:` namespace, whose scans read every key as a string."""
+    parsed = urlparse(cache_url)
+    scheme = parsed.scheme
+    if scheme == "memory":
+        return MemoryVelocityStore()
+    if scheme in {"redis", "rediss", "unix"}:
+        prefix = parse_qs(parsed.query).get("prefix", ["shopmind"])[0]
+        return RedisVelocityStore(urlunparse(parsed._replace(query="")), prefix=f"{prefix}-vel")
+    raise ConfigError(f"cache_url scheme {scheme!r} is not supported: use memory:// or redis://")
