@@ -20,6 +20,7 @@ from rich.table import Table
 
 from shopmind.cli import analytics as analytics_cli
 from shopmind.cli import privacy as privacy_cli
+from shopmind.cli import risk as risk_cli
 from shopmind.exceptions import AuthError, ConfigError, InvalidInputError, NotFoundError, ShopmindError
 
 app = typer.Typer(help="shopmind: a self-hosted, privacy-first AI engine for e-commerce.", no_args_is_help=True,
@@ -224,6 +225,7 @@ models_app = typer.Typer(help="Inspect, promote and roll back model versions.", 
 app.add_typer(models_app, name="models")
 app.add_typer(analytics_cli.app, name="analytics")
 app.add_typer(privacy_cli.app, name="privacy")
+app.add_typer(risk_cli.app, name="risk")
 
 
 @models_app.command("list")

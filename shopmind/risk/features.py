@@ -27,7 +27,14 @@ EVENT_FEATURES = (
 VELOCITY_FEATURES = tuple(velocity_feature_names())
 FEATURE_NAMES = EVENT_FEATURES + VELOCITY_FEATURES
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
-_PREFIXES = tuple((entity, len(entity) + 1) for entity in ENTITIES)
+
+def _split(name: str) -> tuple[str, str, bool]:
+    entity = next(e for e in ENTITIES if name.startswith(e + "_"))
+    key = name[len(entity) + 1:]
+    return entity, key, key.startswith(("count_", "distinct_"))
+
+
+_SPLIT = {name: _split(name) for name in VELOCITY_FEATURES}  # velocity name -> (entity, field, is a count)
 
 
 def _differs(a: str | None, b: str | None) -> float:
@@ -93,12 +100,8 @@ def rule_context(event: RiskEvent, features: dict[str, float], velocity: dict[st
         template = _TEMPLATES[list_names] = rule_vars.sample_context(list_names)
     context = {name: dict(values) for name, values in template.items()}  # one level deep is enough
     for name, value in velocity.items():
-        for entity, cut in _PREFIXES:
-            if name.startswith(entity) and name[cut - 1] == "_":
-                bucket = context[entity]
-                key = name[cut:]
-                bucket[key] = int(value) if isinstance(bucket.get(key), int) else float(value)
-                break
+        entity, key, integral = _SPLIT[name]
+        context[entity][key] = int(value) if integral else float(value)
     ev = context["event"]
     ev.update({
         "kind": event.kind, "amount": float(event.amount), "currency": event.currency,

@@ -59,7 +59,7 @@ class RuleFired(BaseModel):
 
 class Contribution(BaseModel):
     feature: str
-    value: float
+    value: float | None = Field(description="The feature's value; null where it was unknown (missing).")
     contribution: float = Field(description="Log-odds this feature added to the model score.")
 
 

@@ -22,7 +22,6 @@ from sqlalchemy import insert, select
 from shopmind.exceptions import InvalidInputError
 from shopmind.risk.features import FEATURE_NAMES
 from shopmind.risk.model import RiskModel
-from shopmind.risk.schemas import RiskEvent
 from shopmind.storage import schema
 
 DAY_MS = 86_400_000
@@ -89,42 +88,24 @@ def train_risk_model(shop, actor: str, cutoff_ms: int | None = None, label_delay
     return {"version": version, **card}
 
 
-def replay_history(shop, label_delay_days: float = 7.0, limit: int | None = None,
-                   progress=None) -> dict[str, Any]:
+def replay_history(shop, label_delay_days: float = 7.0, progress=None) -> dict[str, Any]:
     """Replay stored orders and payments, oldest first, through the current rules and model: fills the
     velocity windows and the decision log with point-in-time features, and records each stored fraud
     label as a chargeback arriving `label_delay_days` after the event. Stored tokens are used as they are."""
+    from shopmind.risk.backtest import history
+
     engine = shop.risk.engine()
-    o, p = schema.orders, schema.payments
-    with shop.store.transaction() as conn:
-        rows = [("order", r) for r in conn.execute(select(o).order_by(o.c.ts_ms))]
-        rows += [("payment", r) for r in conn.execute(select(p).order_by(p.c.ts_ms))]
-    rows.sort(key=lambda kr: kr[1].ts_ms)
-    if limit:
-        rows = rows[:limit]
     decisions, labels, counts = [], [], {"allow": 0, "review": 0, "block": 0, "freeze_account": 0}
     delay_ms = int(label_delay_days * DAY_MS)
-    for kind, r in rows:
-        event_id = r.order_id if kind == "order" else r.payment_id
-        items = json.loads(r.items) if kind == "order" else []
-        event = RiskEvent(event_id=f"{kind}:{event_id}", kind=kind, ts_ms=r.ts_ms, amount=r.amount,
-                          currency=r.currency, ip_country=getattr(r, "ip_country", None),
-                          shipping_country=getattr(r, "shipping_country", None),
-                          items=[{"item_id": str(i.get("item_id")), "price": float(i.get("price") or 0),
-                                  "quantity": int(i.get("quantity") or 1)} for i in items if i.get("item_id")])
-        tokens = {"user": r.user_pseudonym} if r.user_pseudonym else {}
-        if r.instrument_token:
-            tokens["card"] = r.instrument_token
-        if kind == "order" and r.device_token:
-            tokens["device"] = r.device_token
+    for event, tokens, fraud, _pattern in history(shop):
         out = engine.decide(event, tokens=tokens)
         row, _ = shop.risk._rows(event, out, engine)
-        row["decided_ms"] = r.ts_ms  # as if decided live: training cut-offs compare against it
+        row["decided_ms"] = out.ts_ms  # as if decided live: training cut-offs compare against it
         decisions.append(row)
         counts[out.decision] += 1
-        if r.label_fraud:
-            labels.append({"event_id": event.event_id, "user_pseudonym": r.user_pseudonym, "fraud": True,
-                           "source": "import", "labelled_ms": r.ts_ms + delay_ms, "actor": "replay"})
+        if fraud:
+            labels.append({"event_id": event.event_id, "user_pseudonym": tokens.get("user"), "fraud": True,
+                           "source": "import", "labelled_ms": out.ts_ms + delay_ms, "actor": "replay"})
         if progress:
             progress(1)
     with shop.store.transaction() as conn:

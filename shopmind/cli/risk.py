@@ -1,0 +1,143 @@
+"""`shopmind risk`: rules, thresholds, replaying history, training, backtests and evaluation (docs/risk.md)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+app = typer.Typer(help="Real-time risk control: rules, models, backtests.", no_args_is_help=True)
+
+try:  # the Fraud-Detection-Handbook evaluation lives in its own module
+    from shopmind.cli.risk_evaluate import evaluate as _evaluate
+
+    app.command("evaluate")(_evaluate)
+except ImportError:  # pragma: no cover - only while that module is missing
+    pass
+
+
+def _main():
+    from shopmind.cli import main
+
+    return main
+
+
+def _ms(text: Optional[str], field: str) -> Optional[int]:
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        _main()._fail(f"{field}: expected an ISO date or time like 2026-01-31, got {text!r}", 2)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+@app.command("rule")
+def put_rule(
+    rule_id: Annotated[str, typer.Argument(help="Rule id (a-z, 0-9, _).")],
+    expression: Annotated[str, typer.Argument(help="CEL expression, e.g. 'event.amount > 500.0 && card.count_1d > 3'.")],
+    action: Annotated[str, typer.Option(help="score, allow, review, block or freeze_account.")] = "score",
+    weight: Annotated[float, typer.Option(help="For score rules: added to the score (-1..1).")] = 0.0,
+    mode: Annotated[str, typer.Option(help="shadow (log only, the default) or enforce.")] = "shadow",
+    description: Annotated[str, typer.Option(help="Shown as the reason when the rule fires.")] = "",
+):
+    """Create a rule or a new version of it. It is validated completely first; the change is audited."""
+    from shopmind.risk.rules import Rule
+
+    m = _main()
+    saved = m._run(lambda: m._shop().risk.put_rule(Rule(rule_id, expression, action, weight, mode, description),
+                                                   m._actor()))
+    m.out.print_json(json.dumps(saved.as_dict()))
+
+
+@app.command("rules")
+def list_rules():
+    """The active rules."""
+    m = _main()
+    rules = m._run(lambda: m._shop().risk.rules())
+    table = Table("rule", "v", "mode", "action", "weight", "expression")
+    for r in rules:
+        table.add_row(r.rule_id, str(r.version), r.mode, r.action, f"{r.weight:g}", r.expression)
+    m.out.print(table)
+
+
+@app.command("thresholds")
+def thresholds(
+    review: Annotated[Optional[float], typer.Option(help="Score from which events go to review.")] = None,
+    block: Annotated[Optional[float], typer.Option(help="Score from which events are blocked.")] = None,
+):
+    """Show the thresholds, or set both (audited)."""
+    m = _main()
+
+    def body():
+        shop = m._shop()
+        if review is None and block is None:
+            return shop.risk.thresholds()
+        if review is None or block is None:
+            m._fail("give both --review and --block", 2)
+        return shop.risk.set_thresholds(review, block, m._actor())
+
+    t = m._run(body)
+    m.out.print_json(json.dumps({"review": t.review, "block": t.block, "version": t.version}))
+
+
+@app.command()
+def replay(label_delay_days: Annotated[float, typer.Option(help="Assumed delay of stored fraud labels.")] = 7.0):
+    """Replay stored orders and payments through the engine into the decision log (to train a first model)."""
+    from shopmind.risk.training import replay_history
+
+    m = _main()
+    m.out.print_json(json.dumps(m._run(lambda: replay_history(m._shop(), label_delay_days))))
+
+
+@app.command()
+def train(
+    cutoff: Annotated[Optional[str], typer.Option(help="Train on what was known at this time (default: now).")] = None,
+    label_delay_days: Annotated[float, typer.Option(help="Events younger than this without a label are left "
+                                                         "out, not assumed legitimate.")] = 7.0,
+):
+    """Train the risk model (LightGBM) from the decision log and its labels, and promote it."""
+    from shopmind.risk.training import train_risk_model
+
+    m = _main()
+    cut = _ms(cutoff, "cutoff")
+    m.out.print_json(json.dumps(m._run(lambda: train_risk_model(m._shop(), m._actor(), cut, label_delay_days))))
+
+
+@app.command()
+def backtest(
+    since: Annotated[Optional[str], typer.Option(help="First day reported (earlier days only warm the windows).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Last time replayed.")] = None,
+    model_version: Annotated[Optional[str], typer.Option(help="Risk model version (default: the promoted one).")] = None,
+    review_cost: Annotated[float, typer.Option(help="Cost of one manual review.")] = 3.0,
+    margin: Annotated[float, typer.Option(help="Share of a good order's amount lost when it is blocked.")] = 0.25,
+):
+    """Replay stored history through the current rules and a model version; outcomes, cost and the
+    thresholds that would have cost least. Writes nothing."""
+    from shopmind.risk.backtest import CostModel, backtest as run
+
+    m = _main()
+    since_ms, until_ms = _ms(since, "since") or 0, _ms(until, "until")
+    result = m._run(lambda: run(m._shop(), since_ms, until_ms, model_version,
+                                CostModel(review_cost=review_cost, margin=margin)))
+    m.out.print_json(json.dumps(result))
+
+
+@app.command()
+def freeze(user_id: str, reason: Annotated[str, typer.Option()] = ""):
+    """Freeze an account: every later decision for it is freeze_account (audited)."""
+    m = _main()
+    m._run(lambda: m._shop().risk.freeze(user_id, m._actor(), reason))
+
+
+@app.command()
+def unfreeze(user_id: str, reason: Annotated[str, typer.Option()] = ""):
+    """Unfreeze an account (audited)."""
+    m = _main()
+    m._run(lambda: m._shop().risk.unfreeze(user_id, m._actor(), reason))
