@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     dp_budget_analytics: float = Field(10.0, ge=0, description="Total epsilon that differentially private reports "
                                                             "for the analytics purpose may spend (privacy ledger).")
     dp_budget_advertising: float = Field(5.0, ge=0, description="Total epsilon for reports released to advertisers.")
+    risk_alert_webhooks: list[str] = Field(default_factory=list, description="URLs that receive risk alerts "
+                                           "(rule hit-rate or fraud-rate jumps) as JSON POSTs, retried with backoff.")
+    risk_alert_interval_s: float = Field(60.0, gt=0, description="How often the service checks for risk alerts.")
     dp_delta_budget: float = Field(1e-5, ge=0, lt=1, description="Total delta per purpose (the noisy threshold's "
                                                                  "small chance of releasing a rare group).")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,6 +15,21 @@ from shopmind.auth import KeyVerifier
 from shopmind.config import Settings, load_settings
 from shopmind.shop import Shop
 
+log = logging.getLogger(__name__)
+
+
+async def _risk_alerts(shop: Shop) -> None:
+    """Check for risk alerts and deliver the outbox to the webhooks, every risk_alert_interval_s."""
+    from shopmind.risk import alerts
+
+    while True:
+        await asyncio.sleep(shop.settings.risk_alert_interval_s)
+        try:
+            await asyncio.to_thread(alerts.check, shop.store)
+            await asyncio.to_thread(alerts.deliver, shop.store, shop.settings.risk_alert_webhooks)
+        except Exception as exc:  # a failing check must not stop the service; the next one retries
+            log.warning("risk alert check failed: %s", type(exc).__name__)
+
 
 def create_app(settings: Settings | None = None, shop: Shop | None = None) -> FastAPI:
     """Build the app. With `shop` given, the caller owns it (tests); otherwise it opens one at startup."""
@@ -23,7 +40,10 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         owned = shop is None
         app.state.shop = shop or Shop.open(settings)
         app.state.keys = KeyVerifier(app.state.shop.store)
+        alerts = asyncio.create_task(_risk_alerts(app.state.shop)) if settings.risk_alert_webhooks else None
         yield
+        if alerts is not None:
+            alerts.cancel()
         if owned:
             app.state.shop.close()
 

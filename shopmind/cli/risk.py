@@ -141,3 +141,27 @@ def unfreeze(user_id: str, reason: Annotated[str, typer.Option()] = ""):
     """Unfreeze an account (audited)."""
     m = _main()
     m._run(lambda: m._shop().risk.unfreeze(user_id, m._actor(), reason))
+
+
+@app.command()
+def alerts(
+    webhook: Annotated[Optional[list[str]], typer.Option(help="Webhook URL (repeatable); default: the "
+                                                              "risk_alert_webhooks setting.")] = None,
+    window_minutes: Annotated[float, typer.Option(help="Recent window compared with the day before it.")] = 60,
+    ratio: Annotated[float, typer.Option(help="Alert when a rate is this many times its baseline.")] = 3.0,
+    min_hits: Annotated[int, typer.Option(help="...and at least this many hits in the window.")] = 10,
+):
+    """Check rule hit rates and the fraud rate for jumps, and deliver pending alerts (retried with backoff)."""
+    from shopmind.risk import alerts as risk_alerts
+
+    m = _main()
+
+    def body():
+        shop = m._shop()
+        policy = risk_alerts.AlertPolicy(window_ms=int(window_minutes * 60_000), ratio=ratio, min_hits=min_hits)
+        raised = risk_alerts.check(shop.store, policy)
+        hooks = list(webhook or shop.settings.risk_alert_webhooks)
+        delivery = risk_alerts.deliver(shop.store, hooks, policy) if hooks else {"delivered": 0, "failed": 0, "due": 0}
+        return {"raised": raised, "delivery": delivery, "webhooks": len(hooks)}
+
+    m.out.print_json(json.dumps(m._run(body)))

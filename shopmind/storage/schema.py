@@ -270,6 +270,19 @@ risk_accounts = Table(
     Column("actor", String(64), nullable=False),
 )
 
+# Alert outbox: raised alerts wait here until every webhook took them (retried with backoff). Aggregates
+# only: rule ids, counts and rates, no pseudonym.
+risk_alerts = Table(
+    "risk_alerts", metadata,
+    Column("id", AUTO_ID, primary_key=True, autoincrement=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_ms", BigInteger, nullable=False),
+    Column("delivered_ms", BigInteger),
+    Column("last_error", String(64)),
+)
+
 # Tables that hold rows about a user, with the column that names them: erasure and export walk this.
 SUBJECT_TABLES: dict[str, str] = {
     "users": "pseudonym",

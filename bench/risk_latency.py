@@ -1,0 +1,187 @@
+"""Latency of risk decisions: in process and over HTTP, with 50 rules and the LightGBM model.
+
+    .venv/bin/python bench/risk_latency.py [--rates 500,1000,2000,3000] [--seconds 15] [--decisions 5000]
+
+Builds a shop (2,000 generated users over 30 days), replays its orders and payments into the decision
+log, trains the risk model on them, adds 50 enforced rules over velocity, event and model fields (and a
+block list of 1,000 cards), then:
+  - in process: `RiskEngine.decide` alone (features, velocity windows, rules, model with TreeSHAP reasons)
+    and `RiskService.decide` (the same plus the durable, committed decision-log write), one after the
+    other on --decisions events with realistic cardinalities (users, 5,000 cards, 3,000 devices and IPs);
+  - over HTTP: `shopmind serve` in its own process, driven by an open-loop load generator in another
+    process (raw asyncio, 64 keep-alive connections, latency measured from each request's scheduled
+    send time, so queueing counts) posting decisions at each --rates for --seconds.
+Medians and p99 in milliseconds. The machine's two cores are shared by the server and the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from server import running_server  # noqa: E402
+
+LOADGEN = r"""
+import asyncio, json, random, sys, time
+try:
+    import uvloop; uvloop.install()
+except ImportError:
+    pass
+port, key, rate, seconds, users = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+rng = random.Random(int(rate))
+def body(i):
+    return json.dumps({"event_id": f"h{int(rate)}-{i}", "kind": "payment" if i % 3 else "order",
+        "user_id": f"u{rng.randrange(users) + 1:07d}", "amount": round(rng.lognormvariate(3.5, 1.0), 2),
+        "card": f"card-{rng.randrange(5000)}", "device_id": f"dev-{rng.randrange(3000)}",
+        "ip": f"10.0.{rng.randrange(12)}.{rng.randrange(250)}", "ip_country": rng.choice(["DE", "FR", "NG"]),
+        "shipping_country": "DE"}).encode()
+async def request(conn, payload):
+    reader, writer = conn
+    writer.write(b"POST /v1/risk/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 + f"X-API-Key: {key}\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
+    return status, await reader.readexactly(length)
+async def main():
+    pool = asyncio.Queue()
+    for _ in range(64):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    n = int(rate * seconds)
+    payloads = [body(i) for i in range(n)]
+    lat, errors = [], 0
+    start = time.perf_counter() + 0.2
+    async def one(i):
+        nonlocal errors
+        due = start + i / rate
+        await asyncio.sleep(max(0, due - time.perf_counter()))
+        conn = await pool.get()
+        try:
+            status, reply = await asyncio.wait_for(request(conn, payloads[i]), 10)
+            ok = status == 200 and b'"decision"' in reply
+        except Exception:
+            ok = False
+            conn[1].close()
+            conn = await asyncio.open_connection("127.0.0.1", port)
+        pool.put_nowait(conn)
+        if ok: lat.append(time.perf_counter() - due)
+        else: errors += 1
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = time.perf_counter() - start
+    lat.sort()
+    q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
+    print(json.dumps({"target_rps": rate, "achieved_rps": round(len(lat) / wall, 1), "p50_ms": q(0.5),
+                      "p99_ms": q(0.99), "errors": errors, "requests": n}))
+asyncio.run(main())
+"""
+
+RULE_TEMPLATES = [
+    "event.amount > {a}.0 && card.count_1d >= {c}",
+    "user.distinct_card_7d > {c} || device.distinct_user_30d > {c}",
+    "event.ip_country != event.shipping_country && event.amount > {a}.0",
+    "ip.count_1h > {c} && event.kind == 'payment'",
+    "model.score > 0.{c} && event.new_card",
+    "card.sum_1d > {a}.0 && card.distinct_device_7d >= {c}",
+    "event.new_device && event.amount > {a}.0 && user.count_30d < {c}",
+    "device.count_1h >= {c} && event.amount < 5.0",
+    "user.max_30d > 0.0 && event.amount > 3.0 * user.max_30d && event.amount > {a}.0",
+    "event.account_age_days >= 0.0 && event.account_age_days < 1.0 && event.amount > {a}.0",
+]
+
+
+def build(home: Path, users: int) -> tuple[str, int]:
+    from shopmind.auth import Scope, create_key
+    from shopmind.config import load_settings
+    from shopmind.risk.rules import Rule
+    from shopmind.risk.training import replay_history, train_risk_model
+    from shopmind.shop import Shop
+    from shopmind.synth import generate_shop, write_shop
+
+    shop, _ = Shop.init(load_settings(home=home, cache_url="memory://"))
+    paths = write_shop(generate_shop(n_users=users, days=30, seed=11), home / "data", "parquet")
+    for kind in ("items", "users", "events", "orders", "payments"):
+        shop.import_file(paths[kind], kind, actor="bench")
+    replay_history(shop)
+    train_risk_model(shop, "bench", cutoff_ms=2**50)
+    shop.risk.add_to_list("stolen_cards", "card", [f"stolen-{i}" for i in range(1000)], "bench")
+    shop.risk.put_rule(Rule("stolen_card", "lists.stolen_cards", "block", mode="enforce"), "bench")
+    for i in range(49):
+        expression = RULE_TEMPLATES[i % len(RULE_TEMPLATES)].format(a=100 + 13 * i, c=2 + i % 7)
+        shop.risk.put_rule(Rule(f"rule_{i:02d}", expression, "score", weight=0.02, mode="enforce"), "bench")
+    key = create_key(shop.store, "bench", frozenset({Scope.risk}))
+    n_rules = len(shop.risk.rules())
+    shop.close()
+    return key, n_rules
+
+
+def in_process(home: Path, users: int, n: int) -> dict:
+    from shopmind.config import load_settings
+    from shopmind.risk.schemas import RiskEvent
+    from shopmind.shop import Shop
+
+    shop = Shop.open(load_settings(home=home, cache_url="memory://"))
+    rng = random.Random(1)
+    now = int(time.time() * 1000)
+
+    def event(i: int, tag: str) -> RiskEvent:
+        return RiskEvent(event_id=f"{tag}{i}", kind="payment" if i % 3 else "order", ts_ms=now + i * 50,
+                         user_id=f"u{rng.randrange(users) + 1:07d}", amount=round(rng.lognormvariate(3.5, 1.0), 2),
+                         card=f"card-{rng.randrange(5000)}", device_id=f"dev-{rng.randrange(3000)}",
+                         ip=f"10.0.{rng.randrange(12)}.{rng.randrange(250)}", ip_country=rng.choice(["DE", "FR", "NG"]),
+                         shipping_country="DE")
+
+    engine = shop.risk.engine()
+    results = {}
+    for name, fn in (("engine.decide (no log)", lambda e: engine.decide(e)),
+                     ("service.decide (committed log)", lambda e: shop.risk.decide(e))):
+        events = [event(i, name[:3]) for i in range(n)]
+        for e in events[:200]:
+            fn(e)  # warm-up
+        lat = []
+        for e in events[200:]:
+            t = time.perf_counter()
+            fn(e)
+            lat.append((time.perf_counter() - t) * 1000)
+        lat.sort()
+        results[name] = {"n": len(lat), "p50_ms": round(statistics.median(lat), 3),
+                         "p99_ms": round(lat[int(0.99 * len(lat))], 3), "rules": len(engine.rules),
+                         "model": engine.model_version is not None}
+    shop.close()
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--decisions", type=int, default=5000)
+    ap.add_argument("--rates", default="500,1000,2000,3000")
+    ap.add_argument("--seconds", type=float, default=15)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        key, n_rules = build(home, args.users)
+        report = {"rules": n_rules, "in_process": in_process(home, args.users, args.decisions), "http": []}
+        print(json.dumps(report["in_process"], indent=2), flush=True)
+        env = {**os.environ, "SHOPMIND_HOME": str(home), "SHOPMIND_CACHE_URL": "memory://", "SHOPMIND_LOG_LEVEL": "WARNING"}
+        with running_server(env) as port:
+            for rate in [float(r) for r in args.rates.split(",")]:
+                out = subprocess.run([sys.executable, "-c", LOADGEN, str(port), key, str(rate), str(args.seconds),
+                                      str(args.users)], capture_output=True, text=True, check=True).stdout
+                report["http"].append(json.loads(out))
+                print(json.dumps(report["http"][-1]), flush=True)
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Alerts: when a rule's hit rate or the fraud rate jumps, tell the risk team's webhooks, with retries.
+
+A check compares the last `window` with the `baseline` period before it, from the decision log and the
+labels. A rule alerts when its hit rate in the window is at least `ratio` times its baseline rate (and
+it fired at least `min_hits` times); the fraud rate alerts the same way over labelled events. Alerts are
+written to an outbox table first and delivered from there, so an alert raised while a webhook is down
+is retried (exponential backoff) until it is delivered or runs out of attempts, across restarts.
+Payloads carry rule ids, counts and rates only: no pseudonym, no amount of any single event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Integer, func, insert, select, update
+
+from shopmind.storage import schema
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    window_ms: int = HOUR_MS
+    baseline_ms: int = 24 * HOUR_MS
+    ratio: float = 3.0        # alert when the window's rate is this many times the baseline's
+    min_hits: int = 10        # ...and the rule fired (or fraud was labelled) at least this often in the window
+    max_attempts: int = 6
+    backoff_s: float = 2.0    # first retry after this, doubling each time
+
+
+def _rates(store, start: int, end: int) -> tuple[int, dict[str, int]]:
+    d = schema.risk_decisions
+    with store.transaction() as conn:
+        rows = conn.execute(select(d.c.rules).where(d.c.decided_ms > start, d.c.decided_ms <= end)).all()
+    hits: dict[str, int] = {}
+    for (text,) in rows:
+        for rule_id in json.loads(text)["fired"] + json.loads(text)["shadow"]:
+            hits[rule_id] = hits.get(rule_id, 0) + 1
+    return len(rows), hits
+
+
+def _fraud(store, start: int, end: int) -> tuple[int, int]:
+    lab = schema.risk_labels
+    with store.transaction() as conn:
+        total, fraud = conn.execute(select(func.count(), func.sum(lab.c.fraud.cast(Integer)))
+                                    .where(lab.c.labelled_ms > start, lab.c.labelled_ms <= end)).one()
+    return int(total or 0), int(fraud or 0)
+
+
+def check(store, policy: AlertPolicy = AlertPolicy(), now_ms: int | None = None) -> list[dict[str, Any]]:
+    """Alerts due now (also queued in the outbox for delivery)."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    w_start, b_start = now - policy.window_ms, now - policy.window_ms - policy.baseline_ms
+    n_window, window_hits = _rates(store, w_start, now)
+    n_base, base_hits = _rates(store, b_start, w_start)
+    alerts = []
+    for rule_id, hits in sorted(window_hits.items()):
+        rate = hits / n_window
+        base_rate = base_hits.get(rule_id, 0) / n_base if n_base else 0.0
+        if hits >= policy.min_hits and (base_rate == 0.0 or rate >= policy.ratio * base_rate):
+            alerts.append({"kind": "rule_hit_rate", "rule_id": rule_id, "hits": hits, "decisions": n_window,
+                           "rate": round(rate, 6), "baseline_rate": round(base_rate, 6)})
+    labelled, fraud = _fraud(store, w_start, now)
+    base_labelled, base_fraud = _fraud(store, b_start, w_start)
+    if fraud >= policy.min_hits:
+        rate = fraud / labelled
+        base_rate = base_fraud / base_labelled if base_labelled else 0.0
+        if base_rate == 0.0 or rate >= policy.ratio * base_rate:
+            alerts.append({"kind": "fraud_rate", "fraud": fraud, "labelled": labelled, "rate": round(rate, 6),
+                           "baseline_rate": round(base_rate, 6)})
+    if alerts:  # one alert per rule (or fraud rate) per window, however often the check runs
+        a = schema.risk_alerts
+        with store.transaction() as conn:
+            recent = {(p["kind"], p.get("rule_id")) for (text,) in conn.execute(
+                select(a.c.payload).where(a.c.created_ms > now - policy.window_ms)) for p in [json.loads(text)]}
+        alerts = [x for x in alerts if (x["kind"], x.get("rule_id")) not in recent]
+    if alerts:
+        with store.transaction() as conn:
+            conn.execute(insert(schema.risk_alerts), [
+                {"created_ms": now, "payload": json.dumps({**a, "window_ms": policy.window_ms, "at_ms": now}),
+                 "attempts": 0, "next_ms": now, "delivered_ms": None, "last_error": None} for a in alerts])
+    return alerts
+
+
+def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now_ms: int | None = None,
+            client: Any = None) -> dict[str, int]:
+    """Post every due, undelivered alert to every webhook; a failure schedules a retry with backoff."""
+    import httpx
+
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    a = schema.risk_alerts
+    with store.transaction() as conn:
+        due = conn.execute(select(a).where(a.c.delivered_ms.is_(None), a.c.attempts < policy.max_attempts,
+                                           a.c.next_ms <= now).order_by(a.c.id)).all()
+    http = client or httpx.Client(timeout=5.0)
+    delivered = failed = 0
+    try:
+        for alert in due:
+            error = None
+            for url in webhooks:
+                try:
+                    response = http.post(url, content=alert.payload, headers={"Content-Type": "application/json"})
+                    if response.status_code >= 300:
+                        error = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    error = type(exc).__name__
+            attempts = alert.attempts + 1
+            with store.transaction() as conn:
+                if error is None:
+                    conn.execute(update(a).where(a.c.id == alert.id).values(delivered_ms=now, attempts=attempts,
+                                                                            last_error=None))
+                    delivered += 1
+                else:
+                    retry_ms = int(policy.backoff_s * 1000 * 2 ** (attempts - 1))
+                    conn.execute(update(a).where(a.c.id == alert.id).values(attempts=attempts, last_error=error,
+                                                                            next_ms=now + retry_ms))
+                    failed += 1
+    finally:
+        if client is None:
+            http.close()
+    return {"delivered": delivered, "failed": failed, "due": len(due)}
+
+
+def policy_dict(policy: AlertPolicy) -> dict[str, Any]:
+    return asdict(policy)

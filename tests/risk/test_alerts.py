@@ -1,0 +1,81 @@
+"""Alerts: a jump in a rule's hit rate reaches a webhook, after retries while the webhook fails."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from shopmind.risk import alerts
+
+NOW = 1_780_000_000_000
+HOUR = 3_600_000
+
+
+def _decision(i: int, decided_ms: int, fired: list[str]) -> dict:
+    return {"decision_id": f"d{i}", "event_id": f"e{i}", "kind": "payment", "user_pseudonym": "ab" * 16,
+            "ts_ms": decided_ms, "decided_ms": decided_ms, "decision": "allow", "score": 0.1, "model_score": None,
+            "model_version": None, "rules_version": 1, "amount": 10.0,
+            "rules": json.dumps({"fired": fired, "shadow": [], "failed": []}), "features": "{}", "latency_us": 100}
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+    fail_first = 2
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if _Hook.fail_first > 0:
+            _Hook.fail_first -= 1
+            self.send_response(503)
+        else:
+            _Hook.received.append(json.loads(body))
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_rule_hit_rate_jump_is_alerted_once_and_delivered_after_retries(shop):
+    _Hook.received, _Hook.fail_first = [], 2
+    # baseline day: 1,000 decisions, the rule fired on 10 (1%); last hour: 100 decisions, fired on 20 (20%)
+    rows = [_decision(i, NOW - 2 * HOUR - i * 60_000, ["card_burst"] if i % 100 == 0 else []) for i in range(1000)]
+    rows += [_decision(5000 + i, NOW - i * 30_000, ["card_burst"] if i % 5 == 0 else []) for i in range(100)]
+    rows += [_decision(9000 + i, NOW - i * 30_000, ["steady"] if i % 2 == 0 else []) for i in range(100)]
+    rows += [_decision(9500 + i, NOW - 2 * HOUR - i * 60_000, ["steady"]) for i in range(1000)]
+    for row in rows:
+        shop.risk.log.submit(row)
+    shop.risk.log.write(_decision(99999, NOW - 5 * 24 * HOUR, []))  # after the others: all committed
+
+    raised = alerts.check(shop.store, now_ms=NOW)
+    assert [(a["kind"], a.get("rule_id")) for a in raised] == [("rule_hit_rate", "card_burst")]
+    assert raised[0]["hits"] == 20 and raised[0]["baseline_rate"] < 0.01
+    assert alerts.check(shop.store, now_ms=NOW + 60_000) == []  # not again within the window
+
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        policy = alerts.AlertPolicy(backoff_s=10)
+        assert alerts.deliver(shop.store, [url], policy, now_ms=NOW) == {"delivered": 0, "failed": 1, "due": 1}
+        # not due again before its backoff has passed
+        assert alerts.deliver(shop.store, [url], policy, now_ms=NOW + 5_000)["due"] == 0
+        assert alerts.deliver(shop.store, [url], policy, now_ms=NOW + 10_000)["failed"] == 1
+        assert alerts.deliver(shop.store, [url], policy, now_ms=NOW + 30_000) == {"delivered": 1, "failed": 0, "due": 1}
+        assert alerts.deliver(shop.store, [url], policy, now_ms=NOW + 90_000)["due"] == 0
+    finally:
+        server.shutdown()
+    assert len(_Hook.received) == 1 and _Hook.received[0]["rule_id"] == "card_burst"
+    assert not any(key in json.dumps(_Hook.received[0]) for key in ("pseudonym", "abab"))
+
+
+def test_a_fraud_rate_jump_is_alerted(shop):
+    labels = [{"event_id": f"b{i}", "user_pseudonym": None, "fraud": i % 50 == 0, "source": "chargeback",
+               "labelled_ms": NOW - 2 * HOUR - i * 60_000, "actor": "t"} for i in range(1000)]
+    labels += [{"event_id": f"w{i}", "user_pseudonym": None, "fraud": i % 4 == 0, "source": "chargeback",
+                "labelled_ms": NOW - i * 30_000, "actor": "t"} for i in range(100)]
+    with shop.store.transaction() as conn:
+        shop.store.upsert(conn, "risk_labels", labels)
+    raised = alerts.check(shop.store, now_ms=NOW)
+    assert [a["kind"] for a in raised] == ["fraud_rate"] and raised[0]["fraud"] == 25
