@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
@@ -201,3 +202,26 @@ def test_erased_users_leave_the_next_training(trained):
     assert pseudonym not in set(lineage["pseudonym"].to_list()) and lineage.height > 100
     cards = shop.registry.versions("behaviour")
     assert all(c["erased_since_training"] >= 1 for c in cards if c["version"] != result["behaviour"]["version"])
+
+
+def test_risk_engine_sees_how_unusual_an_order_is_for_the_user(trained):
+    """The behaviour-model feature of the risk engine: the items the model would rank first for a user
+    are usual for them (near 0), the items it ranks last are unusual (near 1)."""
+    from shopmind.risk.schemas import RiskEvent
+
+    shop, synthetic, _ = trained
+    user, _durable = _consenting_user_with_purchase(synthetic)
+    pseudonym = shop.pseudonym(user)
+    history = [(i, k) for i, k, _ in shop.recent_items(pseudonym)]
+    best = shop.recommend(user, k=1)["items"][0]["item_id"]
+    version, model = shop.recommender.behaviour()
+    scores = shop.recommender._catalog(version, model).items.scores(model.user_state(
+        [np.array([shop.recommender._catalog(version, model).index[i] for i, _ in history])[-model.max_len:]])[0])
+    worst = model.item_ids_[int(np.argmin(scores))]
+    usual = shop.recommender.unusualness(history, [best], subject=pseudonym)
+    unusual = shop.recommender.unusualness(history, [worst], subject=pseudonym)
+    assert usual < 0.01 and unusual > 0.99
+    order = RiskEvent(event_id="o-risk-1", kind="order", user_id=user, amount=50.0,
+                      items=[{"item_id": worst, "price": 50.0}])
+    decision = shop.risk.decide(order)
+    assert shop.risk.decision(decision.decision_id)["features"]["behaviour_unusual"] > 0.99
