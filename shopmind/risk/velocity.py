@@ -12,8 +12,11 @@ events with ts <= their ts, and later queries see them. Each entity keeps its ev
 (30 d plus a one-day margin) behind its newest event, so an event up to a day late still sees an
 exact 30-day window. Recording is idempotent: the same event_id at the same ts counts once.
 
-Amounts are kept as integer micro-units, so sums do not depend on insertion order and the in-process
-store and the Redis store give bit-identical features from the one function `window_features`.
+Amounts are kept as integer micro-units, so sums do not depend on insertion order. `window_features`
+is the definition, one pass over an entity's last 30 days; the Redis store uses it on what its script
+returns. The in-process store keeps incremental structures instead (prefix sums, hourly maxima, last
+occurrence of each distinct value), because that pass costs too much for hot terminals and NAT IPs
+inside a 2 ms decision; the tests hold both stores bit-identical to each other and to a brute force.
 
 Erasure removes the user's own series and every entry the user's events left in other entities
 (those say "this user used this card"), found through a per-user index of what was written.
@@ -22,7 +25,7 @@ Erasure removes the user's own series and every entry the user's events left in 
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -141,10 +144,19 @@ def _check(obs: Observation) -> int:
         raise InvalidInputError("amount must be a finite number", field="amount") from exc
 
 
-class _Series:
-    """One entity's events, as parallel lists sorted by ts (bisect inserts keep late events in place)."""
+def _last_upto(occurrences: list[int], t: int) -> int:
+    """The last of the sorted occurrences that is <= t, or -1."""
+    p = bisect_right(occurrences, t)
+    return occurrences[p - 1] if p else -1
 
-    __slots__ = ("ts", "eid", "amt", "user", "cols")
+
+class _Series:
+    """One entity's events as parallel lists sorted by ts, plus what spares a pass over 30 days per
+    feature (measured at 0.4-0.7 ms median with hot terminals and NAT IPs): prefix sums of the integer
+    amounts, the max per clock hour (a window's max reads at most two hours of events and 720 hourly
+    maxima), and per distinct kind each value's occurrence times, values ordered by last occurrence."""
+
+    __slots__ = ("ts", "eid", "amt", "user", "cols", "pre", "hours", "hmax", "occ", "lts", "lvs")
 
     def __init__(self, width: int):
         self.ts: list[int] = []
@@ -152,6 +164,12 @@ class _Series:
         self.amt: list[int] = []
         self.user: list[str] = []
         self.cols: list[list[str]] = [[] for _ in range(width)]
+        self.pre: list[int] = [0]                          # pre[k] - pre[j] = sum(amt[j:k])
+        self.hours: list[int] = []                         # clock hours holding events, sorted
+        self.hmax: list[int] = []                          # the largest amount of each of those hours
+        self.occ: list[dict[str, list[int]]] = [{} for _ in range(width)]
+        self.lts: list[list[int]] = [[] for _ in range(width)]   # last occurrence of each value, sorted
+        self.lvs: list[list[str]] = [[] for _ in range(width)]   # ... and the value, in the same order
 
     def find(self, t: int, eid: str) -> int:
         for j in range(bisect_left(self.ts, t), bisect_right(self.ts, t)):
@@ -159,9 +177,142 @@ class _Series:
                 return j
         return -1
 
-    def delete(self, lo: int, hi: int) -> None:
-        for lst in (self.ts, self.eid, self.amt, self.user, *self.cols):
-            del lst[lo:hi]
+    def insert(self, t: int, eid: str, amount: int, user: str, values: tuple[str, ...]) -> None:
+        ts, pre = self.ts, self.pre
+        i = len(ts)
+        if i and ts[-1] > t:                                 # late: insert in place
+            i = bisect_right(ts, t)
+            for lst, v in ((ts, t), (self.eid, eid), (self.amt, amount), (self.user, user)):
+                lst.insert(i, v)
+            pre.insert(i + 1, pre[i])
+            pre[i + 1:] = [x + amount for x in pre[i + 1:]]
+        else:
+            ts.append(t), self.eid.append(eid), self.amt.append(amount), self.user.append(user)
+            pre.append(pre[-1] + amount)
+        h = t // HOUR_MS
+        k = bisect_left(self.hours, h)
+        if k < len(self.hours) and self.hours[k] == h:
+            self.hmax[k] = max(self.hmax[k], amount)
+        else:
+            self.hours.insert(k, h)
+            self.hmax.insert(k, amount)
+        for d, v in enumerate(values):
+            self.cols[d].insert(i, v)
+            if v:
+                o = self.occ[d].setdefault(v, [])
+                last = o[-1] if o else None
+                insort(o, t)
+                if last is None or t > last:
+                    if last is not None:
+                        self._unlast(d, last, v)
+                    k = bisect_right(self.lts[d], t)
+                    self.lts[d].insert(k, t)
+                    self.lvs[d].insert(k, v)
+
+    def _unlast(self, d: int, t: int, v: str) -> None:
+        k = bisect_left(self.lts[d], t)
+        while self.lvs[d][k] != v:
+            k += 1
+        del self.lts[d][k], self.lvs[d][k]
+
+    def _rehour(self, h: int) -> None:
+        lo, hi = bisect_left(self.ts, h * HOUR_MS), bisect_left(self.ts, (h + 1) * HOUR_MS)
+        k = bisect_left(self.hours, h)
+        if k < len(self.hours) and self.hours[k] == h:
+            if lo < hi:
+                self.hmax[k] = max(self.amt[lo:hi])
+            else:
+                del self.hours[k], self.hmax[k]
+
+    def remove(self, j: int) -> None:
+        """Delete one event (erasure)."""
+        t, amount = self.ts[j], self.amt[j]
+        for d, col in enumerate(self.cols):
+            v = col.pop(j)
+            if v:
+                o = self.occ[d][v]
+                del o[bisect_left(o, t)]
+                if not o or o[-1] < t:
+                    self._unlast(d, t, v)
+                    if o:
+                        k = bisect_right(self.lts[d], o[-1])
+                        self.lts[d].insert(k, o[-1])
+                        self.lvs[d].insert(k, v)
+                    else:
+                        del self.occ[d][v]
+        for lst in (self.ts, self.eid, self.amt, self.user):
+            del lst[j]
+        self.pre[j + 1:] = [x - amount for x in self.pre[j + 2:]]
+        self._rehour(t // HOUR_MS)
+
+    def trim(self, cut: int) -> None:
+        """Drop the `cut` oldest events (retention)."""
+        horizon = self.ts[cut]
+        for d, col in enumerate(self.cols):
+            for v in set(col[:cut]):
+                if v:
+                    o = self.occ[d][v]
+                    del o[:bisect_left(o, horizon)]
+                    if not o:
+                        del self.occ[d][v]
+            dead = bisect_left(self.lts[d], horizon)    # values whose last occurrence went
+            del self.lts[d][:dead], self.lvs[d][:dead], col[:cut]
+        for lst in (self.ts, self.eid, self.amt, self.user, self.pre):
+            del lst[:cut]
+        k = bisect_left(self.hours, horizon // HOUR_MS)
+        del self.hours[:k], self.hmax[:k]
+        self._rehour(horizon // HOUR_MS)
+
+    def _max(self, lo: int, hi: int) -> int:
+        ts, amt = self.ts, self.amt
+        h_lo, h_hi = ts[lo] // HOUR_MS, ts[hi - 1] // HOUR_MS
+        if h_hi - h_lo < 2:
+            return max(amt[lo:hi])
+        first_end = bisect_left(ts, (h_lo + 1) * HOUR_MS, lo, hi)
+        last_start = bisect_left(ts, h_hi * HOUR_MS, lo, hi)
+        top = max(max(amt[lo:first_end]), max(amt[last_start:hi]))
+        k1, k2 = bisect_right(self.hours, h_lo), bisect_left(self.hours, h_hi)
+        return max(top, max(self.hmax[k1:k2])) if k1 < k2 else top
+
+    def features(self, out: dict[str, float], kind: str, distinct: tuple[str, ...], t: int,
+                 extra: tuple[int, tuple[str, ...]] | None) -> None:
+        """Exactly what `window_features` returns for these events (the tests hold them equal), into
+        `out`. Written for the interpreter: windows holding the same events as the previous one are
+        copied, and the late-value correction of distinct counts only runs when t is in the past."""
+        since, per_window = _names(kind, distinct)
+        ts, pre, amt = self.ts, self.pre, self.amt
+        hi = bisect_right(ts, t)
+        before = bisect_left(ts, t, 0, hi)
+        out[since] = (t - ts[before - 1]) / 1000 if before and ts[before - 1] >= t - RETAIN_MS else -1.0
+        dprep = []       # per distinct kind: last occurrences, how many are <= t, and the corrections
+        for d, v in enumerate(extra[1] if extra is not None else ("",) * len(distinct)):
+            lts, occ = self.lts[d], self.occ[d]
+            upto = bisect_right(lts, t)
+            late = [] if upto == len(lts) else [_last_upto(occ[x], t) for x in self.lvs[d][upto:]]
+            own = _last_upto(occ[v], t) if v and v in occ else (-1 if v else None)
+            dprep.append((lts, upto, late, own))
+        ex = extra[0] if extra is not None else None
+        prev_lo, n, total, top, counts = -1, 0, 0, None, [0] * len(distinct)
+        for w, count_name, sum_name, mean_name, max_name, dnames in per_window:
+            a = t - w
+            lo = bisect_right(ts, a, 0, hi)
+            if lo != prev_lo:
+                prev_lo, n, total = lo, hi - lo, pre[hi] - pre[lo]
+                top = (max(amt[lo:hi]) if hi - lo <= 64 else self._max(lo, hi)) if n else None
+                if ex is not None:
+                    n, total = n + 1, total + ex
+                    top = ex if top is None or ex > top else top
+                for d, (lts, upto, late, own) in enumerate(dprep):
+                    c = upto - bisect_right(lts, a, 0, upto)
+                    if late:
+                        c += sum(x > a for x in late)
+                    counts[d] = c + (own is not None and own <= a)   # the new event's value, if new here
+            out[count_name] = n
+            out[sum_name] = total / MICRO
+            out[mean_name] = total / n / MICRO if n else 0.0
+            out[max_name] = top / MICRO if top is not None else 0.0
+            for name, c in zip(dnames, counts):
+                out[name] = c
 
 
 class MemoryVelocityStore:
@@ -202,33 +353,23 @@ class MemoryVelocityStore:
                 elif record:
                     self._data.move_to_end((kind, key))
                 dup = s.find(t, eid) >= 0
-                out.update(window_features(kind, dkinds, s.ts, s.amt, s.cols, t, None if dup else (amount, values)))
+                s.features(out, kind, dkinds, t, None if dup else (amount, values))
                 if record and not dup:
-                    self._insert(kind, key, s, t, eid, amount, user, values)
+                    owner = user if kind != "user" else ""
+                    s.insert(t, eid, amount, owner, values)
+                    if owner:
+                        self._index.setdefault(owner, set()).add((kind, key, eid, t))
+                    cut = bisect_left(s.ts, s.ts[-1] - RETAIN_MS)
+                    if cut:
+                        self._unindex(kind, key, s, cut)
+                        s.trim(cut)
             while len(self._data) > self._max:
                 (kind, key), s = self._data.popitem(last=False)
-                self._unindex(kind, key, s, 0, len(s.ts))
+                self._unindex(kind, key, s, len(s.ts))
         return out
 
-    def _insert(self, kind: str, key: str, s: _Series, t: int, eid: str, amount: int, user: str,
-                values: tuple[str, ...]) -> None:
-        i = bisect_right(s.ts, t)
-        owner = user if kind != "user" else ""
-        s.ts.insert(i, t)
-        s.eid.insert(i, eid)
-        s.amt.insert(i, amount)
-        s.user.insert(i, owner)
-        for col, v in zip(s.cols, values):
-            col.insert(i, v)
-        if owner:
-            self._index.setdefault(owner, set()).add((kind, key, eid, t))
-        cut = bisect_left(s.ts, s.ts[-1] - RETAIN_MS)
-        if cut:
-            self._unindex(kind, key, s, 0, cut)
-            s.delete(0, cut)
-
-    def _unindex(self, kind: str, key: str, s: _Series, lo: int, hi: int) -> None:
-        for j in range(lo, hi):
+    def _unindex(self, kind: str, key: str, s: _Series, hi: int) -> None:
+        for j in range(hi):
             owner = s.user[j]
             if owner and (ptrs := self._index.get(owner)) is not None:
                 ptrs.discard((kind, key, s.eid[j], s.ts[j]))
@@ -243,7 +384,7 @@ class MemoryVelocityStore:
                 s = self._data.get((kind, key))
                 j = s.find(t, eid) if s is not None else -1
                 if j >= 0:
-                    s.delete(j, j + 1)
+                    s.remove(j)
                     entries += 1
                     if not s.ts:
                         del self._data[(kind, key)]
