@@ -253,3 +253,18 @@ def test_model_from_replayed_history_scores_explains_and_backtests(shop, tmp_pat
     assert sum(report["decisions"].values()) == report["events"] == replayed["replayed"]
     assert report["fraud"] == replayed["fraud_labels"]
     assert report["suggested_thresholds"]["cost"] <= report["cost"]
+
+
+def test_fast_single_row_explanations_equal_lightgbm_predict():
+    from shopmind.risk.model import RiskModel
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 6))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1]) > 1.0).astype(float)
+    model = RiskModel(n_rounds=40).fit(X, y, [f"f{i}" for i in range(6)])
+    for row in X[:50]:
+        probability, contributions = model.explain(row)
+        reference = model.booster_.predict(row.reshape(1, -1), pred_contrib=True)[0]
+        np.testing.assert_allclose(contributions, reference[:-1], rtol=1e-9, atol=1e-12)
+        assert probability == pytest.approx(model.predict_proba(row.reshape(1, -1))[0], rel=1e-9)
