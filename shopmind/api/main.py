@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from shopmind import __version__
 from shopmind.api import errors, metrics
+from shopmind.api.fast_risk import FastRiskDecisions
 from shopmind.api.routers import admin, analytics, dashboard, ingest, privacy, recommend, risk
 from shopmind.auth import KeyVerifier
 from shopmind.config import Settings, load_settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
                   description="Self-hosted, privacy-first AI engine for e-commerce. "
                               "Every route needs an API key (Authorization: Bearer or X-API-Key) with the right scope.")
     app.state.metrics = metrics.Metrics()
+    app.add_middleware(FastRiskDecisions, state=app.state)  # inside the metrics middleware, which counts it
     metrics.install(app, app.state.metrics)
     errors.install(app)
     for module in (ingest, recommend, risk, privacy, analytics, admin, dashboard):
