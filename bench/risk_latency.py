@@ -10,7 +10,8 @@ block list of 1,000 cards), then:
     other on --decisions events with realistic cardinalities (users, 5,000 cards, 3,000 devices and IPs);
   - over HTTP: `shopmind serve` in its own process, driven by an open-loop load generator in another
     process (raw asyncio, 64 keep-alive connections, latency measured from each request's scheduled
-    send time, so queueing counts) posting decisions at each --rates for --seconds.
+    send time, so queueing counts) posting decisions at each --rates for --seconds, after an untimed
+    5-second warm-up at 50/s.
 Medians and p99 in milliseconds. The machine's two cores are shared by the server and the load generator.
 """
 
@@ -130,6 +131,11 @@ def in_process(home: Path, users: int, n: int) -> dict:
     from shopmind.risk.schemas import RiskEvent
     from shopmind.shop import Shop
 
+    import gc
+
+    from shopmind.api.main import SERVING_GC_THRESHOLD
+
+    gc.set_threshold(SERVING_GC_THRESHOLD, 20, 100)  # what the server sets at startup
     shop = Shop.open(load_settings(home=home, cache_url="memory://"))
     rng = random.Random(1)
     now = int(time.time() * 1000)
@@ -175,6 +181,9 @@ def main() -> None:
         print(json.dumps(report["in_process"], indent=2), flush=True)
         env = {**os.environ, "SHOPMIND_HOME": str(home), "SHOPMIND_CACHE_URL": "memory://", "SHOPMIND_LOG_LEVEL": "WARNING"}
         with running_server(env) as port:
+            # untimed warm-up: the engine is built and the first users' profiles are read on first use
+            subprocess.run([sys.executable, "-c", LOADGEN, str(port), key, "50", "5", str(args.users)],
+                           capture_output=True, text=True, check=True)
             for rate in [float(r) for r in args.rates.split(",")]:
                 out = subprocess.run([sys.executable, "-c", LOADGEN, str(port), key, str(rate), str(args.seconds),
                                       str(args.users)], capture_output=True, text=True, check=True).stdout

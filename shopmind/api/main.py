@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from shopmind.config import Settings, load_settings
 from shopmind.shop import Shop
 
 log = logging.getLogger(__name__)
+SERVING_GC_THRESHOLD = 50_000
 
 
 async def _risk_alerts(shop: Shop) -> None:
@@ -39,6 +41,11 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = shop is None
+        # A risk decision or a recommendation allocates a few thousand short-lived objects, so with
+        # CPython's default (a young collection every 700 allocations) collections ran during most
+        # requests and scanned the long-lived velocity windows and caches: risk decisions measured p50
+        # 0.96 / p99 2.61 ms in process with the default and 0.73 / 1.69 ms with this (bench/risk_latency.py).
+        gc.set_threshold(SERVING_GC_THRESHOLD, 20, 100)
         app.state.shop = shop or Shop.open(settings)
         app.state.keys = KeyVerifier(app.state.shop.store)
         alerts = asyncio.create_task(_risk_alerts(app.state.shop)) if settings.risk_alert_webhooks else None
