@@ -10,7 +10,7 @@ are, but the item index's recall depends on the vectors having cluster structure
 do), starts `shopmind serve`, and drives it from a separate process with an
 open-loop load generator (raw asyncio streams, 64 keep-alive connections): requests are sent on a fixed schedule at each target rate,
 whatever the server's speed, and each latency is measured from its scheduled send time, so queueing
-shows up in the figures (no coordinated omission). Two kinds of traffic are timed separately:
+shows up in the figures (no coordinated omission; bench/loadgen.py). Two kinds of traffic are timed separately:
 repeat visitors (--users of them, each asked once in an untimed warm-up, then request i asks for
 user i mod --users: their state and candidates come from the cache) and first visits (--cold-rates,
 every request a user never asked before: database reads, a transformer pass and a catalog scan). Reports achieved rate, p50, p99 and errors per rate, plus the in-process cost of one
@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,61 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server import running_server  # noqa: E402  (bench/server.py; bench/ is on sys.path when run as a script)
+from loadgen import drive  # noqa: E402  (bench/loadgen.py; bench/ is on sys.path when run as a script)
+from server import running_server  # noqa: E402
 
-LOADGEN = r"""
-# Open-loop HTTP/1.1 load generator on raw asyncio streams: httpx's async client alone needed most
-# of a core at 100 requests/s here, which would have been taken from the server being measured.
-import asyncio, json, sys, time
-try:
-    import uvloop; uvloop.install()
-except ImportError:
-    pass
-port, key, rate, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-first_user, users = int(sys.argv[5]), int(sys.argv[6])
-CONNECTIONS = 64
-async def request(conn, path):
-    reader, writer = conn
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    body = await reader.readexactly(length)
-    return status, body
-async def main():
-    pool = asyncio.Queue()
-    for _ in range(CONNECTIONS):
-        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-    lat, errors = [], 0
-    start = time.perf_counter() + 0.2
-    n = int(rate * seconds)
-    async def one(i):
-        nonlocal errors
-        due = start + i / rate
-        await asyncio.sleep(max(0, due - time.perf_counter()))
-        conn = await pool.get()  # waiting for a free connection counts in the latency
-        try:
-            status, body = await asyncio.wait_for(request(conn, f"/v1/users/u{first_user + i % users}/recommendations?k=10"), 10)
-            ok = status == 200 and b'"items"' in body
-        except Exception:
-            ok = False
-            conn[1].close()
-            conn = await asyncio.open_connection("127.0.0.1", port)
-        pool.put_nowait(conn)
-        done = time.perf_counter()
-        if ok: lat.append(done - due)
-        else: errors += 1
-    await asyncio.gather(*(one(i) for i in range(n)))
-    wall = time.perf_counter() - start
-    lat.sort()
-    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else None
-    print(json.dumps({"target_rps": rate, "achieved_rps": round(len(lat) / wall, 1), "p50_ms": q(0.5),
-                      "p99_ms": q(0.99), "errors": errors, "requests": n}))
-asyncio.run(main())
-"""
 
 
 def build(home: Path, n_items: int, n_users: int) -> str:
@@ -138,9 +84,10 @@ def build(home: Path, n_items: int, n_users: int) -> str:
 
 
 def loadgen(port: int, key: str, rate: float, seconds: float, first_user: int, users: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", LOADGEN, str(port), key, str(rate), str(seconds), str(first_user),
-                          str(users)], capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
+    """Request i asks for user first_user + i mod users."""
+    requests = [f"GET /v1/users/u{first_user + j}/recommendations?k=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"X-API-Key: {key}\r\n\r\n".encode() for j in range(users)]
+    return drive(port, rate, seconds, requests, b'"items"')
 
 
 def main() -> None:

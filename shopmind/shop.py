@@ -72,6 +72,9 @@ class Shop:
 
         self.velocity = open_velocity_store(settings.cache_url)  # risk velocity windows: erasure reaches them
         self.erasure.register(self.velocity)
+        from shopmind.risk.service import RiskListSubjectData
+
+        self.erasure.register(RiskListSubjectData(self.store))
         self._risk = None
         self.recommender = RecommendationService(self.registry, self.items_frame, self.cache)
 

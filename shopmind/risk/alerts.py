@@ -106,7 +106,7 @@ def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now
                     response = http.post(url, content=alert.payload, headers={"Content-Type": "application/json"})
                     if response.status_code >= 300:
                         error = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
+                except Exception as exc:  # a bad URL or a refused connection: retry later, go on
                     error = type(exc).__name__
             attempts = alert.attempts + 1
             with store.transaction() as conn:

@@ -14,11 +14,14 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 
 from shopmind.exceptions import StorageError
+from shopmind.privacy.audit import record_audit
 from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
 
@@ -26,12 +29,22 @@ log = logging.getLogger(__name__)
 MAX_GROUP = 512
 
 
+@dataclass
+class Entry:
+    """One decision and what must commit with it: the case it opens, the account it freezes."""
+
+    decision: dict[str, Any]
+    case: dict[str, Any] | None = None
+    freeze: dict[str, Any] | None = None    # a risk_accounts row; its audit entry is written alongside
+    done: Future = field(default_factory=Future)
+
+
 class DecisionLog:
-    """Durable, group-committed appends to `risk_decisions` (and case rows opened with them)."""
+    """Durable, group-committed appends to `risk_decisions` (with the cases and freezes they cause)."""
 
     def __init__(self, store: SqlStore):
         self.store = store
-        self._queue: queue.Queue[tuple[dict[str, Any], dict[str, Any] | None, Future] | None] = queue.Queue()
+        self._queue: queue.Queue[Entry | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -42,15 +55,18 @@ class DecisionLog:
                     self._thread = threading.Thread(target=self._run, name="risk-decision-log", daemon=True)
                     self._thread.start()
 
-    def submit(self, decision: dict[str, Any], case: dict[str, Any] | None = None) -> Future:
-        """Queue a decision row (and the case it opens); the future resolves once both are committed."""
+    def submit(self, decision: dict[str, Any], case: dict[str, Any] | None = None,
+               freeze: dict[str, Any] | None = None) -> Future:
+        """Queue a decision row (and the case it opens, the freeze it causes); the future resolves once
+        all of them are committed, in one transaction."""
         self._ensure_writer()
-        done: Future = Future()
-        self._queue.put((decision, case, done))
-        return done
+        entry = Entry(decision, case, freeze)
+        self._queue.put(entry)
+        return entry.done
 
-    def write(self, decision: dict[str, Any], case: dict[str, Any] | None = None, timeout: float = 30.0) -> None:
-        self.submit(decision, case).result(timeout)
+    def write(self, decision: dict[str, Any], case: dict[str, Any] | None = None,
+              freeze: dict[str, Any] | None = None, timeout: float = 30.0) -> None:
+        self.submit(decision, case, freeze).result(timeout)
 
     def _run(self) -> None:
         while True:
@@ -67,31 +83,52 @@ class DecisionLog:
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(more)
-            self._commit(group)
+            try:
+                self._commit(group)
+            except BaseException as exc:  # the writer must outlive anything one group does
+                log.error("risk decision log: unexpected %s; the group's callers get the error", type(exc).__name__)
+                _settle(group, StorageError(f"decision log write failed: {type(exc).__name__}"))
 
-    def _commit(self, group: list[tuple[dict[str, Any], dict[str, Any] | None, Future]]) -> None:
-        decisions = [d for d, _, _ in group]
-        cases = [c for _, c, _ in group if c is not None]
+    def _commit(self, group: list[Entry]) -> None:
         try:
             with self.store.transaction() as conn:
-                conn.execute(insert(schema.risk_decisions), decisions)
+                conn.execute(insert(schema.risk_decisions), [e.decision for e in group])
+                cases = [e.case for e in group if e.case is not None]
                 if cases:
                     conn.execute(insert(schema.risk_cases), cases)
-        except Exception as exc:  # nothing of the group was committed: every caller gets the error
+                freezes = {e.freeze["pseudonym"]: e.freeze for e in group if e.freeze is not None}
+                if freezes:
+                    columns = ("pseudonym", "frozen", "updated_ms", "actor")
+                    self.store.upsert(conn, "risk_accounts", [{c: r[c] for c in columns} for r in freezes.values()])
+                    for row in freezes.values():
+                        record_audit(conn, row["actor"], "risk.account.freeze", [row["pseudonym"]],
+                                     {"before": False, "after": True, "reason": row.get("reason", "")})
+        except Exception as exc:  # nothing of the group was committed
+            if isinstance(exc.__cause__, IntegrityError) and len(group) > 1:
+                # One bad row (a duplicate decision id) must not fail its neighbours: retry one by one.
+                # Only then: with the database down, row-by-row retries would stall every caller.
+                for entry in group:
+                    self._commit([entry])
+                return
             log.error("risk decision log: a group of %d decisions failed to commit (%s)", len(group),
                       type(exc).__name__)
-            if len(group) > 1:  # one bad row (e.g. a duplicate id) must not fail its neighbours
-                for item in group:
-                    self._commit([item])
-                return
-            error = StorageError(f"decision log write failed: {type(exc).__name__}")
-            for _, _, done in group:
-                done.set_exception(error)
+            _settle(group, exc if isinstance(exc, StorageError) else
+                    StorageError(f"decision log write failed: {type(exc).__name__}"))
             return
-        for _, _, done in group:
-            done.set_result(None)
+        _settle(group, None)
 
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout=30)
+
+
+def _settle(group: list[Entry], error: BaseException | None) -> None:
+    """Resolve each caller's future once; a caller that gave up (cancelled) is skipped, not crashed on."""
+    for entry in group:
+        if entry.done.done() or not entry.done.set_running_or_notify_cancel():
+            continue
+        if error is None:
+            entry.done.set_result(None)
+        else:
+            entry.done.set_exception(error)

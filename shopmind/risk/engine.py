@@ -154,7 +154,7 @@ class RiskEngine:
             decision = "freeze_account"
             reasons.append("the account is frozen")
         elif "freeze_account" in actions:
-            decision = "freeze_account"
+            decision = "freeze_account" if user else "block"  # no account to freeze: stop the event
         elif "block" in actions:
             decision = "block"
         elif "allow" in actions:

@@ -23,7 +23,7 @@ from typing import Any
 import cel
 
 from shopmind.exceptions import InvalidInputError
-from shopmind.risk.velocity import ENTITIES, WINDOWS
+from shopmind.risk.velocity import DEFAULT_DISTINCT, ENTITIES, WINDOWS
 
 ACTIONS = ("score", "allow", "review", "block", "freeze_account")
 MODES = ("enforce", "shadow")
@@ -39,20 +39,18 @@ VELOCITY_FIELDS = (
     [f"{agg}_{w}" for w in WINDOWS for agg in ("count", "sum", "mean", "max")]
     + ["seconds_since_prev"]
 )
-DISTINCT_FIELDS = [f"distinct_{what}_{w}" for what in ENTITIES for w in WINDOWS]
+DISTINCT_FIELDS = {entity: [f"distinct_{what}_{w}" for what in DEFAULT_DISTINCT.get(entity, ()) for w in WINDOWS]
+                   for entity in ENTITIES}  # only what the velocity store computes
 MODEL_FIELDS = {"score": 0.0, "unusual": 0.0}
 
 
 def sample_context(list_names: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """A typical, complete context: what rules are dry-run against, and what `VARIABLES` documents."""
-    velocity = {name: 0.0 for name in VELOCITY_FIELDS} | {name: 0 for name in DISTINCT_FIELDS}
-    for name in VELOCITY_FIELDS:
-        if name.startswith("count"):
-            velocity[name] = 0
+    velocity = {name: 0 if name.startswith("count") else 0.0 for name in VELOCITY_FIELDS}
     context: dict[str, Any] = {"event": dict(EVENT_FIELDS), "model": dict(MODEL_FIELDS),
                                "lists": {name: False for name in list_names}}
     for entity in ENTITIES:
-        context[entity] = dict(velocity)
+        context[entity] = velocity | {name: 0 for name in DISTINCT_FIELDS[entity]}
     return context
 
 
@@ -95,6 +93,8 @@ class RuleHit:
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _MEMBER = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_INDEXED = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\[\s*[\"']([^\"']*)[\"']\s*\]")  # lists["name"]
+_MACRO_VARIABLE = re.compile(r"\.\s*(?:exists_one|exists|all|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 
 
 def _known_fields(list_names: tuple[str, ...]) -> dict[str, set[str]]:
@@ -128,12 +128,14 @@ def compile_rule(rule: Rule, list_names: tuple[str, ...] = ()) -> "cel.Program":
         raise InvalidInputError(f"expression calls unknown function(s) {', '.join(strange)}; "
                                 f"allowed: {', '.join(sorted(CEL_FUNCTIONS))}", field="expression")
     known = _known_fields(list_names)
-    unknown = sorted(set(program.variables()) - set(known))
+    bound = set(_MACRO_VARIABLE.findall(_STRING.sub('""', text)))  # e.g. x in [..].exists(x, ...)
+    unknown = sorted(set(program.variables()) - set(known) - bound)
     if unknown:
         raise InvalidInputError(f"expression uses unknown variable(s) {', '.join(unknown)}; "
                                 f"known: {', '.join(VARIABLES)}", field="expression")
     # Fields are checked statically too: a dry run does not reach terms behind a short-circuit.
-    for owner, member in _MEMBER.findall(_STRING.sub('""', text)):
+    members = _MEMBER.findall(_STRING.sub('""', text)) + _INDEXED.findall(text)
+    for owner, member in members:
         if owner in known and member not in known[owner]:
             where = "list" if owner == "lists" else f"field of {owner}"
             raise InvalidInputError(f"expression uses unknown {where} '{member}'", field="expression")
@@ -157,9 +159,19 @@ class RuleSet:
     version: int = 0
     _programs: list[Any] = field(default_factory=list, repr=False)
     _needed: dict[str, set[str] | None] = field(default_factory=dict, repr=False)
+    invalid: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._programs = [compile_rule(rule, self.list_names) for rule in self.rules]
+        # A stored rule that no longer compiles (say, after an upgrade renamed a field) is left out and
+        # reported with every decision as failed, rather than stopping every decision.
+        compiled, self.invalid = [], []
+        for rule in self.rules:
+            try:
+                compiled.append((rule, compile_rule(rule, self.list_names)))
+            except InvalidInputError:
+                self.invalid.append(rule.rule_id)
+        self.rules = [rule for rule, _ in compiled]
+        self._programs = [program for _, program in compiled]
         # Handing a context to the CEL evaluator costs time per value, so only what the rules read is
         # handed over: the fields they name, or a whole variable where one is used without a field.
         needed: dict[str, set[str] | None] = {}
@@ -186,7 +198,7 @@ class RuleSet:
         prepared = cel.Context({name: context[name] if fields is None else {f: context[name][f] for f in fields}
                                 for name, fields in self._needed.items()})
         hits: list[RuleHit] = []
-        failed: list[str] = []
+        failed: list[str] = list(self.invalid)
         for rule, program in zip(self.rules, self._programs):
             try:
                 fired = program.execute(prepared)

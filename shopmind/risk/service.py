@@ -9,9 +9,11 @@ API workers converge within `RELOAD_S`.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Iterable
 
 from sqlalchemy import func, insert, select, update
@@ -22,9 +24,14 @@ from shopmind.risk.decision_log import DecisionLog
 from shopmind.risk.engine import LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds
 from shopmind.risk.rules import Rule, RuleSet, compile_rule
 from shopmind.risk.schemas import RiskDecision, RiskEvent
+from shopmind.risk.velocity import MemoryVelocityStore
 from shopmind.storage import schema
 
+log = logging.getLogger(__name__)
+
 RELOAD_S = 5.0
+ANSWERED_KEEP = 100_000   # recent answers kept per process, so a retried event is neither re-decided nor re-counted
+COMMIT_TIMEOUT_S = 30.0
 PROFILE = "riskprofile"  # cache namespace: a user's country and signup time
 PROFILE_TTL_S = 600
 LIST_NAME = r"^[a-z][a-z0-9_]{0,63}$"
@@ -45,6 +52,8 @@ class RiskService:
         self._checked = 0.0
         self._frozen: set[str] = set()
         self._lock = threading.Lock()
+        self._answered: OrderedDict[str, RiskDecision] = OrderedDict()  # event id -> answer, for retries
+        self._velocity_is_remote = not isinstance(self.velocity, MemoryVelocityStore)
 
     # -- engine state --------------------------------------------------------------------------------
 
@@ -66,10 +75,16 @@ class RiskService:
             return self._engine
         with self._lock:
             if self._engine is None or time.monotonic() - self._checked >= RELOAD_S:
-                stamp = self._state_stamp()
-                if self._engine is None or stamp != self._stamp:
-                    self._engine = self._build()
-                    self._stamp = stamp
+                try:
+                    stamp = self._state_stamp()
+                    if self._engine is None or stamp != self._stamp:
+                        self._engine = self._build()
+                        self._stamp = stamp
+                except Exception as exc:
+                    if self._engine is None:
+                        raise
+                    # keep deciding with the last good rules and model; try again after RELOAD_S
+                    log.error("risk engine reload failed (%s); the previous rules and model stay", type(exc).__name__)
                 self._checked = time.monotonic()
         return self._engine  # type: ignore[return-value]
 
@@ -163,29 +178,52 @@ class RiskService:
             case_id=case["case_id"] if case else None, model_version=engine.model_version,
             rules_version=engine.rules.version, latency_ms=round(out.latency_us / 1000, 3))
 
+    def _freeze_row(self, out: Outcome, actor: str) -> dict | None:
+        user = out.tokens.get("user")
+        if out.decision != "freeze_account" or user is None or user in self._frozen:
+            return None
+        return {"pseudonym": user, "frozen": True, "updated_ms": _now(), "actor": f"risk:{actor}",
+                "reason": f"decision {out.decision_id}"}
+
+    def _remember(self, event: RiskEvent, response: RiskDecision, freeze: dict | None) -> RiskDecision:
+        if freeze is not None:
+            self._frozen.add(freeze["pseudonym"])
+        self._answered[event.event_id] = response
+        if len(self._answered) > ANSWERED_KEEP:
+            self._answered.popitem(last=False)
+        return response
+
     def decide(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
-        """Decide, commit the decision (and its case) durably, apply a freeze, then answer."""
+        """Decide, commit the decision (with its case or account freeze) durably, then answer. A retry
+        of an event this process already answered gets the same answer, and is not counted again."""
+        if event.event_id in self._answered:
+            return self._answered[event.event_id]
         engine = self.engine()
         out = engine.decide(event)
         row, case = self._rows(event, out, engine)
-        self.log.write(row, case)
-        if out.decision == "freeze_account" and out.tokens.get("user") not in self._frozen and "user" in out.tokens:
-            self._set_frozen(out.tokens["user"], True, f"risk:{actor}", reason=f"decision {out.decision_id}")
-        return self._response(event, out, engine, case)
+        freeze = self._freeze_row(out, actor)
+        self.log.write(row, case, freeze)
+        return self._remember(event, self._response(event, out, engine, case), freeze)
 
     async def decide_async(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
-        """The same as `decide` without a thread per request: the CPU part runs on the event loop (well
-        under a millisecond) and the commit is awaited, so concurrent requests share group commits."""
+        """The same as `decide` without a thread per request: the CPU part runs on the event loop (about
+        a millisecond) and the commit is awaited, so concurrent requests share group commits. With the
+        Redis velocity store the decision runs in a worker thread, so its network wait blocks no other
+        request. A request that is cancelled while it waits still has its decision committed."""
         import asyncio
 
+        if event.event_id in self._answered:
+            return self._answered[event.event_id]
         engine = self.engine()
-        out = engine.decide(event)
+        if self._velocity_is_remote:
+            out = await asyncio.to_thread(engine.decide, event)
+        else:
+            out = engine.decide(event)
         row, case = self._rows(event, out, engine)
-        await asyncio.wrap_future(self.log.submit(row, case))
-        if out.decision == "freeze_account" and "user" in out.tokens and out.tokens["user"] not in self._frozen:
-            await asyncio.to_thread(self._set_frozen, out.tokens["user"], True, f"risk:{actor}",
-                                    f"decision {out.decision_id}")
-        return self._response(event, out, engine, case)
+        freeze = self._freeze_row(out, actor)
+        committed = asyncio.wrap_future(self.log.submit(row, case, freeze))
+        await asyncio.wait_for(asyncio.shield(committed), COMMIT_TIMEOUT_S)
+        return self._remember(event, self._response(event, out, engine, case), freeze)
 
     def decision(self, decision_id: str) -> dict[str, Any]:
         d = schema.risk_decisions
@@ -312,11 +350,8 @@ class RiskService:
         a = schema.risk_accounts
         with self.store.transaction() as conn:
             before = conn.execute(select(a.c.frozen).where(a.c.pseudonym == pseudonym)).scalar()
-            if before is None:
-                conn.execute(insert(a).values(pseudonym=pseudonym, frozen=frozen, updated_ms=_now(), actor=actor))
-            else:
-                conn.execute(update(a).where(a.c.pseudonym == pseudonym)
-                             .values(frozen=frozen, updated_ms=_now(), actor=actor))
+            self.store.upsert(conn, "risk_accounts", [{"pseudonym": pseudonym, "frozen": frozen,
+                                                       "updated_ms": _now(), "actor": actor}])
             record_audit(conn, actor, "risk.account.freeze" if frozen else "risk.account.unfreeze", [pseudonym],
                          {"before": bool(before), "after": frozen, "reason": reason})
         (self._frozen.add if frozen else self._frozen.discard)(pseudonym)
@@ -398,3 +433,20 @@ def _rule_view(row: Any) -> dict[str, Any] | None:
         return None
     keep = ("rule_id", "version", "expression", "action", "weight", "mode", "description", "active")
     return {k: getattr(row, k) for k in keep}
+
+
+class RiskListSubjectData:
+    """Erasure of a user from block/allow lists of kind "user" (their entries are the user's pseudonym)."""
+
+    name = "risk lists"
+
+    def __init__(self, store):
+        self.store = store
+
+    def erase_subject(self, pseudonym: str) -> dict[str, int]:
+        from sqlalchemy import delete
+
+        e = schema.risk_list_entries
+        with self.store.transaction() as conn:
+            removed = conn.execute(delete(e).where(e.c.kind == "user", e.c.token == pseudonym)).rowcount
+        return {"entries": removed}

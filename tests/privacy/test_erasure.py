@@ -51,7 +51,31 @@ def _fan_out(shop) -> str:
     shop.train(actor="t")                     # model lineage
     shop.recommend(RAW_ID)                    # cached online state
     shop.export_user(RAW_ID, actor="t")       # audit trail
+    _risk_fan_out(shop)
     return shop.pseudonym(RAW_ID)
+
+
+def _risk_fan_out(shop) -> None:
+    """Risk decisions, a case and its label, a freeze, a user list entry and velocity windows."""
+    from shopmind.risk.rules import Rule
+    from shopmind.risk.schemas import RiskEvent
+
+    shop.risk.put_rule(Rule("big", "event.amount > 100.0", "review", mode="enforce"), actor="t")
+    shop.risk.add_to_list("watched_users", "user", [RAW_ID], actor="t")
+    decision = shop.risk.decide(RiskEvent(event_id="risk-1", kind="order", user_id=RAW_ID, amount=150.0,
+                                          card="card-1", device_id="dev-1"))
+    shop.risk.resolve_case(decision.case_id, "fraud", actor="t")
+    shop.risk.freeze(RAW_ID, actor="t")
+
+
+def _velocity_of_card(shop) -> float:
+    from shopmind.risk.velocity import Observation
+
+    import time
+
+    probe = Observation("probe", int(time.time() * 1000) + 1000, 1.0,
+                        {"card": shop.pseudonyms.token("instrument", "card-1")})
+    return shop.velocity.query(probe)["card_count_30d"]
 
 
 def _assert_gone(shop, pseudonym: str, home: Path) -> None:
@@ -72,9 +96,13 @@ def test_erasure_reaches_every_store(shop):
                                                     "audit_log"}
     assert _files_containing(home / "models", pseudonym)
     assert shop.cache.find(pseudonym)
-    assert shop.erasure.names == ["database", "cache", "models"]
+    assert shop.erasure.names == ["database", "cache", "models", "velocity", "risk lists"]
+    assert _tables_containing(shop, pseudonym) >= {"risk_decisions", "risk_cases", "risk_labels", "risk_accounts",
+                                                    "risk_list_entries"}
+    assert _velocity_of_card(shop) == 2  # the user's order on the card, and the probe itself
 
     receipt = shop.erase_user(RAW_ID, actor="t")
+    assert _velocity_of_card(shop) == 1
 
     assert receipt.removed["database.events"] == 20
     assert receipt.removed["database.orders"] == 1 and receipt.removed["database.payments"] == 1
