@@ -56,44 +56,91 @@ def history(shop, since_ms: int = 0, until_ms: int | None = None) -> Iterator[tu
         yield event, tokens, bool(r.label_fraud), r.fraud_pattern
 
 
-def expected_cost(scores: np.ndarray, fraud: np.ndarray, amounts: np.ndarray, review: float, block: float,
-                  cost: CostModel) -> float:
-    blocked = scores >= block
-    reviewed = (scores >= review) & ~blocked
-    allowed = ~(blocked | reviewed)
+def as_of_unusualness(shop):
+    """The behaviour-model feature for replays, from each user's events *before* the event's time (the
+    live path reads the user's latest events, which for a past event would include its future). None
+    when no behaviour model is trained."""
+    from bisect import bisect_left
+
+    if shop.recommender.behaviour() is None:
+        return None
+    e = schema.events
+    frame = shop.store.frame(select(e.c.user_pseudonym, e.c.item_id, e.c.type, e.c.ts_ms)
+                             .where(e.c.item_id.is_not(None), e.c.user_pseudonym.is_not(None))
+                             .order_by(e.c.user_pseudonym, e.c.ts_ms))
+    by_user: dict[str, tuple[list[int], list[tuple[str, str]]]] = {}
+    for user, item, kind, ts in frame.iter_rows():
+        times, items = by_user.setdefault(user, ([], []))
+        times.append(ts)
+        items.append((item, kind))
+
+    def unusual(pseudonym: str, event: RiskEvent) -> float | None:
+        times, items = by_user.get(pseudonym, ([], []))
+        k = bisect_left(times, event.ts_ms or 0)
+        if k == 0:
+            return None
+        return shop.recommender.unusualness(items[max(0, k - 50):k], [it.item_id for it in event.items],
+                                            subject=None)  # no cached state: it would be today's
+    return unusual
+
+
+def history_engine(shop, velocity, model=None, model_version: str | None = None) -> RiskEngine:
+    """An engine over the live rules, lists and thresholds for replaying the past (as-of features)."""
+    live = shop.risk.engine()
+    return RiskEngine(shop.pseudonyms, velocity, live.rules, live.lists, live.thresholds,
+                      model=model if model is not None else live.model,
+                      model_version=model_version or live.model_version, profile=shop.risk._profile,
+                      unusual=as_of_unusualness(shop))
+
+
+def decision_cost(decisions: np.ndarray, fraud: np.ndarray, amounts: np.ndarray, cost: CostModel) -> float:
+    """What these decisions cost under the cost model (freeze_account counts as a block)."""
+    stopped = np.isin(decisions, ("block", "freeze_account"))
+    reviewed = decisions == "review"
+    allowed = decisions == "allow"
     fraud_loss = amounts[allowed & fraud].sum() + (1 - cost.reviewed_fraud_caught) * amounts[reviewed & fraud].sum()
-    friction = cost.margin * amounts[blocked & ~fraud].sum()
-    return float(fraud_loss + friction + cost.review_cost * reviewed.sum())
+    return float(fraud_loss + cost.margin * amounts[stopped & ~fraud].sum() + cost.review_cost * reviewed.sum())
+
+
+def by_thresholds(scores: np.ndarray, review: float, block: float) -> np.ndarray:
+    return np.where(scores >= block, "block", np.where(scores >= review, "review", "allow"))
 
 
 def tune_thresholds(scores: np.ndarray, fraud: np.ndarray, amounts: np.ndarray, cost: CostModel,
-                    max_review_share: float = 0.05) -> dict[str, float]:
-    """The (review, block) pair on a grid of score quantiles with the least expected cost, sending at most
-    `max_review_share` of events to review (the analysts' capacity)."""
-    grid = np.unique(np.quantile(scores, np.linspace(0.80, 1.0, 81)))
-    best = {"review": 1.0, "block": 1.0, "cost": expected_cost(scores, fraud, amounts, 1.0, 1.0 + 1e-9, cost)}
+                    current: tuple[float, float], max_review_share: float = 0.05) -> dict[str, float]:
+    """The (review, block) pair with the least cost over these events (those no rule decided), from a
+    grid of score quantiles plus the current pair, sending at most `max_review_share` of them to review
+    (the analysts' capacity); the current pair is kept when nothing on the grid beats it."""
+    grid = np.unique(np.concatenate([np.quantile(scores, np.linspace(0.80, 1.0, 81)), current, [1.0 + 1e-9]]))
+    best = {"review": current[0], "block": current[1],
+            "cost": decision_cost(by_thresholds(scores, *current), fraud, amounts, cost)}
     for review in grid:
         for block in grid[grid >= review]:
-            reviewed_share = float(((scores >= review) & (scores < block)).mean())
-            if reviewed_share > max_review_share:
+            decisions = by_thresholds(scores, float(review), float(block))
+            if float((decisions == "review").mean()) > max_review_share:
                 continue
-            c = expected_cost(scores, fraud, amounts, float(review), float(block), cost)
+            c = decision_cost(decisions, fraud, amounts, cost)
             if c < best["cost"]:
-                best = {"review": float(review), "block": float(block), "cost": c}
+                best = {"review": float(min(review, 1.0)), "block": float(min(block, 1.0)), "cost": c}
     return best
 
 
 def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version: str | None = None,
              cost: CostModel = CostModel()) -> dict[str, Any]:
     live = shop.risk.engine()
-    model = live.model
+    model = None
     if model_version is not None:
         from shopmind.risk.model import RiskModel
 
+        from shopmind.exceptions import InvalidInputError
+        from shopmind.training.registry import VERSION_PATTERN
+
+        if not VERSION_PATTERN.fullmatch(model_version):
+            raise InvalidInputError("model_version must look like v20260101-120000-1", field="model_version")
+        shop.registry.card("risk", model_version)  # NotFoundError naming the version if there is none
         model = RiskModel.load(shop.registry.root / "risk" / model_version / "model")
-    engine = RiskEngine(shop.pseudonyms, MemoryVelocityStore(), live.rules, live.lists, live.thresholds, model=model,
-                        model_version=model_version or live.model_version, profile=shop.risk._profile)
-    scores, fraud, amounts, decisions = [], [], [], []
+    engine = history_engine(shop, MemoryVelocityStore(), model, model_version)
+    scores, fraud, amounts, decisions, by_rule = [], [], [], [], []
     for event, tokens, label, _pattern in history(shop, 0, until_ms):
         out = engine.decide(event, tokens=tokens)  # earlier events only warm the windows
         if event.ts_ms is not None and event.ts_ms >= since_ms:
@@ -101,8 +148,9 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
             fraud.append(label)
             amounts.append(event.amount)
             decisions.append(out.decision)
+            by_rule.append(any(h.action != "score" for h in out.hits) or "the account is frozen" in out.reasons)
     s, f, a = np.array(scores), np.array(fraud, dtype=bool), np.array(amounts)
-    d = np.array(decisions)
+    d, ruled = np.array(decisions, dtype=object), np.array(by_rule, dtype=bool)
     stopped = np.isin(d, ("block", "freeze_account"))
     reviewed = d == "review"
     thresholds = live.thresholds
@@ -113,7 +161,18 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         "fraud_stopped": int((stopped & f).sum()), "fraud_reviewed": int((reviewed & f).sum()),
         "good_blocked": int((stopped & ~f).sum()), "good_reviewed": int((reviewed & ~f).sum()),
         "fraud_amount_allowed": float(a[(d == "allow") & f].sum()),
-        "cost": expected_cost(s, f, a, thresholds.review, thresholds.block, cost) if len(s) else 0.0,
+        "cost": decision_cost(d, f, a, cost) if len(s) else 0.0,
         "cost_model": asdict(cost),
-        "suggested_thresholds": tune_thresholds(s, f, a, cost) if len(s) and f.any() else None,
+        "decided_by_rules": int(ruled.sum()),
+        # thresholds only decide what no rule decided; the rules' share of the cost stays as it is
+        "suggested_thresholds": _suggest(s, f, a, d, ruled, cost, (thresholds.review, thresholds.block)),
     }
+
+
+def _suggest(s, f, a, d, ruled, cost: CostModel, current: tuple[float, float]) -> dict[str, float] | None:
+    free = ~ruled
+    if not free.any() or not f[free].any():
+        return None
+    best = tune_thresholds(s[free], f[free], a[free], cost, current)
+    best["cost"] += decision_cost(d[ruled], f[ruled], a[ruled], cost)
+    return best

@@ -392,9 +392,11 @@ class RiskService:
             if case.status != "open":
                 raise InvalidInputError(f"the case is already resolved as {case.status}", field="case_id")
             now = _now()
-            conn.execute(update(c).where(c.c.case_id == case_id).values(status=verdict, resolved_ms=now,
-                                                                          resolved_by=actor))
-            self._upsert_labels(conn, [{"event_id": case.event_id, "user_pseudonym": case.user_pseudonym,
+            changed = conn.execute(update(c).where(c.c.case_id == case_id, c.c.status == "open")
+                                   .values(status=verdict, resolved_ms=now, resolved_by=actor)).rowcount
+            if changed != 1:  # another analyst resolved it in the meantime
+                raise InvalidInputError("the case was resolved by someone else just now", field="case_id")
+            self._append_labels(conn, [{"event_id": case.event_id, "user_pseudonym": case.user_pseudonym,
                                         "fraud": verdict == "fraud", "source": "analyst", "labelled_ms": now,
                                         "actor": actor}])
             record_audit(conn, actor, "risk.case.resolve", [case.user_pseudonym],
@@ -416,13 +418,16 @@ class RiskService:
                 rows.append({"event_id": label["event_id"], "user_pseudonym": user[0], "fraud": label["fraud"],
                              "source": str(label.get("source") or "chargeback")[:16],
                              "labelled_ms": int(label.get("labelled_ms") or _now()), "actor": actor})
-            self._upsert_labels(conn, rows)
-            record_audit(conn, actor, "risk.labels.add", [None], {"count": len(rows)})
+            self._append_labels(conn, rows)
+            record_audit(conn, actor, "risk.labels.add", sorted({r["user_pseudonym"] for r in rows}, key=str),
+                         {"count": len(rows), "sources": sorted({r["source"] for r in rows})})
         return len(rows)
 
-    def _upsert_labels(self, conn, rows: list[dict[str, Any]]) -> None:
+    @staticmethod
+    def _append_labels(conn, rows: list[dict[str, Any]]) -> None:
+        """Labels are appended, never overwritten: what was known when is kept for training cut-offs."""
         if rows:
-            self.store.upsert(conn, "risk_labels", rows)
+            conn.execute(insert(schema.risk_labels), rows)
 
     def close(self) -> None:
         self.log.close()

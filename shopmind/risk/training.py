@@ -42,8 +42,9 @@ def training_set(store, cutoff_ms: int, label_delay_days: float = 7.0, since_ms:
         decisions = conn.execute(select(d.c.event_id, d.c.ts_ms, d.c.decided_ms, d.c.features)
                                  .where(d.c.ts_ms <= cutoff_ms, d.c.decided_ms <= cutoff_ms, d.c.ts_ms >= since_ms)
                                  .order_by(d.c.decided_ms)).all()
-        labels = {e: f for e, f in conn.execute(select(lab.c.event_id, lab.c.fraud)
-                                                .where(lab.c.labelled_ms <= cutoff_ms))}
+        labels = {e: f for e, f in conn.execute(select(lab.c.event_id, lab.c.fraud)  # latest known by T wins
+                                                .where(lab.c.labelled_ms <= cutoff_ms)
+                                                .order_by(lab.c.labelled_ms, lab.c.id))}
     latest: dict[str, Any] = {}
     for row in decisions:  # the last decision on an event is the one that stood
         latest[row.event_id] = row
@@ -92,12 +93,18 @@ def replay_history(shop, label_delay_days: float = 7.0, progress=None) -> dict[s
     """Replay stored orders and payments, oldest first, through the current rules and model: fills the
     velocity windows and the decision log with point-in-time features, and records each stored fraud
     label as a chargeback arriving `label_delay_days` after the event. Stored tokens are used as they are."""
-    from shopmind.risk.backtest import history
+    from shopmind.risk.backtest import history, history_engine
 
-    engine = shop.risk.engine()
+    engine = history_engine(shop, shop.velocity)
     decisions, labels, counts = [], [], {"allow": 0, "review": 0, "block": 0, "freeze_account": 0}
     delay_ms = int(label_delay_days * DAY_MS)
+    d = schema.risk_decisions
+    with shop.store.transaction() as conn:  # replaying again adds only what was not replayed before
+        done = {e for (e,) in conn.execute(select(d.c.event_id).where(
+            d.c.event_id.like("order:%") | d.c.event_id.like("payment:%")))}
     for event, tokens, fraud, _pattern in history(shop):
+        if event.event_id in done:
+            continue
         out = engine.decide(event, tokens=tokens)
         row, _ = shop.risk._rows(event, out, engine)
         row["decided_ms"] = out.ts_ms  # as if decided live: training cut-offs compare against it
@@ -112,5 +119,5 @@ def replay_history(shop, label_delay_days: float = 7.0, progress=None) -> dict[s
         for start in range(0, len(decisions), 5000):
             conn.execute(insert(schema.risk_decisions), decisions[start:start + 5000])
         if labels:
-            shop.store.upsert(conn, "risk_labels", labels)
+            conn.execute(insert(schema.risk_labels), labels)
     return {"replayed": len(decisions), "fraud_labels": len(labels), "decisions": counts}

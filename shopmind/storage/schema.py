@@ -235,17 +235,20 @@ risk_decisions = Table(
     Index("ix_risk_decisions_ts", "ts_ms"),
 )
 
-# Labels arrive late (chargebacks, analyst verdicts); `labelled_ms` is when shopmind learned them, which is
-# what training cut-offs compare against.
+# Labels arrive late (chargebacks, analyst verdicts) and can change (a verdict, then a chargeback); rows are
+# only appended. `labelled_ms` is when shopmind learned each, which is what training cut-offs compare
+# against: the label as known at time T is the latest row with labelled_ms <= T.
 risk_labels = Table(
     "risk_labels", metadata,
-    Column("event_id", ID, primary_key=True),
+    Column("id", AUTO_ID, primary_key=True, autoincrement=True),
+    Column("event_id", ID, nullable=False),
     Column("user_pseudonym", PSEUDONYM),
     Column("fraud", Boolean, nullable=False),
     Column("source", String(16), nullable=False),
     Column("labelled_ms", BigInteger, nullable=False),
     Column("actor", String(64), nullable=False),
     Index("ix_risk_labels_user", "user_pseudonym"),
+    Index("ix_risk_labels_event", "event_id"),
 )
 
 risk_cases = Table(

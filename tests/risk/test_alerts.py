@@ -6,7 +6,10 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+from sqlalchemy import insert
+
 from shopmind.risk import alerts
+from shopmind.storage import schema
 
 NOW = 1_780_000_000_000
 HOUR = 3_600_000
@@ -76,6 +79,6 @@ def test_a_fraud_rate_jump_is_alerted(shop):
     labels += [{"event_id": f"w{i}", "user_pseudonym": None, "fraud": i % 4 == 0, "source": "chargeback",
                 "labelled_ms": NOW - i * 30_000, "actor": "t"} for i in range(100)]
     with shop.store.transaction() as conn:
-        shop.store.upsert(conn, "risk_labels", labels)
+        conn.execute(insert(schema.risk_labels), labels)
     raised = alerts.check(shop.store, now_ms=NOW)
     assert [a["kind"] for a in raised] == ["fraud_rate"] and raised[0]["fraud"] == 25

@@ -248,11 +248,17 @@ def test_model_from_replayed_history_scores_explains_and_backtests(shop, tmp_pat
     assert trained["n_fraud"] == replayed["fraud_labels"]
     out = shop.risk.decide(RiskEvent(**order(1)))
     assert out.model_version == trained["version"] and 0.0 <= out.model_score <= 1.0
-    assert len(out.contributions) > 0 and all(c.contribution != 0 for c in out.contributions)
+    sizes = [abs(c.contribution) for c in out.contributions]
+    assert 0 < len(sizes) <= 5 and sizes == sorted(sizes, reverse=True)  # the strongest reasons, strongest first
+    logged = shop.risk.decision(out.decision_id)["features"]
+    from shopmind.risk.features import FEATURE_NAMES
+
+    row = np.array([[np.nan if logged[n] is None else logged[n] for n in FEATURE_NAMES]])
+    assert shop.risk.engine().model.predict_proba(row)[0] == pytest.approx(out.model_score, abs=1e-6)
     report = backtest(shop)
     assert sum(report["decisions"].values()) == report["events"] == replayed["replayed"]
     assert report["fraud"] == replayed["fraud_labels"]
-    assert report["suggested_thresholds"]["cost"] <= report["cost"]
+    assert report["suggested_thresholds"]["cost"] <= report["cost"] + 1e-6  # the current pair is a candidate
 
 
 def test_fast_single_row_explanations_equal_lightgbm_predict():
@@ -268,3 +274,18 @@ def test_fast_single_row_explanations_equal_lightgbm_predict():
         reference = model.booster_.predict(row.reshape(1, -1), pred_contrib=True)[0]
         np.testing.assert_allclose(contributions, reference[:-1], rtol=1e-9, atol=1e-12)
         assert probability == pytest.approx(model.predict_proba(row.reshape(1, -1))[0], rel=1e-9)
+
+
+def test_a_later_label_does_not_erase_what_was_known_earlier(shop):
+    shop.risk.decide(RiskEvent(**order(1, ts_ms=int(time.time() * 1000) - 40 * DAY_MS)), actor="t")
+    now = int(time.time() * 1000)
+    shop.risk.add_labels([{"event_id": "o-1", "fraud": False, "source": "analyst",
+                           "labelled_ms": now + 1 * DAY_MS}], actor="t")
+    shop.risk.add_labels([{"event_id": "o-1", "fraud": True, "source": "chargeback",
+                           "labelled_ms": now + 10 * DAY_MS}], actor="t")
+
+    def known(days: int) -> dict:
+        data = training_set(shop.store, now + days * DAY_MS, label_delay_days=60)  # never settled unlabelled
+        return dict(zip(data.event_ids, data.y.tolist()))
+
+    assert known(0) == {} and known(2) == {"o-1": 0.0} and known(11) == {"o-1": 1.0}

@@ -72,15 +72,17 @@ def upgrade() -> None:
         batch_op.create_index('ix_risk_decisions_user', ['user_pseudonym'], unique=False)
 
     op.create_table('risk_labels',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('event_id', sa.String(length=128), nullable=False),
     sa.Column('user_pseudonym', sa.String(length=32), nullable=True),
     sa.Column('fraud', sa.Boolean(), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
     sa.Column('labelled_ms', sa.BigInteger(), nullable=False),
     sa.Column('actor', sa.String(length=64), nullable=False),
-    sa.PrimaryKeyConstraint('event_id')
+    sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('risk_labels', schema=None) as batch_op:
+        batch_op.create_index('ix_risk_labels_event', ['event_id'], unique=False)
         batch_op.create_index('ix_risk_labels_user', ['user_pseudonym'], unique=False)
 
     op.create_table('risk_list_entries',
@@ -125,6 +127,7 @@ def downgrade() -> None:
     op.drop_table('risk_list_entries')
     with op.batch_alter_table('risk_labels', schema=None) as batch_op:
         batch_op.drop_index('ix_risk_labels_user')
+        batch_op.drop_index('ix_risk_labels_event')
 
     op.drop_table('risk_labels')
     with op.batch_alter_table('risk_decisions', schema=None) as batch_op:
