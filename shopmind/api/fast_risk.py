@@ -32,7 +32,7 @@ def _key(headers: list[tuple[bytes, bytes]]) -> str | None:
     bearer = api_key = None
     for name, value in headers:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
-            bearer = value[7:].decode("latin-1").strip()
+            bearer = value[7:].decode("latin-1").strip() or None  # empty: fall back to X-API-Key, as FastAPI does
         elif name == b"x-api-key":
             api_key = value.decode("latin-1").strip()
     return bearer if bearer is not None else api_key

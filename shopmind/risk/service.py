@@ -14,11 +14,13 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Any, Iterable
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
-from shopmind.exceptions import InvalidInputError, NotFoundError
+from shopmind.exceptions import InvalidInputError, NotFoundError, StorageError
 from shopmind.privacy.audit import record_audit
 from shopmind.risk.decision_log import DecisionLog
 from shopmind.risk.engine import LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds
@@ -263,7 +265,7 @@ class RiskService:
         """Create a rule or a new version of it. Validated completely first; audited with before/after."""
         compile_rule(rule, self._list_names())
         r = schema.risk_rules
-        with self.store.transaction() as conn:
+        with _one_writer(f"rule {rule.rule_id!r}"), self.store.transaction() as conn:
             before = conn.execute(select(r).where(r.c.rule_id == rule.rule_id).order_by(r.c.version.desc())
                                   .limit(1)).first()
             version = (before.version + 1) if before else 1
@@ -330,7 +332,7 @@ class RiskService:
         if not 0.0 <= review <= block <= 1.0:
             raise InvalidInputError("thresholds need 0 <= review <= block <= 1", field="review")
         t = schema.risk_thresholds
-        with self.store.transaction() as conn:
+        with _one_writer("the thresholds"), self.store.transaction() as conn:
             before = self._thresholds(conn)
             version = before.version + 1
             conn.execute(insert(t).values(version=version, review=review, block=block, created_ms=_now(), actor=actor))
@@ -431,6 +433,18 @@ class RiskService:
 
     def close(self) -> None:
         self.log.close()
+
+
+@contextmanager
+def _one_writer(what: str):
+    """Two admins changing the same versioned thing at once: the second gets a clear 422, not a 500."""
+    try:
+        yield
+    except StorageError as exc:
+        if isinstance(exc.__cause__, IntegrityError):
+            raise InvalidInputError(f"{what} was changed by someone else at the same moment; "
+                                    "read it again and retry", field="version") from None
+        raise
 
 
 def _rule_view(row: Any) -> dict[str, Any] | None:

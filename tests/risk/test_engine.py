@@ -172,28 +172,38 @@ def test_erasure_reaches_decisions_cases_labels_and_velocity(shop):
 
 
 _KILL_SCRIPT = """
-import sys
+import asyncio, sys
 from pathlib import Path
 from shopmind.config import load_settings
 from shopmind.shop import Shop
 from shopmind.risk.schemas import RiskEvent
 shop = Shop.open(load_settings(home=Path(sys.argv[1]), cache_url="memory://"))
+def event(i):
+    return RiskEvent(event_id=f"k-{i}", kind="payment", user_id=f"u{i % 7}", amount=10.0 + i, card=f"c{i % 5}")
+async def serve_async():  # the path the HTTP service takes: concurrent requests sharing group commits
+    i = 0
+    while True:
+        batch = await asyncio.gather(*(shop.risk.decide_async(event(i + j)) for j in range(8)))
+        i += 8
+        for out in batch:
+            print(out.decision_id, flush=True)
+if sys.argv[2] == "async":
+    asyncio.run(serve_async())
 i = 0
 while True:
     i += 1
-    out = shop.risk.decide(RiskEvent(event_id=f"k-{i}", kind="payment", user_id=f"u{i % 7}", amount=10.0 + i,
-                                     card=f"c{i % 5}"))
-    print(out.decision_id, flush=True)
+    print(shop.risk.decide(event(i)).decision_id, flush=True)
 """
 
 
-def test_acknowledged_decisions_survive_sigkill(tmp_path):
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_acknowledged_decisions_survive_sigkill(tmp_path, path):
     from shopmind.config import load_settings
     from shopmind.shop import Shop
 
     home = tmp_path / "home"
     Shop.init(load_settings(home=home))[0].close()
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(home)], stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(home), path], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     acknowledged = []
     deadline = time.time() + 60
