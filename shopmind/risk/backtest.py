@@ -151,11 +151,15 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
             by_rule.append(any(h.action != "score" for h in out.hits) or "the account is frozen" in out.reasons)
     s, f, a = np.array(scores), np.array(fraud, dtype=bool), np.array(amounts)
     d, ruled = np.array(decisions, dtype=object), np.array(by_rule, dtype=bool)
+    trained_until = None
+    if engine.model_version is not None:
+        trained_until = shop.registry.card("risk", engine.model_version).get("cutoff_ms")
     stopped = np.isin(d, ("block", "freeze_account"))
     reviewed = d == "review"
     thresholds = live.thresholds
     return {
         "events": int(len(s)), "fraud": int(f.sum()), "model_version": engine.model_version,
+        "in_sample": trained_until is not None and since_ms < trained_until,  # optimistic figures if true
         "rules_version": live.rules.version, "thresholds": {"review": thresholds.review, "block": thresholds.block},
         "decisions": {k: int((d == k).sum()) for k in ("allow", "review", "block", "freeze_account")},
         "fraud_stopped": int((stopped & f).sum()), "fraud_reviewed": int((reviewed & f).sum()),
