@@ -13,8 +13,9 @@ events with ts <= their ts, and later queries see them. Each entity keeps its ev
 exact 30-day window. Recording is idempotent: the same event_id at the same ts counts once.
 
 Amounts are kept as integer micro-units, so sums do not depend on insertion order. `window_features`
-is the definition, one pass over an entity's last 30 days; the Redis store uses it on what its script
-returns. The in-process store keeps incremental structures instead (prefix sums, hourly maxima, last
+is the definition, one pass over an entity's last 30 days. The Redis store computes the features inside
+its Lua script (velocity_redis.RedisVelocityStore has the layout and costs). The in-process store keeps incremental
+structures instead (prefix sums, hourly maxima, last
 occurrence of each distinct value), because that pass costs too much for hot terminals and NAT IPs
 inside a 2 ms decision; the tests hold both stores bit-identical to each other and to a brute force.
 
@@ -29,10 +30,11 @@ from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
+from numbers import Integral
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse, urlunparse
 
-from shopmind.exceptions import ConfigError, InvalidInputError, StorageError
+from shopmind.exceptions import ConfigError, InvalidInputError
 
 ENTITIES = ("user", "card", "device", "ip", "terminal")
 HOUR_MS = 3_600_000
@@ -49,6 +51,7 @@ DEFAULT_DISTINCT: dict[str, tuple[str, ...]] = {
 }
 MICRO = 1_000_000
 SEP = "\x1f"                                  # field separator in Redis members; refused inside ids
+TS_LIMIT = 2 ** 46                            # |ts_ms| below this (2200 years): Redis score bands stay exact
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ def window_features(kind: str, distinct: tuple[str, ...], ts: list[int], amounts
 
 def _check(obs: Observation) -> int:
     """Validate once at the boundary; returns the amount in micro-units. Messages never echo ids."""
+    if not isinstance(obs.ts_ms, Integral) or not -TS_LIMIT < obs.ts_ms < TS_LIMIT:
+        raise InvalidInputError("ts_ms must be an integer number of milliseconds within 2^46 of the epoch", field="ts_ms")
     if not obs.event_id or SEP in obs.event_id:
         raise InvalidInputError("event_id must be non-empty and free of control separators", field="event_id")
     for kind, key in obs.entities.items():
@@ -391,136 +396,20 @@ class MemoryVelocityStore:
         return {"velocity_entities": int(own is not None), "velocity_entries": entries}
 
 
-_OBSERVE_LUA = """
-local t, lo, retain, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local tsp, dupp = ARGV[6], ARGV[7]
-local out = {}
-for i = 1, n do
-  local key = KEYS[i]
-  local r = redis.call('ZRANGEBYSCORE', key, lo, t)
-  local dup = false
-  for j = #r, 1, -1 do
-    local m = r[j]
-    if string.sub(m, 1, #tsp) ~= tsp then break end
-    if string.sub(m, 1, #dupp) == dupp then dup = true break end
-  end
-  if not dup then
-    redis.call('ZADD', key, t, ARGV[9 + i])
-    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', tonumber(last[2]) - retain))
-    local im = ARGV[9 + n + i]
-    if im ~= '' then redis.call('ZADD', KEYS[n + 1], t, im) end
-  end
-  redis.call('PEXPIRE', key, ttl)
-  out[i] = r
-end
-if #KEYS > n then
-  local ix = KEYS[n + 1]
-  local last = redis.call('ZRANGE', ix, -1, -1, 'WITHSCORES')
-  if #last > 0 then
-    redis.call('ZREMRANGEBYSCORE', ix, '-inf', '(' .. string.format('%d', tonumber(last[2]) - tonumber(ARGV[8])))
-    redis.call('PEXPIRE', ix, ARGV[9])
-  end
-end
-return out
-"""
-
-
-class RedisVelocityStore:
-    """The same features from Redis, shared by several API processes: one sorted set per entity
-    (score = ts, member = "ts␟event_id␟micro-amount␟distinct values…"), written and read back by one
-    Lua script, so an observation costs one round trip and is atomic. Keys expire 31 d after their
-    last write. The per-user index (a sorted set of "kind␟key␟member") keeps twice the retention:
-    with event times near the wall clock that outlives every entry it points to."""
-
-    name = "velocity"
-    TTL_MS = RETAIN_MS
-    INDEX_RETAIN_MS = 2 * RETAIN_MS + DAY_MS
-
-    def __init__(self, target: Any, prefix: str = "shopmind-vel", distinct: dict[str, tuple[str, ...]] | None = None):
-        import redis
-
-        self._r = redis.Redis.from_url(target, socket_timeout=2, socket_connect_timeout=2) if isinstance(target, str) else target
-        self._prefix = prefix.encode()
-        self.distinct = {k: tuple((distinct or DEFAULT_DISTINCT).get(k, ())) for k in ENTITIES}
-        self._script = self._r.register_script(_OBSERVE_LUA)
-
-    def _key(self, kind: str, key: str) -> bytes:
-        return b"%s:e:%s:%s" % (self._prefix, kind.encode(), key.encode())
-
-    def _index_key(self, user: str) -> bytes:
-        return b"%s:x:%s" % (self._prefix, user.encode())
-
-    def _call(self, fn, *args, **kwargs):
-        import redis
-
-        try:
-            return fn(*args, **kwargs)
-        except redis.RedisError as exc:
-            raise StorageError(f"redis failed ({type(exc).__name__})") from exc
-
-    def observe(self, obs: Observation) -> dict[str, float]:
-        return self._run(obs, record=True)
-
-    def query(self, obs: Observation) -> dict[str, float]:
-        """The features `observe` would return, without recording anything (what-if, backtests)."""
-        return self._run(obs, record=False)
-
-    def _run(self, obs: Observation, record: bool) -> dict[str, float]:
-        amount, t, eid = _check(obs), obs.ts_ms, obs.event_id
-        ents = obs.entities
-        kinds = list(ents)
-        if not kinds:
-            return {}
-        values = {k: tuple(ents.get(d, "").encode() for d in self.distinct[k]) for k in kinds}
-        keys = [self._key(k, ents[k]) for k in kinds]
-        lo = str(t - RETAIN_MS)
-        if record:
-            head = f"{t}{SEP}{eid}{SEP}".encode()
-            members = [b"%s%d%s%s" % (head, amount, SEP.encode() if values[k] else b"", SEP.encode().join(values[k]))
-                       for k in kinds]
-            user = ents.get("user")
-            index = [b"%s\x1f%s\x1f%s" % (k.encode(), ents[k].encode(), m) if user and k != "user" else b""
-                     for k, m in zip(kinds, members)]
-            argv = [t, lo, RETAIN_MS, self.TTL_MS, len(kinds), f"{t}{SEP}".encode(), head,
-                    self.INDEX_RETAIN_MS, 2 * self.TTL_MS + DAY_MS, *members, *index]
-            ranges = self._call(self._script, keys=keys + ([self._index_key(user)] if user else []), args=argv)
-        else:
-            pipe = self._r.pipeline(transaction=False)
-            for key in keys:
-                pipe.zrangebyscore(key, lo, t)
-            ranges = self._call(pipe.execute)
-        out: dict[str, float] = {}
-        eid_b = eid.encode()
-        for kind, raw in zip(kinds, ranges):
-            width = len(self.distinct[kind])
-            if raw:
-                fields = list(zip(*(m.split(b"\x1f") for m in raw)))
-                ts = list(map(int, fields[0]))
-                amts = list(map(int, fields[2]))
-                cols = [list(c) for c in fields[3:3 + width]]
-                dup, j = False, len(ts) - 1
-                while j >= 0 and ts[j] == t and not dup:
-                    dup, j = fields[1][j] == eid_b, j - 1
-            else:
-                ts, amts, cols, dup = [], [], [[] for _ in range(width)], False
-            out.update(window_features(kind, self.distinct[kind], ts, amts, cols, t, None if dup else (amount, values[kind])))
-        return out
-
-    def erase_subject(self, pseudonym: str) -> dict[str, int]:
-        own, ix = self._key("user", pseudonym), self._index_key(pseudonym)
-        pipe = self._r.pipeline(transaction=False)
-        pipe.zcard(own)
-        pipe.zrange(ix, 0, -1)
-        entries, pointers = self._call(pipe.execute)
-        pipe = self._r.pipeline(transaction=True)
-        pipe.delete(own)
-        for pointer in pointers:
-            kind, key, member = pointer.split(b"\x1f", 2)
-            pipe.zrem(b"%s:e:%s:%s" % (self._prefix, kind, key), member)
-        pipe.delete(ix)
-        results = self._call(pipe.execute)
-        return {"velocity_entities": int(entries > 0), "velocity_entries": entries + sum(results[1:-1])}
+# --- Redis: the same features from per-entity structures kept up to date by Lua -------------------
+#
+# Per entity (kind, key), all under `<prefix>:`:
+#   e:<kind>:<key>  sorted set of the events, score ts, member "ts␟event_id␟micro-amount␟v1␟…␟vk" (the
+#                   source of truth: dedup, small entities, partial edge hours, retention, erasure)
+#   h:<kind>:<key>  hash, a sparse binary tree over clock hours: field "<level>:<i>" covers the 2^level
+#                   hours from hour i·2^level and holds "count sum max" of their events (levels 0..9, a
+#                   node spans at most 512 h); a run of whole hours is at most two nodes per level
+#   d:<kind>:<key>  sorted set "d␟value" -> d·2^47 + its last occurrence (ZADD GT), one score band per
+#                   distinct kind d: values last seen in (a, t] are one ZCOUNT
+#   o:<kind>:<key>  sorted set in lexical order (scores 0) of "d␟value␟ts␟event_id", one member per
+#                   event and distinct value: a value's last occurrence <= t is one ZREVRANGEBYLEX
+# plus x:<user>, the per-user index of entries in other entities (member "kind␟key␟event member").
+# The d: and o: sets hold a sentinel "" so that the four keys are created, and expire, together.
 
 
 def open_velocity_store(cache_url: str) -> VelocityStore:
@@ -532,5 +421,7 @@ def open_velocity_store(cache_url: str) -> VelocityStore:
         return MemoryVelocityStore()
     if scheme in {"redis", "rediss", "unix"}:
         prefix = parse_qs(parsed.query).get("prefix", ["shopmind"])[0]
+        from shopmind.risk.velocity_redis import RedisVelocityStore
+
         return RedisVelocityStore(urlunparse(parsed._replace(query="")), prefix=f"{prefix}-vel")
     raise ConfigError(f"cache_url scheme {scheme!r} is not supported: use memory:// or redis://")

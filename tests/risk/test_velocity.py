@@ -16,10 +16,10 @@ from shopmind.risk.velocity import (
     WINDOWS,
     MemoryVelocityStore,
     Observation,
-    RedisVelocityStore,
     feature_names,
     open_velocity_store,
 )
+from shopmind.risk.velocity_redis import RedisVelocityStore
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -194,7 +194,11 @@ def _leftovers(store, needle: str) -> list[str]:
         return found
     r = store._r
     for key in r.scan_iter(match=store._prefix + b":*", count=1000):
-        if needle.encode() in key or any(needle.encode() in m for m in r.zrange(key, 0, -1)):
+        if r.type(key) == b"hash":                                  # the hour tree: fields and "count sum max"
+            content = [x for item in r.hgetall(key).items() for x in item]
+        else:
+            content = r.zrange(key, 0, -1)
+        if needle.encode() in key or any(needle.encode() in m for m in content):
             found.append(key.decode())
     return found
 
@@ -230,12 +234,20 @@ def test_invalid_input_is_refused_without_echoing_ids(store):
         store.observe(Observation("1", T0, float("nan"), {"user": "u"}))
 
 
+class _AlwaysBusy(RedisVelocityStore):
+    DIRECT = 2          # every entity with 2+ events goes through the hour tree and the distinct sets
+
+
 @pytest.mark.redis
-def test_memory_and_redis_agree_on_a_random_stream_with_shuffled_arrival(redis_url):
+@pytest.mark.parametrize("busy", [False, True], ids=["default", "tree-path"])
+def test_memory_and_redis_agree_on_a_random_stream_with_shuffled_arrival(redis_url, busy):
     events = _random_events(7, 500, 45 * DAY_MS)                  # longer than the retention
     rng = random.Random(8)
     arrival = sorted(events, key=lambda e: e.ts_ms + rng.uniform(0, 3 * DAY_MS))
-    memory, redis_store = MemoryVelocityStore(), open_velocity_store(redis_url)
+    memory = MemoryVelocityStore()
+    redis_store = open_velocity_store(redis_url)
+    if busy:          # same prefix, structures built at 2 events and dropped below (retention, erasure)
+        redis_store = _AlwaysBusy(redis_store._r, prefix=redis_store._prefix.decode())
     try:
         for e in arrival:
             assert memory.observe(e) == redis_store.observe(e)
