@@ -327,8 +327,13 @@ class Shop:
         elif kind == "pseudonym":
             result = rotation.rotate_pseudonym_key(
                 self.store, self.keyring, key_file, actor,
-                remappers=[self.registry.remap_subjects, lambda m: [self.cache.erase_subject(old) for old in m]])
+                remappers=[self.registry.remap_subjects, lambda m: [self.cache.erase_subject(old) for old in m],
+                           # velocity windows are keyed by pseudonym: forget the old ones rather than leave
+                           # entries that erasure under the new pseudonym could not find
+                           lambda m: [self.velocity.erase_subject(old) for old in m]])
             self.pseudonyms = Pseudonymizer(self.keyring.pseudonym, self.keyring.token)
+            if self._risk is not None:
+                self._risk.rebuild()  # frozen accounts, lists and tokens under the new pseudonyms
         else:
             raise InvalidInputError("kind must be 'encryption' or 'pseudonym'", field="kind")
         self.ingestor = Ingestor(self.store, self.pseudonyms, self.cipher)

@@ -88,10 +88,10 @@ def rotate_encryption_key(store: SqlStore, keyring: Keyring, key_file: Path | No
     return {"active": new_id, "re_encrypted": rewritten, "retired": retired}
 
 
-def _remap_table(conn: Connection, table: str, column: str) -> int:
+def _remap_table(conn: Connection, table: str, column: str, only: str = "") -> int:
     return conn.execute(text(
         f"UPDATE {table} SET {column} = (SELECT new FROM _pseudonym_map WHERE old = {table}.{column}) "
-        f"WHERE {column} IN (SELECT old FROM _pseudonym_map)"
+        f"WHERE {column} IN (SELECT old FROM _pseudonym_map){only}"
     )).rowcount
 
 
@@ -123,6 +123,8 @@ def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | Non
                              [{"old": o, "new": n} for o, n in mapping.items()])
             for table, column in {**schema.SUBJECT_TABLES, **schema.ACCOUNTABILITY_TABLES}.items():
                 _remap_table(conn, table, column)
+            # risk lists of kind "user" hold pseudonyms as their tokens (other kinds hold token-key hashes)
+            _remap_table(conn, "risk_list_entries", "token", only=" AND kind = 'user'")
             conn.execute(update(vault).values(pseudonym_key_id=new_id))
             conn.execute(text("DROP TABLE _pseudonym_map"))
             record_audit(conn, actor, "keys.rotate_pseudonym", [None], {"new_key": new_id, "users": len(mapping)})

@@ -93,6 +93,14 @@ class RiskService:
     def invalidate(self) -> None:
         self._checked = 0.0
 
+    def rebuild(self) -> None:
+        """Rebuild the engine now (after a key rotation changed pseudonyms under unchanged counts)."""
+        with self._lock:
+            self._engine = self._build()
+            self._stamp = self._state_stamp()
+            self._answered.clear()
+            self._checked = time.monotonic()
+
     def _build(self) -> RiskEngine:
         with self.store.transaction() as conn:
             lists = Lists()

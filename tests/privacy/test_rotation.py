@@ -42,8 +42,16 @@ def test_encryption_rotation_reencrypts_and_retires(shop):
 
 
 def test_pseudonym_rotation_remaps_every_table(shop):
+    from shopmind.risk.rules import Rule
+    from shopmind.risk.schemas import RiskEvent
+
     _seed(shop)
     shop.train(actor="t")
+    shop.risk.put_rule(Rule("all", "event.amount > 1.0", "review", mode="enforce"), actor="t")
+    shop.risk.add_to_list("watched", "user", ["user-5"], actor="t")
+    case = shop.risk.decide(RiskEvent(event_id="r-1", kind="order", user_id="user-5", amount=20.0)).case_id
+    shop.risk.resolve_case(case, "fraud", actor="t")
+    shop.risk.freeze("user-5", actor="t")
     before = shop.pseudonym("user-5")
     events_before = shop.store.count("events")
     result = shop.rotate_keys("pseudonym", actor="t")
@@ -56,6 +64,12 @@ def test_pseudonym_rotation_remaps_every_table(shop):
             assert before not in values, table
             assert after in values, table
     assert shop.store.count("events") == events_before
+    # the risk engine follows: the account is still frozen and the user still on the user list
+    follow_up = shop.risk.decide(RiskEvent(event_id="r-2", kind="order", user_id="user-5", amount=20.0))
+    assert follow_up.decision == "freeze_account"
+    with shop.store.transaction() as conn:
+        listed = {t for (t,) in conn.execute(select(schema.risk_list_entries.c.token))}
+    assert after in listed and before not in listed
     assert shop.export_user("user-5", actor="t")["user_id"] == "user-5"
     assert len(shop.export_user("user-5", actor="t")["events"]) == 3
     # Model lineage was remapped too, and new events land under the new pseudonym.

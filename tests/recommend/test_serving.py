@@ -210,9 +210,12 @@ def test_risk_engine_sees_how_unusual_an_order_is_for_the_user(trained):
     from shopmind.risk.schemas import RiskEvent
 
     shop, synthetic, _ = trained
-    user, _durable = _consenting_user_with_purchase(synthetic)
-    pseudonym = shop.pseudonym(user)
-    history = [(i, k) for i, k, _ in shop.recent_items(pseudonym)]
+    # a consenting user with some history (the tests above erase the first such user)
+    for user in reversed(synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()):
+        pseudonym = shop.pseudonym(user)
+        history = [(i, k) for i, k, _ in shop.recent_items(pseudonym)]
+        if len(history) >= 5:
+            break
     best = shop.recommend(user, k=1)["items"][0]["item_id"]
     version, model = shop.recommender.behaviour()
     scores = shop.recommender._catalog(version, model).items.scores(model.user_state(
