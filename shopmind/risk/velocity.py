@@ -26,6 +26,7 @@ Erasure removes the user's own series and every entry the user's events left in 
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -320,7 +321,22 @@ class _Series:
                 out[name] = c
 
 
-class MemoryVelocityStore:
+class WindowStore(ABC):
+    """What both stores share: `observe` records and answers, `query` answers as if recorded."""
+
+    @abstractmethod
+    def _run(self, obs: Observation, record: bool) -> dict[str, float]:
+        """The event's features; with `record`, the event is also added to the windows."""
+
+    def observe(self, obs: Observation) -> dict[str, float]:
+        return self._run(obs, record=True)
+
+    def query(self, obs: Observation) -> dict[str, float]:
+        """The features `observe` would return, without recording anything (what-if, backtests)."""
+        return self._run(obs, record=False)
+
+
+class MemoryVelocityStore(WindowStore):
     """Velocity series in this process: thread-safe, bounded by LRU eviction of whole entities."""
 
     name = "velocity"
@@ -333,13 +349,6 @@ class MemoryVelocityStore:
         # kept exactly in step with trimming and eviction, so erasure finds everything.
         self._index: dict[str, set[tuple[str, str, str, int]]] = {}
         self._lock = threading.Lock()
-
-    def observe(self, obs: Observation) -> dict[str, float]:
-        return self._run(obs, record=True)
-
-    def query(self, obs: Observation) -> dict[str, float]:
-        """The features `observe` would return, without recording anything (what-if, backtests)."""
-        return self._run(obs, record=False)
 
     def _run(self, obs: Observation, record: bool) -> dict[str, float]:
         amount, t, eid = _check(obs), obs.ts_ms, obs.event_id

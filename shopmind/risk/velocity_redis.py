@@ -17,6 +17,7 @@ from shopmind.risk.velocity import (
     MICRO,
     RETAIN_MS,
     Observation,
+    WindowStore,
     _check,
     _names,
 )
@@ -539,7 +540,7 @@ return {own, removed}
 """
 
 
-class RedisVelocityStore:
+class RedisVelocityStore(WindowStore):
     """The same features from Redis, shared by several API processes, in one round trip: a Lua script
     (EVALSHA, registered once) computes every feature of the event next to the data, returns ~80
     integers and records the event, atomically.
@@ -607,13 +608,6 @@ class RedisVelocityStore:
             return fn(*args, **kwargs)
         except redis.RedisError as exc:
             raise StorageError(f"redis failed ({type(exc).__name__})") from exc
-
-    def observe(self, obs: Observation) -> dict[str, float]:
-        return self._run(obs, record=True)
-
-    def query(self, obs: Observation) -> dict[str, float]:
-        """The features `observe` would return, without recording anything (what-if, backtests)."""
-        return self._run(obs, record=False)
 
     def _run(self, obs: Observation, record: bool) -> dict[str, float]:
         amount, t, eid = _check(obs), obs.ts_ms, obs.event_id
