@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from numbers import Integral
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlparse, urlunparse
 
-from shopmind.exceptions import ConfigError, InvalidInputError
+from shopmind.exceptions import InvalidInputError
+from shopmind.storage.cache import parse_cache_url
 
 ENTITIES = ("user", "card", "device", "ip", "terminal")
 HOUR_MS = 3_600_000
@@ -405,32 +405,12 @@ class MemoryVelocityStore(WindowStore):
         return {"velocity_entities": int(own is not None), "velocity_entries": entries}
 
 
-# --- Redis: the same features from per-entity structures kept up to date by Lua -------------------
-#
-# Per entity (kind, key), all under `<prefix>:`:
-#   e:<kind>:<key>  sorted set of the events, score ts, member "ts␟event_id␟micro-amount␟v1␟…␟vk" (the
-#                   source of truth: dedup, small entities, partial edge hours, retention, erasure)
-#   h:<kind>:<key>  hash, a sparse binary tree over clock hours: field "<level>:<i>" covers the 2^level
-#                   hours from hour i·2^level and holds "count sum max" of their events (levels 0..9, a
-#                   node spans at most 512 h); a run of whole hours is at most two nodes per level
-#   d:<kind>:<key>  sorted set "d␟value" -> d·2^47 + its last occurrence (ZADD GT), one score band per
-#                   distinct kind d: values last seen in (a, t] are one ZCOUNT
-#   o:<kind>:<key>  sorted set in lexical order (scores 0) of "d␟value␟ts␟event_id", one member per
-#                   event and distinct value: a value's last occurrence <= t is one ZREVRANGEBYLEX
-# plus x:<user>, the per-user index of entries in other entities (member "kind␟key␟event member").
-# The d: and o: sets hold a sentinel "" so that the four keys are created, and expire, together.
-
-
 def open_velocity_store(cache_url: str) -> VelocityStore:
     """memory:// or redis://host:port/db[?prefix=name] (the cache's URL). Redis keys live under
     `<prefix>-vel:`, outside the cache's `<prefix>:` namespace, whose scans read every key as a string."""
-    parsed = urlparse(cache_url)
-    scheme = parsed.scheme
-    if scheme == "memory":
+    redis_url, prefix = parse_cache_url(cache_url)
+    if redis_url is None:
         return MemoryVelocityStore()
-    if scheme in {"redis", "rediss", "unix"}:
-        prefix = parse_qs(parsed.query).get("prefix", ["shopmind"])[0]
-        from shopmind.risk.velocity_redis import RedisVelocityStore
+    from shopmind.risk.velocity_redis import RedisVelocityStore
 
-        return RedisVelocityStore(urlunparse(parsed._replace(query="")), prefix=f"{prefix}-vel")
-    raise ConfigError(f"cache_url scheme {scheme!r} is not supported: use memory:// or redis://")
+    return RedisVelocityStore(redis_url, prefix=f"{prefix}-vel")

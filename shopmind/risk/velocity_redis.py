@@ -22,6 +22,21 @@ from shopmind.risk.velocity import (
     _names,
 )
 
+# --- Redis: the same features from per-entity structures kept up to date by Lua -------------------
+#
+# Per entity (kind, key), all under `<prefix>:`:
+#   e:<kind>:<key>  sorted set of the events, score ts, member "ts␟event_id␟micro-amount␟v1␟…␟vk" (the
+#                   source of truth: dedup, small entities, partial edge hours, retention, erasure)
+#   h:<kind>:<key>  hash, a sparse binary tree over clock hours: field "<level>:<i>" covers the 2^level
+#                   hours from hour i·2^level and holds "count sum max" of their events (levels 0..9, a
+#                   node spans at most 512 h); a run of whole hours is at most two nodes per level
+#   d:<kind>:<key>  sorted set "d␟value" -> d·2^47 + its last occurrence (ZADD GT), one score band per
+#                   distinct kind d: values last seen in (a, t] are one ZCOUNT
+#   o:<kind>:<key>  sorted set in lexical order (scores 0) of "d␟value␟ts␟event_id", one member per
+#                   event and distinct value: a value's last occurrence <= t is one ZREVRANGEBYLEX
+# plus x:<user>, the per-user index of entries in other entities (member "kind␟key␟event member").
+# The d: and o: sets hold a sentinel "" so that the four keys are created, and expire, together.
+
 _LUA_LIB = r"""
 local H, MAXL, RETAIN, OFF, BAND, TSMAX = 3600000, 9, __RETAIN__, 1000000000000000, 140737488355328, 70368744177664
 local WH = {1, 24, 168, 720}

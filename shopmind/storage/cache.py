@@ -155,13 +155,19 @@ class RedisCache:
             return False
 
 
+def parse_cache_url(url: str) -> tuple[str | None, str]:
+    """(Redis URL without the query, key prefix) of redis://host:port/db[?prefix=name]; (None, prefix)
+    for memory://; any other scheme is rejected by name. Shared by every store that follows cache_url."""
+    parsed = urlparse(url)
+    prefix = parse_qs(parsed.query).get("prefix", ["shopmind"])[0]
+    if parsed.scheme == "memory":
+        return None, prefix
+    if parsed.scheme in {"redis", "rediss", "unix"}:
+        return urlunparse(parsed._replace(query="")), prefix
+    raise ConfigError(f"cache_url scheme {parsed.scheme!r} is not supported: use memory:// or redis://")
+
+
 def open_cache(url: str) -> Cache:
     """memory:// or redis://host:port/db[?prefix=name]; any other scheme is rejected by name."""
-    parsed = urlparse(url)
-    scheme = parsed.scheme
-    if scheme == "memory":
-        return MemoryCache()
-    if scheme in {"redis", "rediss", "unix"}:
-        prefix = parse_qs(parsed.query).get("prefix", ["shopmind"])[0]
-        return RedisCache(urlunparse(parsed._replace(query="")), prefix=prefix)
-    raise ConfigError(f"cache_url scheme {scheme!r} is not supported: use memory:// or redis://")
+    redis_url, prefix = parse_cache_url(url)
+    return MemoryCache() if redis_url is None else RedisCache(redis_url, prefix=prefix)
