@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,13 +179,9 @@ class Shop:
         cached = self.cache.get(RECENT, pseudonym)
         if cached is not None:
             return cached
-        e = schema.events
-        with self.store.transaction() as conn:
-            rows = conn.execute(
-                select(e.c.item_id, e.c.type, e.c.ts_ms)
-                .where(e.c.user_pseudonym == pseudonym, e.c.item_id.is_not(None))
-                .order_by(e.c.ts_ms.desc()).limit(RECENT_KEEP)
-            ).all()
+        rows = self.store.fetch_all(
+            "SELECT item_id, type, ts_ms FROM events WHERE user_pseudonym = ? AND item_id IS NOT NULL"
+            " ORDER BY ts_ms DESC LIMIT ?", (pseudonym, RECENT_KEEP))
         recent = [list(r) for r in reversed(rows)]
         self.cache.set(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S)
         return recent
@@ -195,10 +190,8 @@ class Shop:
         """Every item the user bought (cached)."""
         cached = self.cache.get(BOUGHT, pseudonym)
         if cached is None:
-            e = schema.events
-            with self.store.transaction() as conn:
-                cached = [item for (item,) in conn.execute(
-                    select(e.c.item_id).where(e.c.user_pseudonym == pseudonym, e.c.type == "purchase").distinct())]
+            cached = [item for (item,) in self.store.fetch_all(
+                "SELECT DISTINCT item_id FROM events WHERE user_pseudonym = ? AND type = 'purchase'", (pseudonym,))]
             self.cache.set(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
         return set(cached)
 

@@ -60,7 +60,9 @@ class RuleFired(BaseModel):
 class Contribution(BaseModel):
     feature: str
     value: float | None = Field(description="The feature's value; null where it was unknown (missing).")
-    contribution: float = Field(description="Log-odds this feature added to the model score.")
+    contribution: float = Field(description="Log-odds this feature added to the model score along the event's "
+                                "paths through the trees (path attribution); exact TreeSHAP values: "
+                                "GET /v1/risk/decisions/{id}?exact=true.")
 
 
 class RiskDecision(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -17,6 +18,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Iterable
 
+import numpy as np
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +26,7 @@ from shopmind.exceptions import InvalidInputError, NotFoundError, StorageError
 from shopmind.privacy.audit import record_audit
 from shopmind.risk.decision_log import DecisionLog
 from shopmind.risk.engine import LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds
+from shopmind.risk.features import FEATURE_NAMES
 from shopmind.risk.rules import Rule, RuleSet, compile_rule
 from shopmind.risk.schemas import RiskDecision, RiskEvent
 from shopmind.risk.velocity import MemoryVelocityStore
@@ -135,10 +138,8 @@ class RiskService:
         cached = self.shop.cache.get(PROFILE, pseudonym)
         if cached is not None:
             return cached or None
-        u = schema.users
-        with self.store.transaction() as conn:
-            row = conn.execute(select(u.c.country, u.c.signup_ms).where(u.c.pseudonym == pseudonym)).first()
-        profile = {"country": row.country, "signup_ms": row.signup_ms} if row else {}
+        rows = self.store.fetch_all("SELECT country, signup_ms FROM users WHERE pseudonym = ?", (pseudonym,))
+        profile = {"country": rows[0][0], "signup_ms": rows[0][1]} if rows else {}
         self.shop.cache.set(PROFILE, pseudonym, profile, ttl_s=PROFILE_TTL_S)
         return profile or None
 
@@ -235,7 +236,9 @@ class RiskService:
         await asyncio.wait_for(asyncio.shield(committed), COMMIT_TIMEOUT_S)
         return self._remember(event, self._response(event, out, engine, case), freeze)
 
-    def decision(self, decision_id: str) -> dict[str, Any]:
+    def decision(self, decision_id: str, exact: bool = False) -> dict[str, Any]:
+        """A logged decision with its features; with `exact`, the model's TreeSHAP contributions for those
+        logged features, from the model version that decided (the answer carried path attributions)."""
         d = schema.risk_decisions
         with self.store.transaction() as conn:
             row = conn.execute(select(d).where(d.c.decision_id == decision_id)).first()
@@ -244,6 +247,16 @@ class RiskService:
         out = dict(row._mapping)
         out["rules"] = json.loads(out["rules"])
         out["features"] = json.loads(out["features"])
+        if exact:
+            if not out["model_version"]:
+                raise NotFoundError("this decision was made without a model: there is nothing to explain")
+            model = self.shop.registry.load_version("risk", out["model_version"])
+            values = [math.nan if out["features"].get(n) is None else out["features"][n] for n in FEATURE_NAMES]
+            _, shap = model.explain(np.array(values, dtype=np.float64), exact=True)
+            out["exact_contributions"] = [
+                {"feature": FEATURE_NAMES[i], "value": None if math.isnan(values[i]) else values[i],
+                 "contribution": float(shap[i])}
+                for i in np.argsort(-np.abs(shap)) if shap[i] != 0]
         return out
 
     # -- rules, lists, thresholds (audited) ----------------------------------------------------------

@@ -148,6 +148,15 @@ class ModelRegistry:
                 self._loaded[kind] = cached
             return cached
 
+    def load_version(self, kind: str, version: str) -> Any:
+        """One registered version of a model (the promoted one comes from the cache)."""
+        current = self.load_current(kind)
+        if current is not None and current[0] == version:
+            return current[1]
+        if not VERSION_PATTERN.fullmatch(version) or not (self._kind_dir(kind) / version / "model").is_dir():
+            raise NotFoundError(f"no {kind} model version {version!r}")
+        return model_class(kind).load(self._kind_dir(kind) / version / "model")
+
     # -- erasure and key rotation ------------------------------------------------------------------
 
     def _version_dirs(self):

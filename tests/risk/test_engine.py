@@ -74,6 +74,8 @@ def test_block_list_rule_blocks_with_reasons_and_the_decision_is_logged(client, 
     logged = client.get(f"/v1/risk/decisions/{bad['decision_id']}", headers=admin).json()
     assert logged["decision"] == "block" and logged["rules"]["fired"] == ["stolen_card"]
     assert logged["features"]["card_count_1h"] == 1 and logged["features"]["user_count_1h"] == 2
+    no_model = client.get(f"/v1/risk/decisions/{bad['decision_id']}?exact=true", headers=admin)
+    assert no_model.status_code == 404 and "without a model" in no_model.text
     text = json.dumps(logged)
     for raw in ("alice", "card-6666", "dev-1", "10.0.0.1", "example.com"):
         assert raw not in text  # only keyed pseudonyms are stored
@@ -264,26 +266,63 @@ def test_model_from_replayed_history_scores_explains_and_backtests(shop, tmp_pat
     from shopmind.risk.features import FEATURE_NAMES
 
     row = np.array([[np.nan if logged[n] is None else logged[n] for n in FEATURE_NAMES]])
-    assert shop.risk.engine().model.predict_proba(row)[0] == pytest.approx(out.model_score, abs=1e-6)
+    model = shop.risk.engine().model
+    assert model.predict_proba(row)[0] == pytest.approx(out.model_score, abs=1e-6)
+    # exact TreeSHAP on demand, from the logged features and the model version that decided
+    exact = shop.risk.decision(out.decision_id, exact=True)["exact_contributions"]
+    shap = model.booster_.predict(row, pred_contrib=True)[0][:-1]
+    assert exact and all(c["contribution"] == pytest.approx(shap[FEATURE_NAMES.index(c["feature"])], abs=1e-12)
+                         for c in exact)
+    assert {FEATURE_NAMES[i] for i in np.flatnonzero(shap)} == {c["feature"] for c in exact}
     report = backtest(shop)
     assert sum(report["decisions"].values()) == report["events"] == replayed["replayed"]
     assert report["fraud"] == replayed["fraud_labels"]
     assert report["suggested_thresholds"]["cost"] <= report["cost"] + 1e-6  # the current pair is a candidate
 
 
-def test_fast_single_row_explanations_equal_lightgbm_predict():
+def _saabas_reference(dump: dict, row: np.ndarray, n_features: int) -> tuple[float, np.ndarray]:
+    """The path attribution written the slow, obvious way: follow the row down each tree by LightGBM's
+    rules for numerical splits and missing values, crediting each split's feature with the value change."""
+    contributions, raw = np.zeros(n_features), 0.0
+    for tree in dump["tree_info"]:
+        node = tree["tree_structure"]
+        while "leaf_value" not in node:
+            x = row[node["split_feature"]]
+            if np.isnan(x) and node["missing_type"] != "NaN":
+                x = 0.0
+            missing = (node["missing_type"] == "NaN" and np.isnan(x)) or (node["missing_type"] == "Zero" and abs(x) <= 1e-35)
+            child = node["left_child"] if (node["default_left"] if missing else x <= node["threshold"]) else node["right_child"]
+            value = child["leaf_value"] if "leaf_value" in child else child["internal_value"]
+            contributions[node["split_feature"]] += value - node["internal_value"]
+            node = child
+        raw += node["leaf_value"]
+    return raw, contributions
+
+
+@pytest.mark.parametrize("params", [{}, {"zero_as_missing": True}])
+def test_fast_single_row_explanations_equal_reference_and_lightgbm(params):
     from shopmind.risk.model import RiskModel
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2000, 6))
     X[rng.random(X.shape) < 0.1] = np.nan
+    X[rng.random(X.shape) < 0.1] = 0.0
     y = (np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1]) > 1.0).astype(float)
-    model = RiskModel(n_rounds=40).fit(X, y, [f"f{i}" for i in range(6)])
-    for row in X[:50]:
+    model = RiskModel(n_rounds=40, params={"num_leaves": 15, **params}).fit(X, y, [f"f{i}" for i in range(6)])
+    dump = model.booster_.dump_model()
+    raw_scores = model.booster_.predict(X[:200], raw_score=True)
+    for row, raw in zip(X[:200], raw_scores):
         probability, contributions = model.explain(row)
-        reference = model.booster_.predict(row.reshape(1, -1), pred_contrib=True)[0]
-        np.testing.assert_allclose(contributions, reference[:-1], rtol=1e-9, atol=1e-12)
+        reference_raw, reference = _saabas_reference(dump, row, 6)
+        np.testing.assert_allclose(contributions, reference, rtol=1e-9, atol=1e-9)
+        assert reference_raw == pytest.approx(raw, abs=1e-9)
         assert probability == pytest.approx(model.predict_proba(row.reshape(1, -1))[0], rel=1e-9)
+        assert model._paths.bias + contributions.sum() == pytest.approx(raw, abs=1e-9)
+        # exact TreeSHAP on demand: the same numbers LightGBM's pred_contrib gives
+        probability_exact, shap = model.explain(row, exact=True)
+        np.testing.assert_allclose(shap, model.booster_.predict(row.reshape(1, -1), pred_contrib=True)[0][:-1],
+                                   rtol=1e-9, atol=1e-12)
+        assert probability_exact == pytest.approx(probability, rel=1e-9)
 
 
 def test_a_later_label_does_not_erase_what_was_known_earlier(shop):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopmind.api.deps import ShopDep, require
@@ -69,8 +69,11 @@ async def decide(body: RiskEvent, shop: ShopDep, key: Risk) -> RiskDecision:
 
 
 @router.get("/decisions/{decision_id}", summary="A logged decision with its features")
-def get_decision(decision_id: str, shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
-    return shop.risk.decision(decision_id)
+def get_decision(decision_id: str, shop: ShopDep, key: RiskAdmin,
+                 exact: bool = Query(False, description="Add `exact_contributions`: TreeSHAP values of the "
+                                     "logged features under the model version that decided (milliseconds).")
+                 ) -> dict[str, Any]:
+    return shop.risk.decision(decision_id, exact=exact)
 
 
 @router.get("/rules", summary="Active rules (latest version of each)")
