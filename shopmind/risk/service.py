@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shopmind.exceptions import InvalidInputError, NotFoundError, StorageError
@@ -312,8 +312,7 @@ class RiskService:
                                                                    "after": None})
         self.invalidate()
 
-    def add_to_list(self, list_name: str, kind: str, values: Iterable[str], actor: str) -> int:
-        """Add raw values (cards, devices, e-mails, IPs, user ids) to a list; only keyed tokens are stored."""
+    def _list_tokens(self, list_name: str, kind: str, values: Iterable[str]) -> list[str]:
         import re
 
         if not re.match(LIST_NAME, list_name):
@@ -324,7 +323,11 @@ class RiskService:
         if not values or any(not isinstance(v, str) or not v.strip() or len(v) > 254 for v in values):
             raise InvalidInputError("values must be 1 or more non-empty strings of at most 254 characters",
                                     field="values")
-        tokens = sorted({self._token(kind, v) for v in values})
+        return sorted({self._token(kind, v) for v in values})
+
+    def add_to_list(self, list_name: str, kind: str, values: Iterable[str], actor: str) -> int:
+        """Add raw values (cards, devices, e-mails, IPs, user ids) to a list; only keyed tokens are stored."""
+        tokens = self._list_tokens(list_name, kind, values)
         e = schema.risk_list_entries
         with self.store.transaction() as conn:
             existing_kind = conn.execute(select(e.c.kind).where(e.c.list_name == list_name).limit(1)).scalar()
@@ -336,6 +339,17 @@ class RiskService:
             record_audit(conn, actor, "risk.list.add", [None], {"list": list_name, "kind": kind, "added": added})
         self.invalidate()
         return added
+
+    def remove_from_list(self, list_name: str, kind: str, values: Iterable[str], actor: str) -> int:
+        """Take raw values off a list (a card wrongly blocked); values not on it are ignored. Audited."""
+        tokens = self._list_tokens(list_name, kind, values)
+        e = schema.risk_list_entries
+        with self.store.transaction() as conn:
+            removed = conn.execute(delete(e).where(e.c.list_name == list_name, e.c.kind == kind,
+                                                   e.c.token.in_(tokens))).rowcount
+            record_audit(conn, actor, "risk.list.remove", [None], {"list": list_name, "kind": kind, "removed": removed})
+        self.invalidate()
+        return removed
 
     def _token(self, kind: str, value: str) -> str:
         if kind == "user":

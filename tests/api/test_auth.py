@@ -37,6 +37,7 @@ ROUTE_SCOPES = {
     ("GET", "/v1/risk/rules/{rule_id}/history"): "risk_admin",
     ("GET", "/v1/risk/lists"): "risk_admin",
     ("POST", "/v1/risk/lists/{list_name}"): "risk_admin",
+    ("POST", "/v1/risk/lists/{list_name}/remove"): "risk_admin",
     ("GET", "/v1/risk/thresholds"): "risk_admin",
     ("PUT", "/v1/risk/thresholds"): "risk_admin",
     ("GET", "/v1/risk/cases"): "risk_admin",

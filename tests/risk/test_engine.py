@@ -58,7 +58,7 @@ def test_bad_rule_over_http_is_422_naming_the_field_and_changes_nothing(client, 
     assert client.get("/v1/risk/rules", headers=auth(keys["risk_admin"])).json() == []
 
 
-def test_block_list_rule_blocks_with_reasons_and_the_decision_is_logged(client, keys):
+def test_block_list_rule_blocks_with_reasons_and_the_decision_is_logged(client, keys, shop):
     admin = auth(keys["risk_admin"])
     assert client.post("/v1/risk/lists/stolen_cards", json={"kind": "card", "values": ["card-6666"]},
                        headers=admin).json() == {"list_name": "stolen_cards", "added": 1}
@@ -83,6 +83,18 @@ def test_block_list_rule_blocks_with_reasons_and_the_decision_is_logged(client, 
     again = client.post("/v1/risk/decisions", json=order(2, card="card-6666"), headers=auth(keys["risk"])).json()
     assert client.get(f"/v1/risk/decisions/{again['decision_id']}", headers=admin).json()["features"][
         "user_count_1h"] == 2
+    # a card blocked by mistake comes off the list (audited), and the next decision allows it
+    removed = client.post("/v1/risk/lists/stolen_cards/remove", json={"kind": "card", "values": ["card-6666", "card-0"]},
+                          headers=admin)
+    assert removed.json() == {"list_name": "stolen_cards", "removed": 1}
+    assert client.post("/v1/risk/lists/stolen_cards/remove", json={"kind": "card", "values": []},
+                       headers=admin).status_code == 422
+    after = client.post("/v1/risk/decisions", json=order(3, card="card-6666"), headers=auth(keys["risk"])).json()
+    assert after["decision"] == "allow" and after["rules"] == []
+    with shop.store.transaction() as conn:
+        actions = [a for (a,) in conn.execute(select(schema.audit_log.c.action).where(
+            schema.audit_log.c.action.like("risk.list.%")).order_by(schema.audit_log.c.id))]
+    assert actions == ["risk.list.add", "risk.list.remove"]
 
 
 def test_bad_event_is_422_naming_the_field_and_logs_nothing(client, keys, shop):

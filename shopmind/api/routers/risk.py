@@ -107,6 +107,12 @@ def add_to_list(list_name: str, body: ListIn, shop: ShopDep, key: RiskAdmin) -> 
     return {"list_name": list_name, "added": shop.risk.add_to_list(list_name, body.kind, body.values, key.actor)}
 
 
+@router.post("/lists/{list_name}/remove", summary="Take values off a list (audited)")
+def remove_from_list(list_name: str, body: ListIn, shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
+    return {"list_name": list_name,
+            "removed": shop.risk.remove_from_list(list_name, body.kind, body.values, key.actor)}
+
+
 @router.get("/thresholds", summary="Score thresholds for review and block")
 def get_thresholds(shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
     t = shop.risk.thresholds()
