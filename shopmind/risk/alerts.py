@@ -5,6 +5,8 @@ labels. A rule alerts when its hit rate in the window is at least `ratio` times 
 it fired at least `min_hits` times); the fraud rate alerts the same way over labelled events. Alerts are
 written to an outbox table first and delivered from there, so an alert raised while a webhook is down
 is retried (exponential backoff) until it is delivered or runs out of attempts, across restarts.
+Several API workers run the same loop: a unique key per rule and clock window keeps one alert when they
+check at the same moment, and a worker claims an alert before posting it, so each is delivered once.
 Payloads carry rule ids, counts and rates only: no pseudonym, no amount of any single event.
 """
 
@@ -15,11 +17,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Integer, func, insert, select, update
+from sqlalchemy import Integer, func, select, update
 
 from shopmind.storage import schema
 
 HOUR_MS = 3_600_000
+CLAIM_MS = 60_000  # how long a worker holds an alert it is delivering
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,13 @@ def _fraud(store, start: int, end: int) -> tuple[int, int]:
     return int(total or 0), int(fraud or 0)
 
 
+def _recently_raised(store, since_ms: int) -> set[tuple[str, str | None]]:
+    a = schema.risk_alerts
+    with store.transaction() as conn:
+        return {(p["kind"], p.get("rule_id")) for (text,) in conn.execute(
+            select(a.c.payload).where(a.c.created_ms > since_ms)) for p in [json.loads(text)]}
+
+
 def check(store, policy: AlertPolicy = AlertPolicy(), now_ms: int | None = None) -> list[dict[str, Any]]:
     """Alerts due now (also queued in the outbox for delivery)."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -73,17 +83,17 @@ def check(store, policy: AlertPolicy = AlertPolicy(), now_ms: int | None = None)
             alerts.append({"kind": "fraud_rate", "fraud": fraud, "labelled": labelled, "rate": round(rate, 6),
                            "baseline_rate": round(base_rate, 6)})
     if alerts:  # one alert per rule (or fraud rate) per window, however often the check runs
-        a = schema.risk_alerts
-        with store.transaction() as conn:
-            recent = {(p["kind"], p.get("rule_id")) for (text,) in conn.execute(
-                select(a.c.payload).where(a.c.created_ms > now - policy.window_ms)) for p in [json.loads(text)]}
+        recent = _recently_raised(store, now - policy.window_ms)
         alerts = [x for x in alerts if (x["kind"], x.get("rule_id")) not in recent]
-    if alerts:
+    raised = []
+    for alert in alerts:  # API workers may check at the same moment: the unique key keeps one row
+        key = f"{alert['kind']}:{alert.get('rule_id') or ''}:{now // policy.window_ms}"
         with store.transaction() as conn:
-            conn.execute(insert(schema.risk_alerts), [
-                {"created_ms": now, "payload": json.dumps({**a, "window_ms": policy.window_ms, "at_ms": now}),
-                 "attempts": 0, "next_ms": now, "delivered_ms": None, "last_error": None} for a in alerts])
-    return alerts
+            if store.insert_ignore(conn, "risk_alerts", [{
+                    "created_ms": now, "payload": json.dumps({**alert, "window_ms": policy.window_ms, "at_ms": now}),
+                    "attempts": 0, "next_ms": now, "delivered_ms": None, "last_error": None, "dedup_key": key}]):
+                raised.append(alert)
+    return raised
 
 
 def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now_ms: int | None = None,
@@ -100,6 +110,14 @@ def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now
     delivered = failed = 0
     try:
         for alert in due:
+            # Claim it first: another API worker delivering at the same time skips a claimed alert, and
+            # a worker that dies holding the claim leaves it due again when the claim runs out.
+            with store.transaction() as conn:
+                claimed = conn.execute(update(a).where(a.c.id == alert.id, a.c.next_ms == alert.next_ms,
+                                                       a.c.delivered_ms.is_(None))
+                                       .values(next_ms=now + CLAIM_MS)).rowcount
+            if not claimed:
+                continue
             error = None
             for url in webhooks:
                 try:

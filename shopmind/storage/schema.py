@@ -284,6 +284,9 @@ risk_alerts = Table(
     Column("next_ms", BigInteger, nullable=False),
     Column("delivered_ms", BigInteger),
     Column("last_error", String(64)),
+    # kind:rule:clock window. Unique, so API workers that check at the same time raise one alert, not one each.
+    Column("dedup_key", String(128)),
+    Index("ix_risk_alerts_dedup", "dedup_key", unique=True),
 )
 
 # Tables that hold rows about a user, with the column that names them: erasure and export walk this.

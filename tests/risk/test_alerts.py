@@ -82,3 +82,38 @@ def test_a_fraud_rate_jump_is_alerted(shop):
         conn.execute(insert(schema.risk_labels), labels)
     raised = alerts.check(shop.store, now_ms=NOW)
     assert [a["kind"] for a in raised] == ["fraud_rate"] and raised[0]["fraud"] == 25
+
+
+def test_workers_checking_and_delivering_at_once_raise_and_send_one_alert(shop, monkeypatch):
+    import time
+
+    rows = [_decision(i, NOW - 2 * HOUR - i * 60_000, []) for i in range(200)]
+    rows += [_decision(5000 + i, NOW - i * 30_000, ["card_burst"] if i % 5 == 0 else []) for i in range(100)]
+    with shop.store.transaction() as conn:
+        conn.execute(insert(schema.risk_decisions), rows)
+    # two workers that both read the outbox before either wrote to it
+    monkeypatch.setattr(alerts, "_recently_raised", lambda store, since_ms: set())
+    assert len(alerts.check(shop.store, now_ms=NOW)) == 1
+    assert alerts.check(shop.store, now_ms=NOW + 1_000) == []
+    assert shop.store.count("risk_alerts") == 1
+
+    class SlowHook(_Hook):
+        def do_POST(self):  # noqa: N802
+            time.sleep(0.3)  # both workers are inside deliver() while the first posts
+            super().do_POST()
+
+    _Hook.received, _Hook.fail_first = [], 0
+    server = HTTPServer(("127.0.0.1", 0), SlowHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    results = []
+    try:
+        workers = [threading.Thread(target=lambda: results.append(alerts.deliver(shop.store, [url], now_ms=NOW)))
+                   for _ in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        server.shutdown()
+    assert len(_Hook.received) == 1 and sum(r["delivered"] for r in results) == 1
