@@ -91,3 +91,20 @@ def test_several_workers_need_a_shared_cache(home, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # serve sets it; restored after the test
     result = run("serve", "--workers", "2")  # memory:// cache: refused before anything starts
     assert result.exit_code == 2 and "SHOPMIND_CACHE_URL=redis://" in result.output
+
+
+def test_risk_lists_from_the_command_line(home, tmp_path):
+    assert run("init").exit_code == 0
+    cards = tmp_path / "cards.txt"
+    cards.write_text("card-1\ncard-2\n\ncard-3\n")
+    r = run("risk", "list", "add", "stolen_cards", "--kind", "card", "--file", str(cards))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"list_name": "stolen_cards", "added": 3}
+    r = run("risk", "list", "remove", "stolen_cards", "card-2", "card-9", "--kind", "card")
+    assert json.loads(r.stdout) == {"list_name": "stolen_cards", "removed": 1}
+    r = run("risk", "list", "show")
+    assert "stolen_cards" in r.stdout and " 2 " in r.stdout and "card-1" not in r.stdout
+    assert run("risk", "list", "add", "stolen_cards", "x", "--kind", "planet").exit_code == 2   # names the field
+    assert run("risk", "list", "add", "stolen_cards", "--kind", "card").exit_code == 2         # no values
+    assert run("risk", "list", "drop", "stolen_cards").exit_code == 2
+    assert run("risk", "list", "add", "x", "--kind", "card", "--file", str(tmp_path / "none")).exit_code == 2

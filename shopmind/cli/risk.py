@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -84,6 +85,44 @@ def thresholds(
 
     t = m._run(body)
     m.out.print_json(json.dumps({"review": t.review, "block": t.block, "version": t.version}))
+
+
+@app.command("list")
+def list_entries(
+    action: Annotated[str, typer.Argument(help="add, remove or show.")],
+    list_name: Annotated[Optional[str], typer.Argument(help="The list, e.g. stolen_cards (add, remove).")] = None,
+    values: Annotated[Optional[list[str]], typer.Argument(help="Raw values; stored as keyed tokens only.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="user, card, device, ip, email or terminal.")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="Values, one per line (keeps them out of shell history).")] = None,
+):
+    """Block and allow lists: add or remove values (audited; every API process picks it up within 5 s),
+    or show each list and its size."""
+    m = _main()
+    if action == "show":
+        lists = m._run(lambda: m._shop().risk.lists())
+        table = Table("list", "kind", "entries")
+        for entry in lists:
+            table.add_row(entry["list_name"], entry["kind"], str(entry["entries"]))
+        m.out.print(table)
+        return
+    if action not in ("add", "remove"):
+        m._fail("action must be add, remove or show", 2)
+    if not list_name or not kind:
+        m._fail(f"{action} needs a list name and --kind", 2)
+    given = list(values or [])
+    if file is not None:
+        try:
+            given += [line.strip() for line in file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            m._fail(f"file: cannot read it ({type(exc).__name__})", 2)
+
+    def body():
+        risk = m._shop().risk
+        if action == "add":
+            return {"list_name": list_name, "added": risk.add_to_list(list_name, kind, given, m._actor())}
+        return {"list_name": list_name, "removed": risk.remove_from_list(list_name, kind, given, m._actor())}
+
+    m.out.print_json(json.dumps(m._run(body)))
 
 
 @app.command()
