@@ -86,13 +86,15 @@ def test_sequence_models_learn_the_chain_and_popularity_does_not(fitted):
     assert model.item_ids_[nxt] == "i13"
 
 
+@pytest.mark.parametrize("step", [1, 10, 25, 50])
 @pytest.mark.parametrize("length", [2, 5, 50, 51, 52, 75, 76, 130, 1000])
-def test_training_windows_use_each_interaction_once_with_context(length):
+def test_training_windows_use_each_interaction_once_with_context(length, step):
     from shopmind.recommend.behaviour import _windows
 
-    x, y = _windows([np.arange(length)], 50)
+    x, y = _windows([np.arange(length)], 50, step)
     assert sorted((y[y > 0] - 1).tolist()) == list(range(1, length))  # every next item a target, once
     for inputs, targets in zip(x, y):
         first = np.flatnonzero(inputs)[0]
+        assert (inputs[first:] - 1 == np.arange(inputs[first] - 1, inputs[first] - 1 + 50 - first)).all()  # in order
         if inputs[first] != 1:  # a window that does not start at the beginning of the history
-            assert (np.flatnonzero(targets) - first + 1).min() >= 25  # at least half a window of context
+            assert (np.flatnonzero(targets) - first + 1).min() >= 50 - step  # at least max_len - step of context
