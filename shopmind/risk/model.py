@@ -86,13 +86,17 @@ class RiskModel:
         if exact:
             contrib = self._single_row(row, _PREDICT_CONTRIB)
             return float(1.0 / (1.0 + np.exp(-contrib.sum()))), contrib[:-1].copy()
-        paths = getattr(self, "_paths", None)
-        if paths is None:
-            from shopmind.risk.tree_paths import TreePaths
-
-            paths = self._paths = TreePaths(self.booster_.dump_model())
+        paths = getattr(self, "_paths", None) or self._prepare_paths()
         raw, contrib = paths.explain(self._single_row(row, _PREDICT_LEAF))
         return float(1.0 / (1.0 + np.exp(-raw))), contrib
+
+    def _prepare_paths(self):
+        """Flatten every leaf's path (about 0.4 s for 300 trees of 30 leaves): done when a model is
+        loaded, so the first decision after a new model is promoted does not pay for it."""
+        from shopmind.risk.tree_paths import TreePaths
+
+        self._paths = TreePaths(self.booster_.dump_model())
+        return self._paths
 
     def _single_row(self, row: np.ndarray, predict_type: int) -> np.ndarray:
         """LightGBM's single-row C API with its set-up done once per thread and predict type:
@@ -156,4 +160,5 @@ class RiskModel:
         model.booster_ = lgb.Booster(model_file=str(path / "booster.txt"))
         model.feature_names_ = meta["feature_names"]
         model.base_rate_ = meta["base_rate"]
+        model._prepare_paths()
         return model
