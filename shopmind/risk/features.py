@@ -87,6 +87,12 @@ def vector(features: dict[str, float]) -> np.ndarray:
     return np.fromiter((features[name] for name in FEATURE_NAMES), dtype=np.float64, count=len(FEATURE_NAMES))
 
 
+def logged_vector(logged: dict[str, float | None]) -> list[float]:
+    """The model's row for features as the decision log stores them (JSON: null for unknown, and a
+    feature added after the decision is absent): NaN for both."""
+    return [math.nan if logged.get(name) is None else logged[name] for name in FEATURE_NAMES]  # type: ignore[misc]
+
+
 _TEMPLATES: dict[tuple[str, ...], dict[str, Any]] = {}
 
 

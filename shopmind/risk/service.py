@@ -26,7 +26,7 @@ from shopmind.exceptions import InvalidInputError, NotFoundError, StorageError
 from shopmind.privacy.audit import record_audit
 from shopmind.risk.decision_log import DecisionLog
 from shopmind.risk.engine import LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds
-from shopmind.risk.features import FEATURE_NAMES
+from shopmind.risk.features import FEATURE_NAMES, logged_vector
 from shopmind.risk.rules import Rule, RuleSet, compile_rule
 from shopmind.risk.schemas import RiskDecision, RiskEvent
 from shopmind.risk.velocity import MemoryVelocityStore
@@ -251,7 +251,7 @@ class RiskService:
             if not out["model_version"]:
                 raise NotFoundError("this decision was made without a model: there is nothing to explain")
             model = self.shop.registry.load_version("risk", out["model_version"])
-            values = [math.nan if out["features"].get(n) is None else out["features"][n] for n in FEATURE_NAMES]
+            values = logged_vector(out["features"])
             _, shap = model.explain(np.array(values, dtype=np.float64), exact=True)
             out["exact_contributions"] = [
                 {"feature": FEATURE_NAMES[i], "value": None if math.isnan(values[i]) else values[i],

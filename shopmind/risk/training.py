@@ -11,7 +11,6 @@ from after the event can leak into them; labels recorded after T are never read.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from shopmind.exceptions import InvalidInputError
-from shopmind.risk.features import FEATURE_NAMES
+from shopmind.risk.features import FEATURE_NAMES, logged_vector
 from shopmind.risk.model import RiskModel
 from shopmind.storage import schema
 
@@ -59,8 +58,7 @@ def training_set(store, cutoff_ms: int, label_delay_days: float = 7.0, since_ms:
         else:
             unknown += 1
             continue
-        feats = json.loads(row.features)
-        X.append([math.nan if feats.get(n) is None else feats[n] for n in FEATURE_NAMES])
+        X.append(logged_vector(json.loads(row.features)))
         y.append(target)
         ids.append(event_id)
         ts.append(row.ts_ms)

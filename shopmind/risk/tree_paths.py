@@ -32,12 +32,20 @@ class TreePaths:
         leaf_values: list[float] = []
         offsets: list[int] = []
         roots: list[float] = []
+
+        def add_leaf(path: list[tuple[int, float]], value: float) -> None:
+            starts.append(len(features))
+            lengths.append(len(path))
+            leaf_values.append(value)
+            features.extend(f for f, _ in path)
+            deltas.extend(d for _, d in path)
+
         for tree in dump["tree_info"]:
             offsets.append(len(leaf_values))
             root = tree["tree_structure"]
             if "leaf_value" in root:        # a tree of one leaf: no split, no attribution
                 roots.append(float(root["leaf_value"]))
-                starts.append(len(features)), lengths.append(0), leaf_values.append(float(root["leaf_value"]))
+                add_leaf([], float(root["leaf_value"]))
                 continue
             roots.append(float(root["internal_value"]))
             by_leaf: dict[int, tuple[list[tuple[int, float]], float]] = {}
@@ -53,10 +61,7 @@ class TreePaths:
                     else:
                         stack.append((child, step))
             for leaf in range(len(by_leaf)):
-                path, value = by_leaf[leaf]
-                starts.append(len(features)), lengths.append(len(path)), leaf_values.append(value)
-                features.extend(f for f, _ in path)
-                deltas.extend(d for _, d in path)
+                add_leaf(*by_leaf[leaf])
         self.n_features = int(dump["max_feature_idx"]) + 1
         self.offsets = np.array(offsets, dtype=np.int64)
         self.start = np.array(starts, dtype=np.int64)

@@ -100,7 +100,7 @@ class SqlStore:
         try:
             raw = self.engine.raw_connection()
         except SQLAlchemyError as exc:
-            raise StorageError(f"database operation failed ({type(exc).__name__}); nothing was written") from exc
+            raise StorageError(f"database read failed ({type(exc).__name__})") from exc
         try:
             cursor = raw.cursor()
             try:
