@@ -4,7 +4,8 @@ A check compares the last `window` with the `baseline` period before it, from th
 labels. A rule alerts when its hit rate in the window is at least `ratio` times its baseline rate (and
 it fired at least `min_hits` times); the fraud rate alerts the same way over labelled events. Alerts are
 written to an outbox table first and delivered from there, so an alert raised while a webhook is down
-is retried (exponential backoff) until it is delivered or runs out of attempts, across restarts.
+is retried (exponential backoff) until it is delivered or runs out of attempts, across restarts; a retry
+goes only to the webhooks that have not accepted it yet, so the others do not see it twice.
 Several API workers run the same loop: a unique key per rule and clock window keeps one alert when they
 check at the same moment, and a worker claims an alert before posting it, so each is delivered once.
 Payloads carry rule ids, counts and rates only: no pseudonym, no amount of any single event.
@@ -12,6 +13,7 @@ Payloads carry rule ids, counts and rates only: no pseudonym, no amount of any s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -96,9 +98,15 @@ def check(store, policy: AlertPolicy = AlertPolicy(), now_ms: int | None = None)
     return raised
 
 
+def webhook_fingerprint(url: str) -> str:
+    """What the outbox keeps of a webhook: its URL may carry a secret token, so only a hash is stored."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now_ms: int | None = None,
             client: Any = None) -> dict[str, int]:
-    """Post every due, undelivered alert to every webhook; a failure schedules a retry with backoff."""
+    """Post every due, undelivered alert to each webhook that has not accepted it yet; a failure schedules
+    a retry with backoff."""
     import httpx
 
     now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -118,24 +126,31 @@ def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now
                                        .values(next_ms=now + CLAIM_MS)).rowcount
             if not claimed:
                 continue
+            accepted = set(json.loads(alert.delivered_to or "[]"))
             error = None
             for url in webhooks:
+                fingerprint = webhook_fingerprint(url)
+                if fingerprint in accepted:
+                    continue
                 try:
                     response = http.post(url, content=alert.payload, headers={"Content-Type": "application/json"})
                     if response.status_code >= 300:
                         error = f"HTTP {response.status_code}"
+                    else:
+                        accepted.add(fingerprint)
                 except Exception as exc:  # a bad URL or a refused connection: retry later, go on
                     error = type(exc).__name__
             attempts = alert.attempts + 1
             with store.transaction() as conn:
                 if error is None:
-                    conn.execute(update(a).where(a.c.id == alert.id).values(delivered_ms=now, attempts=attempts,
-                                                                            last_error=None))
+                    conn.execute(update(a).where(a.c.id == alert.id).values(
+                        delivered_ms=now, attempts=attempts, last_error=None, delivered_to=json.dumps(sorted(accepted))))
                     delivered += 1
                 else:
                     retry_ms = int(policy.backoff_s * 1000 * 2 ** (attempts - 1))
-                    conn.execute(update(a).where(a.c.id == alert.id).values(attempts=attempts, last_error=error,
-                                                                            next_ms=now + retry_ms))
+                    conn.execute(update(a).where(a.c.id == alert.id).values(
+                        attempts=attempts, last_error=error, next_ms=now + retry_ms,
+                        delivered_to=json.dumps(sorted(accepted))))
                     failed += 1
     finally:
         if client is None:

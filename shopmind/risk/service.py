@@ -55,6 +55,8 @@ class RiskService:
         self._engine: RiskEngine | None = None
         self._stamp: tuple | None = None
         self._checked = 0.0
+        self._dirty = False       # this process changed the state: rebuild before the next decision
+        self._reloading = False   # a background check for changes made elsewhere is running
         self._frozen: set[str] = set()
         self._lock = threading.Lock()
         self._answered: OrderedDict[str, RiskDecision] = OrderedDict()  # event id -> answer, for retries
@@ -75,26 +77,46 @@ class RiskService:
             )
 
     def engine(self) -> RiskEngine:
-        now = time.monotonic()
-        if self._engine is not None and now - self._checked < RELOAD_S:
-            return self._engine
-        with self._lock:
-            if self._engine is None or time.monotonic() - self._checked >= RELOAD_S:
-                try:
-                    stamp = self._state_stamp()
-                    if self._engine is None or stamp != self._stamp:
-                        self._engine = self._build()
-                        self._stamp = stamp
-                except Exception as exc:
-                    if self._engine is None:
-                        raise
-                    # keep deciding with the last good rules and model; try again after RELOAD_S
-                    log.error("risk engine reload failed (%s); the previous rules and model stay", type(exc).__name__)
-                self._checked = time.monotonic()
-        return self._engine  # type: ignore[return-value]
+        """The current engine. A change this process made (`invalidate`) is applied before the next
+        decision; changes from elsewhere (another worker, `shopmind risk` commands, a model promotion) are
+        looked for every `RELOAD_S` by a background thread, so no request waits for a model load."""
+        if self._engine is None or self._dirty:
+            with self._lock:
+                if self._engine is None or self._dirty:
+                    self._dirty = False
+                    self._reload()
+            return self._engine  # type: ignore[return-value]
+        if time.monotonic() - self._checked >= RELOAD_S and not self._reloading:
+            with self._lock:
+                if not self._reloading and time.monotonic() - self._checked >= RELOAD_S:
+                    self._reloading = True
+                    threading.Thread(target=self._reload_in_background, name="risk-engine-reload",
+                                     daemon=True).start()
+        return self._engine
+
+    def _reload_in_background(self) -> None:
+        try:
+            with self._lock:
+                self._reload()
+        finally:
+            self._reloading = False
+
+    def _reload(self) -> None:
+        """Rebuild the engine if the database state changed; called with the lock held."""
+        try:
+            stamp = self._state_stamp()
+            if self._engine is None or stamp != self._stamp:
+                self._engine = self._build()
+                self._stamp = stamp
+        except Exception as exc:
+            if self._engine is None:
+                raise
+            # keep deciding with the last good rules and model; try again after RELOAD_S
+            log.error("risk engine reload failed (%s); the previous rules and model stay", type(exc).__name__)
+        self._checked = time.monotonic()
 
     def invalidate(self) -> None:
-        self._checked = 0.0
+        self._dirty = True
 
     def rebuild(self) -> None:
         """Rebuild the engine now (after a key rotation changed pseudonyms under unchanged counts)."""

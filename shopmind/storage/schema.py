@@ -286,6 +286,8 @@ risk_alerts = Table(
     Column("last_error", String(64)),
     # kind:rule:clock window. Unique, so API workers that check at the same time raise one alert, not one each.
     Column("dedup_key", String(128)),
+    # JSON list of fingerprints of the webhooks that accepted it, so a retry posts only to the ones that failed
+    Column("delivered_to", Text),
     Index("ix_risk_alerts_dedup", "dedup_key", unique=True),
 )
 

@@ -117,3 +117,32 @@ def test_workers_checking_and_delivering_at_once_raise_and_send_one_alert(shop, 
     finally:
         server.shutdown()
     assert len(_Hook.received) == 1 and sum(r["delivered"] for r in results) == 1
+
+
+def test_a_retry_goes_only_to_the_webhook_that_failed(shop):
+    rows = [_decision(i, NOW - i * 30_000, ["card_burst"]) for i in range(20)]
+    for row in rows:
+        shop.risk.log.submit(row)
+    shop.risk.log.write(_decision(99999, NOW - 5 * 24 * HOUR, []))
+    assert len(alerts.check(shop.store, now_ms=NOW)) == 1
+
+    class Client:  # the team's chat hook works; the pager hook is down for the first try
+        def __init__(self):
+            self.posts: list[str] = []
+            self.pager_down = True
+
+        def post(self, url, content, headers):
+            self.posts.append(url)
+            down = url.endswith("/pager") and self.pager_down
+            return type("Response", (), {"status_code": 503 if down else 204})()
+
+    client = Client()
+    hooks = ["https://chat.example/hook?token=s3cret", "https://ops.example/pager"]
+    policy = alerts.AlertPolicy(backoff_s=1)
+    assert alerts.deliver(shop.store, hooks, policy, now_ms=NOW, client=client)["failed"] == 1
+    client.pager_down = False
+    assert alerts.deliver(shop.store, hooks, policy, now_ms=NOW + 5_000, client=client)["delivered"] == 1
+    assert client.posts == [hooks[0], hooks[1], hooks[1]]  # the chat hook saw the alert once
+    with shop.store.transaction() as conn:
+        stored = conn.execute(schema.risk_alerts.select()).one()
+    assert "s3cret" not in str(stored._mapping)  # hook URLs (and their tokens) are not kept in the outbox

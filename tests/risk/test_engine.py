@@ -350,3 +350,37 @@ def test_a_later_label_does_not_erase_what_was_known_earlier(shop):
         return dict(zip(data.event_ids, data.y.tolist()))
 
     assert known(0) == {} and known(2) == {"o-1": 0.0} and known(11) == {"o-1": 1.0}
+
+
+def test_changes_from_another_worker_load_in_the_background_without_stalling_decisions(shop, monkeypatch):
+    import shopmind.risk.service as risk_service
+    from tests.conftest import make_shop
+
+    other = make_shop(shop.settings.home, shop.settings.database_url)  # a second API worker on the same database
+    try:
+        assert shop.risk.decide(RiskEvent(**order(1))).decision == "allow"
+        other.risk.put_rule(Rule("big", "event.amount > 50.0", "block"), actor="analyst")
+
+        build = shop.risk._build
+        def slow_build():
+            time.sleep(1.0)  # a model load on a busy machine
+            return build()
+        monkeypatch.setattr(shop.risk, "_build", slow_build)
+        monkeypatch.setattr(risk_service, "RELOAD_S", 0.0)
+
+        started = time.monotonic()
+        first = shop.risk.decide(RiskEvent(**order(2)))
+        assert time.monotonic() - started < 0.5, "the request waited for the reload"
+        assert first.decision == "allow"  # decided by the rules it had
+        deadline = time.monotonic() + 10
+        while shop.risk._reloading and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert shop.risk.decide(RiskEvent(**order(3))).decision == "block"
+    finally:
+        other.close()
+
+
+def test_a_change_made_by_this_worker_applies_to_its_next_decision(shop):
+    assert shop.risk.decide(RiskEvent(**order(1))).decision == "allow"
+    shop.risk.put_rule(Rule("big", "event.amount > 50.0", "block"), actor="analyst")
+    assert shop.risk.decide(RiskEvent(**order(2))).decision == "block"
