@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     risk_alert_interval_s: float = Field(60.0, gt=0, description="How often the service checks for risk alerts.")
     dp_delta_budget: float = Field(1e-5, ge=0, lt=1, description="Total delta per purpose (the noisy threshold's "
                                                                  "small chance of releasing a rare group).")
+    dp_budget_training: float = Field(16.0, ge=0, description="Total epsilon that differentially private trainings "
+                                      "of the behaviour model may spend, summed over runs (each sees the same users).")
+    dp_delta_budget_training: float = Field(0.01, ge=0, lt=1, description="Total delta of those trainings (each run's "
+                                            "delta defaults to 1 / number of users).")
 
     @field_validator("log_level")
     @classmethod

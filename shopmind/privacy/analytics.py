@@ -333,7 +333,7 @@ def run_report(store, settings, query: ReportQuery, actor: str) -> Report:
     from shopmind.storage import schema
 
     query = query.checked()
-    ledger.check_purpose(query.purpose)
+    ledger.check_purpose(query.purpose, ledger.REPORT_PURPOSES)
     eps_left, _ = ledger.remaining(store, settings, query.purpose)
     if query.epsilon > eps_left + ledger.TOLERANCE:  # fail fast; `spend` decides for good
         from shopmind.exceptions import BudgetExceededError

@@ -5,6 +5,10 @@ from the settings (`dp_budget_<purpose>`, `dp_delta_budget`). Under basic compos
 of everything released for a purpose is at most the sum of the releases' (epsilon, delta), so the
 ledger adds them up and refuses a release that would pass the total, before anything is shown.
 
+Differentially private trainings of the behaviour model are releases too: every run sees (mostly) the
+same users, so a retrained model adds its (epsilon, delta) to the `model_training` purpose
+(`dp_budget_training`, `dp_delta_budget_training`), and a training that would pass it is refused.
+
 The check and the new row are one transaction. Rows of a purpose are numbered 1, 2, ... (`seq`, unique
 per purpose) and carry the running total: a release reads the newest row, checks, and inserts the next
 number. Two concurrent releases that read the same newest row cannot both insert the next number: the
@@ -28,7 +32,9 @@ from shopmind.exceptions import BudgetExceededError, InvalidInputError, StorageE
 from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
 
-DP_PURPOSES = ("analytics", "advertising")
+REPORT_PURPOSES = ("analytics", "advertising")      # aggregate reports (privacy/analytics.py)
+TRAINING = "model_training"                         # DP-SGD runs of the behaviour model
+DP_PURPOSES = REPORT_PURPOSES + (TRAINING,)
 # Budgets are sums of floats: 0.1 spent 100 times must still fit a budget of 10.
 TOLERANCE = 1e-9
 RETRIES = 5
@@ -46,15 +52,17 @@ class Spend:
     spent_delta: float
 
 
-def check_purpose(purpose: str) -> str:
-    if purpose not in DP_PURPOSES:
-        raise InvalidInputError(f"purpose must be one of {', '.join(DP_PURPOSES)}, got {purpose!r}", field="purpose")
+def check_purpose(purpose: str, allowed: tuple[str, ...] = DP_PURPOSES) -> str:
+    if purpose not in allowed:
+        raise InvalidInputError(f"purpose must be one of {', '.join(allowed)}, got {purpose!r}", field="purpose")
     return purpose
 
 
 def budget_of(settings: Settings, purpose: str) -> tuple[float, float]:
     """(epsilon, delta) a purpose may spend in total."""
-    return getattr(settings, f"dp_budget_{check_purpose(purpose)}"), settings.dp_delta_budget
+    if check_purpose(purpose) == TRAINING:
+        return settings.dp_budget_training, settings.dp_delta_budget_training
+    return getattr(settings, f"dp_budget_{purpose}"), settings.dp_delta_budget
 
 
 def _latest(conn, purpose: str) -> tuple[int, float, float]:

@@ -145,10 +145,25 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         content = content_vectors(shop.registry.root / "content_vectors.parquet", seqs.item_ids, items)
     started = time.perf_counter()
     if dp is not None:
+        from shopmind.privacy import ledger
         from shopmind.privacy.dp_training import PrivateBehaviourRecommender
 
+        eps_left, _ = ledger.remaining(shop.store, shop.settings, ledger.TRAINING)
+        if dp.get("epsilon", 8.0) > eps_left + ledger.TOLERANCE:  # fail before hours of training; spend decides
+            from shopmind.exceptions import BudgetExceededError
+
+            raise BudgetExceededError(ledger.TRAINING, eps_left, dp.get("epsilon", 8.0))
         model = PrivateBehaviourRecommender(**dp).fit(seqs)
         content = None
+        # Recorded before the model is registered: a run that no longer fits the budget (another training
+        # spent it meanwhile) is discarded unreleased. Each run adds its epsilon and delta (basic composition).
+        privacy = model.privacy_
+        spent = ledger.spend(shop.store, shop.settings, ledger.TRAINING, privacy["epsilon"], privacy["delta"],
+                             {"model": "behaviour", "epochs": privacy["epochs"], "n_users": privacy["n_users"],
+                              "noise_multiplier": round(privacy["noise_multiplier"], 6)}, actor)
+        model.privacy_ = {**privacy, "ledger_purpose": ledger.TRAINING, "ledger_seq": spent.seq,
+                          "training_epsilon_spent": round(spent.spent_epsilon, 6),
+                          "training_delta_spent": spent.spent_delta}
     else:
         model = BehaviourRecommender(time_budget_s=time_budget_s).fit(seqs, item_content=content)
     train_s = time.perf_counter() - started

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from shopmind.api.main import create_app
 from shopmind.auth import Scope, create_key
 from shopmind.evaluation import Sequences
+from shopmind.exceptions import BudgetExceededError
 from shopmind.privacy.dp_training import PrivateBehaviourRecommender, one_example_per_user
 from shopmind.privacy.membership import auc, dp_tpr_bound, membership_audit
 from shopmind.recommend.behaviour import BehaviourRecommender
@@ -41,7 +42,7 @@ def test_each_user_is_one_example_truncated_never_split():
 def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
     synthetic = generate_shop(n_users=300, days=20, seed=5)
     paths = write_shop(synthetic, tmp_path / "data", "parquet")
-    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}", dp_budget_training=3.0)
     for kind in ("items", "users", "events"):
         shop.import_file(paths[kind], kind, actor="t")
     shop.train(actor="t", time_budget_s=3)  # a non-private champion first
@@ -59,6 +60,13 @@ def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
     assert 1.9 <= privacy["epsilon"] <= 2.0
     assert privacy["accountant"] == "prv" and privacy["noise_multiplier"] > 0 and privacy["max_grad_norm"] == 1.0
     assert privacy["epochs"] == 2 and 0 < privacy["sample_rate"] < 1 and n_users > 100
+    # The run is in the privacy ledger, and a second one would pass the training budget (3): refused.
+    assert privacy["ledger_seq"] == 1 and privacy["training_epsilon_spent"] == pytest.approx(privacy["epsilon"])
+    training = {b["purpose"]: b for b in shop.privacy_budget()}["model_training"]
+    assert training["releases"] == 1 and training["epsilon_remaining"] == pytest.approx(3.0 - privacy["epsilon"])
+    with pytest.raises(BudgetExceededError, match="model_training"):
+        shop.train(actor="t", dp={"epsilon": 2.0, "epochs": 2, "batch_size": 64})
+    assert shop.registry.current_version("behaviour") == behaviour["version"]
     # The served model is the private one, and the service exposes its card.
     assert shop.recommend(synthetic.users["user_id"][0], k=3)["model"] == f"behaviour/{behaviour['version']}"
     key = create_key(shop.store, "analyst", frozenset({Scope.analyst}))
@@ -67,6 +75,32 @@ def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
         assert served.status_code == 200 and served.json()["cards"]["behaviour"]["privacy"] == privacy
         assert client.get("/v1/models/not-a-version", headers=auth(key)).status_code == 422
         assert client.get("/v1/models/v20200101-000000-1", headers=auth(key)).status_code == 404
+    shop.close()
+
+
+def test_a_training_that_no_longer_fits_the_budget_is_discarded_unreleased(tmp_path, monkeypatch):
+    """Two DP trainings at once: both pass the check before training; the one that records second finds
+    the budget spent, and its model is not registered."""
+    from shopmind.privacy import dp_training, ledger
+
+    synthetic = generate_shop(n_users=150, days=10, seed=7)
+    paths = write_shop(synthetic, tmp_path / "data", "parquet")
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}", dp_budget_training=10.0)
+    for kind in ("items", "users", "events"):
+        shop.import_file(paths[kind], kind, actor="t")
+
+    def fit_while_another_run_spends(self, seqs):
+        ledger.spend(shop.store, shop.settings, ledger.TRAINING, 7.0, 1e-3, {"model": "behaviour"}, "other")
+        self.privacy_ = {"epsilon": 6.0, "delta": 1e-3, "epochs": 1, "n_users": 100, "noise_multiplier": 1.0}
+        return self
+
+    monkeypatch.setattr(dp_training.PrivateBehaviourRecommender, "fit", fit_while_another_run_spends)
+    before = shop.registry.versions("behaviour")
+    with pytest.raises(BudgetExceededError):
+        shop.train(actor="t", dp={"epsilon": 6.0})
+    assert shop.registry.versions("behaviour") == before
+    training = {b["purpose"]: b for b in shop.privacy_budget()}["model_training"]
+    assert training["releases"] == 1 and training["epsilon_spent"] == 7.0  # only the other run
     shop.close()
 
 
