@@ -54,7 +54,7 @@ def main() -> None:
     d = frame({"a": 105, "b": 300}, heavy=1000, heavy_groups=2).with_columns(
         group=pl.col("group").replace({"g0": "a", "g1": "b"}))
     d2 = d.filter(pl.col("user_pseudonym") != "heavy")
-    print(f"| query | runs | outcomes | max ratio (mass >= 1%) | e^eps | violations | s |\n|---|---|---|---|---|---|---|")
+    print("| query | runs | outcomes | max ratio (mass >= 1%) | e^eps | violations | s |\n|---|---|---|---|---|---|---|")
     for name, spec in QUERIES.items():
         query = ReportQuery(epsilon=args.epsilon, **spec)
         start = time.perf_counter()

@@ -36,8 +36,6 @@ BATCH = 1000
 
 def events_file(n_events: int, directory: Path) -> Path:
     """The first n events of a generated shop, as Parquet (the shop's export format)."""
-    import polars as pl
-
     from shopmind.synth import ShopConfig, generate_shop
 
     users = 5000

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from shopmind.exceptions import NotFoundError
 from shopmind.recommend.index import ItemIndex
