@@ -108,3 +108,16 @@ def test_risk_lists_from_the_command_line(home, tmp_path):
     assert run("risk", "list", "add", "stolen_cards", "--kind", "card").exit_code == 2         # no values
     assert run("risk", "list", "drop", "stolen_cards").exit_code == 2
     assert run("risk", "list", "add", "x", "--kind", "card", "--file", str(tmp_path / "none")).exit_code == 2
+
+
+def test_risk_thresholds_per_event_kind_from_the_command_line(home):
+    assert run("init").exit_code == 0
+    r = run("risk", "thresholds", "--review", "0.6", "--block", "0.97", "--kind", "login")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["by_kind"] == {"login": {"review": 0.6, "block": 0.97}}
+    shown = json.loads(run("risk", "thresholds").stdout)
+    assert (shown["review"], shown["block"]) == (0.5, 0.9) and "login" in shown["by_kind"]
+    assert json.loads(run("risk", "thresholds", "--kind", "login", "--shop-wide").stdout)["by_kind"] == {}
+    assert run("risk", "thresholds", "--kind", "login", "--shop-wide").exit_code == 1     # not found: none set
+    assert run("risk", "thresholds", "--review", "0.1", "--block", "0.2", "--kind", "signup").exit_code == 2
+    assert run("risk", "thresholds", "--shop-wide").exit_code == 2                        # which kind?

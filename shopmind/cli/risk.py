@@ -71,20 +71,27 @@ def list_rules():
 def thresholds(
     review: Annotated[Optional[float], typer.Option(help="Score from which events go to review.")] = None,
     block: Annotated[Optional[float], typer.Option(help="Score from which events are blocked.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="order, payment or login: set this kind's pair only.")] = None,
+    shop_wide: Annotated[bool, typer.Option("--shop-wide", help="With --kind: remove the kind's pair, so it "
+                                                                 "follows the shop-wide one.")] = False,
 ):
-    """Show the thresholds, or set both (audited)."""
+    """Show the thresholds, or set a pair (shop-wide, or for one event kind); every change is audited."""
     m = _main()
 
     def body():
         shop = m._shop()
+        if shop_wide:
+            if kind is None or review is not None or block is not None:
+                m._fail("--shop-wide takes --kind and no --review or --block", 2)
+            return shop.risk.set_thresholds(None, None, m._actor(), kind=kind)
         if review is None and block is None:
             return shop.risk.thresholds()
         if review is None or block is None:
             m._fail("give both --review and --block", 2)
-        return shop.risk.set_thresholds(review, block, m._actor())
+        return shop.risk.set_thresholds(review, block, m._actor(), kind=kind)
 
     t = m._run(body)
-    m.out.print_json(json.dumps({"review": t.review, "block": t.block, "version": t.version}))
+    m.out.print_json(json.dumps(t.as_dict()))
 
 
 @app.command("list")

@@ -140,7 +140,7 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         shop.registry.card("risk", model_version)  # NotFoundError naming the version if there is none
         model = RiskModel.load(shop.registry.root / "risk" / model_version / "model")
     engine = history_engine(shop, MemoryVelocityStore(), model, model_version)
-    scores, fraud, amounts, decisions, by_rule = [], [], [], [], []
+    scores, fraud, amounts, decisions, by_rule, kinds = [], [], [], [], [], []
     for event, tokens, label, _pattern in history(shop, 0, until_ms):
         out = engine.decide(event, tokens=tokens)  # earlier events only warm the windows
         if event.ts_ms is not None and event.ts_ms >= since_ms:
@@ -149,8 +149,9 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
             amounts.append(event.amount)
             decisions.append(out.decision)
             by_rule.append(any(h.action != "score" for h in out.hits) or "the account is frozen" in out.reasons)
+            kinds.append(event.kind)
     s, f, a = np.array(scores), np.array(fraud, dtype=bool), np.array(amounts)
-    d, ruled = np.array(decisions, dtype=object), np.array(by_rule, dtype=bool)
+    d, ruled, k = np.array(decisions, dtype=object), np.array(by_rule, dtype=bool), np.array(kinds, dtype=object)
     trained_until = None
     if engine.model_version is not None:
         trained_until = shop.registry.card("risk", engine.model_version).get("cutoff_ms")
@@ -160,7 +161,7 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
     return {
         "events": int(len(s)), "fraud": int(f.sum()), "model_version": engine.model_version,
         "in_sample": trained_until is not None and since_ms < trained_until,  # optimistic figures if true
-        "rules_version": live.rules.version, "thresholds": {"review": thresholds.review, "block": thresholds.block},
+        "rules_version": live.rules.version, "thresholds": thresholds.as_dict(),
         "decisions": {k: int((d == k).sum()) for k in ("allow", "review", "block", "freeze_account")},
         "fraud_stopped": int((stopped & f).sum()), "fraud_reviewed": int((reviewed & f).sum()),
         "good_blocked": int((stopped & ~f).sum()), "good_reviewed": int((reviewed & ~f).sum()),
@@ -170,6 +171,11 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         "decided_by_rules": int(ruled.sum()),
         # thresholds only decide what no rule decided; the rules' share of the cost stays as it is
         "suggested_thresholds": _suggest(s, f, a, d, ruled, cost, (thresholds.review, thresholds.block)),
+        # the same per event kind (set with `shopmind risk thresholds --kind`): each kind's cost alone
+        "suggested_thresholds_by_kind": {
+            kind: _suggest(s[k == kind], f[k == kind], a[k == kind], d[k == kind], ruled[k == kind], cost,
+                           thresholds.pair(kind))
+            for kind in sorted(set(kinds))},
     }
 
 

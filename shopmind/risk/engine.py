@@ -34,14 +34,32 @@ TOP_CONTRIBUTIONS = 5
 LIST_KINDS = ("user", "card", "device", "ip", "email", "terminal")
 
 
+EVENT_KINDS = ("order", "payment", "login")
+
+
 @dataclass(frozen=True)
 class Thresholds:
+    """Score thresholds: the shop-wide pair, and pairs for event kinds whose costs differ (a login has no
+    amount to lose, a payment is the last chance to stop a card)."""
+
     review: float = 0.5
     block: float = 0.9
     version: int = 0
+    by_kind: tuple[tuple[str, float, float], ...] = ()   # (kind, review, block), sorted by kind
 
-    def decide(self, score: float) -> str:
-        return "block" if score >= self.block else "review" if score >= self.review else "allow"
+    def pair(self, kind: str | None = None) -> tuple[float, float]:
+        for k, review, block in self.by_kind:
+            if k == kind:
+                return review, block
+        return self.review, self.block
+
+    def decide(self, score: float, kind: str | None = None) -> str:
+        review, block = self.pair(kind)
+        return "block" if score >= block else "review" if score >= review else "allow"
+
+    def as_dict(self) -> dict:
+        return {"review": self.review, "block": self.block, "version": self.version,
+                "by_kind": {k: {"review": r, "block": b} for k, r, b in self.by_kind}}
 
 
 @dataclass
@@ -162,9 +180,9 @@ class RiskEngine:
         elif "review" in actions:
             decision = "review"
         else:
-            decision = self.thresholds.decide(score)
+            decision = self.thresholds.decide(score, event.kind)
             if decision != "allow":
-                reasons.append(f"score {score:.3f} is at or above the {decision} threshold")
+                reasons.append(f"score {score:.3f} is at or above the {event.kind} {decision} threshold")
         reasons += [f"rule {h.rule_id}: {h.description or h.action}" for h in hits]
         reasons += [f"model: {_describe(c['feature'], c['value'])} ({c['contribution']:+.2f})"  # type: ignore[arg-type]
                     for c in contributions[:3]]

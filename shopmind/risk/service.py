@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from shopmind.exceptions import InvalidInputError, NotFoundError, StorageError
 from shopmind.privacy.audit import record_audit
 from shopmind.risk.decision_log import DecisionLog
-from shopmind.risk.engine import LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds
+from shopmind.risk.engine import EVENT_KINDS, LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds
 from shopmind.risk.features import FEATURE_NAMES, logged_vector
 from shopmind.risk.rules import Rule, RuleSet, compile_rule
 from shopmind.risk.schemas import RiskDecision, RiskEvent
@@ -154,7 +154,10 @@ class RiskService:
     def _thresholds(conn) -> Thresholds:
         t = schema.risk_thresholds
         row = conn.execute(select(t).order_by(t.c.version.desc()).limit(1)).first()
-        return Thresholds() if row is None else Thresholds(row.review, row.block, row.version)
+        if row is None:
+            return Thresholds()
+        by_kind = tuple(sorted((k, float(r), float(b)) for k, (r, b) in json.loads(row.by_kind or "{}").items()))
+        return Thresholds(row.review, row.block, row.version, by_kind)
 
     def _profile(self, pseudonym: str) -> dict[str, Any] | None:
         cached = self.shop.cache.get(PROFILE, pseudonym)
@@ -385,19 +388,39 @@ class RiskService:
             rows = conn.execute(select(e.c.list_name, e.c.kind, func.count()).group_by(e.c.list_name, e.c.kind)).all()
         return [{"list_name": n, "kind": k, "entries": c} for n, k, c in rows]
 
-    def set_thresholds(self, review: float, block: float, actor: str) -> Thresholds:
-        if not 0.0 <= review <= block <= 1.0:
+    def set_thresholds(self, review: float | None, block: float | None, actor: str,
+                       kind: str | None = None) -> Thresholds:
+        """Set the shop-wide pair (kind None) or one event kind's pair; `review` and `block` both None with
+        a kind removes that kind's pair, so it follows the shop-wide one again. Audited, versioned."""
+        if kind is not None and kind not in EVENT_KINDS:
+            raise InvalidInputError(f"kind must be one of {', '.join(EVENT_KINDS)}, got {kind!r}", field="kind")
+        clearing = review is None and block is None
+        if clearing and kind is None:
+            raise InvalidInputError("give review and block (only a kind's pair can be removed)", field="review")
+        if not clearing and (review is None or block is None or not 0.0 <= review <= block <= 1.0):
             raise InvalidInputError("thresholds need 0 <= review <= block <= 1", field="review")
         t = schema.risk_thresholds
         with _one_writer("the thresholds"), self.store.transaction() as conn:
             before = self._thresholds(conn)
-            version = before.version + 1
-            conn.execute(insert(t).values(version=version, review=review, block=block, created_ms=_now(), actor=actor))
-            record_audit(conn, actor, "risk.thresholds.set", [None], {
-                "before": {"review": before.review, "block": before.block, "version": before.version},
-                "after": {"review": review, "block": block, "version": version}})
+            pairs = {k: (r, b) for k, r, b in before.by_kind}
+            shop_wide = (before.review, before.block)
+            if kind is None:
+                shop_wide = (review, block)  # type: ignore[assignment]
+            elif clearing:
+                if kind not in pairs:
+                    raise NotFoundError(f"there are no {kind} thresholds: {kind} events use the shop-wide pair")
+                del pairs[kind]
+            else:
+                pairs[kind] = (review, block)  # type: ignore[assignment]
+            after = Thresholds(shop_wide[0], shop_wide[1], before.version + 1,
+                               tuple(sorted((k, r, b) for k, (r, b) in pairs.items())))
+            conn.execute(insert(t).values(version=after.version, review=after.review, block=after.block,
+                                          by_kind=json.dumps({k: [r, b] for k, r, b in after.by_kind}) if after.by_kind else None,
+                                          created_ms=_now(), actor=actor))
+            record_audit(conn, actor, "risk.thresholds.set", [None], {"kind": kind, "before": before.as_dict(),
+                                                                      "after": after.as_dict()})
         self.invalidate()
-        return Thresholds(review, block, version)
+        return after
 
     def thresholds(self) -> Thresholds:
         with self.store.transaction() as conn:

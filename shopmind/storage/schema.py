@@ -211,6 +211,8 @@ risk_thresholds = Table(
     Column("block", Float, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("actor", String(64), nullable=False),
+    # JSON {"login": [review, block], ...}: pairs for event kinds that differ from the shop-wide one
+    Column("by_kind", Text),
 )
 
 risk_decisions = Table(

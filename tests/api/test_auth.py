@@ -40,6 +40,7 @@ ROUTE_SCOPES = {
     ("POST", "/v1/risk/lists/{list_name}/remove"): "risk_admin",
     ("GET", "/v1/risk/thresholds"): "risk_admin",
     ("PUT", "/v1/risk/thresholds"): "risk_admin",
+    ("DELETE", "/v1/risk/thresholds/{kind}"): "risk_admin",
     ("GET", "/v1/risk/cases"): "risk_admin",
     ("POST", "/v1/risk/cases/{case_id}/verdict"): "risk_admin",
     ("POST", "/v1/risk/labels"): "risk_admin",

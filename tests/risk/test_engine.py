@@ -290,6 +290,13 @@ def test_model_from_replayed_history_scores_explains_and_backtests(shop, tmp_pat
     assert sum(report["decisions"].values()) == report["events"] == replayed["replayed"]
     assert report["fraud"] == replayed["fraud_labels"]
     assert report["suggested_thresholds"]["cost"] <= report["cost"] + 1e-6  # the current pair is a candidate
+    by_kind = report["suggested_thresholds_by_kind"]
+    assert set(by_kind) == {"order", "payment"}  # the kinds the history holds
+    kind_costs = [v["cost"] for v in by_kind.values() if v is not None]
+    assert kind_costs and all(c >= 0 for c in kind_costs)
+    # tuning each kind on its own can only match or beat one shared pair
+    if all(v is not None for v in by_kind.values()):
+        assert sum(kind_costs) <= report["suggested_thresholds"]["cost"] + 1e-6
 
 
 def _saabas_reference(dump: dict, row: np.ndarray, n_features: int) -> tuple[float, np.ndarray]:
@@ -384,3 +391,30 @@ def test_a_change_made_by_this_worker_applies_to_its_next_decision(shop):
     assert shop.risk.decide(RiskEvent(**order(1))).decision == "allow"
     shop.risk.put_rule(Rule("big", "event.amount > 50.0", "block"), actor="analyst")
     assert shop.risk.decide(RiskEvent(**order(2))).decision == "block"
+
+
+def test_an_event_kind_can_have_its_own_thresholds_audited_and_removable(shop, client, keys):
+    shop.risk.put_rule(Rule("big", "event.amount > 50.0", "score", weight=0.6), actor="t")
+    login = {**order(1), "kind": "login", "amount": 80.0, "event_id": "l-1"}
+    assert shop.risk.decide(RiskEvent(**order(1))).decision == "review"       # 0.6: shop-wide review 0.5
+    admin = auth(keys["risk_admin"])
+    r = client.put("/v1/risk/thresholds", json={"review": 0.7, "block": 0.95, "kind": "login"}, headers=admin)
+    assert r.status_code == 200 and r.json()["by_kind"] == {"login": {"review": 0.7, "block": 0.95}}
+    assert r.json()["review"] == 0.5  # the shop-wide pair is unchanged
+    assert shop.risk.decide(RiskEvent(**login)).decision == "allow"           # 0.6 < login review 0.7
+    assert shop.risk.decide(RiskEvent(**order(2))).decision == "review"       # orders follow the shop-wide pair
+    # a new shop-wide pair keeps the login pair
+    assert client.put("/v1/risk/thresholds", json={"review": 0.55, "block": 0.9}, headers=admin).json()["by_kind"]
+    r = client.put("/v1/risk/thresholds", json={"review": 0.9, "block": 0.8, "kind": "login"}, headers=admin)
+    assert r.status_code == 422 and "review" in r.text
+    assert client.put("/v1/risk/thresholds", json={"review": 0.1, "block": 0.2, "kind": "signup"},
+                      headers=admin).status_code == 422
+    assert client.delete("/v1/risk/thresholds/login", headers=admin).json()["by_kind"] == {}
+    assert client.delete("/v1/risk/thresholds/login", headers=admin).status_code == 404
+    assert shop.risk.decide(RiskEvent(**{**login, "event_id": "l-2"})).decision == "review"
+    with shop.store.transaction() as conn:
+        changes = [json.loads(e["detail"]) for e in audit_entries(conn) if e["action"] == "risk.thresholds.set"]
+    changes.reverse()  # newest first -> in order
+    assert [c["kind"] for c in changes] == ["login", None, "login"]
+    assert changes[0]["after"]["by_kind"] == {"login": {"review": 0.7, "block": 0.95}}
+    assert changes[-1]["before"]["by_kind"] and changes[-1]["after"]["by_kind"] == {}

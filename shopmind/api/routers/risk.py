@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +40,8 @@ class ThresholdsIn(BaseModel):
 
     review: float = Field(ge=0, le=1)
     block: float = Field(ge=0, le=1)
+    kind: Optional[Literal["order", "payment", "login"]] = Field(
+        None, description="Set this event kind's pair; without it, the shop-wide pair.")
 
 
 class VerdictIn(BaseModel):
@@ -113,16 +115,19 @@ def remove_from_list(list_name: str, body: ListIn, shop: ShopDep, key: RiskAdmin
             "removed": shop.risk.remove_from_list(list_name, body.kind, body.values, key.actor)}
 
 
-@router.get("/thresholds", summary="Score thresholds for review and block")
+@router.get("/thresholds", summary="Score thresholds for review and block, shop-wide and per event kind")
 def get_thresholds(shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
-    t = shop.risk.thresholds()
-    return {"review": t.review, "block": t.block, "version": t.version}
+    return shop.risk.thresholds().as_dict()
 
 
-@router.put("/thresholds", summary="Set the thresholds (audited)")
+@router.put("/thresholds", summary="Set the shop-wide thresholds, or one event kind's (audited)")
 def put_thresholds(body: ThresholdsIn, shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
-    t = shop.risk.set_thresholds(body.review, body.block, key.actor)
-    return {"review": t.review, "block": t.block, "version": t.version}
+    return shop.risk.set_thresholds(body.review, body.block, key.actor, kind=body.kind).as_dict()
+
+
+@router.delete("/thresholds/{kind}", summary="Remove an event kind's thresholds: it follows the shop-wide pair (audited)")
+def delete_kind_thresholds(kind: Literal["order", "payment", "login"], shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
+    return shop.risk.set_thresholds(None, None, key.actor, kind=kind).as_dict()
 
 
 @router.get("/cases", summary="Cases by status")
