@@ -39,6 +39,32 @@ def test_each_user_is_one_example_truncated_never_split():
     assert (y[1] != -1).sum() == 1 and (y[2] != -1).sum() == 2
 
 
+@pytest.mark.parametrize("padding_idx", [None, 0])
+def test_embedding_gradient_norms_are_the_per_example_norms(padding_idx):
+    """Our norm sampler against per-example gradients from autograd, with repeated items in an example
+    (and repeated negatives across examples) and padding; and against Opacus's where they agree."""
+    import torch
+    from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
+
+    from shopmind.privacy.dp_training import embedding_grad_norms
+
+    torch.manual_seed(0)
+    layer = torch.nn.Embedding(30, 6, padding_idx=padding_idx)
+    ids = torch.cat([torch.randint(0, 30, (8, 12)), torch.randint(1, 30, (1, 5)).expand(8, -1)], dim=1)
+    ids[0, :4] = 0  # a padded example
+    ids[1, :6] = 7  # one item six times
+    weights = torch.randn(8, 17, 6)
+    expected = []
+    for b in range(8):
+        layer.zero_grad()
+        (layer(ids[b]) * weights[b]).sum().backward()
+        expected.append(layer.weight.grad.norm())
+    ours = embedding_grad_norms(layer, [ids], weights)[layer.weight]
+    assert torch.allclose(ours, torch.stack(expected), atol=1e-5)
+    if padding_idx is None:
+        assert torch.allclose(ours, compute_embedding_norm_sample(layer, [ids], weights)[layer.weight], atol=1e-5)
+
+
 def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
     synthetic = generate_shop(n_users=300, days=20, seed=5)
     paths = write_shop(synthetic, tmp_path / "data", "parquet")
