@@ -164,18 +164,29 @@ class NextItemHead(nn.Module):
         else:
             self.out_vectors = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=PAD)
             self.out_bias = nn.Embedding(config.n_items + 1, 1, padding_idx=PAD)
+            # untied with content: the output side reads the same frozen content through its own projection
+            self.out_content = nn.Linear(config.content_dim, config.d_model, bias=False) if config.content_dim else None
+
+    def _untied_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        vectors = self.out_vectors(items)
+        if self.out_content is not None:
+            vectors = vectors + self.out_content(self.trunk.content[items])
+        return vectors
 
     def output_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(n_items + 1, d) vectors and (n_items + 1,) biases that score items; row 0 is padding."""
         if self.trunk.config.tied_output:
             return self.trunk.item_vectors(), self.bias
-        return self.out_vectors.weight, self.out_bias.weight[:, 0]
+        vectors = self.out_vectors.weight
+        if self.out_content is not None:
+            vectors = vectors + self.out_content(self.trunk.content)
+        return vectors, self.out_bias.weight[:, 0]
 
     def score_pairs(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """hidden (..., d), items (...) -> the score of each position's own item (...)."""
         if self.trunk.config.tied_output:
             return (hidden * self.trunk.embed_items(items)).sum(-1) + self.bias[items]
-        return (hidden * self.out_vectors(items)).sum(-1) + self.out_bias(items)[..., 0]
+        return (hidden * self._untied_vectors(items)).sum(-1) + self.out_bias(items)[..., 0]
 
     def sampled_logits(self, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """hidden (B, T, d), targets (B, T), negatives (B, K) -> logits (B, T, 1 + K), the target first.
@@ -186,7 +197,7 @@ class NextItemHead(nn.Module):
         if self.trunk.config.tied_output:              # norms need each layer called once per step
             vectors, bias = self.trunk.embed_items(both), self.bias[both]
         else:
-            vectors, bias = self.out_vectors(both), self.out_bias(both)[..., 0]
+            vectors, bias = self._untied_vectors(both), self.out_bias(both)[..., 0]
         pos = (hidden * vectors[:, :T]).sum(-1, keepdim=True) + bias[:, :T, None]  # (B, T, 1)
         neg = torch.einsum("btd,bkd->btk", hidden, vectors[:, T:]) + bias[:, None, T:]  # (B, T, K)
         neg = neg.masked_fill(negatives[:, None, :] == targets[..., None], float("-inf"))

@@ -160,8 +160,9 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
             raise InvalidInputError("epsilon must be a positive number", field="epsilon")
         if self.accountant not in ACCOUNTANTS:
             raise InvalidInputError(f"accountant must be one of {', '.join(ACCOUNTANTS)}", field="accountant")
-        if item_content is not None:
-            raise InvalidInputError("DP training does not take item content vectors yet", field="item_content")
+        if item_content is not None and item_content.shape[0] != data.n_items:
+            raise InvalidInputError(f"item_content has {item_content.shape[0]} rows for {data.n_items} items",
+                                    field="item_content")
         split = split or leave_one_out(data)
         torch.manual_seed(self.seed)
         if self.threads:
@@ -174,8 +175,11 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         config = BehaviourConfig(
             n_items=data.n_items, max_len=self.max_len, n_layers=self.n_layers, n_heads=self.n_heads,
             d_model=self.d_model or auto["d_model"],
-            dropout=self.dropout if self.dropout is not None else auto["dropout"], tied_output=False)
+            dropout=self.dropout if self.dropout is not None else auto["dropout"], tied_output=False,
+            content_dim=0 if item_content is None else int(item_content.shape[1]))
         model = BehaviourModel(config)
+        if item_content is not None:  # public catalog text: frozen, costs no privacy; its projections learn
+            model.trunk.set_content(torch.from_numpy(np.asarray(item_content, dtype=np.float32)))
         for frozen in (model.trunk.type_emb,):
             frozen.weight.requires_grad_(False)
         wrapped = _SampledLogits(model)

@@ -153,8 +153,7 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
             from shopmind.exceptions import BudgetExceededError
 
             raise BudgetExceededError(ledger.TRAINING, eps_left, dp.get("epsilon", 8.0))
-        model = PrivateBehaviourRecommender(**dp).fit(seqs)
-        content = None
+        model = PrivateBehaviourRecommender(**dp).fit(seqs, item_content=content)
         # Recorded before the model is registered: a run that no longer fits the budget (another training
         # spent it meanwhile) is discarded unreleased. Each run adds its epsilon and delta (basic composition).
         privacy = model.privacy_

@@ -75,7 +75,9 @@ def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
     result = shop.train(actor="t", dp={"epsilon": 2.0, "epochs": 2, "batch_size": 64})
     behaviour = result["behaviour"]
     assert behaviour["promoted"], result  # a private model replaces a non-private champion
-    privacy = shop.registry.card("behaviour", behaviour["version"])["privacy"]
+    card = shop.registry.card("behaviour", behaviour["version"])
+    privacy = card["privacy"]
+    assert card["item_text"]  # the catalog's title embeddings are public: the private model reads them too
     # One example per user with a next-item target in training: count them from the shop's data.
     from shopmind.evaluation import leave_one_out
     from shopmind.training.pipeline import shop_sequences
