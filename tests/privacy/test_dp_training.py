@@ -117,7 +117,7 @@ def test_a_training_that_no_longer_fits_the_budget_is_discarded_unreleased(tmp_p
     for kind in ("items", "users", "events"):
         shop.import_file(paths[kind], kind, actor="t")
 
-    def fit_while_another_run_spends(self, seqs):
+    def fit_while_another_run_spends(self, seqs, item_content=None):
         ledger.spend(shop.store, shop.settings, ledger.TRAINING, 7.0, 1e-3, {"model": "behaviour"}, "other")
         self.privacy_ = {"epsilon": 6.0, "delta": 1e-3, "epochs": 1, "n_users": 100, "noise_multiplier": 1.0}
         return self
