@@ -414,9 +414,9 @@ class RiskService:
                 pairs[kind] = (review, block)  # type: ignore[assignment]
             after = Thresholds(shop_wide[0], shop_wide[1], before.version + 1,
                                tuple(sorted((k, r, b) for k, (r, b) in pairs.items())))
+            by_kind = json.dumps({k: [r, b] for k, r, b in after.by_kind}) if after.by_kind else None
             conn.execute(insert(t).values(version=after.version, review=after.review, block=after.block,
-                                          by_kind=json.dumps({k: [r, b] for k, r, b in after.by_kind}) if after.by_kind else None,
-                                          created_ms=_now(), actor=actor))
+                                          by_kind=by_kind, created_ms=_now(), actor=actor))
             record_audit(conn, actor, "risk.thresholds.set", [None], {"kind": kind, "before": before.as_dict(),
                                                                       "after": after.as_dict()})
         self.invalidate()

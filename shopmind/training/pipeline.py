@@ -148,11 +148,12 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         from shopmind.privacy import ledger
         from shopmind.privacy.dp_training import PrivateBehaviourRecommender
 
+        asked = dp.get("epsilon", 8.0)
         eps_left, _ = ledger.remaining(shop.store, shop.settings, ledger.TRAINING)
-        if dp.get("epsilon", 8.0) > eps_left + ledger.TOLERANCE:  # fail before hours of training; spend decides
+        if asked > eps_left + ledger.TOLERANCE:  # fail before hours of training; `spend` decides for good
             from shopmind.exceptions import BudgetExceededError
 
-            raise BudgetExceededError(ledger.TRAINING, eps_left, dp.get("epsilon", 8.0))
+            raise BudgetExceededError(ledger.TRAINING, eps_left, asked)
         model = PrivateBehaviourRecommender(**dp).fit(seqs, item_content=content)
         # Recorded before the model is registered: a run that no longer fits the budget (another training
         # spent it meanwhile) is discarded unreleased. Each run adds its epsilon and delta (basic composition).

@@ -125,7 +125,8 @@ def put_thresholds(body: ThresholdsIn, shop: ShopDep, key: RiskAdmin) -> dict[st
     return shop.risk.set_thresholds(body.review, body.block, key.actor, kind=body.kind).as_dict()
 
 
-@router.delete("/thresholds/{kind}", summary="Remove an event kind's thresholds: it follows the shop-wide pair (audited)")
+@router.delete("/thresholds/{kind}",
+               summary="Remove an event kind's thresholds: it follows the shop-wide pair (audited)")
 def delete_kind_thresholds(kind: Literal["order", "payment", "login"], shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
     return shop.risk.set_thresholds(None, None, key.actor, kind=kind).as_dict()
 
