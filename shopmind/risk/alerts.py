@@ -141,17 +141,15 @@ def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now
                 except Exception as exc:  # a bad URL or a refused connection: retry later, go on
                     error = type(exc).__name__
             attempts = alert.attempts + 1
+            outcome = {"attempts": attempts, "last_error": error, "delivered_to": json.dumps(sorted(accepted))}
+            if error is None:
+                outcome["delivered_ms"] = now
+                delivered += 1
+            else:
+                outcome["next_ms"] = now + int(policy.backoff_s * 1000 * 2 ** (attempts - 1))
+                failed += 1
             with store.transaction() as conn:
-                if error is None:
-                    conn.execute(update(a).where(a.c.id == alert.id).values(
-                        delivered_ms=now, attempts=attempts, last_error=None, delivered_to=json.dumps(sorted(accepted))))
-                    delivered += 1
-                else:
-                    retry_ms = int(policy.backoff_s * 1000 * 2 ** (attempts - 1))
-                    conn.execute(update(a).where(a.c.id == alert.id).values(
-                        attempts=attempts, last_error=error, next_ms=now + retry_ms,
-                        delivered_to=json.dumps(sorted(accepted))))
-                    failed += 1
+                conn.execute(update(a).where(a.c.id == alert.id).values(**outcome))
     finally:
         if client is None:
             http.close()

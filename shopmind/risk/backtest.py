@@ -151,7 +151,8 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
             by_rule.append(any(h.action != "score" for h in out.hits) or "the account is frozen" in out.reasons)
             kinds.append(event.kind)
     s, f, a = np.array(scores), np.array(fraud, dtype=bool), np.array(amounts)
-    d, ruled, k = np.array(decisions, dtype=object), np.array(by_rule, dtype=bool), np.array(kinds, dtype=object)
+    d, ruled = np.array(decisions, dtype=object), np.array(by_rule, dtype=bool)
+    event_kinds = np.array(kinds, dtype=object)
     trained_until = None
     if engine.model_version is not None:
         trained_until = shop.registry.card("risk", engine.model_version).get("cutoff_ms")
@@ -173,8 +174,7 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         "suggested_thresholds": _suggest(s, f, a, d, ruled, cost, (thresholds.review, thresholds.block)),
         # the same per event kind (set with `shopmind risk thresholds --kind`): each kind's cost alone
         "suggested_thresholds_by_kind": {
-            kind: _suggest(s[k == kind], f[k == kind], a[k == kind], d[k == kind], ruled[k == kind], cost,
-                           thresholds.pair(kind))
+            kind: _suggest(*(x[event_kinds == kind] for x in (s, f, a, d, ruled)), cost, thresholds.pair(kind))
             for kind in sorted(set(kinds))},
     }
 
