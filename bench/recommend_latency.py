@@ -72,6 +72,9 @@ def build(home: Path, n_items: int, n_users: int) -> str:
     model = BehaviourRecommender(max_epochs=1, n_negatives=512, valid_users=200).fit(seqs)
     shop.registry.register("behaviour", model, card={"bench": True}, subjects=[])
     key = create_key(shop.store, "bench", frozenset({Scope.recommend}))
+    import torch
+
+    torch.set_num_threads(1)  # as `shopmind serve` runs (OMP_NUM_THREADS=1): one request per thread
     shop.recommend("u0", k=10)  # loads the model and builds the item index once
     timings = {}
     for name in ("first_request_ms", "repeat_request_ms"):

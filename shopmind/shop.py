@@ -18,7 +18,7 @@ import polars as pl
 from sqlalchemy import func, select
 
 from shopmind import storage
-from shopmind.config import Settings, load_settings
+from shopmind.config import PURPOSES, Settings, load_settings
 from shopmind.events.files import iter_rows
 from shopmind.events.ingest import IngestResult, Ingestor
 from shopmind.events.validation import validate_rows
@@ -32,6 +32,7 @@ from shopmind.privacy.keys import Keyring, load_keyring
 from shopmind.privacy.pseudonym import Pseudonymizer
 from shopmind.privacy import rotation
 from shopmind.storage import schema
+from shopmind.storage.cache import CacheMiss
 from shopmind.recommend.service import RecommendationService
 from shopmind.training.registry import ModelRegistry
 
@@ -174,11 +175,13 @@ class Shop:
     def pseudonym(self, raw_user_id: str) -> str:
         return self.pseudonyms.user(raw_user_id)
 
-    def recent_items(self, pseudonym: str) -> list[list[Any]]:
+    def recent_items(self, pseudonym: str, cached_only: bool = False) -> list[list[Any]]:
         """[item_id, type, ts_ms] of the user's latest item events, oldest first (cached)."""
         cached = self.cache.get(RECENT, pseudonym)
         if cached is not None:
             return cached
+        if cached_only:
+            raise CacheMiss(RECENT)
         rows = self.store.fetch_all(
             "SELECT item_id, type, ts_ms FROM events WHERE user_pseudonym = ? AND item_id IS NOT NULL"
             " ORDER BY ts_ms DESC LIMIT ?", (pseudonym, RECENT_KEEP))
@@ -186,10 +189,12 @@ class Shop:
         self.cache.set(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S)
         return recent
 
-    def purchased_items(self, pseudonym: str) -> set[str]:
+    def purchased_items(self, pseudonym: str, cached_only: bool = False) -> set[str]:
         """Every item the user bought (cached)."""
         cached = self.cache.get(BOUGHT, pseudonym)
         if cached is None:
+            if cached_only:
+                raise CacheMiss(BOUGHT)
             cached = [item for (item,) in self.store.fetch_all(
                 "SELECT DISTINCT item_id FROM events WHERE user_pseudonym = ? AND type = 'purchase'", (pseudonym,))]
             self.cache.set(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
@@ -207,13 +212,16 @@ class Shop:
             record_audit(conn, actor, "user.read_events", [pseudonym], {"limit": limit})
         return [dict(r._mapping) for r in rows]
 
-    def has_consent(self, pseudonym: str, purpose: str) -> bool:
+    def has_consent(self, pseudonym: str, purpose: str, cached_only: bool = False) -> bool:
         """Consent for `purpose`, cached briefly (withdrawal through shopmind clears the cache at once)."""
         cached = self.cache.get(CONSENT, pseudonym)
         if cached is None or purpose not in cached:
-            with self.store.transaction() as conn:
-                value = consent.has_consent(conn, pseudonym, purpose, self.settings.default_consent)
-            cached = {**(cached or {}), purpose: value}
+            if cached_only:
+                raise CacheMiss(CONSENT)
+            if purpose not in PURPOSES:
+                raise InvalidInputError(f"unknown purpose {purpose!r}: expected one of {', '.join(PURPOSES)}",
+                                        field="purpose")
+            cached = consent.consent_flags(self.store, pseudonym, self.settings.default_consent)
             self.cache.set(CONSENT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
         return bool(cached[purpose])
 
@@ -255,8 +263,10 @@ class Shop:
 
         return train_all(self, actor, time_budget_s=time_budget_s, force_promote=force_promote, dp=dp)
 
-    def _trending(self, k: int, category: str | None, exclude: set[str]) -> dict[str, Any]:
-        loaded = self.registry.load_current("popularity")
+    def _trending(self, k: int, category: str | None, exclude: set[str], cached_only: bool = False) -> dict[str, Any]:
+        if cached_only and category:  # a rare category walks the whole ranking: not on the event loop
+            raise CacheMiss("category")
+        loaded = self.registry.load_current("popularity", cached_only=cached_only)
         if loaded is None:
             raise NotFoundError("no model is trained yet: run `shopmind train`")
         version, model = loaded
@@ -265,18 +275,21 @@ class Shop:
                 "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason} for r in recs]}
 
     def recommend(self, raw_user_id: str, k: int = 10, category: str | None = None,
-                  exclude_purchased: bool = True) -> dict[str, Any]:
-        """Personalised for users who consented and have history; trending items otherwise."""
+                  exclude_purchased: bool = True, cached_only: bool = False) -> dict[str, Any]:
+        """Personalised for users who consented and have history; trending items otherwise.
+        `cached_only`: raise CacheMiss instead of reading the database, loading a model or running one
+        (the HTTP fast path answers repeat visitors this way without leaving the event loop)."""
         pseudonym = self.pseudonym(raw_user_id)
-        personalised = self.has_consent(pseudonym, "personalization")
+        personalised = self.has_consent(pseudonym, "personalization", cached_only)
         if personalised:
-            history = [(item, kind) for item, kind, _ in self.recent_items(pseudonym)]
-            bought = self.purchased_items(pseudonym) if exclude_purchased else set()
-            answer = self.recommender.for_history(history, k, category, bought, subject=pseudonym)
+            history = [(item, kind) for item, kind, _ in self.recent_items(pseudonym, cached_only)]
+            bought = self.purchased_items(pseudonym, cached_only) if exclude_purchased else set()
+            answer = self.recommender.for_history(history, k, category, bought, subject=pseudonym,
+                                                  cached_only=cached_only)
             if answer is not None:
                 return {**answer, "personalised": True}
-            return {**self._trending(k, category, bought), "personalised": True}
-        return {**self._trending(k, category, set()), "personalised": False}
+            return {**self._trending(k, category, bought, cached_only), "personalised": True}
+        return {**self._trending(k, category, set(), cached_only), "personalised": False}
 
     def recommend_session(self, events: Sequence[dict[str, Any]], k: int = 10,
                           category: str | None = None) -> dict[str, Any]:

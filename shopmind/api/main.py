@@ -7,11 +7,12 @@ import gc
 import logging
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from shopmind import __version__
 from shopmind.api import errors, metrics
-from shopmind.api.fast_risk import FastRiskDecisions
+from shopmind.api.fast_routes import FastRoutes
 from shopmind.api.routers import admin, analytics, dashboard, ingest, privacy, recommend, risk
 from shopmind.auth import KeyVerifier
 from shopmind.config import Settings, load_settings
@@ -47,6 +48,11 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         # 0.96 / p99 2.61 ms in process with the default and 0.73 / 1.69 ms with this (bench/risk_latency.py).
         gc.set_threshold(SERVING_GC_THRESHOLD, 20, 100)
         app.state.shop = shop or Shop.open(settings)
+        # Worker threads for the sync routes: anyio's default of 40 let that many requests contend for
+        # the GIL at once, and a first-visit recommendation (a run of short torch and numpy calls, each
+        # giving up and taking back the GIL) then waited most of its time for it: 84 first visits/s
+        # with 40 threads, 148/s with 4 or 2, on this 2-core machine (bench/recommend_latency.py).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         app.state.keys = KeyVerifier(app.state.shop.store)
         alerts = asyncio.create_task(_risk_alerts(app.state.shop)) if settings.risk_alert_webhooks else None
         yield
@@ -61,7 +67,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
                   description="Self-hosted, privacy-first AI engine for e-commerce. "
                               "Every route needs an API key (Authorization: Bearer or X-API-Key) with the right scope.")
     app.state.metrics = metrics.Metrics()
-    app.add_middleware(FastRiskDecisions, state=app.state)  # inside the metrics middleware, which counts it
+    app.add_middleware(FastRoutes, state=app.state)  # inside the metrics middleware, which counts it
     metrics.install(app, app.state.metrics)
     errors.install(app)
     for module in (ingest, recommend, risk, privacy, analytics, admin, dashboard):

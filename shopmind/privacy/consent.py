@@ -1,6 +1,6 @@
 """Consent per purpose (personalization, advertising, analytics), enforced here and only here.
 
-Training data for a purpose comes from `consented_events`; outputs for a user check `has_consent`.
+Training data for a purpose comes from `consented_events`; outputs for a user check `consent_flags` (through `Shop.has_consent`, which caches them).
 A user whose flag for a purpose is unknown (never sent) gets the configured `default_consent`
 (False, opt-in, unless the shop sets otherwise). Anonymous session events carry no user and are
 included: the shop sends them only for visitors whose cookie choice allows it (docs/privacy.md).
@@ -31,10 +31,16 @@ def consent_condition(purpose: str, default: bool):
     return or_(column.is_(true()), and_(column.is_(None), true() if default else false()))
 
 
-def has_consent(conn: Connection, pseudonym: str, purpose: str, default: bool) -> bool:
-    column = schema.users.c[f"consent_{_check(purpose)}"]
-    value = conn.execute(select(column).where(schema.users.c.pseudonym == pseudonym)).scalar_one_or_none()
-    return default if value is None else bool(value)
+_FLAGS_SQL = ("SELECT " + ", ".join(f"consent_{p}" for p in PURPOSES)  # constant: built from PURPOSES only
+              + " FROM users WHERE pseudonym = ?")
+
+
+def consent_flags(store: SqlStore, pseudonym: str, default: bool) -> dict[str, bool]:
+    """Every purpose's consent for one user, in one indexed read on a pooled driver connection (the
+    serving path: a SQLAlchemy Core select cost about 0.8 ms here, a tenth of a first recommendation)."""
+    rows = store.fetch_all(_FLAGS_SQL, (pseudonym,))
+    values = rows[0] if rows else (None,) * len(PURPOSES)
+    return {p: default if v is None else bool(v) for p, v in zip(PURPOSES, values)}
 
 
 def consented_events(store: SqlStore, purpose: str, default: bool, columns: Sequence[str] | None = None,

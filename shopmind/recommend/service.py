@@ -13,6 +13,7 @@ the transformer pass and the catalog scan.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import numpy as np
 
 from shopmind.exceptions import NotFoundError
 from shopmind.recommend.index import ItemIndex
+from shopmind.storage.cache import CacheMiss
 
 STATE = "state"           # cache namespace: a user's trunk state and best candidates for one model version
 STATE_TTL_S = 3600
@@ -29,6 +31,14 @@ CANDIDATES = 100          # best items kept with the state: any k up to this, an
 
 VERBS = {"view": "viewed", "click": "clicked", "add_to_cart": "added to your cart", "purchase": "bought",
          "rating": "rated", "ad_click": "clicked on"}
+
+
+def _pack(array: np.ndarray) -> str:
+    return base64.b64encode(array.tobytes()).decode("ascii")
+
+
+def _unpack(text: str, dtype) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=dtype)
 
 
 @dataclass
@@ -42,12 +52,14 @@ class Catalog:
     items: ItemIndex      # scoring matrix and unit vectors (for similarity and reasons)
     _masks: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def allowed(self, category: str | None) -> np.ndarray | None:
+    def allowed(self, category: str | None, cached_only: bool = False) -> np.ndarray | None:
         """Boolean mask of the items in `category` (a path prefix), computed once per category."""
         if not category:
             return None
         mask = self._masks.get(category)
         if mask is None:
+            if cached_only:  # a pass over every item's category: not on the event loop
+                raise CacheMiss("category")
             prefix = category + " > "
             mask = np.array([c == category or c.startswith(prefix) for c in self.categories])
             if len(self._masks) < 10_000:  # bounded: categories come from requests
@@ -63,7 +75,12 @@ class RecommendationService:
         self._catalogs: dict[str, Catalog] = {}
         self._lock = threading.Lock()
 
-    def _catalog(self, version: str, model) -> Catalog:
+    def _catalog(self, version: str, model, cached_only: bool = False) -> Catalog:
+        cached = self._catalogs.get(version)  # the live version's, without the lock: the common case
+        if cached is not None:
+            return cached
+        if cached_only:
+            raise CacheMiss("catalog")
         with self._lock:
             cached = self._catalogs.get(version)
             if cached is None:
@@ -80,49 +97,62 @@ class RecommendationService:
                 self._catalogs = {version: cached}  # keep only the live version's metadata
             return cached
 
-    def behaviour(self):
-        return self.registry.load_current("behaviour")
+    def behaviour(self, cached_only: bool = False):
+        return self.registry.load_current("behaviour", cached_only=cached_only)
 
     def _ranked(self, version: str, model, catalog: Catalog, indices: np.ndarray, hidden: list[int],
-                subject: str | None) -> tuple[np.ndarray, list[tuple[int, float]]]:
+                subject: str | None, cached_only: bool = False) -> tuple[np.ndarray, list[tuple[int, float]]]:
         """The user's trunk state and their best CANDIDATES items (hidden ones excluded), from the cache
-        when this exact history and purchase set were seen last; computed and cached otherwise."""
+        when this exact history and purchase set were seen last; computed and cached otherwise
+        (`cached_only`: CacheMiss instead)."""
         window = indices[-model.max_len:]
         fingerprint = hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes(),
                                       digest_size=8).hexdigest()
         if self._cache is not None and subject is not None:
             cached = self._cache.get(STATE, subject)
-            if cached and cached.get("v") == version and cached.get("h") == fingerprint:
-                return np.asarray(cached["s"], dtype=np.float32), [(int(i), float(x)) for i, x in cached["top"]]
-        state = model.user_state([window])[0]
+            if cached and cached.get("v") == version and cached.get("h") == fingerprint and "i" in cached:
+                top = zip(_unpack(cached["i"], np.int32).tolist(), _unpack(cached["x"], np.float32).tolist())
+                return _unpack(cached["s"], np.float32), list(top)
+        if cached_only:
+            raise CacheMiss(STATE)
+        state = model.user_state([window])[0].astype(np.float32)
         top = catalog.items.top_k(state, CANDIDATES, hidden=hidden)
         if self._cache is not None and subject is not None:
-            self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "s": state.tolist(), "top": top},
-                            ttl_s=STATE_TTL_S)
+            # Arrays as base64 float32/int32: JSON numbers cost a third of a first visit's time to write
+            # and most of a repeat visit's time to read; scores are rounded to float32 either way.
+            top = [(i, float(np.float32(x))) for i, x in top]
+            self._cache.set(STATE, subject, {
+                "v": version, "h": fingerprint, "s": _pack(state),
+                "i": _pack(np.array([i for i, _ in top], dtype=np.int32)),
+                "x": _pack(np.array([x for _, x in top], dtype=np.float32))}, ttl_s=STATE_TTL_S)
         return state, top
 
     def for_history(self, history: list[tuple[str, str]], k: int, category: str | None,
-                    purchased: set[str], subject: str | None = None) -> dict[str, Any] | None:
+                    purchased: set[str], subject: str | None = None,
+                    cached_only: bool = False) -> dict[str, Any] | None:
         """Personalised items for a history of (item_id, event type), or None when the behaviour model
         cannot serve it (no model, or no known item in the history). Purchased durables are excluded.
-        `subject` (a pseudonym) lets the user's state be cached; anonymous sessions pass None."""
-        loaded = self.behaviour()
+        `subject` (a pseudonym) lets the user's state be cached; anonymous sessions pass None.
+        `cached_only`: CacheMiss instead of loading the model or running it."""
+        loaded = self.behaviour(cached_only)
         if loaded is None:
             return None
         version, model = loaded
-        catalog = self._catalog(version, model)
+        catalog = self._catalog(version, model, cached_only)
         known = [(catalog.index[item], kind) for item, kind in history if item in catalog.index]
         if not known:
             return None
         indices = np.array([i for i, _ in known], dtype=np.int64)
-        allowed = catalog.allowed(category)
+        allowed = catalog.allowed(category, cached_only)
         # Items in the recent history and bought durables are not recommended again; consumables are
         # (people restock them), which is why exclusion is done here and not by the model.
         bought = {catalog.index[item] for item in purchased if item in catalog.index}
         hidden = sorted(i for i in bought | set(indices.tolist()) if not catalog.consumable[i])
-        state, top = self._ranked(version, model, catalog, indices, hidden, subject)
+        state, top = self._ranked(version, model, catalog, indices, hidden, subject, cached_only)
         recs = top if allowed is None else [(i, x) for i, x in top if allowed[i]]
         if len(recs) < k and len(top) == CANDIDATES:  # a narrow filter or a large k: rank everything
+            if cached_only:
+                raise CacheMiss("scan")
             recs = catalog.items.top_k(state, k, allowed=allowed, hidden=hidden)
         return {"model": f"behaviour/{version}", "items": [
             {"item_id": model.item_ids_[i], "score": round(x, 6), "reason": self._reason(catalog, i, known)}
@@ -143,8 +173,8 @@ class RecommendationService:
         if not targets or not len(known):
             return None
         cached = self._cache.get(STATE, subject) if (self._cache is not None and subject) else None
-        if cached and cached.get("v") == version:
-            state = np.asarray(cached["s"], dtype=np.float32)
+        if cached and cached.get("v") == version and "i" in cached:
+            state = _unpack(cached["s"], np.float32)
         else:
             state = model.user_state([known[-model.max_len:]])[0]
         scores = catalog.items.scores(state)

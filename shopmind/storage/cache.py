@@ -16,6 +16,12 @@ from urllib.parse import parse_qs, urlparse, urlunparse
 from shopmind.exceptions import ConfigError, StorageError
 
 
+class CacheMiss(Exception):
+    """Raised by reads in cached-only mode when the answer would need the database or a model pass.
+    The HTTP fast path (api/fast_routes.py) answers from the cache on the event loop and hands a
+    request that raises this to the regular route, which runs it in a worker thread."""
+
+
 class Cache(Protocol):
     def get(self, namespace: str, subject: str) -> Any | None: ...
     def set(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> None: ...

@@ -25,6 +25,7 @@ import polars as pl
 
 from shopmind.exceptions import InvalidInputError, NotFoundError
 from shopmind.models.popularity import TrendingPopularity
+from shopmind.storage.cache import CacheMiss
 
 MODEL_KINDS = ("popularity", "behaviour", "risk")
 VERSION_PATTERN = re.compile(r"v\d{8}-\d{6}-\d+")
@@ -59,6 +60,7 @@ class ModelRegistry:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._loaded: dict[str, tuple[str, Any]] = {}
+        self._pointers: dict[str, tuple[tuple[int, int, int], str]] = {}  # kind -> (stat key, version)
         self._lock = threading.Lock()
 
     def _kind_dir(self, kind: str) -> Path:
@@ -110,8 +112,22 @@ class ModelRegistry:
         return found
 
     def current_version(self, kind: str) -> str | None:
+        """The promoted version, read again only when the pointer file changed. Serving asks on every
+        request; a stat is a third of what opening and reading the file cost. The pointer is only ever
+        replaced by a rename (`_write_atomic`), which gives it a new inode, so a promotion or rollback,
+        from this process or another, is seen on the next call."""
         pointer = self._kind_dir(kind) / "CURRENT"
-        return pointer.read_text().strip() if pointer.exists() else None
+        try:
+            st = os.stat(pointer)
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        known = self._pointers.get(kind)
+        if known is not None and known[0] == key:
+            return known[1]
+        version = pointer.read_text().strip()
+        self._pointers[kind] = (key, version)
+        return version
 
     def promote(self, kind: str, version: str) -> None:
         base = self._kind_dir(kind)
@@ -136,14 +152,17 @@ class ModelRegistry:
         _write_atomic(history_file, json.dumps(history))
         return version
 
-    def load_current(self, kind: str) -> tuple[str, Any] | None:
-        """The promoted model, loaded once per version (a new promotion is picked up on the next call)."""
+    def load_current(self, kind: str, cached_only: bool = False) -> tuple[str, Any] | None:
+        """The promoted model, loaded once per version (a new promotion is picked up on the next call).
+        `cached_only`: raise CacheMiss rather than load it from disk."""
         version = self.current_version(kind)
         if version is None:
             return None
         with self._lock:
             cached = self._loaded.get(kind)
             if cached is None or cached[0] != version:
+                if cached_only:
+                    raise CacheMiss(kind)
                 cached = (version, model_class(kind).load(self._kind_dir(kind) / version / "model"))
                 self._loaded[kind] = cached
             return cached

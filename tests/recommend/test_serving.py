@@ -228,3 +228,67 @@ def test_risk_engine_sees_how_unusual_an_order_is_for_the_user(trained):
                       items=[{"item_id": worst, "price": 50.0}])
     decision = shop.risk.decide(order)
     assert shop.risk.decision(decision.decision_id)["features"]["behaviour_unusual"] > 0.99
+
+
+def test_http_fast_path_answers_repeat_visitors_exactly_as_the_route(trained, monkeypatch):
+    """GET recommendations is answered on the event loop from the cache (api/fast_routes.py) when it
+    can be, and by the FastAPI route otherwise. Both must give the same bodies and the same errors,
+    and a cache miss (first visit, new event, new category, consent withdrawn) must reach the route."""
+    shop, synthetic, _ = trained
+    consenting = synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()
+    user = next(u for u in reversed(consenting) if len(shop.recent_items(shop.pseudonym(u))) >= 5)
+    key = create_key(shop.store, "fast", frozenset({Scope.recommend}))
+    other = create_key(shop.store, "ingest-only", frozenset({Scope.ingest}))
+    calls: list[tuple[bool, str]] = []  # (cached_only, outcome) of every Shop.recommend call
+    real = shop.recommend
+
+    def spy(*args, **kwargs):
+        try:
+            answer = real(*args, **kwargs)
+        except Exception as exc:
+            calls.append((kwargs.get("cached_only", False), type(exc).__name__))
+            raise
+        calls.append((kwargs.get("cached_only", False), "answered"))
+        return answer
+
+    monkeypatch.setattr(shop, "recommend", spy)
+    url = f"/v1/users/{user}/recommendations"
+    with TestClient(create_app(shop=shop)) as client:
+        shop.cache.delete("state", [shop.pseudonym(user)])
+        first = client.get(url, params={"k": 7}, headers=auth(key))
+        assert first.status_code == 200 and calls == [(True, "CacheMiss"), (False, "answered")]
+        calls.clear()
+        again = client.get(url, params={"k": 7}, headers=auth(key))
+        assert calls == [(True, "answered")]  # the fast path, and nothing else
+        assert again.json() == first.json() and again.json()["personalised"]
+        assert again.headers["content-type"] == "application/json"
+        # A category never asked before computes its item mask in the route, then answers fast (k=1 in
+        # the category of the best candidate: no scan beyond the cached candidates is needed).
+        categories = dict(zip(synthetic.items["item_id"], synthetic.items["category"]))
+        top = categories[again.json()["items"][0]["item_id"]].split(" > ")[0]
+        calls.clear()
+        routed = client.get(url, params={"k": 1, "category": top}, headers=auth(key)).json()
+        fast = client.get(url, params={"k": 1, "category": top}, headers=auth(key)).json()
+        assert calls == [(True, "CacheMiss"), (False, "answered"), (True, "answered")] and routed == fast
+        # Errors come from the route, unchanged: bad query, missing key, wrong scope.
+        calls.clear()
+        bad = client.get(url, params={"k": 0}, headers=auth(key))
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.k"
+        assert client.get(url).status_code == 401
+        assert client.get(url, headers=auth(other)).status_code == 403
+        assert calls == []
+        # A new event changes the fingerprint: the route recomputes, the next request is fast again.
+        bought = again.json()["items"][0]["item_id"]
+        shop.ingest("events", [{"event_id": "fast-path-1", "user_id": user, "type": "view", "item_id": bought,
+                                "ts": "2026-03-05T10:00:00Z"}], actor="t")
+        calls.clear()
+        after = client.get(url, params={"k": 7}, headers=auth(key)).json()
+        assert calls == [(True, "CacheMiss"), (False, "answered")]
+        assert bought not in [r["item_id"] for r in after["items"]] or \
+            dict(zip(synthetic.items["item_id"], synthetic.items["consumable"]))[bought]
+        # Withdrawn consent: the cached answer is never used again.
+        shop.set_consent(user, {"personalization": False}, actor="t")
+        calls.clear()
+        withdrawn = client.get(url, params={"k": 7}, headers=auth(key)).json()
+        assert withdrawn["personalised"] is False and calls[0] == (True, "CacheMiss")
+        shop.set_consent(user, {"personalization": True}, actor="t")
