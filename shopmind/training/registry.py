@@ -29,6 +29,7 @@ from shopmind.storage.cache import CacheMiss
 
 MODEL_KINDS = ("popularity", "behaviour", "risk")
 VERSION_PATTERN = re.compile(r"v\d{8}-\d{6}-\d+")
+POINTER_RECHECK_S = 1.0
 
 
 def model_class(kind: str) -> type:
@@ -60,7 +61,7 @@ class ModelRegistry:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._loaded: dict[str, tuple[str, Any]] = {}
-        self._pointers: dict[str, tuple[tuple[int, int, int], str]] = {}  # kind -> (stat key, version)
+        self._pointers: dict[str, tuple[tuple[int, int, int], str, float]] = {}  # kind -> (stat, version, read at)
         self._lock = threading.Lock()
 
     def _kind_dir(self, kind: str) -> Path:
@@ -114,19 +115,22 @@ class ModelRegistry:
     def current_version(self, kind: str) -> str | None:
         """The promoted version, read again only when the pointer file changed. Serving asks on every
         request; a stat is a third of what opening and reading the file cost. The pointer is only ever
-        replaced by a rename (`_write_atomic`), which gives it a new inode, so a promotion or rollback,
-        from this process or another, is seen on the next call."""
+        replaced by a rename (`_write_atomic`): a new inode and modification time, so a promotion or
+        rollback, from this process or another, is seen on the next call. Two replacements within one
+        file-system timestamp tick could reuse the inode number and size; the file is also re-read once
+        a second, which bounds that case."""
         pointer = self._kind_dir(kind) / "CURRENT"
         try:
             st = os.stat(pointer)
         except FileNotFoundError:
             return None
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        now = time.monotonic()
         known = self._pointers.get(kind)
-        if known is not None and known[0] == key:
+        if known is not None and known[0] == key and now - known[2] < POINTER_RECHECK_S:
             return known[1]
         version = pointer.read_text().strip()
-        self._pointers[kind] = (key, version)
+        self._pointers[kind] = (key, version, now)
         return version
 
     def promote(self, kind: str, version: str) -> None:
