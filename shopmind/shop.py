@@ -18,7 +18,7 @@ import polars as pl
 from sqlalchemy import func, select
 
 from shopmind import storage
-from shopmind.config import PURPOSES, Settings, load_settings
+from shopmind.config import Settings, load_settings
 from shopmind.events.files import iter_rows
 from shopmind.events.ingest import IngestResult, Ingestor
 from shopmind.events.validation import validate_rows
@@ -218,9 +218,7 @@ class Shop:
         if cached is None or purpose not in cached:
             if cached_only:
                 raise CacheMiss(CONSENT)
-            if purpose not in PURPOSES:
-                raise InvalidInputError(f"unknown purpose {purpose!r}: expected one of {', '.join(PURPOSES)}",
-                                        field="purpose")
+            consent.check_purpose(purpose)
             cached = consent.consent_flags(self.store, pseudonym, self.settings.default_consent)
             self.cache.set(CONSENT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
         return bool(cached[purpose])

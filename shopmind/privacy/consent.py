@@ -19,7 +19,7 @@ from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
 
 
-def _check(purpose: str) -> str:
+def check_purpose(purpose: str) -> str:
     if purpose not in PURPOSES:
         raise InvalidInputError(f"unknown purpose {purpose!r}: expected one of {', '.join(PURPOSES)}", field="purpose")
     return purpose
@@ -27,7 +27,7 @@ def _check(purpose: str) -> str:
 
 def consent_condition(purpose: str, default: bool):
     """SQL condition on the users table (outer-joined) that holds when the user consented to `purpose`."""
-    column = schema.users.c[f"consent_{_check(purpose)}"]
+    column = schema.users.c[f"consent_{check_purpose(purpose)}"]
     return or_(column.is_(true()), and_(column.is_(None), true() if default else false()))
 
 
@@ -62,7 +62,7 @@ def consented_events(store: SqlStore, purpose: str, default: bool, columns: Sequ
 
 def set_consent(conn: Connection, pseudonym: str, flags: dict[str, bool | None]) -> dict[str, bool | None]:
     """Change some consent flags of an existing user; returns the flags now in force."""
-    values = {f"consent_{_check(p)}": v for p, v in flags.items() if v is not None}
+    values = {f"consent_{check_purpose(p)}": v for p, v in flags.items() if v is not None}
     if values:
         result = conn.execute(update(schema.users).where(schema.users.c.pseudonym == pseudonym).values(**values))
         if result.rowcount == 0:

@@ -154,8 +154,11 @@ class RecommendationService:
             if cached_only:
                 raise CacheMiss("scan")
             recs = catalog.items.top_k(state, k, allowed=allowed, hidden=hidden)
+        recent = known[-20:]
+        recent_units = catalog.items.unit([i for i, _ in recent])  # once per request, not per item
         return {"model": f"behaviour/{version}", "items": [
-            {"item_id": model.item_ids_[i], "score": round(x, 6), "reason": self._reason(catalog, i, known)}
+            {"item_id": model.item_ids_[i], "score": round(x, 6),
+             "reason": self._reason(catalog, i, recent, recent_units)}
             for i, x in recs[:k]]}
 
     def unusualness(self, history: list[tuple[str, str]], item_ids: list[str], subject: str | None = None) -> float | None:
@@ -181,13 +184,13 @@ class RecommendationService:
         return float(np.mean([(scores > scores[t]).mean() for t in targets]))
 
     @staticmethod
-    def _reason(catalog: Catalog, item: int, history: list[tuple[int, str]]) -> str:
-        """The history event whose item is most similar to the recommendation, in words."""
-        recent = history[-20:]
+    def _reason(catalog: Catalog, item: int, recent: list[tuple[int, str]], recent_units: np.ndarray) -> str:
+        """The recent event (of `recent`, with unit item vectors `recent_units`) whose item is most
+        similar to the recommendation, in words."""
         own = [kind for i, kind in recent if i == item]
         if own:  # a consumable the user had before
             return f"you {VERBS.get(own[-1], 'viewed')} this before"
-        sims = catalog.items.unit([i for i, _ in recent]) @ catalog.items.unit(item)
+        sims = recent_units @ catalog.items.unit(item)
         best = int(np.argmax(sims))
         source, kind = recent[best]
         if sims[best] <= 0.05:
