@@ -119,12 +119,13 @@ class RecommendationService:
         top = catalog.items.top_k(state, CANDIDATES, hidden=hidden)
         if self._cache is not None and subject is not None:
             # Arrays as base64 float32/int32: JSON numbers cost a third of a first visit's time to write
-            # and most of a repeat visit's time to read; scores are rounded to float32 either way.
-            top = [(i, float(np.float32(x))) for i, x in top]
-            self._cache.set(STATE, subject, {
-                "v": version, "h": fingerprint, "s": _pack(state),
-                "i": _pack(np.array([i for i, _ in top], dtype=np.int32)),
-                "x": _pack(np.array([x for _, x in top], dtype=np.float32))}, ttl_s=STATE_TTL_S)
+            # and most of a repeat visit's time to read. The answer uses the stored (float32) scores, so
+            # a first and a repeated request give the same numbers.
+            items = np.array([i for i, _ in top], dtype=np.int32)
+            scores = np.array([x for _, x in top], dtype=np.float32)
+            top = list(zip(items.tolist(), scores.tolist()))
+            self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "s": _pack(state),
+                                             "i": _pack(items), "x": _pack(scores)}, ttl_s=STATE_TTL_S)
         return state, top
 
     def for_history(self, history: list[tuple[str, str]], k: int, category: str | None,
