@@ -33,6 +33,13 @@ def trained(tmp_path_factory):
     shop.close()
 
 
+def _categories(synthetic) -> dict[str, str]:
+    """Every catalog item's category, the fixture's untouched item included (it may be recommended)."""
+    categories = dict(zip(synthetic.items["item_id"], synthetic.items["category"]))
+    categories["brand-new"] = synthetic.items["category"][0]
+    return categories
+
+
 def _consenting_user_with_purchase(synthetic) -> tuple[str, str]:
     users = synthetic.users.filter(pl.col("consent_personalization"))["user_id"]
     bought = synthetic.events.filter((pl.col("type") == "purchase") & pl.col("user_id").is_in(users.to_list()))
@@ -102,7 +109,7 @@ def test_category_filter_sessions_and_similar_items(trained):
     user, _ = _consenting_user_with_purchase(synthetic)
     top = synthetic.items["category"][0].split(" > ")[0]
     filtered = shop.recommend(user, k=5, category=top)["items"]
-    cats = dict(zip(synthetic.items["item_id"], synthetic.items["category"]))
+    cats = _categories(synthetic)
     assert filtered and all(cats[r["item_id"]].startswith(top) for r in filtered)
     some_items = synthetic.events.filter(pl.col("type") == "view")["item_id"].head(3).to_list()
     session = shop.recommend_session([{"item_id": i, "type": "view"} for i in some_items], k=5)
@@ -268,7 +275,7 @@ def test_http_fast_path_answers_repeat_visitors_exactly_as_the_route(trained, mo
         assert again.headers["content-type"] == "application/json"
         # A category never asked before computes its item mask in the route, then answers fast (k=1 in
         # the category of the best candidate: no scan beyond the cached candidates is needed).
-        categories = dict(zip(synthetic.items["item_id"], synthetic.items["category"]))
+        categories = _categories(synthetic)
         top = categories[again.json()["items"][0]["item_id"]].split(" > ")[0]
         calls.clear()
         routed = client.get(url, params={"k": 1, "category": top}, headers=auth(key)).json()
