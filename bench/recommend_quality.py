@@ -2,11 +2,13 @@
 SASRec peer scored by the same evaluator.
 
     .venv/bin/python bench/recommend_quality.py [--datasets beauty,video,ml100k,taobao]
-        [--models popularity,itemknn,als,behaviour] [--threads 2] [--budget SECONDS]
+        [--models popularity,itemknn,als,behaviour,behaviour-items] [--threads 2] [--budget SECONDS] [--seeds 0,1,2] [--out FILE]
 
 Protocol (shopmind.evaluation): per user, time-ordered leave-one-out (last item test, second last
 validation), full ranking over the whole catalog, history items excluded (except the target),
-ties ranked against the target. Each model trains in its own process with its default configuration
+ties ranked against the target. Where a data set carries event context (types, times: ml100k, taobao,
+shop), `behaviour` reads it and `behaviour-items` is the same model on the item ids alone, which is
+what the peer sees. Each model trains in its own process with its default configuration
 (the behaviour model sizes itself by `auto_config`), so wall time and peak memory (ru_maxrss of that
 process) are its own. Peer figures come from bench/out/recbole_<dataset>.json written by
 bench/peers/recbole/run_sasrec.py (see its README); they are merged into the table when present.
@@ -36,25 +38,28 @@ from shopmind.evaluation import evaluate_ranking, leave_one_out
 from shopmind.evaluation.harness import model_factories
 data = load(sys.argv[2]); split = leave_one_out(data)
 started = time.perf_counter()
-budget = float(sys.argv[5])
-params = {"time_budget_s": budget} if sys.argv[3] == "behaviour" and budget > 0 else {}
-model = model_factories()[sys.argv[3]](**params).fit(data, split)
+budget, name, seed = float(sys.argv[5]), sys.argv[3], int(sys.argv[6])
+params = {"time_budget_s": budget} if name.startswith("behaviour") and budget > 0 else {}
+if name.startswith("behaviour"):
+    params.update(seed=seed, use_context=name == "behaviour")
+model = model_factories()[name.split("-")[0]](**params).fit(data, split)
 train_s = time.perf_counter() - started
 test = evaluate_ranking(model.score, split, "test")[0]
-row = {"dataset": sys.argv[2], "model": sys.argv[3], **test.as_dict(), "train_seconds": round(train_s, 1),
+row = {"dataset": sys.argv[2], "model": name, **test.as_dict(), "train_seconds": round(train_s, 1),
        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 if hasattr(model, "best_epoch_"):
+    row["seed"], row["reads_context"] = seed, model.reads_context
     row["best_epoch"] = model.best_epoch_
     row["epochs_run"] = len(model.history_)
 print(json.dumps(row))
 """
 
 
-def run_model(dataset: str, model: str, threads: int, budget: float) -> dict:
-    done = subprocess.run([sys.executable, "-c", WORKER, str(ROOT), dataset, model, str(threads), str(budget)],
-                          capture_output=True, text=True, check=True)
+def run_model(dataset: str, model: str, threads: int, budget: float, seed: int = 0) -> dict:
+    done = subprocess.run([sys.executable, "-c", WORKER, str(ROOT), dataset, model, str(threads), str(budget),
+                           str(seed)], capture_output=True, text=True, check=True)
     row = json.loads(done.stdout.strip().splitlines()[-1])
-    if model == "behaviour" and budget > 0:
+    if model.startswith("behaviour") and budget > 0:
         row["budget_s"] = budget
     return row
 
@@ -97,18 +102,21 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0,
                         help="wall-clock budget in seconds for the behaviour model's training (0: none; early "
                              "stopping alone ends it); the best epoch within the budget is kept")
+    parser.add_argument("--seeds", default="0", help="seeds of the behaviour models, each run once (comma list)")
+    parser.add_argument("--out", default="recommend_quality.json", help="file name under bench/out/")
     args = parser.parse_args()
     rows = []
     for dataset in args.datasets.split(","):
         for model in args.models.split(","):
-            rows.append(run_model(dataset, model, args.threads, args.budget))
-            print(json.dumps(rows[-1]), flush=True)
+            for seed in (args.seeds.split(",") if model.startswith("behaviour") else ["0"]):
+                rows.append(run_model(dataset, model, args.threads, args.budget, int(seed)))
+                print(json.dumps(rows[-1]), flush=True)
         peer = peer_row(dataset)
         if peer:
             rows.append(peer)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
     OUT.mkdir(exist_ok=True)
-    (OUT / "recommend_quality.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    (OUT / args.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     print(f"\n{machine}\n")
     print("| data set | model | HR@10 | NDCG@10 | MRR | coverage@10 | train s | peak RSS MB | epochs (best) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")

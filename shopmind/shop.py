@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECENT = "recent"          # cache namespace: a user's recent item events
-RECENT_KEEP = 50
+RECENT_KEEP = 51  # the model's 50-event window and the event before it (its gap is the first input)
 BOUGHT = "bought"          # cache namespace: every item the user ever purchased
 BOUGHT_KEEP = 10_000
 # Per-user lists are refreshed on HTTP ingestion in this process; the TTL bounds how stale they can be
@@ -280,7 +280,7 @@ class Shop:
         pseudonym = self.pseudonym(raw_user_id)
         personalised = self.has_consent(pseudonym, "personalization", cached_only)
         if personalised:
-            history = [(item, kind) for item, kind, _ in self.recent_items(pseudonym, cached_only)]
+            history = [(item, kind, ts) for item, kind, ts in self.recent_items(pseudonym, cached_only)]
             bought = self.purchased_items(pseudonym, cached_only) if exclude_purchased else set()
             answer = self.recommender.for_history(history, k, category, bought, subject=pseudonym,
                                                   cached_only=cached_only)
@@ -292,8 +292,8 @@ class Shop:
     def recommend_session(self, events: Sequence[dict[str, Any]], k: int = 10,
                           category: str | None = None) -> dict[str, Any]:
         """For an anonymous visitor: the events of their current session, oldest first."""
-        history = [(e["item_id"], e.get("type", "view")) for e in events if e.get("item_id")]
-        bought = {item for item, kind in history if kind == "purchase"}
+        history = [(e["item_id"], e.get("type", "view"), e.get("ts_ms")) for e in events if e.get("item_id")]
+        bought = {item for item, kind, _ in history if kind == "purchase"}
         answer = self.recommender.for_history(history, k, category, bought)
         if answer is not None:
             return {**answer, "personalised": True}

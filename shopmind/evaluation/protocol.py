@@ -3,6 +3,9 @@
 A scorer is a function `score(histories) -> scores` taking a list of item-index arrays (each user's
 history, time-ordered) and returning a float array of shape (len(histories), n_items). Every model,
 ours and the peers', is evaluated by handing it the same histories, so the protocol cannot differ.
+A scorer that can read event context (types, times) says so with an attribute `accepts_context =
+True` and is called `score(histories, contexts=...)` when the data carries context; the contexts
+end exactly where the histories do, so the target's own type and time are never shown.
 
 Items in the user's history are excluded from the ranking, the target included: when the held-out item
 is a repeat of something already seen, it cannot be recommended and counts as a miss. (Keeping a
@@ -54,12 +57,16 @@ def evaluate_ranking(score: ScoreFn, split: Split, stage: str = "test", k: int =
     users = split.eval_users
     if max_users is not None and len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+    with_context = split.data.context is not None and getattr(score, "accepts_context", False)
     all_ranks, all_top = [], []
     for start in range(0, len(users), batch_size):
         chunk = users[start:start + batch_size]
         histories = [split.history(int(u), stage) for u in chunk]
         targets = targets_all[chunk]
-        scores = np.asarray(score(histories))
+        if with_context:
+            scores = np.asarray(score(histories, contexts=[split.history_context(int(u), stage) for u in chunk]))
+        else:
+            scores = np.asarray(score(histories))
         if scores.shape != (len(chunk), split.data.n_items):
             raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(chunk), split.data.n_items)}")
         ranks, top = ranks_and_topk(scores, histories, targets, k)

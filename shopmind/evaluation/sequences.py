@@ -4,6 +4,10 @@ Items are dense integer ids 0..n_items-1 (the raw ids are kept in `item_ids`). A
 order. The split follows SASRec and RecBole's `LS: valid_and_test`: for every user with at least three
 interactions the last item is the test target, the second last the validation target, the rest train;
 users with fewer than three interactions only contribute training data.
+
+Sequences may carry each event's context beside its item: an event type code (`EVENT_TYPES`) and a
+timestamp in seconds. Context describes the events a model reads, never a target before it is
+predicted: a history's context is cut exactly where its items are.
 """
 
 from __future__ import annotations
@@ -16,11 +20,32 @@ import numpy as np
 from shopmind.exceptions import InvalidInputError
 
 
+# Event type codes shared by every data source; 0 means unknown. Shop events use their own names,
+# public data sets map theirs (Taobao's pv/cart/fav/buy) onto these.
+EVENT_TYPES = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4, "rating": 5, "ad_click": 6, "favourite": 7,
+               "search": 8}
+
+
 @dataclass
 class Sequences:
     user_ids: list[str]
     item_ids: list[str]
     sequences: list[np.ndarray]  # int64 arrays of item indices, time-ordered
+    # Optional, aligned with `sequences`: int64 arrays (len, 2) of [event type code, unix seconds]
+    # (0 where unknown). None when the source has item ids only.
+    context: list[np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.context is not None and (len(self.context) != len(self.sequences) or any(
+                c.shape != (len(s), 2) for c, s in zip(self.context, self.sequences))):
+            raise InvalidInputError("context must hold one [type, seconds] row per event of every sequence",
+                                    field="context")
+
+    def subset(self, rows) -> "Sequences":
+        """The same catalog with only the sequences (and their context) at `rows`."""
+        return Sequences(user_ids=[self.user_ids[r] for r in rows], item_ids=self.item_ids,
+                         sequences=[self.sequences[r] for r in rows],
+                         context=None if self.context is None else [self.context[r] for r in rows])
 
     @property
     def n_items(self) -> int:
@@ -31,22 +56,41 @@ class Sequences:
         return int(sum(len(s) for s in self.sequences))
 
     @classmethod
-    def from_lists(cls, users: list[str], lists: list[list[str]]) -> "Sequences":
+    def from_lists(cls, users: list[str], lists: list[list[str]],
+                   contexts: list[list[tuple[int, int]]] | None = None) -> "Sequences":
+        """`contexts`, if given: per sequence, one (event type code, unix seconds) per item."""
         vocab: dict[str, int] = {}
         seqs = []
         for items in lists:
             seqs.append(np.fromiter((vocab.setdefault(i, len(vocab)) for i in items), dtype=np.int64, count=len(items)))
-        return cls(user_ids=list(users), item_ids=list(vocab), sequences=seqs)
+        context = None
+        if contexts is not None:
+            context = [np.asarray(c, dtype=np.int64).reshape(len(c), 2) for c in contexts]
+        return cls(user_ids=list(users), item_ids=list(vocab), sequences=seqs, context=context)
 
     @classmethod
-    def from_frame(cls, frame, user_col: str = "user", item_col: str = "item", time_col: str | None = "ts_ms"):
-        """From a Polars frame of interactions (sorted by time within each user)."""
+    def from_frame(cls, frame, user_col: str = "user", item_col: str = "item", time_col: str | None = "ts_ms",
+                   type_col: str | None = None):
+        """From a Polars frame of interactions (sorted by time within each user). With `time_col` in
+        milliseconds and/or `type_col` (names of EVENT_TYPES), the sequences carry their context."""
         import polars as pl
 
         ordered = frame.sort([user_col, time_col]) if time_col else frame
-        grouped = ordered.group_by(user_col, maintain_order=True).agg(pl.col(item_col))
+        columns = [pl.col(item_col)]
+        if time_col:
+            columns.append((pl.col(time_col) // 1000).alias("_seconds"))
+        if type_col:
+            columns.append(pl.col(type_col).replace_strict(EVENT_TYPES, default=0, return_dtype=pl.Int64)
+                           .alias("_type"))
+        grouped = ordered.group_by(user_col, maintain_order=True).agg(columns)
+        contexts = None
+        if time_col or type_col:
+            n = [len(items) for items in grouped[item_col].to_list()]
+            seconds = grouped["_seconds"].to_list() if time_col else [[0] * m for m in n]
+            types = grouped["_type"].to_list() if type_col else [[0] * m for m in n]
+            contexts = [list(zip(t, s)) for t, s in zip(types, seconds)]
         return cls.from_lists([str(u) for u in grouped[user_col].to_list()],
-                              [[str(i) for i in items] for items in grouped[item_col].to_list()])
+                              [[str(i) for i in items] for items in grouped[item_col].to_list()], contexts)
 
 
 def load_sequences(path: Path | str) -> Sequences:
@@ -91,6 +135,18 @@ class Split:
         if stage == "valid":
             return self.train[user]
         return np.append(self.train[user], self.valid_target[user])
+
+    def history_context(self, user: int, stage: str) -> np.ndarray | None:
+        """The context rows of `history(user, stage)`, None when the data has none."""
+        if self.data.context is None:
+            return None
+        return self.data.context[user][:len(self.train[user]) + (stage == "test")]
+
+    def train_context(self) -> list[np.ndarray] | None:
+        """Context aligned with `train`, None when the data has none."""
+        if self.data.context is None:
+            return None
+        return [c[:len(t)] for c, t in zip(self.data.context, self.train)]
 
 
 def leave_one_out(data: Sequences) -> Split:

@@ -1,9 +1,9 @@
 """Full definition of shopmind's behaviour model, all of it in this single file.
 
 A causal transformer over one user's event sequence (the trunk) with pluggable heads. The trunk reads,
-at each position: the item, the event type (view, cart, purchase, ...), the position, and optionally
-the time since the previous event and an item content vector (e.g. a text embedding of the title), and
-produces one hidden state per position. Heads turn hidden states into answers: this file has the
+at each position: the item, the position, and optionally the event's context (its type: view, cart,
+purchase, ...; the time since the previous event; its hour of day and day of week) and an item content
+vector (e.g. a text embedding of the title), and produces one hidden state per position. Heads turn hidden states into answers: this file has the
 next-item head (scores over the whole catalog, sharing the item embedding table); the intent and risk
 heads plug in the same way (a module taking hidden states of shape (B, T, d)).
 
@@ -17,11 +17,34 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 PAD = 0  # item index 0 is padding; real items are 1..n_items
+GAP_BUCKETS = 22  # 0 unknown, 1 first event, 2 + floor(log2(1 + seconds since the previous event)) up to 21
+
+
+def event_features(context: np.ndarray) -> np.ndarray:
+    """One sequence's [event type code, unix seconds] rows (len, 2) -> model inputs (len, 4):
+    type, gap bucket, hour of day + 1 and day of week + 1 (Monday = 1), in UTC; 0 wherever a time
+    is unknown (seconds <= 0). Gaps are log-bucketed: seconds apart and weeks apart are different
+    behaviour, minutes and minutes-and-a-half are not."""
+    context = np.asarray(context, dtype=np.int64).reshape(-1, 2)
+    seconds = context[:, 1]
+    known = seconds > 0
+    gap = np.diff(seconds, prepend=seconds[:1])
+    buckets = 2 + np.minimum(GAP_BUCKETS - 3, np.floor(np.log2(1 + np.maximum(gap, 0))).astype(np.int64))
+    if len(buckets):
+        buckets[0] = 1
+    buckets[1:][~(known[1:] & known[:-1])] = 0
+    out = np.zeros((len(context), 4), dtype=np.int64)
+    out[:, 0] = context[:, 0]
+    out[:, 1] = np.where(known, buckets, 0)
+    out[:, 2] = np.where(known, 1 + (seconds // 3600) % 24, 0)
+    out[:, 3] = np.where(known, 1 + (seconds // 86400 + 3) % 7, 0)  # 1970-01-01 was a Thursday
+    return out
 
 
 @dataclass
@@ -35,6 +58,7 @@ class BehaviourConfig:
     dropout: float = 0.2
     n_event_types: int = 16       # 0 = padding / unknown
     n_time_buckets: int = 0       # log-spaced buckets of the gap to the previous event; 0 turns it off
+    calendar: bool = False        # hour-of-day and day-of-week embeddings of each event
     content_dim: int = 0          # size of optional per-item content vectors; 0 turns it off
     tied_output: bool = True      # score items with the input item vectors; False gives the head its own
                                   # tables (nn.Embedding), which DP-SGD's ghost clipping needs
@@ -96,7 +120,9 @@ class BehaviourTrunk(nn.Module):
         self.item_emb = nn.Embedding(config.n_items + 1, d, padding_idx=PAD)
         self.type_emb = nn.Embedding(config.n_event_types, d, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, d)
-        self.time_emb = nn.Embedding(config.n_time_buckets, d) if config.n_time_buckets else None
+        self.time_emb = nn.Embedding(config.n_time_buckets, d, padding_idx=0) if config.n_time_buckets else None
+        self.hour_emb = nn.Embedding(25, d, padding_idx=0) if config.calendar else None
+        self.weekday_emb = nn.Embedding(8, d, padding_idx=0) if config.calendar else None
         self.content_proj = nn.Linear(config.content_dim, d, bias=False) if config.content_dim else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
@@ -123,8 +149,8 @@ class BehaviourTrunk(nn.Module):
             x = x + self.content_proj(self.content[items])
         return x
 
-    def forward(self, items: torch.Tensor, types: torch.Tensor | None = None,
-                time_buckets: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """items (B, T) left-padded; context (B, T, 4) from event_features() or None."""
         B, T = items.shape
         assert T <= self.config.max_len, f"sequence of {T} positions, model takes at most {self.config.max_len}"
         x = self.embed_items(items) * math.sqrt(self.config.d_model)         # (B, T, d)
@@ -132,10 +158,12 @@ class BehaviourTrunk(nn.Module):
         # (left padding removed) gives every event the same position embedding as at full length.
         positions = torch.arange(self.config.max_len - T, self.config.max_len, device=items.device)
         x = x + self.pos_emb(positions.expand(B, T).contiguous())  # batched: per-example gradients see one row each
-        if types is not None:
-            x = x + self.type_emb(types)
-        if self.time_emb is not None and time_buckets is not None:
-            x = x + self.time_emb(time_buckets)
+        if context is not None:
+            x = x + self.type_emb(context[..., 0])
+            if self.time_emb is not None:
+                x = x + self.time_emb(context[..., 1])
+            if self.hour_emb is not None:
+                x = x + self.hour_emb(context[..., 2]) + self.weekday_emb(context[..., 3])
         x = self.drop(x)
         valid = items != PAD                                                 # (B, T)
         causal = torch.ones(T, T, dtype=torch.bool, device=items.device).tril()
@@ -235,13 +263,13 @@ class BehaviourModel(nn.Module):
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
 
-    def next_item_loss(self, items: torch.Tensor, targets: torch.Tensor, types: torch.Tensor | None = None,
-                       time_buckets: torch.Tensor | None = None, n_negatives: int = 0) -> torch.Tensor:
+    def next_item_loss(self, items: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None,
+                       n_negatives: int = 0) -> torch.Tensor:
         """Cross-entropy of the next item at every real position.
 
         n_negatives = 0: full softmax over the catalog. Otherwise sampled softmax: the target against
         `n_negatives` items drawn uniformly and shared by the batch (cheaper for very large catalogs)."""
-        hidden = self.trunk(items, types, time_buckets)                      # (B, T, d)
+        hidden = self.trunk(items, context)                                  # (B, T, d)
         keep = targets != PAD
         h, y = hidden[keep], targets[keep]                                   # (N, d), (N,)
         head = self.heads["next_item"]
@@ -255,12 +283,10 @@ class BehaviourModel(nn.Module):
         return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=items.device))
 
     @torch.no_grad()
-    def last_hidden(self, items: torch.Tensor, types: torch.Tensor | None = None,
-                    time_buckets: torch.Tensor | None = None) -> torch.Tensor:
+    def last_hidden(self, items: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """The state after the last event of each (left-padded) sequence: (B, d). The user's 'state'."""
-        return self.trunk(items, types, time_buckets)[:, -1, :]
+        return self.trunk(items, context)[:, -1, :]
 
     @torch.no_grad()
-    def next_item_scores(self, items: torch.Tensor, types: torch.Tensor | None = None,
-                         time_buckets: torch.Tensor | None = None) -> torch.Tensor:
-        return self.heads["next_item"](self.last_hidden(items, types, time_buckets))
+    def next_item_scores(self, items: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.heads["next_item"](self.last_hidden(items, context))

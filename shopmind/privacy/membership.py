@@ -28,11 +28,6 @@ from shopmind.exceptions import InvalidInputError
 MAX_POSITIONS = 10  # next-item targets scored per user (the latest ones of their sequence)
 
 
-def _subset(data: Sequences, rows: np.ndarray) -> Sequences:
-    return Sequences(user_ids=[data.user_ids[r] for r in rows], item_ids=data.item_ids,
-                     sequences=[data.sequences[r] for r in rows])
-
-
 def sequence_losses(model, sequences: list[np.ndarray], max_positions: int = MAX_POSITIONS) -> np.ndarray:
     """Mean next-item cross-entropy of `model` over the last `max_positions` targets of each sequence."""
     histories, targets, owners = [], [], []
@@ -106,8 +101,8 @@ def membership_audit(data: Sequences, make_model: Callable[[], Any], max_users: 
     rng = np.random.default_rng(seed)
     groups = np.array_split(rng.permutation(eligible), 3)
     member_rows, nonmember_rows, reference_rows = groups
-    target = make_model().fit(_subset(data, member_rows))
-    reference = make_model().fit(_subset(data, reference_rows))
+    target = make_model().fit(data.subset(member_rows))
+    reference = make_model().fit(data.subset(reference_rows))
     member_rows, nonmember_rows = member_rows[:max_users], nonmember_rows[:max_users]
     audited = {name: [data.sequences[r] for r in rows] for name, rows in
                (("members", member_rows), ("nonmembers", nonmember_rows))}

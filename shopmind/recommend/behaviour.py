@@ -23,7 +23,7 @@ import torch
 
 from shopmind.evaluation import Sequences, Split, evaluate_ranking, leave_one_out
 from shopmind.exceptions import InvalidInputError, NotFittedError
-from shopmind.models.behaviour import BehaviourConfig, BehaviourModel
+from shopmind.models.behaviour import GAP_BUCKETS, BehaviourConfig, BehaviourModel, event_features
 from shopmind.recommend.base import SequenceRecommender
 
 
@@ -42,8 +42,10 @@ def auto_config(n_items: int, n_interactions: int, mean_length: float) -> dict:
     return {"d_model": d_model, "dropout": dropout}
 
 
-def _windows(sequences: Seq[np.ndarray], max_len: int, step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Left-padded (inputs, targets) training windows. A history longer than a window is cut into
+def _windows(sequences: Seq[np.ndarray], max_len: int, step: int | None = None,
+             contexts: Seq[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Left-padded (inputs, targets, input features) training windows; features (N, max_len, 4) are
+    event_features() of each sequence's `contexts`, cut like the inputs (None without contexts). A history longer than a window is cut into
     windows that step back from its end by `step` events; each interaction is a target exactly once, in
     the window where it sees at least `max_len - step` earlier events (all of them near the start).
 
@@ -53,12 +55,14 @@ def _windows(sequences: Seq[np.ndarray], max_len: int, step: int | None = None) 
     step 10 0.198, at 4x the time per epoch (docs/benchmarks.md); short histories have one window
     whatever the step."""
     step = max(1, min(step or max_len // 2, max_len))
-    inputs, targets = [], []
-    for seq in sequences:
+    inputs, targets, features = [], [], []
+    for n, seq in enumerate(sequences):
         seq = np.asarray(seq, dtype=np.int64) + 1  # shift: 0 is padding
         if len(seq) < 2:
             continue
         x_all, y_all = seq[:-1], seq[1:]
+        # computed on the whole sequence, so a window's first event keeps its true gap to the one before
+        f_all = event_features(contexts[n])[:-1].astype(np.int16) if contexts is not None else None
         end = len(x_all)
         covered = end  # targets at positions >= covered already belong to a later window
         while True:
@@ -73,24 +77,35 @@ def _windows(sequences: Seq[np.ndarray], max_len: int, step: int | None = None) 
             y[max_len - (end - start):] = keep
             inputs.append(x)
             targets.append(y)
+            if f_all is not None:
+                f = np.zeros((max_len, 4), dtype=np.int16)
+                f[max_len - (end - start):] = f_all[start:end]
+                features.append(f)
             covered = start + first_own
             if start == 0:
                 break
             end -= step
     if not inputs:
         raise InvalidInputError("no sequence has two or more events: nothing to learn from", field="sequences")
-    return np.stack(inputs), np.stack(targets)
+    return np.stack(inputs), np.stack(targets), (np.stack(features) if contexts is not None else None)
 
 
-def _pad_histories(histories: Seq[np.ndarray], max_len: int) -> torch.Tensor:
-    """Left-padded to the longest history in the batch (at most max_len), at least one column."""
+def _pad_histories(histories: Seq[np.ndarray], max_len: int,
+                   contexts: Seq[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Left-padded to the longest history in the batch (at most max_len), at least one column; with
+    `contexts`, their event_features() padded alike (B, width, 4)."""
     width = max(1, min(max_len, max((len(h) for h in histories), default=1)))
     out = np.zeros((len(histories), width), dtype=np.int64)
+    feats = np.zeros((len(histories), width, 4), dtype=np.int64) if contexts is not None else None
     for r, h in enumerate(histories):
         h = np.asarray(h, dtype=np.int64)[-width:] + 1
         if len(h):
             out[r, width - len(h):] = h
-    return torch.from_numpy(out)
+            if feats is not None:
+                if contexts[r] is None or len(contexts[r]) != len(histories[r]):
+                    raise InvalidInputError("one context row per history event is required", field="contexts")
+                feats[r, width - len(h):] = event_features(contexts[r])[-width:]
+    return torch.from_numpy(out), (torch.from_numpy(feats) if feats is not None else None)
 
 
 def _length_bucketed(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -115,8 +130,9 @@ class BehaviourRecommender(SequenceRecommender):
                  dropout: float | None = None, learning_rate: float = 1e-3, batch_size: int = 128,
                  max_epochs: int = 200, patience: int = 5, n_negatives: int = 0, weight_decay: float = 0.0,
                  time_budget_s: float | None = None, valid_users: int = 3000, threads: int | None = None,
-                 window_step: int = 10, seed: int = 0, verbose: bool = False):
+                 window_step: int = 10, use_context: bool = True, seed: int = 0, verbose: bool = False):
         self.max_len = max_len
+        self.use_context = use_context
         self.window_step = window_step
         self.n_layers = n_layers
         self.n_heads = n_heads
@@ -140,7 +156,8 @@ class BehaviourRecommender(SequenceRecommender):
             item_content: np.ndarray | None = None) -> "BehaviourRecommender":
         """Train on `split.train` with early stopping on its validation targets; without a split, one
         is made from `data` by leave-one-out. `item_content` (n_items, dim), e.g. title embeddings,
-        gives every item a content representation, including items no one has interacted with."""
+        gives every item a content representation, including items no one has interacted with. When
+        the data carries event context (types, times) and `use_context` is on, the model reads it."""
         if not isinstance(data, Sequences):
             raise InvalidInputError("fit expects shopmind.evaluation.Sequences", field="data")
         if self.max_len < 2 or self.batch_size < 1 or self.max_epochs < 1 or not 1 <= self.window_step <= self.max_len:
@@ -160,15 +177,19 @@ class BehaviourRecommender(SequenceRecommender):
             n_items=data.n_items, max_len=self.max_len, n_layers=self.n_layers, n_heads=self.n_heads,
             d_model=self.d_model or auto["d_model"],
             dropout=self.dropout if self.dropout is not None else auto["dropout"],
-            content_dim=0 if item_content is None else int(item_content.shape[1]))
+            content_dim=0 if item_content is None else int(item_content.shape[1]),
+            n_time_buckets=GAP_BUCKETS if self.use_context and data.context is not None else 0,
+            calendar=bool(self.use_context and data.context is not None))
         model = BehaviourModel(config)
         if item_content is not None:
             model.trunk.set_content(torch.from_numpy(np.asarray(item_content, dtype=np.float32)))
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, betas=(0.9, 0.98),
                                       weight_decay=self.weight_decay)
-        x_all, y_all = _windows(split.train, self.max_len, self.window_step)
+        contexts = split.train_context() if config.calendar else None
+        x_all, y_all, f_all = _windows(split.train, self.max_len, self.window_step, contexts)
         window_lengths = (x_all != 0).sum(axis=1)
         x_all, y_all = torch.from_numpy(x_all), torch.from_numpy(y_all)
+        f_all = torch.from_numpy(f_all) if f_all is not None else None
         self.model_ = model
         self.config_ = config
         self.item_ids_ = list(data.item_ids)
@@ -181,7 +202,9 @@ class BehaviourRecommender(SequenceRecommender):
             for idx in _length_bucketed(window_lengths, self.batch_size, rng):
                 width = int(window_lengths[idx].max())
                 idx = torch.from_numpy(idx)
-                loss = model.next_item_loss(x_all[idx, -width:], y_all[idx, -width:], n_negatives=self.n_negatives)
+                context = f_all[idx, -width:].long() if f_all is not None else None
+                loss = model.next_item_loss(x_all[idx, -width:], y_all[idx, -width:], context,
+                                            n_negatives=self.n_negatives)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -233,22 +256,33 @@ class BehaviourRecommender(SequenceRecommender):
 
     # -- inference ---------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def score(self, histories: Seq[np.ndarray]) -> np.ndarray:
-        """Scores over all items (n, n_items) for each history of item indices (time-ordered)."""
+    @property
+    def reads_context(self) -> bool:
+        """Whether the fitted model reads event context (it was trained on data that carried it)."""
+        return bool(self.config_.calendar)
+
+    def _inputs(self, histories, contexts) -> tuple[torch.Tensor, torch.Tensor | None]:
         self._check()
         if self.model_.training:  # eval() walks every module: only pay for it when the mode changes
             self.model_.eval()
-        return self.model_.next_item_scores(_pad_histories(histories, self.max_len)).numpy()
+        return _pad_histories(histories, self.max_len, contexts if self.reads_context else None)
+
+    @torch.no_grad()
+    def score(self, histories: Seq[np.ndarray], contexts: Seq[np.ndarray] | None = None) -> np.ndarray:
+        """Scores over all items (n, n_items) for each history of item indices (time-ordered), with
+        each history's [type code, unix seconds] rows if the model reads context (else ignored; a
+        context model given none scores from the items alone)."""
+        inputs = self._inputs(histories, contexts)  # first: it checks the model is fitted
+        return self.model_.next_item_scores(*inputs).numpy()
+
+    score.accepts_context = True  # the evaluator hands over contexts (evaluation/protocol.py)
 
     @torch.inference_mode()
-    def user_state(self, histories: Seq[np.ndarray]) -> np.ndarray:
+    def user_state(self, histories: Seq[np.ndarray], contexts: Seq[np.ndarray] | None = None) -> np.ndarray:
         """The trunk's state after each history (n, d): what serving caches per user. Scores are
         `[state, 1] @ item_vectors().T`, so serving needs no torch beyond this call."""
-        self._check()
-        if self.model_.training:
-            self.model_.eval()
-        return self.model_.last_hidden(_pad_histories(histories, self.max_len)).numpy()
+        inputs = self._inputs(histories, contexts)
+        return self.model_.last_hidden(*inputs).numpy()
 
     def item_vectors(self) -> np.ndarray:
         """Item vectors and biases as one (n_items, d + 1) matrix: score = [state, 1] @ vectors.T."""

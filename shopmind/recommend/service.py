@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from shopmind.evaluation.sequences import EVENT_TYPES
 from shopmind.exceptions import NotFoundError
 from shopmind.recommend.index import ItemIndex
 from shopmind.storage.cache import CacheMiss
@@ -67,6 +68,15 @@ class Catalog:
         return mask
 
 
+def _context(model, events: list[tuple[int, str, int | None]]) -> np.ndarray | None:
+    """[type code, unix seconds] rows of a history's events for a model that reads context, else None.
+    A missing time is 0 (unknown to the model)."""
+    if not getattr(model, "reads_context", False):
+        return None
+    return np.array([(EVENT_TYPES.get(kind, 0), (ts or 0) // 1000) for _, kind, ts in events],
+                    dtype=np.int64).reshape(-1, 2)
+
+
 class RecommendationService:
     def __init__(self, registry, items_frame, cache=None):
         self.registry = registry
@@ -100,13 +110,17 @@ class RecommendationService:
     def behaviour(self, cached_only: bool = False):
         return self.registry.load_current("behaviour", cached_only=cached_only)
 
-    def _ranked(self, version: str, model, catalog: Catalog, indices: np.ndarray, hidden: list[int],
-                subject: str | None, cached_only: bool = False) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    def _ranked(self, version: str, model, catalog: Catalog, indices: np.ndarray, context: np.ndarray | None,
+                hidden: list[int], subject: str | None,
+                cached_only: bool = False) -> tuple[np.ndarray, list[tuple[int, float]]]:
         """The user's trunk state and their best CANDIDATES items (hidden ones excluded), from the cache
-        when this exact history and purchase set were seen last; computed and cached otherwise
-        (`cached_only`: CacheMiss instead)."""
-        window = indices[-model.max_len:]
-        fingerprint = hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes(),
+        when this exact history (items and their context) and purchase set were seen last; computed and
+        cached otherwise (`cached_only`: CacheMiss instead)."""
+        # one event more than the window: the first event's gap to the one before it is an input too
+        window = indices[-model.max_len - 1:]
+        context = context[-model.max_len - 1:] if context is not None else None
+        fingerprint = hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes()
+                                      + (context.tobytes() if context is not None else b""),
                                       digest_size=8).hexdigest()
         if self._cache is not None and subject is not None:
             cached = self._cache.get(STATE, subject)
@@ -115,7 +129,7 @@ class RecommendationService:
                 return _unpack(cached["s"], np.float32), list(top)
         if cached_only:
             raise CacheMiss(STATE)
-        state = model.user_state([window])[0].astype(np.float32)
+        state = model.user_state([window], None if context is None else [context])[0].astype(np.float32)
         top = catalog.items.top_k(state, CANDIDATES, hidden=hidden)
         if self._cache is not None and subject is not None:
             # Arrays as base64 float32/int32: JSON numbers cost a third of a first visit's time to write
@@ -128,11 +142,12 @@ class RecommendationService:
                                              "i": _pack(items), "x": _pack(scores)}, ttl_s=STATE_TTL_S)
         return state, top
 
-    def for_history(self, history: list[tuple[str, str]], k: int, category: str | None,
+    def for_history(self, history: list[tuple[str, str, int | None]], k: int, category: str | None,
                     purchased: set[str], subject: str | None = None,
                     cached_only: bool = False) -> dict[str, Any] | None:
-        """Personalised items for a history of (item_id, event type), or None when the behaviour model
-        cannot serve it (no model, or no known item in the history). Purchased durables are excluded.
+        """Personalised items for a history of (item_id, event type, ts_ms or None), oldest first, or
+        None when the behaviour model cannot serve it (no model, or no known item in the history).
+        Purchased durables are excluded.
         `subject` (a pseudonym) lets the user's state be cached; anonymous sessions pass None.
         `cached_only`: CacheMiss instead of loading the model or running it."""
         loaded = self.behaviour(cached_only)
@@ -140,29 +155,31 @@ class RecommendationService:
             return None
         version, model = loaded
         catalog = self._catalog(version, model, cached_only)
-        known = [(catalog.index[item], kind) for item, kind in history if item in catalog.index]
+        known = [(catalog.index[item], kind, ts) for item, kind, ts in history if item in catalog.index]
         if not known:
             return None
-        indices = np.array([i for i, _ in known], dtype=np.int64)
+        indices = np.array([i for i, _, _ in known], dtype=np.int64)
         allowed = catalog.allowed(category, cached_only)
         # Items in the recent history and bought durables are not recommended again; consumables are
         # (people restock them), which is why exclusion is done here and not by the model.
         bought = {catalog.index[item] for item in purchased if item in catalog.index}
         hidden = sorted(i for i in bought | set(indices.tolist()) if not catalog.consumable[i])
-        state, top = self._ranked(version, model, catalog, indices, hidden, subject, cached_only)
+        state, top = self._ranked(version, model, catalog, indices, _context(model, known), hidden, subject,
+                                  cached_only)
         recs = top if allowed is None else [(i, x) for i, x in top if allowed[i]]
         if len(recs) < k and len(top) == CANDIDATES:  # a narrow filter or a large k: rank everything
             if cached_only:
                 raise CacheMiss("scan")
             recs = catalog.items.top_k(state, k, allowed=allowed, hidden=hidden)
-        recent = known[-20:]
+        recent = [(i, kind) for i, kind, _ in known[-20:]]
         recent_units = catalog.items.unit([i for i, _ in recent])  # once per request, not per item
         return {"model": f"behaviour/{version}", "items": [
             {"item_id": model.item_ids_[i], "score": round(x, 6),
              "reason": self._reason(catalog, i, recent, recent_units)}
             for i, x in recs[:k]]}
 
-    def unusualness(self, history: list[tuple[str, str]], item_ids: list[str], subject: str | None = None) -> float | None:
+    def unusualness(self, history: list[tuple[str, str, int | None]], item_ids: list[str],
+                    subject: str | None = None) -> float | None:
         """For risk scoring: the share of the catalog the behaviour model ranks above each of `item_ids`
         after this history, averaged (0 = exactly what this user would buy next, 1 = the least likely).
         A user's cached trunk state is reused when it is for the live model version, even if a newer
@@ -173,14 +190,17 @@ class RecommendationService:
         version, model = loaded
         catalog = self._catalog(version, model)
         targets = [catalog.index[i] for i in item_ids if i in catalog.index]
-        known = np.array([catalog.index[i] for i, _ in history if i in catalog.index], dtype=np.int64)
+        events = [(catalog.index[i], kind, ts) for i, kind, ts in history if i in catalog.index]
+        known = np.array([i for i, _, _ in events], dtype=np.int64)
         if not targets or not len(known):
             return None
         cached = self._cache.get(STATE, subject) if (self._cache is not None and subject) else None
         if cached and cached.get("v") == version and "i" in cached:
             state = _unpack(cached["s"], np.float32)
         else:
-            state = model.user_state([known[-model.max_len:]])[0]
+            context = _context(model, events)
+            state = model.user_state([known[-model.max_len - 1:]],
+                                     None if context is None else [context[-model.max_len - 1:]])[0]
         scores = catalog.items.scores(state)
         return float(np.mean([(scores > scores[t]).mean() for t in targets]))
 

@@ -68,18 +68,18 @@ def as_of_unusualness(shop):
     frame = shop.store.frame(select(e.c.user_pseudonym, e.c.item_id, e.c.type, e.c.ts_ms)
                              .where(e.c.item_id.is_not(None), e.c.user_pseudonym.is_not(None))
                              .order_by(e.c.user_pseudonym, e.c.ts_ms))
-    by_user: dict[str, tuple[list[int], list[tuple[str, str]]]] = {}
+    by_user: dict[str, tuple[list[int], list[tuple[str, str, int]]]] = {}
     for user, item, kind, ts in frame.iter_rows():
         times, items = by_user.setdefault(user, ([], []))
         times.append(ts)
-        items.append((item, kind))
+        items.append((item, kind, ts))
 
     def unusual(pseudonym: str, event: RiskEvent) -> float | None:
         times, items = by_user.get(pseudonym, ([], []))
         k = bisect_left(times, event.ts_ms or 0)
         if k == 0:
             return None
-        return shop.recommender.unusualness(items[max(0, k - 50):k], [it.item_id for it in event.items],
+        return shop.recommender.unusualness(items[max(0, k - 51):k], [it.item_id for it in event.items],
                                             subject=None)  # no cached state: it would be today's
     return unusual
 

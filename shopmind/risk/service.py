@@ -176,7 +176,7 @@ class RiskService:
             return None
         if not recent:
             return None
-        return self.shop.recommender.unusualness([(i, k) for i, k, _ in recent], [it.item_id for it in event.items],
+        return self.shop.recommender.unusualness([tuple(r) for r in recent], [it.item_id for it in event.items],
                                                  subject=pseudonym)
 
     # -- decisions -----------------------------------------------------------------------------------

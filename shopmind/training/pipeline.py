@@ -28,14 +28,14 @@ MIN_SEQUENCES = 20
 
 
 def shop_sequences(events: pl.DataFrame) -> tuple[Sequences, list[str]]:
-    """Item events per user (or per anonymous session) in time order; returns the sequences and the
-    user pseudonyms among them (the lineage)."""
+    """Item events per user (or per anonymous session) in time order, with each event's type and
+    time as context; returns the sequences and the user pseudonyms among them (the lineage)."""
     usable = events.filter(pl.col("item_id").is_not_null() & pl.col("type").is_in(ITEM_EVENT_TYPES))
     keyed = usable.with_columns(
         pl.when(pl.col("user_pseudonym").is_not_null()).then(pl.col("user_pseudonym"))
         .otherwise(pl.lit("s:") + pl.col("session_pseudonym")).alias("subject"))
     keyed = keyed.filter(pl.col("subject").is_not_null())
-    seqs = Sequences.from_frame(keyed, user_col="subject", item_col="item_id", time_col="ts_ms")
+    seqs = Sequences.from_frame(keyed, user_col="subject", item_col="item_id", time_col="ts_ms", type_col="type")
     subjects = [u for u in seqs.user_ids if not u.startswith("s:")]
     return seqs, subjects
 
@@ -45,7 +45,8 @@ def with_catalog(seqs: Sequences, catalog_ids: Sequence[str]) -> Sequences:
     appended after the known ones, so existing indices do not move)."""
     known = set(seqs.item_ids)
     extra = [i for i in catalog_ids if i not in known]
-    return Sequences(user_ids=seqs.user_ids, item_ids=list(seqs.item_ids) + extra, sequences=seqs.sequences)
+    return Sequences(user_ids=seqs.user_ids, item_ids=list(seqs.item_ids) + extra, sequences=seqs.sequences,
+                     context=seqs.context)
 
 
 def content_vectors(cache_file, item_ids: Sequence[str], items: pl.DataFrame) -> np.ndarray:
@@ -79,14 +80,19 @@ def remapped_scorer(model: Any, item_ids: Sequence[str]):
     to_own = np.array([own.get(i, -1) for i in item_ids], dtype=np.int64)
     known = to_own >= 0
 
-    def score(histories):
+    def score(histories, contexts=None):
         translated = [to_own[np.asarray(h, dtype=np.int64)] for h in histories]
-        translated = [h[h >= 0] for h in translated]
-        own_scores = model.score(translated)
+        keep = [h >= 0 for h in translated]
+        translated = [h[k] for h, k in zip(translated, keep)]
+        if contexts is not None and getattr(model.score, "accepts_context", False):
+            own_scores = model.score(translated, contexts=[c[k] for c, k in zip(contexts, keep)])
+        else:
+            own_scores = model.score(translated)
         out = np.full((len(histories), len(item_ids)), -np.inf)
         out[:, known] = own_scores[:, to_own[known]]
         return out
 
+    score.accepts_context = True
     return score
 
 

@@ -91,7 +91,7 @@ def test_sequence_models_learn_the_chain_and_popularity_does_not(fitted):
 def test_training_windows_use_each_interaction_once_with_context(length, step):
     from shopmind.recommend.behaviour import _windows
 
-    x, y = _windows([np.arange(length)], 50, step)
+    x, y, _ = _windows([np.arange(length)], 50, step)
     assert sorted((y[y > 0] - 1).tolist()) == list(range(1, length))  # every next item a target, once
     for inputs, targets in zip(x, y):
         first = np.flatnonzero(inputs)[0]

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from shopmind.api.main import create_app
 from shopmind.auth import Scope, create_key
+from shopmind.recommend.service import STATE, _unpack
 from shopmind.synth import generate_shop, write_shop
 from tests.conftest import auth, make_shop
 
@@ -120,6 +121,29 @@ def test_category_filter_sessions_and_similar_items(trained):
     assert len(similar) == 4 and some_items[0] not in {r["item_id"] for r in similar}
 
 
+def test_the_shop_model_reads_event_types_and_times(trained):
+    """The shop's events carry their type and time; the trained model reads them, so a session that
+    ends in a purchase is answered differently from one that ends in a view of the same items, and a
+    session sent over HTTP with times is answered from them."""
+    shop, synthetic, result = trained
+    assert shop.registry.card("behaviour", result["behaviour"]["version"])["config"]["calendar"] is True
+    items = synthetic.events.filter(pl.col("type") == "view")["item_id"].head(3).to_list()
+    t0 = 1_772_600_000_000
+    viewed = [{"item_id": i, "type": "view", "ts_ms": t0 + 60_000 * n} for n, i in enumerate(items)]
+    bought = viewed[:-1] + [{**viewed[-1], "type": "purchase"}]
+    later = viewed[:-1] + [{**viewed[-1], "ts_ms": t0 + 5 * 86_400_000}]
+    answers = [shop.recommend_session(events, k=20)["items"] for events in (viewed, bought, later)]
+    scores = [[r["score"] for r in answer] for answer in answers]
+    assert scores[0] != scores[1] and scores[0] != scores[2]
+    key = create_key(shop.store, "sessions", frozenset({Scope.recommend}))
+    with TestClient(create_app(shop=shop)) as client:
+        ok = client.post("/v1/sessions/recommendations", json={"events": viewed, "k": 20}, headers=auth(key))
+        assert ok.status_code == 200 and [r["score"] for r in ok.json()["items"]] == scores[0]
+        bad = client.post("/v1/sessions/recommendations", json={"events": [{**viewed[0], "ts_ms": -5}]},
+                          headers=auth(key))
+        assert bad.status_code == 422 and "ts_ms" in bad.text
+
+
 def test_promotion_gate_keeps_a_better_champion(trained, monkeypatch):
     shop, _, result = trained
     champion = shop.registry.current_version("behaviour")
@@ -175,7 +199,7 @@ def test_hot_swap_under_load_drops_no_request(trained):
 def test_cached_answers_equal_fresh_ones(trained):
     """Repeat requests are served from the cached state and candidates; they must equal a computation
     from scratch, with and without a category filter and for a k beyond the cached candidates."""
-    from shopmind.recommend.service import CANDIDATES, STATE, RecommendationService
+    from shopmind.recommend.service import CANDIDATES, RecommendationService
 
     shop, synthetic, _ = trained
     user, _ = _consenting_user_with_purchase(synthetic)
@@ -186,7 +210,7 @@ def test_cached_answers_equal_fresh_ones(trained):
         shop.recommend(user, k=k, category=category)  # fills the cache
         assert shop.cache.get(STATE, pseudonym) is not None
         cached = shop.recommend(user, k=k, category=category)["items"]
-        history = [(item, kind) for item, kind, _ in shop.recent_items(pseudonym)]
+        history = [tuple(event) for event in shop.recent_items(pseudonym)]
         scratch = fresh.for_history(history, k, category, shop.purchased_items(pseudonym))["items"]
         assert [r["item_id"] for r in cached] == [r["item_id"] for r in scratch]
         assert [r["score"] for r in cached] == pytest.approx([r["score"] for r in scratch], abs=1e-5)
@@ -196,8 +220,6 @@ def test_erased_users_leave_the_next_training(trained):
     shop, synthetic, _ = trained
     user, _ = _consenting_user_with_purchase(synthetic)
     pseudonym = shop.pseudonym(user)
-    from shopmind.recommend.service import STATE
-
     shop.recommend(user, k=5)
     assert shop.cache.get(STATE, pseudonym) is not None
     shop.erase_user(user, actor="t")
@@ -220,13 +242,13 @@ def test_risk_engine_sees_how_unusual_an_order_is_for_the_user(trained):
     # a consenting user with some history (the tests above erase the first such user)
     for user in reversed(synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()):
         pseudonym = shop.pseudonym(user)
-        history = [(i, k) for i, k, _ in shop.recent_items(pseudonym)]
+        history = [tuple(event) for event in shop.recent_items(pseudonym)]
         if len(history) >= 5:
             break
     shop.recommend(user, k=1)  # caches the user's state, which unusualness reuses
     version, model = shop.recommender.behaviour()
-    scores = shop.recommender._catalog(version, model).items.scores(model.user_state(
-        [np.array([shop.recommender._catalog(version, model).index[i] for i, _ in history])[-model.max_len:]])[0])
+    state = _unpack(shop.cache.get(STATE, pseudonym)["s"], np.float32)  # the state recommend computed
+    scores = shop.recommender._catalog(version, model).items.scores(state)
     # The model's first and last choice over the whole catalog (a recommendation's best item can rank
     # below history items it hides, which made "best recommended" a flaky stand-in for "most usual").
     best, worst = model.item_ids_[int(np.argmax(scores))], model.item_ids_[int(np.argmin(scores))]

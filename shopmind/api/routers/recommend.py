@@ -25,6 +25,8 @@ class SessionEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     item_id: str = Field(min_length=1, max_length=128)
     type: EventType = EventType.view
+    ts_ms: int | None = Field(None, ge=0, description="when it happened (ms since the epoch); the model reads "
+                              "the gaps between events and their hour and weekday, and treats a missing time as unknown")
 
 
 class SessionRequest(BaseModel):
@@ -37,7 +39,7 @@ class SessionRequest(BaseModel):
 @router.post("/sessions/recommendations", response_model=RecommendationsResponse,
              summary="Recommendations for an anonymous visitor's session")
 def session_recommendations(body: SessionRequest, shop: ShopDep, key: Recommend) -> RecommendationsResponse:
-    events = [{"item_id": e.item_id, "type": e.type.value} for e in body.events]
+    events = [{"item_id": e.item_id, "type": e.type.value, "ts_ms": e.ts_ms} for e in body.events]
     return RecommendationsResponse(**shop.recommend_session(events, k=body.k, category=body.category))
 
 
