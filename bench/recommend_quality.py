@@ -2,7 +2,7 @@
 SASRec peer scored by the same evaluator.
 
     .venv/bin/python bench/recommend_quality.py [--datasets beauty,video,ml100k,taobao]
-        [--models popularity,itemknn,als,behaviour,behaviour-items] [--threads 2] [--budget SECONDS] [--seeds 0,1,2] [--out FILE]
+        [--models popularity,itemknn,als,behaviour,behaviour-items] [--threads 2] [--budget SECONDS] [--seeds 0,1,2] [--params JSON] [--out FILE]
 
 Protocol (shopmind.evaluation): per user, time-ordered leave-one-out (last item test, second last
 validation), full ranking over the whole catalog, history items excluded (except the target),
@@ -41,23 +41,24 @@ started = time.perf_counter()
 budget, name, seed = float(sys.argv[5]), sys.argv[3], int(sys.argv[6])
 params = {"time_budget_s": budget} if name.startswith("behaviour") and budget > 0 else {}
 if name.startswith("behaviour"):
-    params.update(seed=seed, use_context=name == "behaviour")
+    params.update(seed=seed, use_context=name == "behaviour", **json.loads(sys.argv[7]))
 model = model_factories()[name.split("-")[0]](**params).fit(data, split)
 train_s = time.perf_counter() - started
 test = evaluate_ranking(model.score, split, "test")[0]
 row = {"dataset": sys.argv[2], "model": name, **test.as_dict(), "train_seconds": round(train_s, 1),
        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 if hasattr(model, "best_epoch_"):
-    row["seed"], row["reads_context"] = seed, model.reads_context
+    row["seed"], row["reads_context"], row["params"] = seed, model.reads_context, json.loads(sys.argv[7])
     row["best_epoch"] = model.best_epoch_
     row["epochs_run"] = len(model.history_)
 print(json.dumps(row))
 """
 
 
-def run_model(dataset: str, model: str, threads: int, budget: float, seed: int = 0) -> dict:
+def run_model(dataset: str, model: str, threads: int, budget: float, seed: int = 0, params: str = "{}") -> dict:
+    """`params`: JSON of BehaviourRecommender parameters over its defaults (probes, not the default)."""
     done = subprocess.run([sys.executable, "-c", WORKER, str(ROOT), dataset, model, str(threads), str(budget),
-                           str(seed)], capture_output=True, text=True, check=True)
+                           str(seed), params], capture_output=True, text=True, check=True)
     row = json.loads(done.stdout.strip().splitlines()[-1])
     if model.startswith("behaviour") and budget > 0:
         row["budget_s"] = budget
@@ -103,13 +104,14 @@ def main() -> None:
                         help="wall-clock budget in seconds for the behaviour model's training (0: none; early "
                              "stopping alone ends it); the best epoch within the budget is kept")
     parser.add_argument("--seeds", default="0", help="seeds of the behaviour models, each run once (comma list)")
+    parser.add_argument("--params", default="{}", help="JSON of behaviour-model parameters over the defaults")
     parser.add_argument("--out", default="recommend_quality.json", help="file name under bench/out/")
     args = parser.parse_args()
     rows = []
     for dataset in args.datasets.split(","):
         for model in args.models.split(","):
             for seed in (args.seeds.split(",") if model.startswith("behaviour") else ["0"]):
-                rows.append(run_model(dataset, model, args.threads, args.budget, int(seed)))
+                rows.append(run_model(dataset, model, args.threads, args.budget, int(seed), args.params))
                 print(json.dumps(rows[-1]), flush=True)
         peer = peer_row(dataset)
         if peer:

@@ -3,11 +3,18 @@
     model.fit(sequences, split=None) -> model      # learn; fitted state ends in `_`
     model.score(histories) -> (n, n_items) array    # scores for each time-ordered history of item indices
     model.recommend_history(history, k)             # top-k (item index, score), seen items excluded
+    model.recommend_session(events, k)              # the same from raw item ids (and event types, times)
     model.similar_items(item, k)                    # top-k (item index, similarity)
     model.save(path) / Model.load(path)
 
 Items are dense indices into `item_ids_` (the raw catalog ids). tests/recommend/test_contract.py runs
 the same checks against every model.
+
+There is no `model.recommend(user)`: a fitted model holds no user's history (model files carry no
+personal data, and erasing a user needs no change to them). Recommendations for a known user are
+`Shop.recommend(user_id, k, category=...)`, which reads the user's latest events from the store, checks
+consent, applies filters and explains each item; for data outside a shop, pass the user's events to
+`recommend_session`.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shopmind.evaluation.sequences import EVENT_TYPES
 from shopmind.exceptions import InvalidInputError, NotFittedError
 
 
@@ -33,13 +41,18 @@ class SequenceRecommender(ABC):
         """(len(histories), n_items) scores."""
 
     def recommend_history(self, history: Sequence[int], k: int = 10, exclude_seen: bool = True,
-                          allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Top-k items for one history. `allowed` is an optional boolean mask over items (filters)."""
+                          allowed: np.ndarray | None = None,
+                          context: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top-k items for one history. `allowed` is an optional boolean mask over items (filters);
+        `context`, the history's [type code, unix seconds] rows, goes to models that read it."""
         self._check()
         if k < 1:
             raise InvalidInputError("k must be at least 1", field="k")
         hist = np.asarray(history, dtype=np.int64)
-        scores = np.asarray(self.score([hist])[0], dtype=np.float64)
+        if context is not None and getattr(self.score, "accepts_context", False):
+            scores = np.asarray(self.score([hist], contexts=[context])[0], dtype=np.float64)
+        else:
+            scores = np.asarray(self.score([hist])[0], dtype=np.float64)
         if exclude_seen and len(hist):
             scores[hist] = -np.inf
         if allowed is not None:
@@ -50,6 +63,25 @@ class SequenceRecommender(ABC):
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(i), float(scores[i])) for i in top]
+
+    def recommend_session(self, events: Sequence[str | dict], k: int = 10,
+                          exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """Top-k (item id, score) after a sequence of events, oldest first: each an item id, or a dict
+        with `item_id` and optionally `type` (view, purchase, ...) and `ts_ms`, which a model trained
+        with event context reads. Items the model does not know are skipped."""
+        self._check()
+        lookup = getattr(self, "item_index_", None)
+        if lookup is None:
+            lookup = self.item_index_ = {item: n for n, item in enumerate(self.item_ids_)}
+        rows = [e if isinstance(e, dict) else {"item_id": e} for e in events]
+        if any(not isinstance(r.get("item_id"), str) for r in rows):
+            raise InvalidInputError("every event needs an item_id (a string)", field="events")
+        known = [r for r in rows if r["item_id"] in lookup]
+        history = np.array([lookup[r["item_id"]] for r in known], dtype=np.int64)
+        context = np.array([(EVENT_TYPES.get(r.get("type") or "view", 0), (r.get("ts_ms") or 0) // 1000)
+                            for r in known], dtype=np.int64).reshape(-1, 2)
+        top = self.recommend_history(history, k, exclude_seen, context=context)
+        return [(self.item_ids_[i], s) for i, s in top]
 
     @abstractmethod
     def _similarity_vectors(self) -> np.ndarray:

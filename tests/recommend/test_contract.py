@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shopmind.evaluation import Sequences, evaluate_ranking, leave_one_out
-from shopmind.exceptions import NotFittedError
+from shopmind.exceptions import InvalidInputError, NotFittedError
 from shopmind.models.baselines import ALSRecommender, ItemKNNRecommender, PopularityRecommender
 from shopmind.recommend.behaviour import BehaviourRecommender
 
@@ -84,6 +84,11 @@ def test_sequence_models_learn_the_chain_and_popularity_does_not(fitted):
     index = {item: n for n, item in enumerate(model.item_ids_)}
     nxt = model.recommend_history([index["i10"], index["i11"], index["i12"]], k=1)[0][0]
     assert model.item_ids_[nxt] == "i13"
+    # the same from raw ids, as a shop's session would send them (unknown items are skipped)
+    session = model.recommend_session(["i10", {"item_id": "i11", "type": "view"}, "never-seen", "i12"], k=3)
+    assert session[0][0] == "i13" and len(session) == 3 and not {"i10", "i11", "i12"} & {i for i, _ in session}
+    with pytest.raises(InvalidInputError, match="item_id"):
+        model.recommend_session([{"type": "view"}])
 
 
 @pytest.mark.parametrize("step", [1, 10, 25, 50])
