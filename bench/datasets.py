@@ -67,6 +67,29 @@ def _core(seqs: list[tuple[str, list]], k: int = 5) -> list[tuple[str, list]]:
         seqs = kept
 
 
+def item_content(name: str, item_ids: list[str]):
+    """Title (and genre or category) embeddings from the packaged MiniLM model, one row per item id:
+    the public catalog text a shop has for every item. MovieLens-100K and the generated shop only."""
+    from shopmind.models.text import TitleEncoder, item_texts
+
+    if name == "ml100k":
+        meta = {}
+        with open(DATA / "ml-100k.item", encoding="latin-1") as fh:
+            next(fh)
+            for line in fh:
+                item, title, _year, genres = (line.rstrip("\n").split("\t") + ["", "", ""])[:4]
+                meta[item] = (title, genres.replace(" ", ", "))
+    elif name == "shop":
+        from shopmind.synth import generate_shop
+
+        items = generate_shop(n_users=5000, seed=0).items
+        meta = {r["item_id"]: (r["title"], r["category"]) for r in items.iter_rows(named=True)}
+    else:
+        raise ValueError(f"{name} has item ids only: no content")
+    texts = item_texts([meta.get(i, (i, None))[0] for i in item_ids], [meta.get(i, (None, None))[1] for i in item_ids])
+    return TitleEncoder().encode(texts)
+
+
 def load(name: str, context: bool = True) -> Sequences:
     if name == "beauty":
         return load_sequences(DATA / "amazon_Beauty_iclrec.txt")

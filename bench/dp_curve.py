@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dp_curve.py --dataset beauty --epsilons 0.5,1,2,4,8,16 [--epochs 20]
         [--batch-size 256] [--negatives 256] [--audit] [--threads 2] [--out bench/out/dp_curve_beauty]
+        [--content [--content-only]]     # ml100k, shop: title embeddings for every model
 
 Trains the non-private behaviour model (its default configuration) and one DP-SGD model per epsilon
 (delta = 1 / number of users) on the same leave-one-out split, scores all of them with the same
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datasets import load  # noqa: E402  (bench/datasets.py)
+from datasets import item_content, load  # noqa: E402  (bench/datasets.py)
 
 
 def main() -> None:
@@ -37,6 +38,10 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, default=256)
     parser.add_argument("--audit", action="store_true", help="also run the membership-inference audit per model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--content", action="store_true",
+                        help="feed every model the items' title embeddings (public catalog text; ml100k, shop)")
+    parser.add_argument("--content-only", action="store_true",
+                        help="DP models represent items by their content alone (no per-item id vectors)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -46,11 +51,13 @@ def main() -> None:
     from shopmind.privacy.tradeoff import privacy_curve
 
     torch.set_num_threads(args.threads)
-    data = load(args.dataset)
+    data = load(args.dataset, context=False)  # the DP model reads item ids (and content) only
+    content = item_content(args.dataset, data.item_ids) if args.content or args.content_only else None
     epsilons = [float(e) for e in args.epsilons.split(",") if e]
     started = time.perf_counter()
     rows = privacy_curve(data, epsilons, {"epochs": args.epochs, "batch_size": args.batch_size,
-                                          "n_negatives": args.negatives, "threads": args.threads},
+                                          "n_negatives": args.negatives, "threads": args.threads,
+                                          "content_only": args.content_only}, item_content=content,
                          audit=args.audit, progress=lambda msg: print(f"[{time.perf_counter() - started:7.0f}s] {msg}",
                                                                        flush=True))
     base_time = rows[0]["train_seconds"]

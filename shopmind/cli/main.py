@@ -183,6 +183,8 @@ def train(
     dp_epochs: Annotated[int, typer.Option(min=1, help="With --dp: passes over the users.")] = 20,
     max_grad_norm: Annotated[float, typer.Option(min=1e-6, help="With --dp: per-user clipping bound.")] = 1.0,
     secure_mode: Annotated[bool, typer.Option(help="With --dp: cryptographically secure noise (slower).")] = False,
+    content_only: Annotated[bool, typer.Option(help="With --dp: items are their title embeddings alone (no noisy "
+                                                    "per-item vectors; needs the 'text' extra).")] = False,
 ):
     """Train on consented data: the trending fallback and the behaviour model (promoted only if it is
     not worse than the current one on the same data)."""
@@ -191,8 +193,10 @@ def train(
     interval = _parse_interval(schedule) if schedule else None
     if delta is not None and not 0 < delta < 1:
         _fail("--delta must be between 0 and 1", 2)
+    if content_only and not dp:
+        _fail("--content-only applies to --dp training only", 2)
     privacy = {"epsilon": epsilon, "delta": delta, "epochs": dp_epochs, "max_grad_norm": max_grad_norm,
-               "secure_mode": secure_mode} if dp else None
+               "secure_mode": secure_mode, "content_only": content_only} if dp else None
 
     def once():
         shop = _shop()

@@ -122,6 +122,9 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
     epsilon, delta: the target guarantee (delta defaults to 1 / number of users).
     max_grad_norm: the clipping bound C of each user's gradient.
     epochs, batch_size: passes over the users and the EXPECTED batch size (Poisson sampling).
+    content_only: with `item_content` (public catalog text), represent items by their content alone:
+    the per-item id vectors stay zero and untrained, so DP-SGD noises a projection and the transformer
+    instead of a vector per item (a per-item score bias is still learned).
     """
 
     def __init__(self, epsilon: float = 8.0, delta: float | None = None, max_grad_norm: float = 1.0,
@@ -129,8 +132,10 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
                  n_negatives: int = 256, accountant: str = "prv", secure_mode: bool = False,
                  max_len: int = 50, n_layers: int = 2,
                  n_heads: int = 2, d_model: int | None = None, dropout: float | None = None,
+                 content_only: bool = False,
                  valid_users: int = 3000, threads: int | None = None, seed: int = 0, verbose: bool = False):
         self.epsilon = epsilon
+        self.content_only = content_only
         self.delta = delta
         self.max_grad_norm = max_grad_norm
         self.epochs = epochs
@@ -163,6 +168,8 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         if item_content is not None and item_content.shape[0] != data.n_items:
             raise InvalidInputError(f"item_content has {item_content.shape[0]} rows for {data.n_items} items",
                                     field="item_content")
+        if self.content_only and item_content is None:
+            raise InvalidInputError("content_only needs item_content (e.g. title embeddings)", field="content_only")
         split = split or leave_one_out(data)
         torch.manual_seed(self.seed)
         if self.threads:
@@ -180,8 +187,14 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         model = BehaviourModel(config)
         if item_content is not None:  # public catalog text: frozen, costs no privacy; its projections learn
             model.trunk.set_content(torch.from_numpy(np.asarray(item_content, dtype=np.float32)))
-        for frozen in (model.trunk.type_emb,):
-            frozen.weight.requires_grad_(False)
+        frozen = [model.trunk.type_emb]
+        if self.content_only:
+            frozen += [model.trunk.item_emb, model.heads["next_item"].out_vectors]
+        for table in frozen:
+            with torch.no_grad():
+                if table is not model.trunk.type_emb:
+                    table.weight.zero_()
+            table.weight.requires_grad_(False)
         wrapped = _SampledLogits(model)
         optimizer = torch.optim.Adam([p for p in wrapped.parameters() if p.requires_grad], lr=self.learning_rate)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),

@@ -17,8 +17,9 @@ from shopmind.recommend.behaviour import BehaviourRecommender
 
 def privacy_curve(data: Sequences, epsilons: Sequence[float], dp_params: dict[str, Any] | None = None,
                   audit: bool = True, progress: Callable[[str], None] = lambda _: None,
-                  seed: int = 0) -> list[dict[str, Any]]:
-    """One row per model: the non-private one first, then one per epsilon (ascending)."""
+                  seed: int = 0, item_content=None) -> list[dict[str, Any]]:
+    """One row per model: the non-private one first, then one per epsilon (ascending). `item_content`
+    (public item text embeddings, one row per item) goes to every model."""
     split = leave_one_out(data)
     configs: list[tuple[str, Callable[[], Any]]] = [("non-private", lambda: BehaviourRecommender(seed=seed))]
     for eps in sorted(epsilons):
@@ -28,7 +29,7 @@ def privacy_curve(data: Sequences, epsilons: Sequence[float], dp_params: dict[st
     for name, make in configs:
         progress(f"training {name}")
         started = time.perf_counter()
-        model = make().fit(data, split=split)
+        model = make().fit(data, split=split, item_content=item_content)
         seconds = time.perf_counter() - started
         report = evaluate_ranking(model.score, split, "test")[0]
         privacy = getattr(model, "privacy_", None)

@@ -145,6 +145,11 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         result["behaviour"] = {"skipped": f"{usable} sequences with 4+ item events; need {MIN_SEQUENCES}"}
         return result
     content = None
+    if dp is not None and dp.get("content_only") and not (shop.settings.item_text and text_available()):
+        from shopmind.exceptions import InvalidInputError
+
+        raise InvalidInputError("content_only needs item title embeddings: install the 'text' extra and keep "
+                                "the item_text setting on", field="content_only")
     if shop.settings.item_text and text_available():
         items = shop.items_frame()
         seqs = with_catalog(seqs, items["item_id"].to_list())

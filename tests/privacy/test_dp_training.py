@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from shopmind.api.main import create_app
 from shopmind.auth import Scope, create_key
 from shopmind.evaluation import Sequences
-from shopmind.exceptions import BudgetExceededError
+from shopmind.exceptions import BudgetExceededError, InvalidInputError
 from shopmind.privacy.dp_training import PrivateBehaviourRecommender, one_example_per_user
 from shopmind.privacy.membership import auc, dp_tpr_bound, membership_audit
 from shopmind.recommend.behaviour import BehaviourRecommender
@@ -205,3 +205,24 @@ def test_privacy_curve_cli(tmp_path, shop_sequences):
     assert rows[0]["epsilon"] is None and 3.9 <= rows[1]["epsilon"] <= 4.0 and rows[1]["hr@10"] >= 0
     bad = runner.invoke(app, ["privacy", "curve", "--sequences", str(path), "--epsilons", "0"])
     assert bad.exit_code == 2 and "--epsilons" in bad.output
+
+
+def test_content_only_trains_no_per_item_vector(shop_sequences):
+    """content_only: items are their (public) content vectors projected; the id tables stay zero and
+    receive no noisy update, the projections and the transformer learn."""
+    content = np.random.default_rng(0).normal(size=(shop_sequences.n_items, 16)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PrivateBehaviourRecommender(epsilon=8.0, epochs=1, batch_size=64, threads=1, content_only=True,
+                                            d_model=16).fit(shop_sequences, item_content=content)
+    trunk, head = model.model_.trunk, model.model_.heads["next_item"]
+    assert not trunk.item_emb.weight.any() and not head.out_vectors.weight.any()
+    assert trunk.content_proj.weight.abs().sum() > 0 and head.out_content.weight.abs().sum() > 0
+    scores = model.score([np.array([1, 2, 3])])
+    assert scores.shape == (1, shop_sequences.n_items) and np.isfinite(scores).all() and scores.std() > 0
+    with pytest.raises(InvalidInputError, match="content_only needs item_content"):
+        PrivateBehaviourRecommender(content_only=True).fit(shop_sequences)
+    from shopmind.cli.main import app
+
+    refused = CliRunner().invoke(app, ["train", "--content-only"])  # without --dp: refused before any work
+    assert refused.exit_code == 2 and "--content-only" in refused.output
