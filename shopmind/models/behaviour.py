@@ -3,9 +3,9 @@
 A causal transformer over one user's event sequence (the trunk) with pluggable heads. The trunk reads,
 at each position: the item, the position, and optionally the event's context (its type: view, cart,
 purchase, ...; the time since the previous event; its hour of day and day of week) and an item content
-vector (e.g. a text embedding of the title), and produces one hidden state per position. Heads turn hidden states into answers: this file has the
-next-item head (scores over the whole catalog, sharing the item embedding table); the intent and risk
-heads plug in the same way (a module taking hidden states of shape (B, T, d)).
+vector (e.g. a text embedding of the title), and produces one hidden state per position. Heads turn
+hidden states into answers: this file has the next-item head (scores over the whole catalog, sharing
+the item embedding table); the intent and risk heads plug in the same way (a module taking hidden states of shape (B, T, d)).
 
 References: SASRec (Kang & McAuley 2018) for the architecture; "Turning Dross Into Gold Loss: is BERT4Rec
 really better than SASRec?" (Klenitskiy & Vasilev 2023) for training it with full cross-entropy, which

@@ -187,14 +187,12 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         model = BehaviourModel(config)
         if item_content is not None:  # public catalog text: frozen, costs no privacy; its projections learn
             model.trunk.set_content(torch.from_numpy(np.asarray(item_content, dtype=np.float32)))
-        frozen = [model.trunk.type_emb]
-        if self.content_only:
-            frozen += [model.trunk.item_emb, model.heads["next_item"].out_vectors]
-        for table in frozen:
-            with torch.no_grad():
-                if table is not model.trunk.type_emb:
+        model.trunk.type_emb.weight.requires_grad_(False)
+        if self.content_only:  # items are their content: the id tables stay zero and get no noisy update
+            for table in (model.trunk.item_emb, model.heads["next_item"].out_vectors):
+                with torch.no_grad():
                     table.weight.zero_()
-            table.weight.requires_grad_(False)
+                table.weight.requires_grad_(False)
         wrapped = _SampledLogits(model)
         optimizer = torch.optim.Adam([p for p in wrapped.parameters() if p.requires_grad], lr=self.learning_rate)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),

@@ -45,9 +45,10 @@ def auto_config(n_items: int, n_interactions: int, mean_length: float) -> dict:
 def _windows(sequences: Seq[np.ndarray], max_len: int, step: int | None = None,
              contexts: Seq[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Left-padded (inputs, targets, input features) training windows; features (N, max_len, 4) are
-    event_features() of each sequence's `contexts`, cut like the inputs (None without contexts). A history longer than a window is cut into
-    windows that step back from its end by `step` events; each interaction is a target exactly once, in
-    the window where it sees at least `max_len - step` earlier events (all of them near the start).
+    event_features() of each sequence's `contexts`, cut like the inputs (None without contexts).
+
+    A history longer than a window is cut into windows that step back from its end by `step` events;
+    each interaction is a target exactly once, in the window where it sees at least `max_len - step` earlier events (all of them near the start).
 
     Why not disjoint windows: the first targets of every window then saw almost no context. Why not a
     window per target (RecBole's every-prefix samples, step 1): it costs max_len times the compute of
