@@ -280,7 +280,7 @@ class Shop:
         pseudonym = self.pseudonym(raw_user_id)
         personalised = self.has_consent(pseudonym, "personalization", cached_only)
         if personalised:
-            history = [(item, kind, ts) for item, kind, ts in self.recent_items(pseudonym, cached_only)]
+            history = [tuple(event) for event in self.recent_items(pseudonym, cached_only)]
             bought = self.purchased_items(pseudonym, cached_only) if exclude_purchased else set()
             answer = self.recommender.for_history(history, k, category, bought, subject=pseudonym,
                                                   cached_only=cached_only)

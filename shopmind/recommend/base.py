@@ -49,10 +49,8 @@ class SequenceRecommender(ABC):
         if k < 1:
             raise InvalidInputError("k must be at least 1", field="k")
         hist = np.asarray(history, dtype=np.int64)
-        if context is not None and getattr(self.score, "accepts_context", False):
-            scores = np.asarray(self.score([hist], contexts=[context])[0], dtype=np.float64)
-        else:
-            scores = np.asarray(self.score([hist])[0], dtype=np.float64)
+        reads = context is not None and getattr(self.score, "accepts_context", False)
+        scores = np.asarray(self.score([hist], **({"contexts": [context]} if reads else {}))[0], dtype=np.float64)
         if exclude_seen and len(hist):
             scores[hist] = -np.inf
         if allowed is not None:

@@ -77,6 +77,13 @@ def _context(model, events: list[tuple[int, str, int | None]]) -> np.ndarray | N
                     dtype=np.int64).reshape(-1, 2)
 
 
+def _window(model, indices: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's window of a history and one event more: the first window event's gap to the one
+    before it is an input too."""
+    keep = model.max_len + 1
+    return indices[-keep:], (context[-keep:] if context is not None else None)
+
+
 class RecommendationService:
     def __init__(self, registry, items_frame, cache=None):
         self.registry = registry
@@ -116,9 +123,7 @@ class RecommendationService:
         """The user's trunk state and their best CANDIDATES items (hidden ones excluded), from the cache
         when this exact history (items and their context) and purchase set were seen last; computed and
         cached otherwise (`cached_only`: CacheMiss instead)."""
-        # one event more than the window: the first event's gap to the one before it is an input too
-        window = indices[-model.max_len - 1:]
-        context = context[-model.max_len - 1:] if context is not None else None
+        window, context = _window(model, indices, context)
         fingerprint = hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes()
                                       + (context.tobytes() if context is not None else b""),
                                       digest_size=8).hexdigest()
@@ -198,9 +203,8 @@ class RecommendationService:
         if cached and cached.get("v") == version and "i" in cached:
             state = _unpack(cached["s"], np.float32)
         else:
-            context = _context(model, events)
-            state = model.user_state([known[-model.max_len - 1:]],
-                                     None if context is None else [context[-model.max_len - 1:]])[0]
+            window, context = _window(model, known, _context(model, events))
+            state = model.user_state([window], None if context is None else [context])[0]
         scores = catalog.items.scores(state)
         return float(np.mean([(scores > scores[t]).mean() for t in targets]))
 
