@@ -2,7 +2,7 @@
 SASRec peer scored by the same evaluator.
 
     .venv/bin/python bench/recommend_quality.py [--datasets beauty,video,ml100k,taobao]
-        [--models popularity,itemknn,als,behaviour,behaviour-items] [--threads 2] [--budget SECONDS] [--seeds 0,1,2] [--params JSON] [--out FILE]
+        [--models popularity,itemknn,als,behaviour,behaviour-items,blend] [--threads 2] [--budget SECONDS] [--seeds 0,1,2] [--params JSON] [--out FILE]
 
 Protocol (shopmind.evaluation): per user, time-ordered leave-one-out (last item test, second last
 validation), full ranking over the whole catalog, history items excluded (except the target),
@@ -39,18 +39,24 @@ from shopmind.evaluation.harness import model_factories
 data = load(sys.argv[2]); split = leave_one_out(data)
 started = time.perf_counter()
 budget, name, seed = float(sys.argv[5]), sys.argv[3], int(sys.argv[6])
-params = {"time_budget_s": budget} if name.startswith("behaviour") and budget > 0 else {}
-if name.startswith("behaviour"):
-    params.update(seed=seed, use_context=name == "behaviour", **json.loads(sys.argv[7]))
+neural = name.startswith("behaviour") or name == "blend"
+params = {"time_budget_s": budget} if neural and budget > 0 else {}
+if neural:
+    params.update(seed=seed, use_context=name != "behaviour-items", **json.loads(sys.argv[7]))
 model = model_factories()[name.split("-")[0]](**params).fit(data, split)
 train_s = time.perf_counter() - started
 test = evaluate_ranking(model.score, split, "test")[0]
 row = {"dataset": sys.argv[2], "model": name, **test.as_dict(), "train_seconds": round(train_s, 1),
        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-if hasattr(model, "best_epoch_"):
+if neural:
+    net = getattr(model, "behaviour_", model)
     row["seed"], row["reads_context"], row["params"] = seed, model.reads_context, json.loads(sys.argv[7])
-    row["best_epoch"] = model.best_epoch_
-    row["epochs_run"] = len(model.history_)
+    row["best_epoch"] = net.best_epoch_
+    row["epochs_run"] = len(net.history_)
+if name == "blend":  # and its behaviour model alone, the same trained network, for the paired comparison
+    alone = evaluate_ranking(model.behaviour_.score, split, "test")[0]
+    row["blend"] = {"kind": model.kind_, "weight": model.weight_, "valid_ndcg@10": round(model.valid_ndcg_, 5),
+                    "grid": model.blend_scores_, "behaviour_alone": alone.as_dict()}
 print(json.dumps(row))
 """
 
@@ -60,7 +66,7 @@ def run_model(dataset: str, model: str, threads: int, budget: float, seed: int =
     done = subprocess.run([sys.executable, "-c", WORKER, str(ROOT), dataset, model, str(threads), str(budget),
                            str(seed), params], capture_output=True, text=True, check=True)
     row = json.loads(done.stdout.strip().splitlines()[-1])
-    if model.startswith("behaviour") and budget > 0:
+    if (model.startswith("behaviour") or model == "blend") and budget > 0:
         row["budget_s"] = budget
     return row
 
@@ -110,7 +116,7 @@ def main() -> None:
     rows = []
     for dataset in args.datasets.split(","):
         for model in args.models.split(","):
-            for seed in (args.seeds.split(",") if model.startswith("behaviour") else ["0"]):
+            for seed in (args.seeds.split(",") if model.startswith("behaviour") or model == "blend" else ["0"]):
                 rows.append(run_model(dataset, model, args.threads, args.budget, int(seed), args.params))
                 print(json.dumps(rows[-1]), flush=True)
         peer = peer_row(dataset)

@@ -121,3 +121,23 @@ def test_risk_thresholds_per_event_kind_from_the_command_line(home):
     assert run("risk", "thresholds", "--kind", "login", "--shop-wide").exit_code == 1     # not found: none set
     assert run("risk", "thresholds", "--review", "0.1", "--block", "0.2", "--kind", "signup").exit_code == 2
     assert run("risk", "thresholds", "--shop-wide").exit_code == 2                        # which kind?
+
+
+def test_evaluate_a_sequence_file_with_the_blend(tmp_path):
+    """`shopmind evaluate --sequences FILE --json`: every named model under the protocol, on a shop's own
+    export; an unknown model is bad input (exit 2)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in range(300):  # each user walks a chain of 40 items from a random start
+        start = int(rng.integers(40))
+        lines.append(" ".join([f"u{u}"] + [f"i{(start + n) % 40}" for n in range(int(rng.integers(5, 10)))]))
+    path = tmp_path / "seqs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    r = run("evaluate", "--sequences", str(path), "--models", "popularity,blend", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["model"]: row for row in json.loads(r.stdout)}
+    assert set(rows) == {"popularity", "blend"} and rows["blend"]["users"] == 300
+    assert rows["blend"]["hr@10"] > rows["popularity"]["hr@10"] + 0.3, rows
+    assert run("evaluate", "--sequences", str(path), "--models", "blend,magic").exit_code == 2

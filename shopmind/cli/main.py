@@ -268,7 +268,7 @@ def models_rollback(kind: Annotated[str, typer.Argument(help="behaviour or popul
 @app.command()
 def evaluate(
     sequences: Annotated[Path, typer.Option(help="File with one line per user: `user item item ...` in time order.")],
-    models: Annotated[str, typer.Option(help="Comma-separated: popularity, itemknn, als, behaviour.")] =
+    models: Annotated[str, typer.Option(help="Comma-separated: popularity, itemknn, als, behaviour, blend (behaviour + item kNN).")] =
     "popularity,itemknn,als,behaviour",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ):

@@ -19,12 +19,17 @@ def model_factories() -> dict[str, Callable[[], object]]:
     """The default configuration of each model, by name."""
     from shopmind.models.baselines import ALSRecommender, ItemKNNRecommender, PopularityRecommender
     from shopmind.recommend.behaviour import BehaviourRecommender
+    from shopmind.recommend.blend import BlendedRecommender
+
+    def blend(**behaviour_params) -> BlendedRecommender:  # parameters go to its behaviour model
+        return BlendedRecommender(BehaviourRecommender(**behaviour_params), seed=behaviour_params.get("seed", 0))
 
     return {
         "popularity": PopularityRecommender,
         "itemknn": ItemKNNRecommender,
         "als": ALSRecommender,
         "behaviour": BehaviourRecommender,
+        "blend": blend,
     }
 
 

@@ -9,6 +9,7 @@ from shopmind.evaluation import Sequences, evaluate_ranking, leave_one_out
 from shopmind.exceptions import InvalidInputError, NotFittedError
 from shopmind.models.baselines import ALSRecommender, ItemKNNRecommender, PopularityRecommender
 from shopmind.recommend.behaviour import BehaviourRecommender
+from shopmind.recommend.blend import BlendedRecommender
 
 N_ITEMS = 60
 
@@ -30,6 +31,9 @@ MODELS = {
     "als": lambda: ALSRecommender(factors=16, iterations=5),
     "behaviour": lambda: BehaviourRecommender(d_model=32, max_epochs=30, patience=30, dropout=0.1,
                                               learning_rate=3e-3, batch_size=64),
+    "blend": lambda: BlendedRecommender(BehaviourRecommender(d_model=32, max_epochs=30, patience=30, dropout=0.1,
+                                                             learning_rate=3e-3, batch_size=64),
+                                        ItemKNNRecommender(neighbours=20)),
 }
 
 
