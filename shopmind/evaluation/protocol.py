@@ -27,11 +27,9 @@ from shopmind.evaluation.sequences import Split
 ScoreFn = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 
-def ranks_and_topk(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray,
-                   k: int) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks of the targets (inf when the target cannot be ranked) and the top-k item lists,
-    after excluding seen items."""
-    scores = np.array(scores, dtype=np.float64, copy=True)
+def target_ranks(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """1-based ranks of the targets (inf when the target cannot be ranked), seen items excluded.
+    Masks `scores` in place (seen items -inf); pass a copy to keep the original."""
     rows = np.arange(len(targets))
     for r, hist in enumerate(histories):
         if len(hist):
@@ -41,6 +39,15 @@ def ranks_and_topk(scores: np.ndarray, histories: Sequence[np.ndarray], targets:
     ranks = 1.0 + (scores >= target_scores[:, None]).sum(axis=1)  # nan compares False
     ranks[np.isneginf(target_scores)] = np.inf  # excluded or unscorable: a miss, reciprocal rank 0
     scores[rows, targets] = target_scores
+    return ranks
+
+
+def ranks_and_topk(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray,
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ranks of the targets (inf when the target cannot be ranked) and the top-k item lists,
+    after excluding seen items."""
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    ranks = target_ranks(scores, histories, targets)
     top = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
     order = np.take_along_axis(-scores, top, axis=1).argsort(axis=1, kind="stable")
     return ranks, np.take_along_axis(top, order, axis=1)

@@ -194,6 +194,7 @@ class BehaviourRecommender(SequenceRecommender):
         self.model_ = model
         self.config_ = config
         self.item_ids_ = list(data.item_ids)
+        self.blend_ = None  # recommend/blend.py attach_blend may attach one after fitting
         started = time.perf_counter()
         best, best_state, best_epoch, waited = -1.0, None, 0, 0
         self.history_ = []
@@ -269,12 +270,16 @@ class BehaviourRecommender(SequenceRecommender):
         return _pad_histories(histories, self.max_len, contexts if self.reads_context else None)
 
     @torch.no_grad()
-    def score(self, histories: Seq[np.ndarray], contexts: Seq[np.ndarray] | None = None) -> np.ndarray:
+    def score(self, histories: Seq[np.ndarray], contexts: Seq[np.ndarray] | None = None,
+              blended: bool = True) -> np.ndarray:
         """Scores over all items (n, n_items) for each history of item indices (time-ordered), with
         each history's [type code, unix seconds] rows if the model reads context (else ignored; a
-        context model given none scores from the items alone)."""
+        context model given none scores from the items alone). With a blend attached
+        (recommend/blend.py, `attach_blend`), the blend's scores unless `blended=False`."""
         inputs = self._inputs(histories, contexts)  # first: it checks the model is fitted
-        return self.model_.next_item_scores(*inputs).numpy()
+        scores = self.model_.next_item_scores(*inputs).numpy()
+        item_blend = getattr(self, "blend_", None)
+        return item_blend.apply(scores, histories) if (blended and item_blend is not None) else scores
 
     score.accepts_context = True  # the evaluator hands over contexts (evaluation/protocol.py)
 
@@ -307,6 +312,8 @@ class BehaviourRecommender(SequenceRecommender):
             "params": params, "config": asdict(self.config_), "item_ids": self.item_ids_,
             "best_epoch": self.best_epoch_, "valid_ndcg": self.valid_ndcg_, "train_seconds": self.train_seconds_,
             "history": self.history_}))
+        if getattr(self, "blend_", None) is not None:
+            self.blend_.save(path / "blend")
 
     @classmethod
     def load(cls, path: Path) -> "BehaviourRecommender":
@@ -331,4 +338,9 @@ class BehaviourRecommender(SequenceRecommender):
         est.item_ids_ = meta["item_ids"]
         est.best_epoch_, est.valid_ndcg_ = meta["best_epoch"], meta["valid_ndcg"]
         est.train_seconds_, est.history_ = meta["train_seconds"], meta["history"]
+        est.blend_ = None
+        if (path / "blend").exists():
+            from shopmind.recommend.blend import ItemBlend
+
+            est.blend_ = ItemBlend.load(path / "blend")
         return est

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from shopmind.evaluation.metrics import ranking_metrics
-from shopmind.evaluation.protocol import ranks_and_topk
+from shopmind.evaluation.protocol import target_ranks
 from shopmind.evaluation.sequences import Sequences, Split, leave_one_out
 from shopmind.exceptions import InvalidInputError
 from shopmind.models.baselines import ItemKNNRecommender
@@ -56,26 +56,34 @@ def _log_share(knn: np.ndarray) -> np.ndarray:
     return np.log(knn / (knn.sum(axis=1, keepdims=True) + 1e-12) + SHARE_FLOOR)
 
 
+def _parts(kind: str, behaviour: np.ndarray, knn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two terms of a blend: it is `first + weight * second`."""
+    if kind == "z":
+        return _standardised(behaviour), _standardised(knn)
+    if kind == "log":
+        return _log_softmax(behaviour), _log_share(knn)
+    raise ValueError(f"unknown blend {kind!r}: expected one of {KINDS}")
+
+
 def blend(kind: str, weight: float, behaviour: np.ndarray, knn: np.ndarray) -> np.ndarray:
     """One blend of the two models' raw scores (n, n_items)."""
-    if kind == "z":
-        return _standardised(behaviour) + weight * _standardised(knn)
-    if kind == "log":
-        return _log_softmax(behaviour) + weight * _log_share(knn)
-    raise ValueError(f"unknown blend {kind!r}: expected one of {KINDS}")
+    first, second = _parts(kind, behaviour, knn)
+    return first + weight * second
 
 
 class BlendedRecommender(SequenceRecommender):
     """A behaviour model and item kNN, blended by the rule that ranks the validation targets best."""
 
     def __init__(self, behaviour: BehaviourRecommender | None = None, knn: ItemKNNRecommender | None = None,
-                 kinds: Seq[str] = KINDS, weights: Seq[float] = WEIGHTS, valid_users: int = 10_000, seed: int = 0):
+                 kinds: Seq[str] = KINDS, weights: Seq[float] = WEIGHTS, valid_users: int = 10_000, seed: int = 0,
+                 prefit: bool = False):
         self.behaviour = behaviour
         self.knn = knn
         self.kinds = tuple(kinds)
         self.weights = tuple(weights)
         self.valid_users = valid_users
         self.seed = seed
+        self.prefit = prefit  # `behaviour` is already fitted on this split: only the kNN and the choice are fitted
 
     def fit(self, data: Sequences, split: Split | None = None) -> "BlendedRecommender":
         unknown = [k for k in self.kinds if k not in KINDS]
@@ -83,8 +91,12 @@ class BlendedRecommender(SequenceRecommender):
             raise InvalidInputError(f"kinds must be some of {KINDS} and weights non-negative numbers",
                                     field="params")
         split = split or leave_one_out(data)
-        # copies, as scikit-learn's meta-estimators clone theirs: the estimators passed in stay unfitted
-        self.behaviour_ = copy.deepcopy(self.behaviour or BehaviourRecommender(seed=self.seed)).fit(data, split)
+        if self.prefit:
+            if self.behaviour is None or not hasattr(self.behaviour, "model_"):
+                raise InvalidInputError("prefit needs a fitted behaviour model", field="behaviour")
+            self.behaviour_ = self.behaviour
+        else:  # copies, as scikit-learn's meta-estimators clone theirs: the estimators passed in stay unfitted
+            self.behaviour_ = copy.deepcopy(self.behaviour or BehaviourRecommender(seed=self.seed)).fit(data, split)
         self.knn_ = copy.deepcopy(self.knn or ItemKNNRecommender()).fit(data, split)
         self.item_ids_ = self.behaviour_.item_ids_
         self.blend_scores_ = self._choose(split)
@@ -103,10 +115,12 @@ class BlendedRecommender(SequenceRecommender):
             chunk = users[start:start + 256]
             histories = [split.history(int(u), "valid") for u in chunk]
             contexts = [split.history_context(int(u), "valid") for u in chunk] if context else None
-            behaviour, knn = self.behaviour_.score(histories, contexts), self.knn_.score(histories)
-            for kind, weight in grid:
-                ranks[(kind, weight)].append(
-                    ranks_and_topk(blend(kind, weight, behaviour, knn), histories, split.valid_target[chunk], 10)[0])
+            behaviour, knn = self.behaviour_.score(histories, contexts, blended=False), self.knn_.score(histories)
+            for kind in self.kinds:
+                first, second = _parts(kind, behaviour, knn)
+                for weight in self.weights:  # only the target's rank: NDCG needs no top-k list
+                    ranks[(kind, weight)].append(target_ranks(first + weight * second, histories,
+                                                              split.valid_target[chunk]))
         ndcg = {g: ranking_metrics(np.concatenate(r), 10)[1] if r else 0.0 for g, r in ranks.items()}
         best = max(grid, key=lambda g: (ndcg[g], -grid.index(g)))
         self.kind_, self.weight_, self.valid_ndcg_ = best[0], float(best[1]), float(ndcg[best])
@@ -119,7 +133,8 @@ class BlendedRecommender(SequenceRecommender):
 
     def score(self, histories: Seq[np.ndarray], contexts: Seq[np.ndarray] | None = None) -> np.ndarray:
         self._check()
-        return blend(self.kind_, self.weight_, self.behaviour_.score(histories, contexts), self.knn_.score(histories))
+        return blend(self.kind_, self.weight_, self.behaviour_.score(histories, contexts, blended=False),
+                     self.knn_.score(histories))
 
     score.accepts_context = True  # the evaluator hands over contexts (evaluation/protocol.py)
 
@@ -133,7 +148,7 @@ class BlendedRecommender(SequenceRecommender):
         self.knn_.save(path / "knn")
         (path / "model.json").write_text(json.dumps({
             "params": {"kinds": self.kinds, "weights": self.weights, "valid_users": self.valid_users,
-                       "seed": self.seed},
+                       "seed": self.seed, "prefit": self.prefit},
             "kind": self.kind_, "weight": self.weight_, "valid_ndcg": self.valid_ndcg_,
             "blend_scores": self.blend_scores_}))
 
@@ -148,3 +163,79 @@ class BlendedRecommender(SequenceRecommender):
         model.blend_scores_ = meta["blend_scores"]
         model.item_ids_ = model.behaviour_.item_ids_
         return model
+
+
+class ItemBlend:
+    """A blend attached to a behaviour model for serving (`attach_blend`): the kNN, the rule and its
+    weight. The model's `score` applies it; serving ranks with `top_k`."""
+
+    def __init__(self, knn: ItemKNNRecommender, kind: str, weight: float, valid_ndcg: dict[str, float]):
+        self.knn, self.kind, self.weight, self.valid_ndcg = knn, kind, weight, valid_ndcg
+
+    def apply(self, behaviour_scores: np.ndarray, histories: Seq[np.ndarray]) -> np.ndarray:
+        return blend(self.kind, self.weight, behaviour_scores, self.knn.score(histories))
+
+    def knn_row(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The kNN's non-zero scores after one history: item indices (sorted) and their scores. Summed
+        from the history items' neighbour lists (O(50 x neighbours)); a sparse matrix-vector product
+        would write a catalog-long vector (2.7 ms at 100,000 items, bench/blend_cost.py)."""
+        knn = self.knn
+        recent = np.ascontiguousarray(np.asarray(history, dtype=np.int64)[-knn.max_history:][::-1])
+        if not len(recent):
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        weights = knn.recency ** np.arange(len(recent), dtype=np.float64)  # newest first, as ItemKNN scores
+        rows = knn.similarity_[recent]
+        contributions = rows.data.astype(np.float64) * np.repeat(weights, np.diff(rows.indptr))
+        support, where = np.unique(rows.indices, return_inverse=True)
+        values = np.bincount(where, weights=contributions, minlength=len(support))
+        nonzero = values != 0
+        return support[nonzero], values[nonzero]
+
+    def top_k(self, items, state: np.ndarray, history: np.ndarray, k: int, hidden=(),
+              allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """The k best items of the blend for one user, as `ItemIndex.top_k` does for the model alone:
+        one exact scan of the behaviour scores, the kNN's row, the blend over the catalog. The kNN
+        row is zero off its support (at most 50 history items x their neighbours), so the blend is the
+        behaviour scores, rescaled and shifted, plus a correction on the support only. Under the "log"
+        rule the scores leave out the softmax's per-user normaliser (the order is the same)."""
+        behaviour = items.scores(state)  # float32: two passes over the catalog below, no more
+        support, values = self.knn_row(history)
+        if self.kind == "z":
+            n = len(behaviour)
+            b_mean = float(behaviour.mean(dtype=np.float64))
+            b_std = float(np.sqrt(max(float(behaviour @ behaviour) / n - b_mean ** 2, 0.0))) + 1e-9
+            k_mean = float(values.sum()) / n
+            k_std = float(np.sqrt(max(float((values ** 2).sum()) / n - k_mean ** 2, 0.0))) + 1e-9
+            scores = behaviour * np.float32(1.0 / b_std)
+            scores += np.float32(-b_mean / b_std - self.weight * k_mean / k_std)
+            scores[support] += (self.weight * values / k_std).astype(np.float32)
+        else:
+            floor = np.log(SHARE_FLOOR)
+            scores = behaviour + np.float32(self.weight * floor)
+            share = values / (float(values.sum()) + 1e-12) + SHARE_FLOOR
+            scores[support] += (self.weight * (np.log(share) - floor)).astype(np.float32)
+        return items.best_of(scores, k, allowed, hidden)
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        self.knn.save(path / "knn")
+        (path / "blend.json").write_text(json.dumps({"kind": self.kind, "weight": self.weight,
+                                                     "valid_ndcg": self.valid_ndcg}))
+
+    @classmethod
+    def load(cls, path: Path) -> "ItemBlend":
+        meta = json.loads((Path(path) / "blend.json").read_text())
+        return cls(ItemKNNRecommender.load(Path(path) / "knn"), meta["kind"], meta["weight"], meta["valid_ndcg"])
+
+
+def attach_blend(model: BehaviourRecommender, data: Sequences, split: Split | None = None,
+                 **params) -> BehaviourRecommender:
+    """Fit item kNN beside a fitted behaviour model and, when validation prefers a blend to the model
+    alone, attach it (`model.blend_`): the model's scores and its served rankings become the blend's.
+    Not for DP-trained models: the co-occurrence counts carry no DP guarantee."""
+    if getattr(model, "privacy_", None) is not None:
+        raise InvalidInputError("a DP-trained model cannot be blended with (non-private) item kNN", field="model")
+    chosen = BlendedRecommender(model, prefit=True, **params).fit(data, split)
+    model.blend_ = (ItemBlend(chosen.knn_, chosen.kind_, chosen.weight_, chosen.blend_scores_)
+                    if chosen.weight_ > 0 else None)
+    return model

@@ -103,7 +103,11 @@ class ItemIndex:
             if len(out) >= min(k, len(self) - len(hidden_set)):
                 return out[:k]
             # too few lists probed to fill k: fall through to the exact scan
-        scores = self.scores(state)
+        return self.best_of(self.scores(state), k, allowed, hidden)
+
+    def best_of(self, scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
+                hidden: Collection[int] = ()) -> list[tuple[int, float]]:
+        """The k best of any score vector over the catalog, as `top_k` ranks (the blend's, say)."""
         available = len(scores)
         if allowed is not None:
             scores = np.where(allowed, scores, np.float32(-np.inf))

@@ -84,6 +84,15 @@ def _window(model, indices: np.ndarray, context: np.ndarray | None) -> tuple[np.
     return indices[-keep:], (context[-keep:] if context is not None else None)
 
 
+def _top_k(model, catalog: Catalog, state: np.ndarray, window: np.ndarray, k: int, hidden,
+           allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """The model's k best items for a user state: the blend's when one is attached (recommend/blend.py)."""
+    item_blend = getattr(model, "blend_", None)
+    if item_blend is None:
+        return catalog.items.top_k(state, k, allowed=allowed, hidden=hidden)
+    return item_blend.top_k(catalog.items, state, window, k, hidden=hidden, allowed=allowed)
+
+
 class RecommendationService:
     def __init__(self, registry, items_frame, cache=None):
         self.registry = registry
@@ -135,7 +144,7 @@ class RecommendationService:
         if cached_only:
             raise CacheMiss(STATE)
         state = model.user_state([window], None if context is None else [context])[0].astype(np.float32)
-        top = catalog.items.top_k(state, CANDIDATES, hidden=hidden)
+        top = _top_k(model, catalog, state, window, CANDIDATES, hidden)
         if self._cache is not None and subject is not None:
             # Arrays as base64 float32/int32: JSON numbers cost a third of a first visit's time to write
             # and most of a repeat visit's time to read. The answer uses the stored (float32) scores, so
@@ -175,7 +184,8 @@ class RecommendationService:
         if len(recs) < k and len(top) == CANDIDATES:  # a narrow filter or a large k: rank everything
             if cached_only:
                 raise CacheMiss("scan")
-            recs = catalog.items.top_k(state, k, allowed=allowed, hidden=hidden)
+            window, _ = _window(model, indices, None)
+            recs = _top_k(model, catalog, state, window, k, hidden, allowed)
         recent = [(i, kind) for i, kind, _ in known[-20:]]
         recent_units = catalog.items.unit([i for i, _ in recent])  # once per request, not per item
         return {"model": f"behaviour/{version}", "items": [

@@ -20,6 +20,7 @@ from shopmind.evaluation import Sequences, evaluate_ranking, leave_one_out
 from shopmind.models.popularity import TrendingPopularity
 from shopmind.models.text import available as text_available
 from shopmind.recommend.behaviour import BehaviourRecommender
+from shopmind.recommend.blend import attach_blend
 
 ITEM_EVENT_TYPES = ["view", "click", "add_to_cart", "purchase", "rating", "ad_click"]
 # Sequences of at least 4 events keep 2 for training after leave-one-out. Below MIN_SEQUENCES of them there
@@ -177,6 +178,8 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
                           "training_delta_spent": spent.spent_delta}
     else:
         model = BehaviourRecommender(time_budget_s=time_budget_s).fit(seqs, item_content=content)
+        # item kNN beside it, kept only when the validation targets rank better blended (recommend/blend.py)
+        attach_blend(model, seqs)
     train_s = time.perf_counter() - started
     champion = shop.registry.load_current("behaviour")
     verdict = gate(model, champion[1] if champion else None, seqs)
@@ -190,6 +193,9 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
               "n_items": seqs.n_items, "n_interactions": seqs.n_interactions, "purpose": "personalization",
               "item_text": content is not None,
               "metrics": {"valid_ndcg@10": model.valid_ndcg_, **verdict.as_dict()},
+              "blend": None if getattr(model, "blend_", None) is None else {
+                  "with": "item kNN", "rule": model.blend_.kind, "weight": model.blend_.weight,
+                  "valid_ndcg@10": model.blend_.valid_ndcg},
               "privacy": getattr(model, "privacy_", None),
               "best_epoch": model.best_epoch_, "train_seconds": round(train_s, 1), "trained_by": actor},
         subjects=subjects, promote=promote)

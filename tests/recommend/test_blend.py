@@ -75,3 +75,54 @@ def test_log_blend_without_neighbours_keeps_the_behaviour_order():
     behaviour = np.array([[3.0, 1.0, 2.0, 0.5]])
     out = blend("log", 2.0, behaviour, np.zeros_like(behaviour))
     assert list(np.argsort(-out[0])) == list(np.argsort(-behaviour[0]))
+
+
+@pytest.mark.parametrize("kind", ["z", "log"])
+def test_served_top_k_is_the_blends_own_ranking(kind):
+    """Serving scores only the model's own top k and the kNN's support; that must give exactly the
+    blend's ranking over the whole catalog (hidden and filtered items left out)."""
+    from shopmind.recommend.blend import attach_blend
+    from shopmind.recommend.index import ItemIndex
+
+    data = baskets(users=300, seed=1)
+    split = leave_one_out(data)
+    model = BehaviourRecommender(d_model=16, max_epochs=2, seed=0).fit(data, split)
+    attach_blend(model, data, split, kinds=(kind,), weights=(1.0,))  # forced on: validation may not want it
+    assert model.blend_ is not None and model.blend_.kind == kind
+    vectors = model.item_vectors()
+    items = ItemIndex(vectors[:, :-1], vectors[:, -1])
+    allowed = np.arange(data.n_items) % 3 != 0
+    for user in range(0, 300, 37):
+        history = split.history(user, "test")
+        offline = model.score([history])[0].astype(np.float64)
+        state = model.user_state([history])[0]
+        for mask in (None, allowed):
+            best = offline.copy()
+            best[history] = -np.inf
+            if mask is not None:
+                best[~mask] = -np.inf
+            want = [int(i) for i in np.argsort(-best, kind="stable")[:5]]
+            served = model.blend_.top_k(items, state, history, 5, hidden=set(history.tolist()), allowed=mask)
+            got = [i for i, _ in served]
+            assert set(got) == set(want) or np.allclose(sorted(best[got]), sorted(best[want]), atol=1e-4), (got, want)
+            shift = np.array([x for _, x in served]) - offline[got]   # "log" leaves out a per-user constant
+            assert np.allclose(shift, shift[0] if kind == "log" else 0.0, atol=1e-3), shift
+
+
+def test_an_attached_blend_is_saved_loaded_and_scored(tmp_path):
+    from shopmind.recommend.blend import attach_blend
+
+    data = baskets(users=200, seed=2)
+    split = leave_one_out(data)
+    model = BehaviourRecommender(d_model=16, max_epochs=1, seed=0).fit(data, split)
+    alone = model.score([np.array([1, 2])])
+    attach_blend(model, data, split, weights=(0.5,))
+    blended = model.score([np.array([1, 2])])
+    assert not np.allclose(blended, alone)
+    np.testing.assert_allclose(model.score([np.array([1, 2])], blended=False), alone, rtol=1e-6)
+    model.save(tmp_path / "m")
+    again = BehaviourRecommender.load(tmp_path / "m")
+    np.testing.assert_allclose(again.score([np.array([1, 2])]), blended, rtol=1e-5, atol=1e-6)
+    # validation that prefers the model alone attaches nothing
+    attach_blend(model, data, split, weights=(0.0,))
+    assert model.blend_ is None

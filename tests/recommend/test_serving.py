@@ -149,10 +149,12 @@ def test_promotion_gate_keeps_a_better_champion(trained, monkeypatch):
     champion = shop.registry.current_version("behaviour")
     from shopmind.training import pipeline
 
-    # A crippled challenger: one epoch, tiny, heavily regularised.
+    # A crippled challenger: one epoch, tiny, heavily regularised, and no item kNN to lean on (a
+    # blend can make even this model good: recommend/blend.py).
     real = pipeline.BehaviourRecommender
     monkeypatch.setattr(pipeline, "BehaviourRecommender",
                         lambda **kw: real(d_model=8, max_epochs=1, dropout=0.9, **kw))
+    monkeypatch.setattr(pipeline, "attach_blend", lambda model, data: model)
     again = shop.train(actor="t")
     assert again["behaviour"]["promoted"] is False
     assert again["behaviour"]["challenger_ndcg@10"] < again["behaviour"]["champion_ndcg@10"]
@@ -325,3 +327,45 @@ def test_http_fast_path_answers_repeat_visitors_exactly_as_the_route(trained, mo
         withdrawn = client.get(url, params={"k": 7}, headers=auth(key)).json()
         assert withdrawn["personalised"] is False and calls[0] == (True, "CacheMiss")
         shop.set_consent(user, {"personalization": True}, actor="t")
+
+
+def test_a_blended_model_is_served_with_the_blends_ranking(trained):
+    """When training keeps a blend with item kNN (recommend/blend.py), a user's answer is the blend's
+    top k: every item the blend scores higher is one the user cannot be offered (history or bought);
+    filters and sessions keep working. Runs last: it promotes a new version."""
+    from shopmind.recommend.blend import attach_blend
+    from shopmind.recommend.service import _context, _window
+    from shopmind.training.pipeline import shop_sequences, with_catalog
+
+    shop, synthetic, _ = trained
+    _, model = shop.registry.load_current("behaviour")
+    seqs, subjects = shop_sequences(shop.training_events("personalization"))
+    seqs = with_catalog(seqs, model.item_ids_)
+    assert seqs.item_ids == model.item_ids_
+    attach_blend(model, seqs, kinds=("z",), weights=(1.0,))  # forced on: validation may prefer less
+    version = shop.registry.register("behaviour", model, card={"test": "blend"}, subjects=subjects)
+    loaded = shop.registry.load_current("behaviour")
+    assert loaded[0] == version and loaded[1].blend_ is not None
+
+    consenting = synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()
+    active = [u for u in consenting if len(shop.recent_items(shop.pseudonym(u))) >= 5]
+    user = active[len(active) // 3]  # the erasure test above took the first such user
+    answer = shop.recommend(user, k=8)
+    assert answer["model"] == f"behaviour/{version}" and len(answer["items"]) == 8, answer
+    index = {item: n for n, item in enumerate(model.item_ids_)}
+    known = [(index[i], kind, ts) for i, kind, ts in shop.recent_items(shop.pseudonym(user)) if i in index]
+    indices = np.array([i for i, _, _ in known], dtype=np.int64)
+    window, context = _window(model, indices, _context(model, known))
+    offline = model.score([window], None if context is None else [context])[0]
+    served = [index[r["item_id"]] for r in answer["items"]]
+    np.testing.assert_allclose([r["score"] for r in answer["items"]], offline[served], atol=1e-4)
+    bought = set(synthetic.events.filter((pl.col("user_id") == user) & (pl.col("type") == "purchase"))["item_id"])
+    unofferable = set(indices.tolist()) | {index[i] for i in bought if i in index}
+    better = set(np.flatnonzero(offline > min(offline[served]) + 1e-4).tolist()) - set(served)
+    assert better <= unofferable, better - unofferable
+
+    top = synthetic.items["category"][0].split(" > ")[0]
+    filtered = shop.recommend(user, k=5, category=top)["items"]
+    assert filtered and all(_categories(synthetic)[r["item_id"]].startswith(top) for r in filtered)
+    some_items = synthetic.events.filter(pl.col("type") == "view")["item_id"].head(3).to_list()
+    assert len(shop.recommend_session([{"item_id": i, "type": "view"} for i in some_items], k=5)["items"]) == 5
