@@ -1,7 +1,7 @@
 """Serving latency of GET /v1/users/{id}/recommendations with a 100,000-item catalog.
 
     .venv/bin/python bench/recommend_latency.py [--items 100000] [--users 2000] [--rates 100,250,500]
-        [--seconds 20] [--workers 1] [--cache-url memory://]
+        [--seconds 20] [--workers 1] [--cache-url memory://] [--blend]
 
 Builds a shop with --items catalog items in 500 topics and --users users with 30 item events each
 (mostly from two topics), registers a behaviour model over the whole catalog (one epoch of
@@ -35,7 +35,7 @@ from server import running_server  # noqa: E402
 
 
 
-def build(home: Path, n_items: int, n_users: int) -> str:
+def build(home: Path, n_items: int, n_users: int, blend: bool = False) -> str:
     import numpy as np
 
     from shopmind.auth import Scope, create_key
@@ -70,7 +70,11 @@ def build(home: Path, n_items: int, n_users: int) -> str:
     lists += [[f"i{n}" for n in chunk] for chunk in np.array_split(rng.permutation(n_items), n_items // 25)]
     seqs = Sequences.from_lists([f"s{u}" for u in range(len(lists))], lists)
     model = BehaviourRecommender(max_epochs=1, n_negatives=512, valid_users=200).fit(seqs)
-    shop.registry.register("behaviour", model, card={"bench": True}, subjects=[])
+    if blend:  # forced on (rule z, weight 0.2) to time the blend's serving path, whatever validation says
+        from shopmind.recommend.blend import attach_blend
+
+        attach_blend(model, seqs, kinds=("z",), weights=(0.2,), valid_users=500)
+    shop.registry.register("behaviour", model, card={"bench": True, "blend": blend}, subjects=[])
     key = create_key(shop.store, "bench", frozenset({Scope.recommend}))
     import torch
 
@@ -103,6 +107,7 @@ def main() -> None:
     parser.add_argument("--cold-seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=1, help="API processes (above 1 needs --cache-url redis://)")
     parser.add_argument("--cache-url", default="memory://")
+    parser.add_argument("--blend", action="store_true", help="attach a blend with item kNN (rule z, weight 0.2)")
     args = parser.parse_args()
     cold_rates = [float(r) for r in args.cold_rates.split(",") if r]
     n_cold = int(sum(r * args.cold_seconds for r in cold_rates))
@@ -113,7 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         os.environ["SHOPMIND_CACHE_URL"] = args.cache_url
-        key, in_process = build(home, args.items, args.users + n_cold)
+        key, in_process = build(home, args.items, args.users + n_cold, args.blend)
         print(json.dumps({"in_process": in_process, "workers": args.workers, "cache": args.cache_url}), flush=True)
         if args.cache_url.startswith("redis"):
             redis.Redis.from_url(args.cache_url).flushdb()  # the server starts cold, like the in-memory cache
