@@ -5,8 +5,8 @@
 A catalog of --items random item vectors (width --dim, plus a bias), an item kNN with --neighbours
 random neighbours per item, and 50-item histories. Times, for the same user states, one thread:
   - `ItemIndex.top_k(state, 200, hidden=history)`: what a first visit does without a blend;
-  - `ItemBlend.top_k(...)` under the "z" and the "log" rule: the same top k plus the kNN's row for
-    the history and the scoring of its support (recommend/blend.py).
+  - `ItemBlend.top_k(...)` under the "z" and the "log" rule: the same scan, the kNN's scores for the
+    history (`ItemKNNRecommender.neighbour_scores`) and the blend over the catalog (recommend/blend.py).
 Median and p99 in milliseconds over --calls calls, three rounds (the median round is printed).
 """
 
@@ -49,10 +49,11 @@ def main() -> None:
     cols = rng.integers(0, n, size=n * args.neighbours)
     knn = ItemKNNRecommender()
     knn.similarity_ = sp.csr_matrix((rng.random(len(rows)).astype(np.float32), (rows, cols)), shape=(n, n))
+    knn.item_ids_ = [f"i{i}" for i in range(n)]
     blends = {kind: ItemBlend(knn, kind, 0.2, {}) for kind in ("z", "log")}
     states = [rng.normal(size=d).astype(np.float32) for _ in range(args.calls)]
     histories = [rng.integers(0, n, size=50) for _ in range(args.calls)]
-    for blend in blends.values():  # the catalog's moments are computed once per model, not per request
+    for blend in blends.values():  # warm-up, untimed
         blend.top_k(items, states[0], histories[0], CANDIDATES, hidden=set(histories[0].tolist()))
 
     def timed(call) -> dict[str, float]:

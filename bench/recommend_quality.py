@@ -61,12 +61,17 @@ print(json.dumps(row))
 """
 
 
+def _trains_behaviour(model: str) -> bool:
+    """The models that train a behaviour network: they take seeds, a budget and --params."""
+    return model.startswith("behaviour") or model == "blend"
+
+
 def run_model(dataset: str, model: str, threads: int, budget: float, seed: int = 0, params: str = "{}") -> dict:
     """`params`: JSON of BehaviourRecommender parameters over its defaults (probes, not the default)."""
     done = subprocess.run([sys.executable, "-c", WORKER, str(ROOT), dataset, model, str(threads), str(budget),
                            str(seed), params], capture_output=True, text=True, check=True)
     row = json.loads(done.stdout.strip().splitlines()[-1])
-    if (model.startswith("behaviour") or model == "blend") and budget > 0:
+    if _trains_behaviour(model) and budget > 0:
         row["budget_s"] = budget
     return row
 
@@ -116,7 +121,7 @@ def main() -> None:
     rows = []
     for dataset in args.datasets.split(","):
         for model in args.models.split(","):
-            for seed in (args.seeds.split(",") if model.startswith("behaviour") or model == "blend" else ["0"]):
+            for seed in (args.seeds.split(",") if _trains_behaviour(model) else ["0"]):
                 rows.append(run_model(dataset, model, args.threads, args.budget, int(seed), args.params))
                 print(json.dumps(rows[-1]), flush=True)
         peer = peer_row(dataset)

@@ -112,6 +112,23 @@ class ItemKNNRecommender(SequenceRecommender):
                 weights[r, item] += self.recency ** age
         return np.asarray((weights.tocsr() @ self.similarity_).todense())
 
+    def neighbour_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`score` for one history, sparse: the items with a non-zero score (sorted) and their scores.
+        Summed from the history items' neighbour lists, O(max_history x neighbours): serving a blend
+        (recommend/blend.py) needs no catalog-long vector, which a sparse product writes (2.7 ms at
+        100,000 items)."""
+        self._check()
+        recent = np.ascontiguousarray(np.asarray(history, dtype=np.int64)[-self.max_history:][::-1])
+        if not len(recent):
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        weights = self.recency ** np.arange(len(recent), dtype=np.float64)  # newest first, as in `score`
+        rows = self.similarity_[recent]
+        contributions = rows.data.astype(np.float64) * np.repeat(weights, np.diff(rows.indptr))
+        support, where = np.unique(rows.indices, return_inverse=True)
+        values = np.bincount(where, weights=contributions, minlength=len(support))
+        nonzero = values != 0
+        return support[nonzero], values[nonzero]
+
     def _similarity_vectors(self) -> np.ndarray:
         return np.asarray(self.similarity_.todense())
 

@@ -177,22 +177,6 @@ class ItemBlend:
     def apply(self, behaviour_scores: np.ndarray, histories: Seq[np.ndarray]) -> np.ndarray:
         return blend(self.kind, self.weight, behaviour_scores, self.knn.score(histories))
 
-    def knn_row(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The kNN's non-zero scores after one history: item indices (sorted) and their scores. Summed
-        from the history items' neighbour lists (O(50 x neighbours)); a sparse matrix-vector product
-        would write a catalog-long vector (2.7 ms at 100,000 items, bench/blend_cost.py)."""
-        knn = self.knn
-        recent = np.ascontiguousarray(np.asarray(history, dtype=np.int64)[-knn.max_history:][::-1])
-        if not len(recent):
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        weights = knn.recency ** np.arange(len(recent), dtype=np.float64)  # newest first, as ItemKNN scores
-        rows = knn.similarity_[recent]
-        contributions = rows.data.astype(np.float64) * np.repeat(weights, np.diff(rows.indptr))
-        support, where = np.unique(rows.indices, return_inverse=True)
-        values = np.bincount(where, weights=contributions, minlength=len(support))
-        nonzero = values != 0
-        return support[nonzero], values[nonzero]
-
     def top_k(self, items, state: np.ndarray, history: np.ndarray, k: int, hidden=(),
               allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """The k best items of the blend for one user, as `ItemIndex.top_k` does for the model alone:
@@ -201,11 +185,11 @@ class ItemBlend:
         behaviour scores, rescaled and shifted, plus a correction on the support only. Under the "log"
         rule the scores leave out the softmax's per-user normaliser (the order is the same)."""
         behaviour = items.scores(state)  # float32: two passes over the catalog below, no more
-        support, values = self.knn_row(history)
+        support, values = self.knn.neighbour_scores(history)
         if self.kind == "z":
             n = len(behaviour)
             b_mean = float(behaviour.mean(dtype=np.float64))
-            b_std = float(np.sqrt(max(float(behaviour @ behaviour) / n - b_mean ** 2, 0.0))) + 1e-9
+            b_std = float(behaviour.std(dtype=np.float64)) + 1e-9
             k_mean = float(values.sum()) / n
             k_std = float(np.sqrt(max(float((values ** 2).sum()) / n - k_mean ** 2, 0.0))) + 1e-9
             scores = behaviour * np.float32(1.0 / b_std)
