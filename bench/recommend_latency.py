@@ -1,7 +1,7 @@
 """Serving latency of GET /v1/users/{id}/recommendations with a 100,000-item catalog.
 
     .venv/bin/python bench/recommend_latency.py [--items 100000] [--users 2000] [--rates 100,250,500]
-        [--seconds 20] [--workers 1] [--cache-url memory://] [--blend]
+        [--seconds 20] [--workers 1] [--cache-url memory://] [--blend] [--servers 4:1,32:32]
 
 Builds a shop with --items catalog items in 500 topics and --users users with 30 item events each
 (mostly from two topics), registers a behaviour model over the whole catalog (one epoch of
@@ -59,7 +59,9 @@ def build(home: Path, n_items: int, n_users: int, blend: bool = False) -> str:
                 for _ in range(30)]
 
     served = [history() for _ in range(n_users)]
-    shop.ingest("users", [{"user_id": f"u{u}", "consent_personalization": True} for u in range(n_users)], actor="bench")
+    for start in range(0, n_users, 10_000):
+        shop.ingest("users", [{"user_id": f"u{u}", "consent_personalization": True}
+                              for u in range(start, min(n_users, start + 10_000))], actor="bench")
     events = [{"event_id": f"e{u}-{j}", "user_id": f"u{u}", "type": "view", "item_id": f"i{x}",
                "ts": f"2026-01-{1 + j % 28:02d}T10:{j:02d}:00Z"}
               for u in range(n_users) for j, x in enumerate(served[u])]
@@ -108,9 +110,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="API processes (above 1 needs --cache-url redis://)")
     parser.add_argument("--cache-url", default="memory://")
     parser.add_argument("--blend", action="store_true", help="attach a blend with item kNN (rule z, weight 0.2)")
+    parser.add_argument("--servers", default="",
+                        help="server settings to compare in this run, as THREADS:BATCH pairs (api_threads, "
+                             "recommend_batch), e.g. 4:1,32:32; default: one server with the settings' defaults")
     args = parser.parse_args()
     cold_rates = [float(r) for r in args.cold_rates.split(",") if r]
-    n_cold = int(sum(r * args.cold_seconds for r in cold_rates))
+    servers = [tuple(pair.split(":")) for pair in args.servers.split(",") if pair] or [None]
+    n_cold = int(sum(r * args.cold_seconds for r in cold_rates)) * len(servers)
     if args.cache_url.startswith("redis"):
         import redis
 
@@ -122,29 +128,39 @@ def main() -> None:
         print(json.dumps({"in_process": in_process, "workers": args.workers, "cache": args.cache_url}), flush=True)
         if args.cache_url.startswith("redis"):
             redis.Redis.from_url(args.cache_url).flushdb()  # the server starts cold, like the in-memory cache
-        env = {**os.environ, "SHOPMIND_HOME": str(home), "PYTHONPATH": str(ROOT),
-               "SHOPMIND_WORKERS": str(args.workers)}
-        with running_server(env) as port:
-            results = []
-            # Warm-up, untimed: every worker loads the model and each repeat visitor is seen once.
-            loadgen(port, key, 20, 5, 0, args.users)
-            loadgen(port, key, 100, args.users / 100, 0, args.users)
-            for rate in [float(r) for r in args.rates.split(",")]:
-                results.append({"visitors": "repeat", **loadgen(port, key, rate, args.seconds, 0, args.users)})
-                print(json.dumps(results[-1]), flush=True)
-            first = args.users
-            for rate in cold_rates:
-                count = int(rate * args.cold_seconds)
-                results.append({"visitors": "first", **loadgen(port, key, rate, args.cold_seconds, first, count)})
-                first += count
-                print(json.dumps(results[-1]), flush=True)
+        results = []
+        first = args.users
+        for server in servers:
+            env = {**os.environ, "SHOPMIND_HOME": str(home), "PYTHONPATH": str(ROOT),
+                   "SHOPMIND_WORKERS": str(args.workers)}
+            label = "defaults"
+            if server is not None:
+                env.update(SHOPMIND_API_THREADS=server[0], SHOPMIND_RECOMMEND_BATCH=server[1])
+                label = f"{server[0]} threads, batch {server[1]}"
+            if args.cache_url.startswith("redis"):
+                redis.Redis.from_url(args.cache_url).flushdb()  # each server starts cold
+            with running_server(env) as port:
+                # Warm-up, untimed: every worker loads the model and each repeat visitor is seen once.
+                loadgen(port, key, 20, 5, 0, args.users)
+                loadgen(port, key, 100, args.users / 100, 0, args.users)
+                for rate in [float(r) for r in args.rates.split(",") if r]:
+                    results.append({"server": label, "visitors": "repeat",
+                                    **loadgen(port, key, rate, args.seconds, 0, args.users)})
+                    print(json.dumps(results[-1]), flush=True)
+                for rate in cold_rates:  # users no server has seen: each first visit is a real one
+                    count = int(rate * args.cold_seconds)
+                    results.append({"server": label, "visitors": "first",
+                                    **loadgen(port, key, rate, args.cold_seconds, first, count)})
+                    first += count
+                    print(json.dumps(results[-1]), flush=True)
     print(f"\nworkers {args.workers}, cache {args.cache_url}; in process: {in_process}")
-    print("| visitors | target req/s | achieved req/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| server | visitors | target req/s | achieved req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in results:
         p50 = f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-"
         p99 = f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "-"
-        print(f"| {r['visitors']} | {r['target_rps']:.0f} | {r['achieved_rps']:.0f} | {p50} | {p99} | {r['errors']} |")
+        print(f"| {r['server']} | {r['visitors']} | {r['target_rps']:.0f} | {r['achieved_rps']:.0f} | {p50} | {p99} "
+              f"| {r['errors']} |")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="API processes; more than one needs a redis:// cache_url.")
-    api_threads: int = Field(4, ge=1, le=256, description="Worker threads per API process for blocking work "
-                             "(database, model passes); more only add GIL contention on a small machine.")
+    api_threads: int = Field(32, ge=1, le=256, description="Worker threads per API process for blocking work "
+                             "(database reads; first visits then wait for their batch's model pass).")
+    recommend_batch: int = Field(32, ge=1, le=1024, description="Most first-visit recommendations ranked "
+                                 "together in one transformer pass and catalog scan; 1 ranks each alone.")
     max_batch: int = Field(10_000, ge=1, le=100_000, description="Most rows accepted in one ingestion request.")
     default_consent: bool = Field(
         False, description="Consent assumed for users the shop never sent consent flags for (opt-in by default)."

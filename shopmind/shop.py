@@ -76,7 +76,8 @@ class Shop:
 
         self.erasure.register(RiskListSubjectData(self.store))
         self._risk = None
-        self.recommender = RecommendationService(self.registry, self.items_frame, self.cache)
+        self.recommender = RecommendationService(self.registry, self.items_frame, self.cache,
+                                                 max_batch=self.settings.recommend_batch)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class Shop:
         return self._risk
 
     def close(self) -> None:
+        self.recommender.batcher.close()
         if self._risk is not None:
             self._risk.close()
         self.store.close()

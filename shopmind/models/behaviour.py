@@ -74,15 +74,23 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); last_only: the newest position's output alone, (B, 1, C), which
+        still attends to every position but computes no query for the others."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        if last_only:
+            q = F.linear(x[:, -1:], self.qkv.weight[:C], self.qkv.bias[:C])
+            k, v = F.linear(x, self.qkv.weight[C:], self.qkv.bias[C:]).split(C, dim=2)
+            mask = mask[..., -1:, :]
+        else:
+            q, k, v = self.qkv(x).split(C, dim=2)
+        Tq = q.shape[1]
+        q = q.view(B, Tq, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
         v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, Tq, C)
         return self.resid_dropout(self.proj(y))
 
 
@@ -105,8 +113,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        x = (x[:, -1:] if last_only else x) + self.attn(self.ln_1(x), mask, last_only)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -149,8 +157,11 @@ class BehaviourTrunk(nn.Module):
             x = x + self.content_proj(self.content[items])
         return x
 
-    def forward(self, items: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """items (B, T) left-padded; context (B, T, 4) from event_features() or None."""
+    def forward(self, items: torch.Tensor, context: torch.Tensor | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """items (B, T) left-padded; context (B, T, 4) from event_features() or None -> (B, T, d).
+        last_only: only the newest position's state, (B, 1, d): the last block then computes keys and
+        values for every position but attention and MLP for one (serving needs nothing else)."""
         B, T = items.shape
         assert T <= self.config.max_len, f"sequence of {T} positions, model takes at most {self.config.max_len}"
         x = self.embed_items(items) * math.sqrt(self.config.d_model)         # (B, T, d)
@@ -170,8 +181,8 @@ class BehaviourTrunk(nn.Module):
         # A position sees earlier real events and always itself (so padded rows never attend to nothing).
         mask = (causal & valid[:, None, :]) | torch.eye(T, dtype=torch.bool, device=items.device)
         mask = mask[:, None, :, :]                                           # (B, 1, T, T)
-        for block in self.blocks:
-            x = block(x, mask)
+        for n, block in enumerate(self.blocks):
+            x = block(x, mask, last_only and n == len(self.blocks) - 1)
         return self.ln_f(x)
 
 
@@ -285,7 +296,7 @@ class BehaviourModel(nn.Module):
     @torch.no_grad()
     def last_hidden(self, items: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """The state after the last event of each (left-padded) sequence: (B, d). The user's 'state'."""
-        return self.trunk(items, context)[:, -1, :]
+        return self.trunk(items, context, last_only=True)[:, -1, :]
 
     @torch.no_grad()
     def next_item_scores(self, items: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:

@@ -23,6 +23,7 @@ import numpy as np
 
 from shopmind.evaluation.sequences import EVENT_TYPES
 from shopmind.exceptions import NotFoundError
+from shopmind.recommend.batching import StateBatcher, top_k
 from shopmind.recommend.index import ItemIndex
 from shopmind.storage.cache import CacheMiss
 
@@ -84,18 +85,10 @@ def _window(model, indices: np.ndarray, context: np.ndarray | None) -> tuple[np.
     return indices[-keep:], (context[-keep:] if context is not None else None)
 
 
-def _top_k(model, catalog: Catalog, state: np.ndarray, window: np.ndarray, k: int, hidden,
-           allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-    """The model's k best items for a user state: the blend's when one is attached (recommend/blend.py)."""
-    item_blend = getattr(model, "blend_", None)
-    if item_blend is None:
-        return catalog.items.top_k(state, k, allowed=allowed, hidden=hidden)
-    return item_blend.top_k(catalog.items, state, window, k, hidden=hidden, allowed=allowed)
-
-
 class RecommendationService:
-    def __init__(self, registry, items_frame, cache=None):
+    def __init__(self, registry, items_frame, cache=None, max_batch: int = 32):
         self.registry = registry
+        self.batcher = StateBatcher(max_batch)  # first visits that arrive together share one pass and scan
         self._items_frame = items_frame  # callable returning the items table as a Polars frame
         self._cache = cache              # shared user-state cache; None computes every state
         self._catalogs: dict[str, Catalog] = {}
@@ -143,8 +136,7 @@ class RecommendationService:
                 return _unpack(cached["s"], np.float32), list(top)
         if cached_only:
             raise CacheMiss(STATE)
-        state = model.user_state([window], None if context is None else [context])[0].astype(np.float32)
-        top = _top_k(model, catalog, state, window, CANDIDATES, hidden)
+        state, top = self.batcher.rank(model, catalog.items, window, context, CANDIDATES, hidden)
         if self._cache is not None and subject is not None:
             # Arrays as base64 float32/int32: JSON numbers cost a third of a first visit's time to write
             # and most of a repeat visit's time to read. The answer uses the stored (float32) scores, so
@@ -185,13 +177,16 @@ class RecommendationService:
             if cached_only:
                 raise CacheMiss("scan")
             window, _ = _window(model, indices, None)
-            recs = _top_k(model, catalog, state, window, k, hidden, allowed)
+            recs = top_k(model, catalog.items, state, window, k, hidden, allowed)
+        recs = recs[:k]
         recent = [(i, kind) for i, kind, _ in known[-20:]]
-        recent_units = catalog.items.unit([i for i, _ in recent])  # once per request, not per item
+        # one (recent x recommended) product for every reason, not one per recommended item
+        sims = catalog.items.unit([i for i, _ in recent]) @ catalog.items.unit([i for i, _ in recs]).T
+        closest = sims.argmax(axis=0) if recs else []
         return {"model": f"behaviour/{version}", "items": [
             {"item_id": model.item_ids_[i], "score": round(x, 6),
-             "reason": self._reason(catalog, i, recent, recent_units)}
-            for i, x in recs[:k]]}
+             "reason": self._reason(catalog, i, recent, int(best), float(sims[best, n]))}
+            for n, ((i, x), best) in enumerate(zip(recs, closest))]}
 
     def unusualness(self, history: list[tuple[str, str, int | None]], item_ids: list[str],
                     subject: str | None = None) -> float | None:
@@ -219,16 +214,14 @@ class RecommendationService:
         return float(np.mean([(scores > scores[t]).mean() for t in targets]))
 
     @staticmethod
-    def _reason(catalog: Catalog, item: int, recent: list[tuple[int, str]], recent_units: np.ndarray) -> str:
-        """The recent event (of `recent`, with unit item vectors `recent_units`) whose item is most
-        similar to the recommendation, in words."""
+    def _reason(catalog: Catalog, item: int, recent: list[tuple[int, str]], best: int, similarity: float) -> str:
+        """Why `item` is recommended, in words: `recent[best]` is the recent event whose item is most
+        similar to it (cosine `similarity`)."""
         own = [kind for i, kind in recent if i == item]
         if own:  # a consumable the user had before
             return f"you {VERBS.get(own[-1], 'viewed')} this before"
-        sims = recent_units @ catalog.items.unit(item)
-        best = int(np.argmax(sims))
         source, kind = recent[best]
-        if sims[best] <= 0.05:
+        if similarity <= 0.05:
             top = catalog.categories[item].split(" > ")[0] or "the shop"
             return f"matches your recent activity; popular in {top}"
         return f"because you {VERBS.get(kind, 'viewed')} {catalog.titles[source]}"

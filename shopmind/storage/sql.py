@@ -56,9 +56,14 @@ class SqlStore:
         self.dialect = backend
         self.url = parsed
         if backend == "sqlite":
+            pool: dict[str, int] = {}
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+                # As many pooled connections as API worker threads may read at once: past the pool,
+                # every read opened and closed a connection of its own (and ran the pragmas again).
+                pool = {"pool_size": 32, "max_overflow": 32}
+            self.engine: Engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30},
+                                                **pool)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(parsed, pool_size=8, max_overflow=8, pool_pre_ping=True)

@@ -1,0 +1,128 @@
+"""First visits ranked together give each user the answer they would get alone; requests that queue
+while a batch runs form the next batch; a failing batch fails its own requests and nothing else."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from shopmind.evaluation import Sequences, leave_one_out
+from shopmind.models.behaviour import BehaviourConfig, BehaviourModel
+from shopmind.recommend.batching import StateBatcher, _Job, rank_batch
+from shopmind.recommend.behaviour import BehaviourRecommender
+from shopmind.recommend.index import ItemIndex
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    lists = [[f"i{int(x)}" for x in rng.integers(0, 60, rng.integers(3, 30))] for _ in range(300)]
+    data = Sequences.from_lists([f"u{n}" for n in range(300)], lists)
+    model = BehaviourRecommender(d_model=16, max_epochs=1, seed=0).fit(data, leave_one_out(data))
+    vectors = model.item_vectors()
+    return model, ItemIndex(vectors[:, :-1], vectors[:, -1]), data
+
+
+def _alone(model, items, window, k, hidden):
+    state = model.user_state([window])[0]
+    return state, items.top_k(state, k, hidden=hidden)
+
+
+def test_a_batch_ranks_each_user_as_alone(fitted):
+    model, items, data = fitted
+    rng = np.random.default_rng(1)
+    # different lengths (left padding inside the batch), hidden items, and a k near the catalog size
+    jobs = [_Job(model, items, np.asarray(data.sequences[u][-int(rng.integers(1, 40)):]), None, k,
+                 sorted(set(data.sequences[u][:3].tolist())))
+            for u, k in zip(range(0, 120, 10), [5, 10, 50, 55, 10, 3, 20, 10, 10, 1, 40, 10])]
+    for job, (state, top) in zip(jobs, rank_batch(jobs)):
+        want_state, want_top = _alone(model, items, job.window, job.k, job.hidden)
+        np.testing.assert_allclose(state, want_state, rtol=1e-5, atol=1e-5)
+        assert [i for i, _ in top] == [i for i, _ in want_top]
+        assert not set(job.hidden) & {i for i, _ in top}
+        assert len(top) == min(job.k, len(items) - len(job.hidden))
+        np.testing.assert_allclose([x for _, x in top], [x for _, x in want_top], rtol=1e-4, atol=1e-5)
+
+
+class _Gated:
+    """A model whose first pass waits until `waiting` more requests are queued behind it."""
+
+    def __init__(self, model, batcher, waiting):
+        self.model, self.batcher, self.waiting = model, batcher, waiting
+        self.batch_sizes = []
+        self.entered = threading.Event()
+
+    def user_state(self, windows, contexts=None):
+        if not self.batch_sizes:
+            self.entered.set()
+            for _ in range(500):
+                if self.batcher._queue.qsize() >= self.waiting:
+                    break
+                threading.Event().wait(0.01)
+        self.batch_sizes.append(len(windows))
+        return self.model.user_state(windows, contexts)
+
+
+def test_requests_that_queue_during_a_batch_form_the_next_one(fitted):
+    model, items, data = fitted
+    batcher = StateBatcher(max_batch=32)
+    gated = _Gated(model, batcher, waiting=9)
+    windows = [np.asarray(data.sequences[u][-20:]) for u in range(10)]
+    results = [None] * 10
+
+    def ask(n):
+        results[n] = batcher.rank(gated, items, windows[n], None, 10, [])
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    assert gated.entered.wait(10)  # the first request is being ranked
+    others = [threading.Thread(target=ask, args=(n,)) for n in range(1, 10)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join(30)
+    batcher.close()
+    assert gated.batch_sizes == [1, 9]
+    assert (batcher.batches_, batcher.ranked_) == (2, 10)
+    for window, (state, top) in zip(windows, results):
+        want_state, want_top = _alone(model, items, window, 10, [])
+        np.testing.assert_allclose(state, want_state, rtol=1e-5, atol=1e-5)
+        assert [i for i, _ in top] == [i for i, _ in want_top]
+
+
+class _Broken:
+    def user_state(self, windows, contexts=None):
+        raise RuntimeError("model failed")
+
+
+def test_a_failing_batch_fails_its_requests_and_the_batcher_goes_on(fitted):
+    model, items, data = fitted
+    batcher = StateBatcher(max_batch=8)
+    window = np.asarray(data.sequences[0][-10:])
+    with pytest.raises(RuntimeError, match="model failed"):
+        batcher.rank(_Broken(), items, window, None, 5, [])
+    state, top = batcher.rank(model, items, window, None, 5, [])
+    assert [i for i, _ in top] == [i for i, _ in _alone(model, items, window, 5, [])[1]]
+    batcher.close()
+    unbatched = StateBatcher(max_batch=1)  # ranks in the caller's thread: no thread is started
+    assert [i for i, _ in unbatched.rank(model, items, window, None, 5, [])[1]] == [i for i, _ in top]
+    assert unbatched._thread is None
+
+
+def test_the_newest_position_alone_equals_the_full_pass():
+    torch.manual_seed(0)
+    config = BehaviourConfig(n_items=50, max_len=20, d_model=32, n_layers=3, n_heads=2, n_time_buckets=22,
+                             calendar=True)
+    model = BehaviourModel(config).eval()
+    items = torch.randint(1, 51, (6, 20))
+    items[:3, :7] = 0  # left padding
+    context = torch.randint(1, 8, (6, 20, 4))
+    with torch.no_grad():
+        full = model.trunk(items, context)[:, -1]
+        last = model.trunk(items, context, last_only=True)
+    assert last.shape == (6, 1, 32)
+    torch.testing.assert_close(last[:, 0], full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.last_hidden(items, context), full, rtol=1e-5, atol=1e-5)
