@@ -5,8 +5,8 @@ and a scan of every item. Alone, both are dominated by overheads that do not gro
 users: the scan streams the whole (d + 1, n) item matrix from memory for a single row, and the pass
 pays PyTorch's per-module dispatch for a (1, T, d) tensor. Done for B users at once, the matrix is
 streamed once for all of them (a matrix product instead of B matrix-vector products) and the pass's
-dispatch is paid once: at 100,000 items and width 128 on one core here, the scan went from about
-3 ms per user alone to 0.65 ms at 16 (docs/benchmarks.md, "Recommendation latency").
+dispatch is paid once: at 100,000 items on one core here, the scan with its top k cost about 2 ms for
+one user and 0.9 ms per user at 8, 0.6 at 16 (docs/benchmarks.md, "Recommendation latency").
 
 No request waits for a batch to fill. One thread ranks whatever has queued while it was busy with the
 previous batch, so an idle service answers each request on its own at once, and a loaded one batches
