@@ -108,6 +108,16 @@ class StateBatcher:
         if thread is not None:
             self._queue.put(None)
             thread.join()
+        leftovers = []  # requests that a caller queued behind the stop signal: ranked here, not dropped
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                leftovers.append(job)
+        if leftovers:
+            self._serve(leftovers)
 
     def _start(self) -> None:
         if self._thread is None:
@@ -141,19 +151,23 @@ class StateBatcher:
                     stop = True
                     break
                 batch.append(more)
-            # One model per batch: a promotion can leave requests for the old and the new version queued.
-            groups: dict[tuple[int, int], list[_Job]] = {}
-            for queued in batch:
-                groups.setdefault((id(queued.model), id(queued.items)), []).append(queued)
-            for group in groups.values():
-                try:
-                    results = self._run(group)
-                except Exception as exc:  # each waiting request gets the error, the thread goes on
-                    log.error("ranking a batch of %d failed: %s", len(group), type(exc).__name__)
-                    for queued in group:
-                        queued.done.set_exception(exc)
-                    continue
-                for queued, result in zip(group, results):
-                    queued.done.set_result(result)
+            self._serve(batch)
             if stop:
                 return
+
+    def _serve(self, batch: list[_Job]) -> None:
+        """Rank a batch and hand each waiting request its answer or the error."""
+        # One model per batch: a promotion can leave requests for the old and the new version queued.
+        groups: dict[tuple[int, int], list[_Job]] = {}
+        for queued in batch:
+            groups.setdefault((id(queued.model), id(queued.items)), []).append(queued)
+        for group in groups.values():
+            try:
+                results = self._run(group)
+            except Exception as exc:  # each waiting request gets the error, the thread goes on
+                log.error("ranking a batch of %d failed: %s", len(group), type(exc).__name__)
+                for queued in group:
+                    queued.done.set_exception(exc)
+                continue
+            for queued, result in zip(group, results):
+                queued.done.set_result(result)

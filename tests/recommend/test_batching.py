@@ -126,3 +126,15 @@ def test_the_newest_position_alone_equals_the_full_pass():
     assert last.shape == (6, 1, 32)
     torch.testing.assert_close(last[:, 0], full, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model.last_hidden(items, context), full, rtol=1e-5, atol=1e-5)
+
+
+def test_a_request_queued_behind_the_stop_signal_is_still_answered(fitted):
+    model, items, data = fitted
+    batcher = StateBatcher(max_batch=8)
+    window = np.asarray(data.sequences[3][-10:])
+    want = batcher.rank(model, items, window, None, 5, [])  # starts the thread
+    batcher._queue.put(None)  # as if close() had signalled just before a caller queued its request
+    late = _Job(model, items, window, None, 5, [])
+    batcher._queue.put(late)
+    batcher.close()
+    assert [i for i, _ in late.done.result(timeout=10)[1]] == [i for i, _ in want[1]]
