@@ -61,18 +61,8 @@ def rank_batch(jobs: list[_Job]) -> list[tuple[np.ndarray, list[tuple[int, float
         # the pass is shared, the ranking is not.
         return [(state, top_k(model, items, state, job.window, job.k, job.hidden))
                 for state, job in zip(states, jobs)]
-    n = len(items)
-    queries = np.hstack([states, np.ones((len(jobs), 1), dtype=np.float32)])
-    scores = torch.from_numpy(queries @ items.columns)                       # (B, n): one pass over memory
-    wants = [min(job.k + len(job.hidden), n) for job in jobs]
-    values, found = torch.topk(scores, max(wants), dim=1)                    # sorted, largest first
-    values, found = values.numpy(), found.numpy()
-    out = []
-    for row, (state, job, want) in enumerate(zip(states, jobs, wants)):
-        hidden = set(job.hidden)
-        best = [(int(i), float(v)) for i, v in zip(found[row, :want], values[row, :want]) if int(i) not in hidden]
-        out.append((state, best[:job.k]))
-    return out
+    tops = items.top_k_many(states, [job.k for job in jobs], [job.hidden for job in jobs])
+    return list(zip(states, tops))
 
 
 class StateBatcher:

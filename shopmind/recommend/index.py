@@ -116,8 +116,18 @@ class ItemIndex:
         if want <= 0:
             return []
         top, values = self._best(scores, want)
-        hidden_set = set(hidden)
-        return [(int(i), float(v)) for i, v in zip(top, values) if int(i) not in hidden_set][:k]
+        return _without(top, values, hidden, k)
+
+    def top_k_many(self, states: np.ndarray, ks: list[int],
+                   hiddens: list[Collection[int]]) -> list[list[tuple[int, float]]]:
+        """`top_k` by the exact scan for several user states (B, d) at once: one (B x (d + 1)) matrix
+        product streams the catalog from memory once for all of them (recommend/batching.py)."""
+        queries = np.hstack([states.astype(np.float32), np.ones((len(states), 1), dtype=np.float32)])
+        wants = [min(k + len(hidden), len(self)) for k, hidden in zip(ks, hiddens)]
+        values, found = torch.topk(torch.from_numpy(queries @ self.columns), max(wants), dim=1)  # sorted rows
+        values, found = values.numpy(), found.numpy()
+        return [_without(found[row, :want], values[row, :want], hidden, k)
+                for row, (k, hidden, want) in enumerate(zip(ks, hiddens, wants))]
 
     def similar(self, item: int, k: int) -> list[tuple[int, float]]:
         """Items closest to `item` by cosine similarity."""
@@ -128,3 +138,9 @@ class ItemIndex:
             return []
         top, values = self._best(sims, k)
         return [(int(i), float(v)) for i, v in zip(top, values)]
+
+
+def _without(top: np.ndarray, values: np.ndarray, hidden: Collection[int], k: int) -> list[tuple[int, float]]:
+    """The first k of ranked (item, score) pairs that are not hidden."""
+    hidden_set = set(hidden)
+    return [(int(i), float(v)) for i, v in zip(top, values) if int(i) not in hidden_set][:k]

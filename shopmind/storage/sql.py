@@ -59,8 +59,9 @@ class SqlStore:
             pool: dict[str, int] = {}
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-                # As many pooled connections as API worker threads may read at once: past the pool,
-                # every read opened and closed a connection of its own (and ran the pragmas again).
+                # As many pooled connections as the default API worker threads (api_threads, 32) may
+                # read at once: past the pool, every read opened and closed a connection of its own
+                # (and ran the pragmas again).
                 pool = {"pool_size": 32, "max_overflow": 32}
             self.engine: Engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30},
                                                 **pool)
