@@ -1,10 +1,10 @@
 """Serving latency of GET /v1/users/{id}/recommendations with a 100,000-item catalog.
 
     .venv/bin/python bench/recommend_latency.py [--items 100000] [--users 2000] [--rates 100,250,500]
-        [--seconds 20] [--workers 1] [--cache-url memory://] [--blend] [--servers 4:1,32:32]
+        [--seconds 20] [--workers 1] [--cache-url memory://] [--blend] [--width 256] [--servers 32:32:f32,32:32:bf16]
 
 Builds a shop with --items catalog items in 500 topics and --users users with 30 item events each
-(mostly from two topics), registers a behaviour model over the whole catalog (one epoch of
+(mostly from two topics), registers a behaviour model of width --width over the whole catalog (one epoch of
 sampled-softmax training on 20,000 more such users: latency does not depend on how good the weights
 are, but the item index's recall depends on the vectors having cluster structure, as trained ones
 do), starts `shopmind serve`, and drives it from a separate process with an
@@ -35,7 +35,7 @@ from server import running_server  # noqa: E402
 
 
 
-def build(home: Path, n_items: int, n_users: int, blend: bool = False) -> str:
+def build(home: Path, n_items: int, n_users: int, blend: bool = False, width: int = 256) -> str:
     import numpy as np
 
     from shopmind.auth import Scope, create_key
@@ -71,7 +71,10 @@ def build(home: Path, n_items: int, n_users: int, blend: bool = False) -> str:
     lists = [[f"i{x}" for x in h] for h in served + [history() for _ in range(20_000)]]
     lists += [[f"i{n}" for n in chunk] for chunk in np.array_split(rng.permutation(n_items), n_items // 25)]
     seqs = Sequences.from_lists([f"s{u}" for u in range(len(lists))], lists)
-    model = BehaviourRecommender(max_epochs=1, n_negatives=512, valid_users=200).fit(seqs)
+    # The width is fixed, not left to the size rule: the rule counts interactions, which grow with the
+    # number of first-visit users a run asks for, so runs with other --cold-rates served models of
+    # different widths (128 on 2026-12-02, 256 on 2026-12-03) and their latencies were not comparable.
+    model = BehaviourRecommender(max_epochs=1, n_negatives=512, valid_users=200, d_model=width).fit(seqs)
     if blend:  # forced on (rule z, weight 0.2) to time the blend's serving path, whatever validation says
         from shopmind.recommend.blend import attach_blend
 
@@ -110,12 +113,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="API processes (above 1 needs --cache-url redis://)")
     parser.add_argument("--cache-url", default="memory://")
     parser.add_argument("--blend", action="store_true", help="attach a blend with item kNN (rule z, weight 0.2)")
+    parser.add_argument("--width", type=int, default=256, help="the model's d_model (item vectors of width + 1)")
     parser.add_argument("--servers", default="",
-                        help="server settings to compare in this run, as THREADS:BATCH pairs (api_threads, "
-                             "recommend_batch), e.g. 4:1,32:32; default: one server with the settings' defaults")
+                        help="server settings to compare in this run, as THREADS:BATCH[:SCAN] (api_threads, "
+                             "recommend_batch, SCAN f32 or bf16 for recommend_bf16_scan), e.g. 4:1,32:32:f32,32:32; "
+                             "default: one server with the settings' defaults")
     args = parser.parse_args()
     cold_rates = [float(r) for r in args.cold_rates.split(",") if r]
     servers = [tuple(pair.split(":")) for pair in args.servers.split(",") if pair] or [None]
+    for server in servers:
+        if server is not None and not (len(server) in (2, 3) and all(part.isdigit() for part in server[:2])
+                                       and (len(server) == 2 or server[2] in ("f32", "bf16"))):
+            parser.error(f"--servers: {':'.join(server)!r} is not THREADS:BATCH or THREADS:BATCH:f32|bf16")
     n_cold = int(sum(r * args.cold_seconds for r in cold_rates)) * len(servers)
     if args.cache_url.startswith("redis"):
         import redis
@@ -124,7 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         os.environ["SHOPMIND_CACHE_URL"] = args.cache_url
-        key, in_process = build(home, args.items, args.users + n_cold, args.blend)
+        key, in_process = build(home, args.items, args.users + n_cold, args.blend, args.width)
         print(json.dumps({"in_process": in_process, "workers": args.workers, "cache": args.cache_url}), flush=True)
         if args.cache_url.startswith("redis"):
             redis.Redis.from_url(args.cache_url).flushdb()  # the server starts cold, like the in-memory cache
@@ -137,6 +146,9 @@ def main() -> None:
             if server is not None:
                 env.update(SHOPMIND_API_THREADS=server[0], SHOPMIND_RECOMMEND_BATCH=server[1])
                 label = f"{server[0]} threads, batch {server[1]}"
+                if len(server) > 2:
+                    env["SHOPMIND_RECOMMEND_BF16_SCAN"] = str(server[2] == "bf16").lower()
+                    label += f", {server[2]} scan"
             if args.cache_url.startswith("redis"):
                 redis.Redis.from_url(args.cache_url).flushdb()  # each server starts cold
             with running_server(env) as port:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
                              "(database reads; first visits then wait for their batch's model pass).")
     recommend_batch: int = Field(32, ge=1, le=1024, description="Most first-visit recommendations ranked "
                                  "together in one transformer pass and catalog scan; 1 ranks each alone.")
+    recommend_bf16_scan: bool = Field(True, description="Batched first visits over 20,000 items or more scan "
+                                      "the catalog in bfloat16 and prove each answer exact (rescanning in "
+                                      "float32 where the bound cannot); False scans in float32 only.")
     max_batch: int = Field(10_000, ge=1, le=100_000, description="Most rows accepted in one ingestion request.")
     default_consent: bool = Field(
         False, description="Consent assumed for users the shop never sent consent flags for (opt-in by default)."

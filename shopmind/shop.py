@@ -77,7 +77,8 @@ class Shop:
         self.erasure.register(RiskListSubjectData(self.store))
         self._risk = None
         self.recommender = RecommendationService(self.registry, self.items_frame, self.cache,
-                                                 max_batch=self.settings.recommend_batch)
+                                                 max_batch=self.settings.recommend_batch,
+                                                 bf16_scan=self.settings.recommend_bf16_scan)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

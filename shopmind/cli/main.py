@@ -306,6 +306,10 @@ def serve(
     # faiss and OpenBLAS only spin-wait there (measured: 10 ms of CPU per request with 2 OpenMP
     # threads, under 2 ms with one). Those libraries read this when they load, so it comes first.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # The batcher lends a request that arrives alone more OpenMP threads (recommend/batching.py); GNU
+    # OpenMP's threads then spin after each region on cores the event loop needs. Passive: they sleep
+    # (p99 of first visits at 25/s: 54 -> 18 ms in one paired run, docs/benchmarks.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from shopmind.api.main import create_app

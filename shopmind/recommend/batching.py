@@ -4,9 +4,9 @@ A first visit (or the next request after a new event) costs a transformer pass o
 and a scan of every item. Alone, both are dominated by overheads that do not grow with the number of
 users: the scan streams the whole (d + 1, n) item matrix from memory for a single row, and the pass
 pays PyTorch's per-module dispatch for a (1, T, d) tensor. Done for B users at once, the matrix is
-streamed once for all of them (a matrix product instead of B matrix-vector products) and the pass's
-dispatch is paid once: at 100,000 items on one core here, the scan with its top k cost about 2 ms for
-one user and 0.9 ms per user at 8, 0.6 at 16 (docs/benchmarks.md, "Recommendation latency").
+streamed once for all of them and the pass's dispatch is paid once. At 100,000 items x 257 floats on
+one core here, the scan with its top k (recommend/index.py: bfloat16 for a batch, proven exact)
+cost 7.6 ms for one user, 2.3 ms per user at 4, 0.9 at 16 and 0.65 at 32 (docs/recommend.md).
 
 No request waits for a batch to fill. One thread ranks whatever has queued while it was busy with the
 previous batch, so an idle service answers each request on its own at once, and a loaded one batches
@@ -18,6 +18,7 @@ trunk gives padded positions no weight (tests/recommend/test_batching.py).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from concurrent.futures import Future
@@ -69,12 +70,15 @@ class StateBatcher:
     """Ranks users for the recommendation service, batching requests that arrive together.
 
     `max_batch` bounds one batch (scores take max_batch x catalog floats of memory); 1 ranks each
-    request in the caller's thread, without the batching thread."""
+    request in the caller's thread, without the batching thread. `idle_threads`: torch threads for a
+    request that arrives alone at an empty queue (default: up to 4 cores); batches keep the caller's
+    thread count, so a loaded service does not oversubscribe its cores."""
 
-    def __init__(self, max_batch: int = 32):
+    def __init__(self, max_batch: int = 32, idle_threads: int | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.max_batch = max_batch
+        self.idle_threads = idle_threads if idle_threads is not None else min(4, os.cpu_count() or 1)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -141,7 +145,16 @@ class StateBatcher:
                     stop = True
                     break
                 batch.append(more)
-            self._serve(batch)
+            # A request alone in an empty queue has the machine to itself: its pass and scan may use
+            # more cores (the scan is memory-bound: 7.3 ms on one thread, 3.9 on two, at 100,000 x 257).
+            alone = len(batch) == 1 and self._queue.empty() and self.idle_threads > torch_threads
+            if alone:
+                torch.set_num_threads(self.idle_threads)
+            try:
+                self._serve(batch)
+            finally:
+                if alone:
+                    torch.set_num_threads(torch_threads)
             if stop:
                 return
 

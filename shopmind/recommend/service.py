@@ -24,7 +24,7 @@ import numpy as np
 from shopmind.evaluation.sequences import EVENT_TYPES
 from shopmind.exceptions import NotFoundError
 from shopmind.recommend.batching import StateBatcher, top_k
-from shopmind.recommend.index import ItemIndex
+from shopmind.recommend.index import BF16_MIN_ITEMS, ItemIndex
 from shopmind.storage.cache import CacheMiss
 
 STATE = "state"           # cache namespace: a user's trunk state and best candidates for one model version
@@ -86,8 +86,9 @@ def _window(model, indices: np.ndarray, context: np.ndarray | None) -> tuple[np.
 
 
 class RecommendationService:
-    def __init__(self, registry, items_frame, cache=None, max_batch: int = 32):
+    def __init__(self, registry, items_frame, cache=None, max_batch: int = 32, bf16_scan: bool = True):
         self.registry = registry
+        self.bf16_scan = bf16_scan  # batched scans in bfloat16, proven exact (recommend/index.py)
         self.batcher = StateBatcher(max_batch)  # first visits that arrive together share one pass and scan
         self._items_frame = items_frame  # callable returning the items table as a Polars frame
         self._cache = cache              # shared user-state cache; None computes every state
@@ -112,7 +113,8 @@ class RecommendationService:
                     categories=[(meta.get(i) or {}).get("category") or "" for i in ids],
                     consumable=np.array([bool((meta.get(i) or {}).get("consumable")) for i in ids]),
                     index={item: n for n, item in enumerate(ids)},
-                    items=ItemIndex(matrix[:, :-1], matrix[:, -1]))
+                    items=ItemIndex(matrix[:, :-1], matrix[:, -1],
+                                    coarse_min_items=BF16_MIN_ITEMS if self.bf16_scan else len(ids) + 1))
                 self._catalogs = {version: cached}  # keep only the live version's metadata
             return cached
 

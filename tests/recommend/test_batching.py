@@ -53,6 +53,7 @@ class _Gated:
     def __init__(self, model, batcher, waiting):
         self.model, self.batcher, self.waiting = model, batcher, waiting
         self.batch_sizes = []
+        self.threads = []  # torch threads each pass ran with
         self.entered = threading.Event()
 
     def user_state(self, windows, contexts=None):
@@ -63,6 +64,7 @@ class _Gated:
                     break
                 threading.Event().wait(0.01)
         self.batch_sizes.append(len(windows))
+        self.threads.append(torch.get_num_threads())
         return self.model.user_state(windows, contexts)
 
 
@@ -91,6 +93,30 @@ def test_requests_that_queue_during_a_batch_form_the_next_one(fitted):
         want_state, want_top = _alone(model, items, window, 10, [])
         np.testing.assert_allclose(state, want_state, rtol=1e-5, atol=1e-5)
         assert [i for i, _ in top] == [i for i, _ in want_top]
+
+
+def test_a_request_alone_gets_idle_cores_and_a_batch_the_callers_threads(fitted):
+    model, items, data = fitted
+    callers = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        batcher = StateBatcher(max_batch=32, idle_threads=3)
+        gated = _Gated(model, batcher, waiting=4)
+        window = np.asarray(data.sequences[0][-20:])
+        first = threading.Thread(target=batcher.rank, args=(gated, items, window, None, 10, []))
+        first.start()
+        assert gated.entered.wait(10)
+        others = [threading.Thread(target=batcher.rank, args=(gated, items, window, None, 10, [])) for _ in range(4)]
+        for thread in others:
+            thread.start()
+        for thread in [first, *others]:
+            thread.join(30)
+        batcher.rank(gated, items, window, None, 10, [])  # alone again: the thread count came back to 3
+        batcher.close()
+        assert gated.batch_sizes == [1, 4, 1]
+        assert gated.threads == [3, 1, 3]
+    finally:
+        torch.set_num_threads(callers)
 
 
 class _Broken:

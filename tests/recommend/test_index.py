@@ -55,3 +55,57 @@ def test_approximate_index_is_used_only_with_measured_high_recall():
     # Vectors without structure would need most lists probed: the exact scan is kept instead.
     noise = rng.standard_normal((n, d)).astype(np.float32)
     assert ItemIndex(noise, bias, ann_min_items=50_000).ann is None
+
+
+def _clustered(rng, n, d):
+    centres = rng.standard_normal((50, d))
+    vectors = (centres[rng.integers(0, 50, n)] + 0.7 * rng.standard_normal((n, d))).astype(np.float32) * 0.1
+    return vectors, (0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+def test_batched_bfloat16_scan_returns_the_exact_answer():
+    rng = np.random.default_rng(2)
+    vectors, bias = _clustered(rng, 30_000, 48)
+    index = ItemIndex(vectors, bias, coarse_min_items=20_000)
+    assert index.coarse is not None
+    states = (vectors[rng.integers(0, 30_000, 24)] + vectors[rng.integers(0, 30_000, 24)]) * 3
+    hiddens = [_brute_force(vectors, bias, s, n % 7)
+               for n, s in enumerate(states)]  # hide some of the best: the answer must move up
+    ks = [10, 100, 1, 50] * 6
+    got = index.top_k_many(states, ks, hiddens)
+    for state, k, hidden, answer in zip(states, ks, hiddens, got):
+        assert [i for i, _ in answer] == _brute_force(vectors, bias, state, k, hidden=hidden)
+        exact = vectors @ state + bias
+        assert np.allclose([x for _, x in answer], exact[[i for i, _ in answer]], atol=1e-5)  # exact, not bfloat16
+    assert index.unproven < len(states) // 4  # the bound proves most answers; the rest were rescanned
+    # An unprovable bound rescans every user exactly: same answers.
+    index._slack, before = 1e9, index.unproven
+    rescanned = index.top_k_many(states, ks, hiddens)
+    assert [[i for i, _ in a] for a in rescanned] == [[i for i, _ in b] for b in got]
+    assert index.unproven == before + len(states)
+
+
+def test_bfloat16_scan_is_refused_when_its_error_exceeds_the_bound(monkeypatch):
+    import shopmind.recommend.index as index_module
+
+    rng = np.random.default_rng(3)
+    vectors, bias = _clustered(rng, 20_000, 16)
+    monkeypatch.setattr(index_module, "BF16_SLACK", 1e-9)  # as if the kernel rounded far worse than assumed
+    index = ItemIndex(vectors, bias, coarse_min_items=20_000)
+    assert index.coarse is None
+    state = vectors[0] * 3
+    assert [i for i, _ in index.top_k_many(np.stack([state, state]), [10, 10], [[], []])[0]] == \
+        _brute_force(vectors, bias, state, 10)
+
+
+def test_sampled_threshold_top_k_equals_a_full_sort():
+    from shopmind.recommend.index import best
+
+    rng = np.random.default_rng(4)
+    scores = rng.standard_normal(100_000).astype(np.float32)
+    scores[rng.choice(100_000, 90_000, replace=False)] = -np.inf   # a narrow filter
+    scores[:50] = scores[50]                                       # ties
+    for values in (scores, rng.standard_normal(100_000).astype(np.float32), np.sort(scores)):
+        for k in (1, 10, 130, 3000):
+            top, got = best(values, k)
+            assert np.array_equal(got, np.sort(values)[::-1][:k]) and np.array_equal(values[top], got)
