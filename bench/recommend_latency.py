@@ -1,7 +1,8 @@
 """Serving latency of GET /v1/users/{id}/recommendations with a 100,000-item catalog.
 
     .venv/bin/python bench/recommend_latency.py [--items 100000] [--users 2000] [--rates 100,250,500]
-        [--seconds 20] [--workers 1] [--cache-url memory://] [--blend] [--width 256] [--servers 32:32:f32,32:32:bf16]
+        [--seconds 20] [--workers 1] [--cache-url memory://] [--blend] [--width 256]
+        [--servers 32:32:bf16:eager,32:32:bf16:traced]
 
 Builds a shop with --items catalog items in 500 topics and --users users with 30 item events each
 (mostly from two topics), registers a behaviour model of width --width over the whole catalog (one epoch of
@@ -115,16 +116,17 @@ def main() -> None:
     parser.add_argument("--blend", action="store_true", help="attach a blend with item kNN (rule z, weight 0.2)")
     parser.add_argument("--width", type=int, default=256, help="the model's d_model (item vectors of width + 1)")
     parser.add_argument("--servers", default="",
-                        help="server settings to compare in this run, as THREADS:BATCH[:SCAN] (api_threads, "
-                             "recommend_batch, SCAN f32 or bf16 for recommend_bf16_scan), e.g. 4:1,32:32:f32,32:32; "
+                        help="server settings to compare in this run, as THREADS:BATCH[:SCAN][:PASS] "
+                             "(api_threads, recommend_batch, SCAN f32 or bf16 for recommend_bf16_scan, PASS eager "
+                             "or traced for recommend_traced_pass), e.g. 32:32:bf16:eager,32:32:bf16:traced; "
                              "default: one server with the settings' defaults")
     args = parser.parse_args()
     cold_rates = [float(r) for r in args.cold_rates.split(",") if r]
     servers = [tuple(pair.split(":")) for pair in args.servers.split(",") if pair] or [None]
     for server in servers:
-        if server is not None and not (len(server) in (2, 3) and all(part.isdigit() for part in server[:2])
-                                       and (len(server) == 2 or server[2] in ("f32", "bf16"))):
-            parser.error(f"--servers: {':'.join(server)!r} is not THREADS:BATCH or THREADS:BATCH:f32|bf16")
+        if server is not None and not (2 <= len(server) <= 4 and all(part.isdigit() for part in server[:2])
+                                       and all(part in ("f32", "bf16", "eager", "traced") for part in server[2:])):
+            parser.error(f"--servers: {':'.join(server)!r} is not THREADS:BATCH[:f32|bf16][:eager|traced]")
     n_cold = int(sum(r * args.cold_seconds for r in cold_rates)) * len(servers)
     if args.cache_url.startswith("redis"):
         import redis
@@ -146,9 +148,13 @@ def main() -> None:
             if server is not None:
                 env.update(SHOPMIND_API_THREADS=server[0], SHOPMIND_RECOMMEND_BATCH=server[1])
                 label = f"{server[0]} threads, batch {server[1]}"
-                if len(server) > 2:
-                    env["SHOPMIND_RECOMMEND_BF16_SCAN"] = str(server[2] == "bf16").lower()
-                    label += f", {server[2]} scan"
+                for part in server[2:]:
+                    if part in ("f32", "bf16"):
+                        env["SHOPMIND_RECOMMEND_BF16_SCAN"] = str(part == "bf16").lower()
+                        label += f", {part} scan"
+                    else:
+                        env["SHOPMIND_RECOMMEND_TRACED_PASS"] = str(part == "traced").lower()
+                        label += f", {part} pass"
             if args.cache_url.startswith("redis"):
                 redis.Redis.from_url(args.cache_url).flushdb()  # each server starts cold
             with running_server(env) as port:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     recommend_bf16_scan: bool = Field(True, description="Batched first visits over 20,000 items or more scan "
                                       "the catalog in bfloat16 and prove each answer exact (rescanning in "
                                       "float32 where the bound cannot); False scans in float32 only.")
+    recommend_traced_pass: bool = Field(True, description="Run the serving pass of the behaviour model as one "
+                                        "TorchScript call (traced per model, checked against the eager pass, "
+                                        "eager when tracing fails); False runs it eagerly.")
     max_batch: int = Field(10_000, ge=1, le=100_000, description="Most rows accepted in one ingestion request.")
     default_consent: bool = Field(
         False, description="Consent assumed for users the shop never sent consent flags for (opt-in by default)."

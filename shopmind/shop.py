@@ -78,7 +78,8 @@ class Shop:
         self._risk = None
         self.recommender = RecommendationService(self.registry, self.items_frame, self.cache,
                                                  max_batch=self.settings.recommend_batch,
-                                                 bf16_scan=self.settings.recommend_bf16_scan)
+                                                 bf16_scan=self.settings.recommend_bf16_scan,
+                                                 traced_pass=self.settings.recommend_traced_pass)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -51,12 +51,13 @@ def top_k(model, items, state: np.ndarray, window: np.ndarray, k: int, hidden,
     return item_blend.top_k(items, state, window, k, hidden=hidden, allowed=allowed)
 
 
-def rank_batch(jobs: list[_Job]) -> list[tuple[np.ndarray, list[tuple[int, float]]]]:
-    """(state, best k items without hidden ones) for each job; every job has the same model and index."""
+def rank_batch(jobs: list[_Job], traced: bool = True) -> list[tuple[np.ndarray, list[tuple[int, float]]]]:
+    """(state, best k items without hidden ones) for each job; every job has the same model and index.
+    `traced`: the model pass as one TorchScript call (recommend/serving_pass.py)."""
     model, items = jobs[0].model, jobs[0].items
     contexts = [job.context for job in jobs]
-    states = model.user_state([job.window for job in jobs],
-                              None if any(c is None for c in contexts) else contexts).astype(np.float32)
+    states = model.user_state([job.window for job in jobs], None if any(c is None for c in contexts) else contexts,
+                              traced=traced).astype(np.float32)
     if getattr(model, "blend_", None) is not None or items.ann is not None:
         # The blend adds per-user neighbour lists and the item index answers one query at a time:
         # the pass is shared, the ranking is not.
@@ -72,12 +73,14 @@ class StateBatcher:
     `max_batch` bounds one batch (scores take max_batch x catalog floats of memory); 1 ranks each
     request in the caller's thread, without the batching thread. `idle_threads`: torch threads for a
     request that arrives alone at an empty queue (default: up to 4 cores); batches keep the caller's
-    thread count, so a loaded service does not oversubscribe its cores."""
+    thread count, so a loaded service does not oversubscribe its cores. `traced_pass`: the model pass
+    as one TorchScript call, which drops the GIL once instead of at every torch call."""
 
-    def __init__(self, max_batch: int = 32, idle_threads: int | None = None):
+    def __init__(self, max_batch: int = 32, idle_threads: int | None = None, traced_pass: bool = True):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.max_batch = max_batch
+        self.traced_pass = traced_pass
         self.idle_threads = idle_threads if idle_threads is not None else min(4, os.cpu_count() or 1)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -126,7 +129,7 @@ class StateBatcher:
     def _run(self, jobs: list[_Job]) -> list[tuple[np.ndarray, list[tuple[int, float]]]]:
         self.batches_ += 1
         self.ranked_ += len(jobs)
-        return rank_batch(jobs)
+        return rank_batch(jobs, self.traced_pass)
 
     def _loop(self, torch_threads: int) -> None:
         torch.set_num_threads(torch_threads)

@@ -25,6 +25,7 @@ from shopmind.evaluation import Sequences, Split, evaluate_ranking, leave_one_ou
 from shopmind.exceptions import InvalidInputError, NotFittedError
 from shopmind.models.behaviour import GAP_BUCKETS, BehaviourConfig, BehaviourModel, event_features
 from shopmind.recommend.base import SequenceRecommender
+from shopmind.recommend.serving_pass import newest_states
 
 
 def auto_config(n_items: int, n_interactions: int, mean_length: float) -> dict:
@@ -284,10 +285,14 @@ class BehaviourRecommender(SequenceRecommender):
     score.accepts_context = True  # the evaluator hands over contexts (evaluation/protocol.py)
 
     @torch.inference_mode()
-    def user_state(self, histories: Seq[np.ndarray], contexts: Seq[np.ndarray] | None = None) -> np.ndarray:
+    def user_state(self, histories: Seq[np.ndarray], contexts: Seq[np.ndarray] | None = None,
+                   traced: bool = True) -> np.ndarray:
         """The trunk's state after each history (n, d): what serving caches per user. Scores are
-        `[state, 1] @ item_vectors().T`, so serving needs no torch beyond this call."""
+        `[state, 1] @ item_vectors().T`, so serving needs no torch beyond this call. `traced`: through
+        one TorchScript call (recommend/serving_pass.py) instead of the eager pass; same states."""
         inputs = self._inputs(histories, contexts)
+        if traced:
+            return newest_states(self.model_, *inputs).numpy()
         return self.model_.last_hidden(*inputs).numpy()
 
     def item_vectors(self) -> np.ndarray:

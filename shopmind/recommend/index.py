@@ -11,7 +11,9 @@ search. Three paths, each exact or measured:
   beaten the k-th candidate; a user whose answer is not proven is scanned exactly. So the answer is
   the exact one, and the bfloat16 scan is what makes batches cheap: at 100,000 items x 257 floats
   the float32 product costs OpenBLAS about as much for 4 users as for 32 (it repacks the 103 MB
-  matrix on every call), the bfloat16 one about 7 ms for 2 to 32 users (docs/recommend.md).
+  matrix on every call), the bfloat16 one about 7 ms for 2 to 32 users (docs/recommend.md), on a
+  processor with bfloat16 instructions. Without them PyTorch's bfloat16 product is many times slower
+  than float32, so the two race once at build time and bfloat16 is kept only if it wins.
 - An inverted-file index (faiss IVF-Flat, sqrt(n) lists) from `ann_min_items` items, when its recall,
   measured at build time against the exact scan on probe queries, reaches `min_recall` with few lists
   probed; vectors without cluster structure keep the exact scan. Filtered requests (a category) are
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Collection
 
 import numpy as np
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 BF16_SLACK = 4 * 2.0 ** -8
 CANDIDATE_FACTOR = 4  # candidates per wanted item in the bfloat16 pass (all users proven in our runs)
 BF16_MIN_ITEMS = 20_000  # below, the float32 matrix is small enough to stay in cache: exact scans only
+SPEED_PROBE_ITEMS = 20_000  # items in the build-time race between the bfloat16 and float32 scans
+SPEED_PROBE_BATCH = 16      # users in that race: a typical batch of first visits under load
 
 
 class ItemIndex:
@@ -47,7 +52,8 @@ class ItemIndex:
     from `coarse_min_items` items on."""
 
     def __init__(self, vectors: np.ndarray, bias: np.ndarray, ann_min_items: int = 50_000,
-                 min_recall: float = 0.98, seed: int = 0, coarse_min_items: int = BF16_MIN_ITEMS):
+                 min_recall: float = 0.98, seed: int = 0, coarse_min_items: int = BF16_MIN_ITEMS,
+                 check_speed: bool = True):
         if vectors.ndim != 2 or bias.shape != (vectors.shape[0],):
             raise ValueError("vectors must be (n, d) and bias (n,)")
         self.rows = np.ascontiguousarray(np.hstack([vectors, bias[:, None]]), dtype=np.float32)
@@ -56,7 +62,8 @@ class ItemIndex:
         self.coarse = None  # bfloat16 (d + 1, n) for batched scans, or None: exact float32 only
         self._slack = 0.0   # BF16_SLACK x the largest item row's norm
         self.unproven = 0   # users of batched scans whose bfloat16 candidates were not proven (rescanned)
-        if len(bias) >= coarse_min_items:
+        self.coarse_speedup_: float | None = None  # float32 / bfloat16 time of the build-time race
+        if len(bias) >= coarse_min_items and (not check_speed or self._bf16_is_faster(seed)):
             self.coarse = torch.from_numpy(self.columns).to(torch.bfloat16)
             self._slack = BF16_SLACK * float(np.linalg.norm(self.rows, axis=1).max())
             self._check_coarse(seed)
@@ -71,6 +78,25 @@ class ItemIndex:
         n = len(self)
         probes = self.rows[rng.integers(0, n, count), :-1] + self.rows[rng.integers(0, n, count), :-1]
         return np.ascontiguousarray(np.hstack([probes, np.ones((count, 1), dtype=np.float32)]))
+
+    def _bf16_is_faster(self, seed: int) -> bool:
+        """Whether this processor scans in bfloat16 faster than in float32. PyTorch's bfloat16 product
+        is fast only where the processor has bfloat16 instructions (AVX512-BF16, AMX); elsewhere it takes
+        a generic path that ran 14 times slower than float32 for a batch of 16 (AMD EPYC Zen 2, AVX2
+        only, 2026-12-04), so the choice is measured, not assumed: both scans race once, on a slice of
+        the catalog, with the batch shape serving sends, and bfloat16 is kept only if it wins."""
+        probes = self._probes(seed, SPEED_PROBE_BATCH)
+        columns = np.ascontiguousarray(self.columns[:, :SPEED_PROBE_ITEMS])
+        coarse = torch.from_numpy(columns).to(torch.bfloat16)
+        queries = torch.from_numpy(probes).to(torch.bfloat16)
+        f32 = _fastest(lambda: probes @ columns)
+        bf16 = _fastest(lambda: queries @ coarse)
+        self.coarse_speedup_ = f32 / bf16
+        if bf16 >= f32:
+            log.info("item index: the bfloat16 scan is %.1fx slower than float32 on this processor; "
+                     "exact float32 scans only", bf16 / f32)
+            return False
+        return True
 
     def _check_coarse(self, seed: int) -> None:
         """The error bound is arithmetic about how the bfloat16 product rounds; a kernel that rounds
@@ -214,6 +240,17 @@ class ItemIndex:
             return []
         top, values = best(sims, k)
         return [(int(i), float(v)) for i, v in zip(top, values)]
+
+
+def _fastest(run, repeats: int = 3) -> float:
+    """Best wall time of `repeats` calls after one warm-up call, in seconds."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def _threshold(scores: np.ndarray, count: int) -> float:

@@ -56,7 +56,7 @@ class _Gated:
         self.threads = []  # torch threads each pass ran with
         self.entered = threading.Event()
 
-    def user_state(self, windows, contexts=None):
+    def user_state(self, windows, contexts=None, traced=True):
         if not self.batch_sizes:
             self.entered.set()
             for _ in range(500):
@@ -65,7 +65,7 @@ class _Gated:
                 threading.Event().wait(0.01)
         self.batch_sizes.append(len(windows))
         self.threads.append(torch.get_num_threads())
-        return self.model.user_state(windows, contexts)
+        return self.model.user_state(windows, contexts, traced)
 
 
 def test_requests_that_queue_during_a_batch_form_the_next_one(fitted):
@@ -120,7 +120,7 @@ def test_a_request_alone_gets_idle_cores_and_a_batch_the_callers_threads(fitted)
 
 
 class _Broken:
-    def user_state(self, windows, contexts=None):
+    def user_state(self, windows, contexts=None, traced=True):
         raise RuntimeError("model failed")
 
 

@@ -66,7 +66,7 @@ def _clustered(rng, n, d):
 def test_batched_bfloat16_scan_returns_the_exact_answer():
     rng = np.random.default_rng(2)
     vectors, bias = _clustered(rng, 30_000, 48)
-    index = ItemIndex(vectors, bias, coarse_min_items=20_000)
+    index = ItemIndex(vectors, bias, coarse_min_items=20_000, check_speed=False)  # on any processor
     assert index.coarse is not None
     states = (vectors[rng.integers(0, 30_000, 24)] + vectors[rng.integers(0, 30_000, 24)]) * 3
     hiddens = [_brute_force(vectors, bias, s, n % 7)
@@ -91,11 +91,30 @@ def test_bfloat16_scan_is_refused_when_its_error_exceeds_the_bound(monkeypatch):
     rng = np.random.default_rng(3)
     vectors, bias = _clustered(rng, 20_000, 16)
     monkeypatch.setattr(index_module, "BF16_SLACK", 1e-9)  # as if the kernel rounded far worse than assumed
-    index = ItemIndex(vectors, bias, coarse_min_items=20_000)
+    index = ItemIndex(vectors, bias, coarse_min_items=20_000, check_speed=False)
     assert index.coarse is None
     state = vectors[0] * 3
     assert [i for i, _ in index.top_k_many(np.stack([state, state]), [10, 10], [[], []])[0]] == \
         _brute_force(vectors, bias, state, 10)
+
+
+def test_bfloat16_scan_is_kept_only_where_it_races_faster_than_float32(monkeypatch):
+    import shopmind.recommend.index as index_module
+
+    rng = np.random.default_rng(4)
+    vectors, bias = _clustered(rng, 20_000, 16)
+    states = np.stack([vectors[1] * 3, vectors[2] * 3, vectors[3] * 3])
+    expected = [_brute_force(vectors, bias, s, 10) for s in states]
+    for f32_s, bf16_s, kept in ((1.0, 3.0, False), (1.0, 0.5, True)):
+        calls = iter([f32_s, bf16_s])  # the race times float32 first, then bfloat16
+        monkeypatch.setattr(index_module, "_fastest", lambda run, repeats=3: (run(), next(calls))[1])
+        index = ItemIndex(vectors, bias, coarse_min_items=20_000)
+        assert (index.coarse is not None) is kept and index.coarse_speedup_ == pytest.approx(f32_s / bf16_s)
+        got = index.top_k_many(states, [10] * 3, [[]] * 3)
+        assert [[i for i, _ in a] for a in got] == expected  # the same exact answer either way
+    # Unpatched, the race runs for real and records what it measured on this processor.
+    monkeypatch.undo()
+    assert ItemIndex(vectors, bias, coarse_min_items=20_000).coarse_speedup_ > 0
 
 
 def test_sampled_threshold_top_k_equals_a_full_sort():
@@ -109,3 +128,34 @@ def test_sampled_threshold_top_k_equals_a_full_sort():
         for k in (1, 10, 130, 3000):
             top, got = best(values, k)
             assert np.array_equal(got, np.sort(values)[::-1][:k]) and np.array_equal(values[top], got)
+
+
+class _Stub:
+    """What the recommendation service reads of a fitted behaviour model to build its catalog."""
+
+    def __init__(self, vectors):
+        self.item_ids_ = [f"i{n}" for n in range(len(vectors))]
+        self._vectors = vectors
+
+    def item_vectors(self):
+        return self._vectors
+
+
+def test_the_bf16_scan_setting_reaches_the_served_index(monkeypatch):
+    import polars as pl
+
+    from shopmind.recommend.service import RecommendationService
+
+    monkeypatch.setattr(ItemIndex, "_bf16_is_faster", lambda self, seed: True)  # whatever this processor does
+    rng = np.random.default_rng(5)
+    vectors, bias = _clustered(rng, 20_000, 8)
+    model = _Stub(np.hstack([vectors, bias[:, None]]))
+    frame = pl.DataFrame({"item_id": model.item_ids_, "title": model.item_ids_, "category": ["c"] * 20_000,
+                          "consumable": [False] * 20_000})
+    monkeypatch.setenv("SHOPMIND_RECOMMEND_BF16_SCAN", "false")
+    from shopmind.config import load_settings
+
+    assert load_settings().recommend_bf16_scan is False  # the environment variable a user sets
+    served = {flag: RecommendationService(None, lambda: frame, bf16_scan=flag)._catalog("v1", model).items
+              for flag in (True, False)}
+    assert served[True].coarse is not None and served[False].coarse is None
