@@ -6,7 +6,8 @@ users: the scan streams the whole (d + 1, n) item matrix from memory for a singl
 pays PyTorch's per-module dispatch for a (1, T, d) tensor. Done for B users at once, the matrix is
 streamed once for all of them and the pass's dispatch is paid once. At 100,000 items x 257 floats on
 one core here, the scan with its top k (recommend/index.py: bfloat16 for a batch, proven exact, on a
-processor with bfloat16 instructions) cost 7.6 ms for one user, 2.3 ms per user at 4, 0.9 at 16 and 0.65 at 32 (docs/recommend.md).
+processor with bfloat16 instructions) cost 7.6 ms for one user, 2.3 ms per user at 4, 0.9 at 16 and
+0.65 at 32 (docs/recommend.md).
 
 No request waits for a batch to fill. One thread ranks whatever has queued while it was busy with the
 previous batch, so an idle service answers each request on its own at once, and a loaded one batches
