@@ -92,8 +92,29 @@ def build(home: Path, n_items: int, n_users: int, blend: bool = False, width: in
         for u in range(1, 201):
             shop.recommend(f"u{u}", k=10)
         timings[name] = round((time.perf_counter() - started) / 200 * 1000, 2)
+    # Which batched scan this processor gets (recommend/index.py races bfloat16 against float32):
+    # runs on machines with and without bfloat16 instructions are not comparable.
+    version, served = shop.recommender.behaviour()
+    items = shop.recommender._catalog(version, served).items
+    timings["batched_scan"] = "bfloat16" if items.coarse is not None else "float32"
+    timings["f32_over_bf16_time"] = round(items.coarse_speedup_, 3) if items.coarse_speedup_ else None
+    timings["cpu"] = processor()
     shop.close()
     return key, timings
+
+
+def processor() -> str:
+    """The processor's model name and whether it has bfloat16 instructions (Linux /proc/cpuinfo)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    family = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "?")
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model\t")), "?")
+    bf16 = [flag for flag in flags if flag in ("avx512_bf16", "amx_bf16")]
+    return f"{name} (family {family}, model {model}, {os.cpu_count()} cores; bfloat16 instructions: {', '.join(bf16) or 'none'})"
 
 
 def loadgen(port: int, key: str, rate: float, seconds: float, first_user: int, users: int) -> dict:

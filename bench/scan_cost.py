@@ -59,6 +59,9 @@ def main() -> None:
             times.append(time.perf_counter() - started)
         return float(np.median(times[1:]))
 
+    from recommend_latency import processor  # bench/ is on sys.path when run as a script
+
+    print(processor())
     print(f"{args.items} items x {args.dim + 1} floats, one thread, median of {args.repeats}; "
           f"build-time race: float32 / bfloat16 time {race.coarse_speedup_:.2f}, serving would use "
           f"{'bfloat16' if race.coarse is not None else 'float32 only'}")
