@@ -109,12 +109,13 @@ def processor() -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    family = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "?")
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model\t")), "?")
-    bf16 = [flag for flag in flags if flag in ("avx512_bf16", "amx_bf16")]
-    return f"{name} (family {family}, model {model}, {os.cpu_count()} cores; bfloat16 instructions: {', '.join(bf16) or 'none'})"
+    first = {}  # the first processor's fields
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        first.setdefault(key.strip(), value.strip())
+    bf16 = [flag for flag in first.get("flags", "").split() if flag in ("avx512_bf16", "amx_bf16")]
+    return (f"{first.get('model name', '?')} (family {first.get('cpu family', '?')}, model {first.get('model', '?')}, "
+            f"{os.cpu_count()} cores; bfloat16 instructions: {', '.join(bf16) or 'none'})")
 
 
 def loadgen(port: int, key: str, rate: float, seconds: float, first_user: int, users: int) -> dict:

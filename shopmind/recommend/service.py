@@ -90,8 +90,8 @@ class RecommendationService:
                  traced_pass: bool = True):
         self.registry = registry
         self.bf16_scan = bf16_scan  # batched scans in bfloat16, proven exact (recommend/index.py)
-        self.traced_pass = traced_pass  # the model pass as one TorchScript call (recommend/serving_pass.py)
-        # first visits that arrive together share one pass and scan
+        # first visits that arrive together share one pass and scan; traced_pass: that pass as one
+        # TorchScript call (recommend/serving_pass.py)
         self.batcher = StateBatcher(max_batch, traced_pass=traced_pass)
         self._items_frame = items_frame  # callable returning the items table as a Polars frame
         self._cache = cache              # shared user-state cache; None computes every state
@@ -214,7 +214,8 @@ class RecommendationService:
             state = _unpack(cached["s"], np.float32)
         else:
             window, context = _window(model, known, _context(model, events))
-            state = model.user_state([window], None if context is None else [context], traced=self.traced_pass)[0]
+            state = model.user_state([window], None if context is None else [context],
+                                     traced=self.batcher.traced_pass)[0]
         scores = catalog.items.scores(state)
         return float(np.mean([(scores > scores[t]).mean() for t in targets]))
 

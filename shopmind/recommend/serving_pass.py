@@ -52,7 +52,7 @@ def newest_states(model: BehaviourModel, items: torch.Tensor, context: torch.Ten
         with _LOCK:
             passes = _TRACED.setdefault(model, {})
             if with_context not in passes:
-                passes[with_context] = _trace(model, with_context, context)
+                passes[with_context] = _trace(model, context)
             traced = passes[with_context]
     if traced is None:
         return model.last_hidden(items, context)
@@ -71,7 +71,8 @@ def _example(model: BehaviourModel, batch: int, length: int, context: torch.Tens
     return items, torch.zeros((batch, length, context.shape[-1]), dtype=context.dtype)
 
 
-def _trace(model: BehaviourModel, with_context: bool, context: torch.Tensor | None):
+def _trace(model: BehaviourModel, context: torch.Tensor | None):
+    """The traced pass for inputs with `context`'s kind (None: items only), or None to serve eagerly."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about the length assert: shapes stay dynamic
