@@ -2,11 +2,15 @@
 
     .venv/bin/python bench/risk_latency.py [--rates 500,1000,2000,3000] [--seconds 15] [--decisions 5000]
                                            [--users 20000] [--days 60] [--home DIR] [--http-only]
+                                           [--behaviour [--train-budget 120]]
 
 Builds a shop (20,000 generated users over 60 days: a model of full-grown trees, as a real shop's
 history gives; a small shop's model is much cheaper to explain), replays its orders and payments into the decision
 log, trains the risk model on them, adds 50 enforced rules over velocity, event and model fields (and a
 block list of 1,000 cards), then:
+  - with --behaviour, a behaviour model is trained first (`shopmind train`'s pipeline, --train-budget
+    seconds), as `make demo` does, so the risk model and every order's decision use its feature (how
+    unusual the ordered items are for the user); orders carry one or two of the catalog's items either way;
   - in process: `RiskEngine.decide` alone (features, velocity windows, rules, model with TreeSHAP reasons)
     and `RiskService.decide` (the same plus the durable, committed decision-log write), one after the
     other on --decisions events with realistic cardinalities (users, 5,000 cards, 3,000 devices and IPs);
@@ -37,16 +41,25 @@ from server import running_server  # noqa: E402
 
 
 
-def requests(key: str, rate: float, n: int, users: int) -> list[bytes]:
-    """n decision requests with realistic cardinalities (users, 5,000 cards, 3,000 devices and IPs)."""
+def order_items(rng: random.Random, catalog: list[str]) -> list[dict]:
+    """One or two of the catalog's items, as an order carries them."""
+    return [{"item_id": rng.choice(catalog), "price": round(rng.lognormvariate(3.0, 0.8), 2)}
+            for _ in range(rng.randint(1, 2))]
+
+
+def requests(key: str, rate: float, n: int, users: int, catalog: list[str]) -> list[bytes]:
+    """n decision requests with realistic cardinalities (users, 5,000 cards, 3,000 devices and IPs);
+    orders (a third) carry items."""
     rng = random.Random(int(rate))
     out = []
     for i in range(n):
-        body = json.dumps({"event_id": f"h{int(rate)}-{i}", "kind": "payment" if i % 3 else "order",
+        kind = "payment" if i % 3 else "order"
+        body = json.dumps({"event_id": f"h{int(rate)}-{i}", "kind": kind,
                            "user_id": f"u{rng.randrange(users) + 1:07d}", "amount": round(rng.lognormvariate(3.5, 1.0), 2),
                            "card": f"card-{rng.randrange(5000)}", "device_id": f"dev-{rng.randrange(3000)}",
                            "ip": f"10.0.{rng.randrange(12)}.{rng.randrange(250)}",
-                           "ip_country": rng.choice(["DE", "FR", "NG"]), "shipping_country": "DE"}).encode()
+                           "ip_country": rng.choice(["DE", "FR", "NG"]), "shipping_country": "DE",
+                           "items": order_items(rng, catalog) if kind == "order" else []}).encode()
         out.append(b"POST /v1/risk/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                    + f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
     return out
@@ -66,7 +79,7 @@ RULE_TEMPLATES = [
 ]
 
 
-def build(home: Path, users: int, days: int) -> tuple[str, int]:
+def build(home: Path, users: int, days: int, behaviour: bool = False, train_budget: float = 120) -> tuple[str, int]:
     from shopmind.auth import Scope, create_key
     from shopmind.config import load_settings
     from shopmind.risk.rules import Rule
@@ -78,6 +91,12 @@ def build(home: Path, users: int, days: int) -> tuple[str, int]:
     paths = write_shop(generate_shop(n_users=users, days=days, seed=11), home / "data", "parquet")
     for kind in ("items", "users", "events", "orders", "payments"):
         shop.import_file(paths[kind], kind, actor="bench")
+    if behaviour:  # first, as `make demo` does: the replayed history and the risk model then carry its feature
+        from shopmind.training.pipeline import train_all
+
+        trained = train_all(shop, "bench", time_budget_s=train_budget)
+        if not trained["behaviour"].get("promoted"):
+            sys.exit(f"the behaviour model was not trained and promoted: {trained['behaviour']}")
     replay_history(shop)
     train_risk_model(shop, "bench", cutoff_ms=2**50)
     shop.risk.add_to_list("stolen_cards", "card", [f"stolen-{i}" for i in range(1000)], "bench")
@@ -91,7 +110,7 @@ def build(home: Path, users: int, days: int) -> tuple[str, int]:
     return key, n_rules
 
 
-def in_process(home: Path, users: int, n: int) -> dict:
+def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
     from shopmind.config import load_settings
     from shopmind.risk.features import vector
     from shopmind.risk.schemas import RiskEvent
@@ -102,16 +121,24 @@ def in_process(home: Path, users: int, n: int) -> dict:
     from shopmind.api.main import SERVING_GC_THRESHOLD
 
     gc.set_threshold(SERVING_GC_THRESHOLD, 20, 100)  # what the server sets at startup
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    # One thread for torch and BLAS, as `shopmind serve` runs (OMP_NUM_THREADS=1): with two, a
+    # behaviour-model pass here took 13 ms instead of 2 (OpenMP threads spinning against each other).
+    torch.set_num_threads(1)
+    threadpool_limits(1)
     shop = Shop.open(load_settings(home=home, cache_url="memory://"))
     rng = random.Random(1)
     now = int(time.time() * 1000)
 
-    def event(i: int, tag: str) -> RiskEvent:
-        return RiskEvent(event_id=f"{tag}{i}", kind="payment" if i % 3 else "order", ts_ms=now + i * 50,
-                         user_id=f"u{rng.randrange(users) + 1:07d}", amount=round(rng.lognormvariate(3.5, 1.0), 2),
+    def event(i: int, tag: str, user: str | None = None) -> RiskEvent:
+        kind = "payment" if i % 3 else "order"
+        return RiskEvent(event_id=f"{tag}{i}", kind=kind, ts_ms=now + i * 50,
+                         user_id=user or f"u{rng.randrange(users) + 1:07d}", amount=round(rng.lognormvariate(3.5, 1.0), 2),
                          card=f"card-{rng.randrange(5000)}", device_id=f"dev-{rng.randrange(3000)}",
                          ip=f"10.0.{rng.randrange(12)}.{rng.randrange(250)}", ip_country=rng.choice(["DE", "FR", "NG"]),
-                         shipping_country="DE")
+                         shipping_country="DE", items=order_items(rng, catalog) if kind == "order" else [])
 
     engine = shop.risk.engine()
     results = {}
@@ -119,9 +146,16 @@ def in_process(home: Path, users: int, n: int) -> dict:
     def decide(e: RiskEvent) -> None:
         rows.append(vector(engine.decide(e).features))
 
-    for name, fn in (("engine.decide (no log)", decide),
-                     ("service.decide (committed log)", lambda e: shop.risk.decide(e))):
-        events = [event(i, name[:3]) for i in range(n)]
+    behaviour = shop.recommender.behaviour() is not None
+    first_users: list[str] = []
+    runs = [("engine.decide (no log)", decide), ("service.decide (committed log)", lambda e: shop.risk.decide(e))]
+    if behaviour:  # the same users as the first run again: their behaviour-model states are now cached
+        runs.append(("engine.decide, users decided before (state cached)", decide))
+    for name, fn in runs:
+        again = "decided before" in name
+        events = [event(i, name[:3] + ("again" if again else ""), first_users[i] if again else None) for i in range(n)]
+        if not first_users:
+            first_users = [e.user_id for e in events]
         for e in events[:200]:
             fn(e)  # warm-up
         lat = []
@@ -132,7 +166,7 @@ def in_process(home: Path, users: int, n: int) -> dict:
         lat.sort()
         results[name] = {"n": len(lat), "p50_ms": round(statistics.median(lat), 3),
                          "p99_ms": round(lat[int(0.99 * len(lat))], 3), "rules": len(engine.rules),
-                         "model": engine.model_version is not None}
+                         "model": engine.model_version is not None, "behaviour_model": behaviour}
     # the model's share alone, on the same events' feature vectors: path attributions (what a decision
     # carries) against exact TreeSHAP (on demand)
     for name, exact in (("model.explain, path attribution", False), ("model.explain, exact TreeSHAP", True)):
@@ -159,25 +193,37 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--home", type=Path, help="build the shop here once and reuse it on later runs")
     ap.add_argument("--http-only", action="store_true", help="skip the in-process measurements")
+    ap.add_argument("--behaviour", action="store_true",
+                    help="train a behaviour model first, so decisions on orders compute its feature")
+    ap.add_argument("--train-budget", type=float, default=120, help="with --behaviour: its training budget, seconds")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or Path(tmp)
-        built = home / "bench-key.txt"
+        built, with_behaviour = home / "bench-key.txt", home / "bench-behaviour.txt"
         if built.exists():
+            if with_behaviour.exists() != args.behaviour:
+                sys.exit(f"{home} was built {'with' if with_behaviour.exists() else 'without'} a behaviour model; "
+                         f"run {'with' if with_behaviour.exists() else 'without'} --behaviour or use another --home")
             key, n_rules = built.read_text().strip(), 50
         else:
-            key, n_rules = build(home, args.users, args.days)
+            key, n_rules = build(home, args.users, args.days, args.behaviour, args.train_budget)
             built.write_text(key)  # a throw-away key of a throw-away bench shop
-        report = {"rules": n_rules, "in_process": {} if args.http_only else in_process(home, args.users, args.decisions),
-                  "http": []}
+            if args.behaviour:
+                with_behaviour.write_text("yes")
+        import polars as pl
+
+        catalog = pl.read_parquet(home / "data" / "items.parquet", columns=["item_id"])["item_id"].to_list()
+        report = {"rules": n_rules, "behaviour_model": args.behaviour, "http": [],
+                  "in_process": {} if args.http_only else in_process(home, args.users, args.decisions, catalog)}
         print(json.dumps(report["in_process"], indent=2), flush=True)
         env = {**os.environ, "SHOPMIND_HOME": str(home), "SHOPMIND_CACHE_URL": "memory://", "SHOPMIND_LOG_LEVEL": "WARNING"}
         with running_server(env) as port:
             # untimed warm-up: the engine is built and the first users' profiles are read on first use
-            drive(port, 50, 5, requests(key, 50, 250, args.users), b'"decision"')
+            drive(port, 50, 5, requests(key, 50, 250, args.users, catalog), b'"decision"')
             for rate in [float(r) for r in args.rates.split(",")]:
                 report["http"].append(drive(port, rate, args.seconds,
-                                            requests(key, rate, int(rate * args.seconds), args.users), b'"decision"'))
+                                            requests(key, rate, int(rate * args.seconds), args.users, catalog),
+                                            b'"decision"'))
                 print(json.dumps(report["http"][-1]), flush=True)
         print(json.dumps(report))
 

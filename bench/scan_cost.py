@@ -30,6 +30,15 @@ import torch  # noqa: E402
 from shopmind.recommend.index import ItemIndex  # noqa: E402
 
 
+def clustered_items(n_items: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Item vectors (n_items, dim) around 500 topic centres, and biases: an item matrix with the cluster
+    structure a trained model's has (also bench/unusualness_cost.py's)."""
+    centres = rng.standard_normal((500, dim)).astype(np.float32)
+    vectors = (centres[rng.integers(0, 500, n_items)]
+               + rng.standard_normal((n_items, dim)).astype(np.float32)) * np.float32(0.03)
+    return vectors, (0.1 * rng.standard_normal(n_items)).astype(np.float32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -39,10 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    centres = rng.standard_normal((500, args.dim)).astype(np.float32)
-    vectors = (centres[rng.integers(0, 500, args.items)]
-               + rng.standard_normal((args.items, args.dim)).astype(np.float32)) * np.float32(0.03)
-    bias = (0.1 * rng.standard_normal(args.items)).astype(np.float32)
+    vectors, bias = clustered_items(args.items, args.dim, rng)
     exact = ItemIndex(vectors, bias, ann_min_items=args.items + 1, coarse_min_items=args.items + 1)
     # Forced on, so both scans are timed on any processor; what serving would choose here is the race's.
     coarse = ItemIndex(vectors, bias, ann_min_items=args.items + 1, check_speed=False)

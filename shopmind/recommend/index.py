@@ -40,6 +40,7 @@ CANDIDATE_FACTOR = 4  # candidates per wanted item in the bfloat16 pass (all use
 BF16_MIN_ITEMS = 20_000  # below, the float32 matrix is small enough to stay in cache: exact scans only
 SPEED_PROBE_ITEMS = 20_000  # items in the build-time race between the bfloat16 and float32 scans
 SPEED_PROBE_BATCH = 16      # users in that race: a typical batch of first visits under load
+RANK_SAMPLE = 4096  # items behind `rank_fraction` on a larger catalog: standard error at most 0.5 / 64 < 0.008
 
 
 class ItemIndex:
@@ -67,6 +68,12 @@ class ItemIndex:
             self.coarse = torch.from_numpy(self.columns).to(torch.bfloat16)
             self._slack = BF16_SLACK * float(np.linalg.norm(self.rows, axis=1).max())
             self._check_coarse(seed)
+        # The rows `rank_fraction` compares against: every item on a small catalog, a fixed sample on a
+        # large one (seeded, so the same index answers the same way every time).
+        n = len(bias)
+        self._rank_ids = (np.arange(n) if n <= RANK_SAMPLE
+                          else np.sort(np.random.default_rng(seed).choice(n, RANK_SAMPLE, replace=False)))
+        self._rank_rows = self.rows if n <= RANK_SAMPLE else np.ascontiguousarray(self.rows[self._rank_ids])
         self.ann = None
         self.recall_ = 1.0  # measured recall@10 of what top_k returns without a filter
         if len(bias) >= ann_min_items:
@@ -167,6 +174,24 @@ class ItemIndex:
                 return out[:k]
             # too few lists probed to fill k: fall through to the exact scan
         return self.best_of(self.scores(state), k, allowed, hidden)
+
+    def rank_fraction(self, state: np.ndarray, items: Collection[int]) -> float:
+        """Mean over `items` of the share of the catalog that scores above each one for `state` (0: it
+        is the best item; near 1: among the worst). Exact on a catalog of up to RANK_SAMPLE items; on a
+        larger one estimated from a fixed sample of RANK_SAMPLE items (each share's standard error is at
+        most 0.5 / sqrt(RANK_SAMPLE), under 0.008), because the exact share needs a scan of the whole
+        catalog: 5 ms at 100,000 items, for a feature that a risk decision computes on every order."""
+        query = np.append(state.astype(np.float32), np.float32(1.0))
+        scores = self._rank_rows @ query
+        shares = []
+        for item in items:
+            # the item's own score from the same product when it is in the sample, so it never counts
+            # itself as scoring above itself
+            at = int(np.searchsorted(self._rank_ids, item))
+            own = at < len(self._rank_ids) and self._rank_ids[at] == item
+            target = scores[at] if own else np.float32(self.rows[item] @ query)
+            shares.append(float((scores > target).mean()))
+        return float(np.mean(shares))
 
     def best_of(self, scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
                 hidden: Collection[int] = ()) -> list[tuple[int, float]]:

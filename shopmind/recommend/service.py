@@ -198,7 +198,9 @@ class RecommendationService:
         """For risk scoring: the share of the catalog the behaviour model ranks above each of `item_ids`
         after this history, averaged (0 = exactly what this user would buy next, 1 = the least likely).
         A user's cached trunk state is reused when it is for the live model version, even if a newer
-        event has arrived since: a risk feature can be a few events stale, a checkout cannot wait."""
+        event has arrived since: a risk feature can be a few events stale, a checkout cannot wait. A
+        state computed here is cached for the user's next decisions. Above RANK_SAMPLE items the share
+        is estimated on a fixed sample of the catalog (ItemIndex.rank_fraction)."""
         loaded = self.behaviour()
         if loaded is None:
             return None
@@ -209,15 +211,19 @@ class RecommendationService:
         known = np.array([i for i, _, _ in events], dtype=np.int64)
         if not targets or not len(known):
             return None
-        cached = self._cache.get(STATE, subject) if (self._cache is not None and subject) else None
-        if cached and cached.get("v") == version and "i" in cached:
+        cache = self._cache if subject else None
+        cached = cache.get(STATE, subject) if cache is not None else None
+        if cached and cached.get("v") == version and "s" in cached:
             state = _unpack(cached["s"], np.float32)
         else:
             window, context = _window(model, known, _context(model, events))
             state = model.user_state([window], None if context is None else [context],
                                      traced=self.batcher.traced_pass)[0]
-        scores = catalog.items.scores(state)
-        return float(np.mean([(scores > scores[t]).mean() for t in targets]))
+            if cache is not None:
+                # Kept for this user's next decisions (a pass is most of this feature's cost). Without
+                # candidates ("i"), a recommendation does not take this entry for its own and computes one.
+                cache.set(STATE, subject, {"v": version, "s": _pack(state)}, ttl_s=STATE_TTL_S)
+        return catalog.items.rank_fraction(state, targets)
 
     @staticmethod
     def _reason(catalog: Catalog, item: int, recent: list[tuple[int, str]], best: int, similarity: float) -> str:

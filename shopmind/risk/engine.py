@@ -116,6 +116,9 @@ def _describe(name: str, value: float) -> str:
     return f"{name} = {shown}"
 
 
+COMPUTE = object()  # RiskEngine.decide's default for `unusual`: compute the feature itself
+
+
 class RiskEngine:
     def __init__(self, pseudonyms: Pseudonymizer, velocity: VelocityStore, rules: RuleSet, lists: Lists,
                  thresholds: Thresholds, model: Any = None, model_version: str | None = None,
@@ -135,10 +138,15 @@ class RiskEngine:
         if model is not None and list(model.feature_names_) != list(FEATURE_NAMES):
             raise ValueError("the risk model was trained on a different feature set; retrain it")
 
+    def unusualness(self, user: str | None, event: RiskEvent) -> float | None:
+        """The behaviour-model feature of this event: None without ordered items, a user or a model."""
+        return self._unusual(user, event) if (self._unusual and user and event.items) else None
+
     def decide(self, event: RiskEvent, record: bool = True, now_ms: int | None = None,
-               tokens: dict[str, str] | None = None) -> Outcome:
+               tokens: dict[str, str] | None = None, unusual: float | None | object = COMPUTE) -> Outcome:
         """Decide on one event. `record=False` computes the features without adding the event to the
-        velocity windows (what-if queries); replays of stored history pass the stored `tokens`."""
+        velocity windows (what-if queries); replays of stored history pass the stored `tokens`; a caller
+        that computed `unusualness` already (off the event loop: RiskService.decide_async) passes it."""
         started = time.perf_counter_ns()
         ts_ms = event.ts_ms if event.ts_ms is not None else (now_ms or int(time.time() * 1000))
         tokens = tokens if tokens is not None else tokens_of(event, self.pseudonyms)
@@ -147,7 +155,8 @@ class RiskEngine:
                           {k: v for k, v in tokens.items() if k in ("user", "card", "device", "ip", "terminal")})
         velocity = self.velocity.observe(obs) if record else self.velocity.query(obs)
         profile = self._profile(user) if user else None
-        unusual = self._unusual(user, event) if (self._unusual and user and event.items) else None
+        if unusual is COMPUTE:
+            unusual = self.unusualness(user, event)
         features = event_features(event, ts_ms, velocity, profile, unusual)
 
         model_score: float | None = None

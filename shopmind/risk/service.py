@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from shopmind.exceptions import InvalidInputError, NotFoundError, StorageError
 from shopmind.privacy.audit import record_audit
 from shopmind.risk.decision_log import DecisionLog
-from shopmind.risk.engine import EVENT_KINDS, LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds
+from shopmind.risk.engine import EVENT_KINDS, LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds, tokens_of
 from shopmind.risk.features import FEATURE_NAMES, logged_vector
 from shopmind.risk.rules import Rule, RuleSet, compile_rule
 from shopmind.risk.schemas import RiskDecision, RiskEvent
@@ -171,6 +171,8 @@ class RiskService:
 
     def _unusual(self, pseudonym: str, event: RiskEvent) -> float | None:
         """How unusual the ordered items are for this user, by the behaviour model (None without one)."""
+        if self.shop.registry.current_version("behaviour") is None:  # before reading the user's events
+            return None
         try:
             recent = self.shop.recent_items(pseudonym)
         except Exception:
@@ -256,6 +258,13 @@ class RiskService:
         engine = self.engine()
         if self._velocity_is_remote:
             out = await asyncio.to_thread(engine.decide, event)
+        elif event.items and self.shop.registry.current_version("behaviour") is not None:
+            # The behaviour-model feature can need a model pass (about 2 ms at width 256 when the user's
+            # state is not cached): in a worker thread, where the traced pass runs without the GIL, so the
+            # event loop goes on deciding other events on the other core meanwhile.
+            tokens = tokens_of(event, engine.pseudonyms)
+            unusual = await asyncio.to_thread(engine.unusualness, tokens.get("user"), event)
+            out = engine.decide(event, tokens=tokens, unusual=unusual)
         else:
             out = engine.decide(event)
         row, case = self._rows(event, out, engine)

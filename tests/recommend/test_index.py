@@ -159,3 +159,31 @@ def test_the_bf16_scan_setting_reaches_the_served_index(monkeypatch):
     served = {flag: RecommendationService(None, lambda: frame, bf16_scan=flag)._catalog("v1", model).items
               for flag in (True, False)}
     assert served[True].coarse is not None and served[False].coarse is None
+
+
+def test_rank_fraction_is_exact_on_small_catalogs_and_sampled_within_its_error_on_large_ones():
+    """The risk engine's unusualness: the share of the catalog scoring above an item. Up to RANK_SAMPLE
+    items it is the exact share; above, an estimate from a fixed sample of RANK_SAMPLE items, whose
+    standard error is at most 0.5 / 64, and which still puts the best item at 0 and the worst near 1."""
+    from shopmind.recommend.index import RANK_SAMPLE
+
+    rng = np.random.default_rng(3)
+    for n in (1_000, 40_000):
+        vectors, bias = rng.standard_normal((n, 16)).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+        index = ItemIndex(vectors, bias, ann_min_items=10**9, coarse_min_items=10**9)
+        state = rng.standard_normal(16).astype(np.float32)
+        scores = index.scores(state)
+        order = np.argsort(-scores)
+        targets = [int(order[0]), int(order[-1])] + rng.choice(n, 60, replace=False).tolist()
+        exact = np.array([(scores > scores[t]).mean() for t in targets])
+        got = np.array([index.rank_fraction(state, [t]) for t in targets])
+        assert got[0] == 0.0 and got[1] >= 0.999  # the best item has nothing above it, the worst all the others
+        if n <= RANK_SAMPLE:
+            assert np.array_equal(got, exact)
+        else:
+            errors = np.abs(got - exact)
+            assert errors.max() < 4 * 0.5 / np.sqrt(RANK_SAMPLE) and errors.mean() < 0.01
+            assert np.abs(got - exact).sum() > 0  # really a sample: an exact scan would match to the bit
+        assert index.rank_fraction(state, targets[2:12]) == pytest.approx(got[2:12].mean())  # several items: the mean
+        same = ItemIndex(vectors, bias, ann_min_items=10**9, coarse_min_items=10**9)
+        assert same.rank_fraction(state, targets[:20]) == index.rank_fraction(state, targets[:20])  # a fixed sample

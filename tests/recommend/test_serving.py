@@ -268,6 +268,60 @@ def test_risk_engine_sees_how_unusual_an_order_is_for_the_user(trained):
     assert shop.risk.decision(decision.decision_id)["features"]["behaviour_unusual"] > 0.99
 
 
+def test_unusualness_caches_the_state_it_computes_for_the_users_next_decisions(trained, monkeypatch):
+    """A risk decision for a user with no cached state pays a model pass; the state is then kept, so the
+    user's next decisions do not, while a recommendation still computes its own candidates. Replays
+    (no subject) never read or write the cache."""
+    shop, synthetic, _ = trained
+    for user in synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()[5:]:
+        pseudonym = shop.pseudonym(user)
+        history = [tuple(event) for event in shop.recent_items(pseudonym)]
+        if len(history) >= 5:
+            break
+    shop.cache.delete(STATE, [pseudonym])
+    version, model = shop.recommender.behaviour()
+    passes = []
+    real = type(model).user_state
+    monkeypatch.setattr(model, "user_state", lambda *a, **kw: (passes.append(len(a[0])), real(model, *a, **kw))[1])
+    item = model.item_ids_[0]
+    first = shop.recommender.unusualness(history, [item], subject=pseudonym)
+    assert passes == [1] and set(shop.cache.get(STATE, pseudonym)) == {"v", "s"}
+    assert shop.recommender.unusualness(history, [item], subject=pseudonym) == first and passes == [1]
+    assert len(shop.recommend(user, k=3)["items"]) == 3 and passes == [1, 1]  # its own pass, not the kept state
+    assert "i" in shop.cache.get(STATE, pseudonym)
+    shop.cache.delete(STATE, [pseudonym])
+    shop.recommender.unusualness(history, [item])
+    shop.recommender.unusualness(history, [item])
+    assert passes == [1, 1, 1, 1] and shop.cache.get(STATE, pseudonym) is None
+
+
+def test_async_decisions_compute_the_behaviour_feature_off_the_event_loop(trained, monkeypatch):
+    """The service's async path (the HTTP route's) computes an order's behaviour-model feature in a
+    worker thread, not on the event loop, and logs the same value the synchronous path computes."""
+    import asyncio
+
+    from shopmind.risk.schemas import RiskEvent
+
+    shop, synthetic, _ = trained
+    user = synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()[-2]
+    version, model = shop.recommender.behaviour()
+    engine = shop.risk.engine()
+    threads = []
+    real = engine.unusualness
+    monkeypatch.setattr(engine, "unusualness", lambda *a: (threads.append(threading.current_thread()), real(*a))[1])
+
+    def order(n: int) -> RiskEvent:
+        return RiskEvent(event_id=f"o-async-{n}", kind="order", user_id=user, amount=20.0,
+                         items=[{"item_id": model.item_ids_[3], "price": 20.0}])
+
+    sync = shop.risk.decide(order(1))
+    assert threads == [threading.main_thread()]
+    via_loop = asyncio.run(shop.risk.decide_async(order(2)))
+    assert len(threads) == 2 and threads[1] is not threading.main_thread()
+    logged = [shop.risk.decision(d.decision_id)["features"]["behaviour_unusual"] for d in (sync, via_loop)]
+    assert logged[0] is not None and logged[0] == logged[1]
+
+
 def test_http_fast_path_answers_repeat_visitors_exactly_as_the_route(trained, monkeypatch):
     """GET recommendations is answered on the event loop from the cache (api/fast_routes.py) when it
     can be, and by the FastAPI route otherwise. Both must give the same bodies and the same errors,
