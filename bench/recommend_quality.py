@@ -3,6 +3,7 @@ SASRec peer scored by the same evaluator.
 
     .venv/bin/python bench/recommend_quality.py [--datasets beauty,video,ml100k,taobao]
         [--models popularity,itemknn,als,behaviour,behaviour-items,blend] [--threads 2] [--budget SECONDS] [--seeds 0,1,2] [--params JSON] [--out FILE]
+        [--peer-minutes MINUTES]
 
 Protocol (shopmind.evaluation): per user, time-ordered leave-one-out (last item test, second last
 validation), full ranking over the whole catalog, history items excluded (except the target),
@@ -10,8 +11,11 @@ ties ranked against the target. Where a data set carries event context (types, t
 shop), `behaviour` reads it and `behaviour-items` is the same model on the item ids alone, which is
 what the peer sees. Each model trains in its own process with its default configuration
 (the behaviour model sizes itself by `auto_config`), so wall time and peak memory (ru_maxrss of that
-process) are its own. Peer figures come from bench/out/recbole_<dataset>.json written by
-bench/peers/recbole/run_sasrec.py (see its README); they are merged into the table when present.
+process) are its own. The peer: with --peer-minutes, RecBole's SASRec is trained in this run, after
+our models on each data set, by bench/peers/recbole/run_sasrec.py in its own virtualenv (set up once by
+bench/peers/recbole/setup.sh), capped at that many minutes of training, and scored by the same
+evaluator; its row says it ran in this run. Without it, an earlier run's bench/out/recbole_<dataset>.json
+is merged when present, and its row says so.
 Writes bench/out/recommend_quality.json and prints Markdown rows for docs/benchmarks.md.
 """
 
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -87,8 +90,23 @@ def repeated_targets(dataset: str) -> int:
     return int(sum(split.test_target[u] in split.history(int(u), "test") for u in split.eval_users))
 
 
-def peer_row(dataset: str) -> dict | None:
-    path = OUT / f"recbole_{dataset}.json"
+PEER_PYTHON = ROOT / "bench" / "peers" / "recbole" / "venv" / "bin" / "python"
+
+
+def run_peer(dataset: str, minutes: float, threads: int, out: Path) -> Path:
+    """Train and score RecBole's SASRec on `dataset` now, in its own virtualenv and process."""
+    if not PEER_PYTHON.exists():
+        sys.exit(f"--peer-minutes needs the peer's virtualenv: run bench/peers/recbole/setup.sh first ({PEER_PYTHON})")
+    subprocess.run([str(PEER_PYTHON), str(ROOT / "bench" / "peers" / "recbole" / "run_sasrec.py"), "--dataset", dataset,
+                    "--max-minutes", str(minutes), "--threads", str(threads), "--out", str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+def peer_row(dataset: str, path: Path | None = None) -> dict | None:
+    """The peer's row from the runner's JSON: `path` when it was run in this run, else an earlier run's."""
+    this_run = path is not None
+    path = path or OUT / f"recbole_{dataset}.json"
     if not path.exists():
         return None
     peer = json.loads(path.read_text())
@@ -98,7 +116,8 @@ def peer_row(dataset: str) -> dict | None:
         # repeats a history item the two protocols rank identically; elsewhere only RecBole's own
         # figures of that run are valid, and the peer must be re-run.
         test.update({"hr@10": None, "ndcg@10": None, "mrr": None, "coverage@10": None})
-    return {"dataset": dataset, "model": "RecBole SASRec (peer)", "users": test["users"],
+    return {"dataset": dataset, "model": "RecBole SASRec (peer)" + ("" if this_run else ", earlier run"),
+            "peer_in_this_run": this_run, "users": test["users"],
             "hr@10": test["hr@10"], "ndcg@10": test["ndcg@10"], "mrr": test["mrr"],
             "coverage@10": test["coverage@10"], "train_seconds": peer["train_seconds"],
             "peak_rss_mb": peer["peak_rss_mb"], "epochs_run": peer["epochs_run"], "best_epoch": peer["best_epoch"],
@@ -117,6 +136,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="seeds of the behaviour models, each run once (comma list)")
     parser.add_argument("--params", default="{}", help="JSON of behaviour-model parameters over the defaults")
     parser.add_argument("--out", default="recommend_quality.json", help="file name under bench/out/")
+    parser.add_argument("--peer-minutes", type=float, default=0,
+                        help="train the RecBole SASRec peer in this run, capped at this many minutes (0: merge an "
+                             "earlier run's figures when present)")
     args = parser.parse_args()
     rows = []
     for dataset in args.datasets.split(","):
@@ -124,10 +146,18 @@ def main() -> None:
             for seed in (args.seeds.split(",") if _trains_behaviour(model) else ["0"]):
                 rows.append(run_model(dataset, model, args.threads, args.budget, int(seed), args.params))
                 print(json.dumps(rows[-1]), flush=True)
-        peer = peer_row(dataset)
+        if args.peer_minutes > 0:
+            stem = Path(args.out).stem
+            peer = peer_row(dataset, run_peer(dataset, args.peer_minutes, args.threads, OUT / f"recbole_{dataset}_{stem}.json"))
+            print(json.dumps(peer), flush=True)
+        else:
+            peer = peer_row(dataset)
         if peer:
             rows.append(peer)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from recommend_latency import processor  # bench/recommend_latency.py
+
+    machine = f"{platform.machine()}, {processor()}, torch threads {args.threads}"
     OUT.mkdir(exist_ok=True)
     (OUT / args.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     print(f"\n{machine}\n")
