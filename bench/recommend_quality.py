@@ -93,13 +93,16 @@ def repeated_targets(dataset: str) -> int:
 PEER_PYTHON = ROOT / "bench" / "peers" / "recbole" / "venv" / "bin" / "python"
 
 
-def run_peer(dataset: str, minutes: float, threads: int, out: Path) -> Path:
+def run_peer(dataset: str, minutes: float, threads: int, out: Path) -> Path | None:
     """Train and score RecBole's SASRec on `dataset` now, in its own virtualenv and process."""
     if not PEER_PYTHON.exists():
         sys.exit(f"--peer-minutes needs the peer's virtualenv: run bench/peers/recbole/setup.sh first ({PEER_PYTHON})")
-    subprocess.run([str(PEER_PYTHON), str(ROOT / "bench" / "peers" / "recbole" / "run_sasrec.py"), "--dataset", dataset,
-                    "--max-minutes", str(minutes), "--threads", str(threads), "--out", str(out)], check=True,
-                   stdout=subprocess.DEVNULL)
+    done = subprocess.run([str(PEER_PYTHON), str(ROOT / "bench" / "peers" / "recbole" / "run_sasrec.py"),
+                           "--dataset", dataset, "--max-minutes", str(minutes), "--threads", str(threads),
+                           "--out", str(out)], stdout=subprocess.DEVNULL)
+    if done.returncode != 0:  # our rows of this run are kept (written as they come); the peer's is missing
+        print(f"the peer's run on {dataset} failed (exit {done.returncode}); no peer row", file=sys.stderr)
+        return None
     return out
 
 
@@ -140,33 +143,40 @@ def main() -> None:
                         help="train the RecBole SASRec peer in this run, capped at this many minutes (0: merge an "
                              "earlier run's figures when present)")
     args = parser.parse_args()
-    rows = []
+    sys.path.insert(0, str(ROOT / "bench"))
+    from recommend_latency import processor  # bench/recommend_latency.py
+
+    machine = f"{platform.machine()}, {processor()}, torch threads {args.threads}"
+    rows: list[dict] = []
+
+    def save() -> None:  # after every row, so a failure hours into a run keeps what it measured
+        OUT.mkdir(exist_ok=True)
+        (OUT / args.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+
     for dataset in args.datasets.split(","):
         for model in args.models.split(","):
             for seed in (args.seeds.split(",") if _trains_behaviour(model) else ["0"]):
                 rows.append(run_model(dataset, model, args.threads, args.budget, int(seed), args.params))
                 print(json.dumps(rows[-1]), flush=True)
+                save()
         if args.peer_minutes > 0:
-            stem = Path(args.out).stem
-            peer = peer_row(dataset, run_peer(dataset, args.peer_minutes, args.threads, OUT / f"recbole_{dataset}_{stem}.json"))
-            print(json.dumps(peer), flush=True)
+            ran = run_peer(dataset, args.peer_minutes, args.threads, OUT / f"recbole_{dataset}_{Path(args.out).stem}.json")
+            peer = peer_row(dataset, ran) if ran else None
+            if peer:
+                peer["peer_minutes"] = args.peer_minutes
+                print(json.dumps(peer), flush=True)
         else:
             peer = peer_row(dataset)
         if peer:
             rows.append(peer)
-    sys.path.insert(0, str(ROOT / "bench"))
-    from recommend_latency import processor  # bench/recommend_latency.py
-
-    machine = f"{platform.machine()}, {processor()}, torch threads {args.threads}"
-    OUT.mkdir(exist_ok=True)
-    (OUT / args.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+            save()
     print(f"\n{machine}\n")
     print("| data set | model | HR@10 | NDCG@10 | MRR | coverage@10 | train s | peak RSS MB | epochs (best) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         epochs = f"{r['epochs_run']} ({r['best_epoch']})" if "epochs_run" in r else ""
         if r.get("capped"):
-            epochs += ", time cap"
+            epochs += f", {r['peer_minutes']:.0f}-min cap" if r.get("peer_minutes") else ", time cap"
         if r.get("budget_s"):
             epochs += f", budget {r['budget_s']:.0f} s"
         fmt = lambda v, p: "—" if v is None else f"{v:.{p}f}"  # noqa: E731

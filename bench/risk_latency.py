@@ -132,10 +132,13 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
     rng = random.Random(1)
     now = int(time.time() * 1000)
 
-    def event(i: int, tag: str, user: str | None = None) -> RiskEvent:
+    def event(i: int, tag: str, half: int, user: str | None = None) -> RiskEvent:
+        """A decision request; users are drawn from one half of the shop's users (`half` 0 or 1), so
+        the two runs of users not decided before share none (whose behaviour states the first cached)."""
         kind = "payment" if i % 3 else "order"
+        user = user or f"u{half * (users // 2) + rng.randrange(users // 2) + 1:07d}"
         return RiskEvent(event_id=f"{tag}{i}", kind=kind, ts_ms=now + i * 50,
-                         user_id=user or f"u{rng.randrange(users) + 1:07d}", amount=round(rng.lognormvariate(3.5, 1.0), 2),
+                         user_id=user, amount=round(rng.lognormvariate(3.5, 1.0), 2),
                          card=f"card-{rng.randrange(5000)}", device_id=f"dev-{rng.randrange(3000)}",
                          ip=f"10.0.{rng.randrange(12)}.{rng.randrange(250)}", ip_country=rng.choice(["DE", "FR", "NG"]),
                          shipping_country="DE", items=order_items(rng, catalog) if kind == "order" else [])
@@ -151,9 +154,10 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
     runs = [("engine.decide (no log)", decide), ("service.decide (committed log)", lambda e: shop.risk.decide(e))]
     if behaviour:  # the same users as the first run again: their behaviour-model states are now cached
         runs.append(("engine.decide, users decided before (state cached)", decide))
-    for name, fn in runs:
+    for run, (name, fn) in enumerate(runs):
         again = "decided before" in name
-        events = [event(i, name[:3] + ("again" if again else ""), first_users[i] if again else None) for i in range(n)]
+        events = [event(i, name[:3] + ("again" if again else ""), run % 2, first_users[i] if again else None)
+                  for i in range(n)]
         if not first_users:
             first_users = [e.user_id for e in events]
         for e in events[:200]:

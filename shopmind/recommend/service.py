@@ -78,6 +78,12 @@ def _context(model, events: list[tuple[int, str, int | None]]) -> np.ndarray | N
                     dtype=np.int64).reshape(-1, 2)
 
 
+def _history_key(window: np.ndarray, context: np.ndarray | None) -> str:
+    """A short key of the model's input window (items and their context): equal keys, equal states."""
+    return hashlib.blake2b(window.tobytes() + (context.tobytes() if context is not None else b""),
+                           digest_size=8).hexdigest()
+
+
 def _window(model, indices: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The model's window of a history and one event more: the first window event's gap to the one
     before it is an input too."""
@@ -134,6 +140,7 @@ class RecommendationService:
         fingerprint = hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes()
                                       + (context.tobytes() if context is not None else b""),
                                       digest_size=8).hexdigest()
+        history = _history_key(window, context)  # what the state depends on (unusualness reuses it by this)
         if self._cache is not None and subject is not None:
             cached = self._cache.get(STATE, subject)
             if cached and cached.get("v") == version and cached.get("h") == fingerprint and "i" in cached:
@@ -149,7 +156,7 @@ class RecommendationService:
             items = np.array([i for i, _ in top], dtype=np.int32)
             scores = np.array([x for _, x in top], dtype=np.float32)
             top = list(zip(items.tolist(), scores.tolist()))
-            self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "s": _pack(state),
+            self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "w": history, "s": _pack(state),
                                              "i": _pack(items), "x": _pack(scores)}, ttl_s=STATE_TTL_S)
         return state, top
 
@@ -197,10 +204,11 @@ class RecommendationService:
                     subject: str | None = None) -> float | None:
         """For risk scoring: the share of the catalog the behaviour model ranks above each of `item_ids`
         after this history, averaged (0 = exactly what this user would buy next, 1 = the least likely).
-        A user's cached trunk state is reused when it is for the live model version, even if a newer
-        event has arrived since: a risk feature can be a few events stale, a checkout cannot wait. A
-        state computed here is cached for the user's next decisions. Above RANK_SAMPLE items the share
-        is estimated on a fixed sample of the catalog (ItemIndex.rank_fraction)."""
+        A user's cached trunk state (a recommendation's, or an earlier decision's) is reused only when it
+        is for the live model version and this very history, so a live decision computes what a replay of
+        it computes (risk/backtest.py, whose states the risk model is trained on); otherwise a pass computes
+        it, and it is cached for the user's next decisions. Above RANK_SAMPLE items the share is estimated
+        on a fixed sample of the catalog (ItemIndex.rank_fraction)."""
         loaded = self.behaviour()
         if loaded is None:
             return None
@@ -211,18 +219,19 @@ class RecommendationService:
         known = np.array([i for i, _, _ in events], dtype=np.int64)
         if not targets or not len(known):
             return None
+        window, context = _window(model, known, _context(model, events))
+        history = _history_key(window, context)
         cache = self._cache if subject else None
         cached = cache.get(STATE, subject) if cache is not None else None
-        if cached and cached.get("v") == version and "s" in cached:
+        if cached and cached.get("v") == version and cached.get("w") == history:
             state = _unpack(cached["s"], np.float32)
         else:
-            window, context = _window(model, known, _context(model, events))
             state = model.user_state([window], None if context is None else [context],
                                      traced=self.batcher.traced_pass)[0]
             if cache is not None:
                 # Kept for this user's next decisions (a pass is most of this feature's cost). Without
                 # candidates ("i"), a recommendation does not take this entry for its own and computes one.
-                cache.set(STATE, subject, {"v": version, "s": _pack(state)}, ttl_s=STATE_TTL_S)
+                cache.set(STATE, subject, {"v": version, "w": history, "s": _pack(state)}, ttl_s=STATE_TTL_S)
         return catalog.items.rank_fraction(state, targets)
 
     @staticmethod

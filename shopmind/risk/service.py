@@ -179,8 +179,12 @@ class RiskService:
             return None
         if not recent:
             return None
-        return self.shop.recommender.unusualness([tuple(r) for r in recent], [it.item_id for it in event.items],
-                                                 subject=pseudonym)
+        try:
+            return self.shop.recommender.unusualness([tuple(r) for r in recent], [it.item_id for it in event.items],
+                                                     subject=pseudonym)
+        except StorageError as exc:  # the cache is down: decide without the feature rather than not at all
+            log.warning("behaviour feature skipped: %s", type(exc).__name__)
+            return None
 
     # -- decisions -----------------------------------------------------------------------------------
 
@@ -250,7 +254,8 @@ class RiskService:
         """The same as `decide` without a thread per request: the CPU part runs on the event loop (about
         a millisecond) and the commit is awaited, so concurrent requests share group commits. With the
         Redis velocity store the decision runs in a worker thread, so its network wait blocks no other
-        request. A request that is cancelled while it waits still has its decision committed."""
+        request; so does an order's behaviour-model feature. A request that is cancelled while its
+        decision commits still has it committed; one cancelled before (during that feature) has none."""
         import asyncio
 
         if event.event_id in self._answered:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from shopmind.api.main import create_app
 from shopmind.auth import Scope, create_key
-from shopmind.recommend.service import STATE, _unpack
+from shopmind.recommend.service import STATE, _pack, _unpack
 from shopmind.synth import generate_shop, write_shop
 from tests.conftest import auth, make_shop
 
@@ -270,7 +270,8 @@ def test_risk_engine_sees_how_unusual_an_order_is_for_the_user(trained):
 
 def test_unusualness_caches_the_state_it_computes_for_the_users_next_decisions(trained, monkeypatch):
     """A risk decision for a user with no cached state pays a model pass; the state is then kept, so the
-    user's next decisions do not, while a recommendation still computes its own candidates. Replays
+    user's next decisions with the same history do not, while a recommendation still computes its own
+    candidates, and a changed history computes a new state (what a replay of it would compute). Replays
     (no subject) never read or write the cache."""
     shop, synthetic, _ = trained
     for user in synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()[5:]:
@@ -285,14 +286,24 @@ def test_unusualness_caches_the_state_it_computes_for_the_users_next_decisions(t
     monkeypatch.setattr(model, "user_state", lambda *a, **kw: (passes.append(len(a[0])), real(model, *a, **kw))[1])
     item = model.item_ids_[0]
     first = shop.recommender.unusualness(history, [item], subject=pseudonym)
-    assert passes == [1] and set(shop.cache.get(STATE, pseudonym)) == {"v", "s"}
+    assert passes == [1] and set(shop.cache.get(STATE, pseudonym)) == {"v", "w", "s"}
     assert shop.recommender.unusualness(history, [item], subject=pseudonym) == first and passes == [1]
     assert len(shop.recommend(user, k=3)["items"]) == 3 and passes == [1, 1]  # its own pass, not the kept state
     assert "i" in shop.cache.get(STATE, pseudonym)
+    assert shop.recommender.unusualness(history, [item], subject=pseudonym) == first and passes == [1, 1]
+    shop.recommender.unusualness(history[:-1], [item], subject=pseudonym)  # another history: not that state
+    assert passes == [1, 1, 1]
     shop.cache.delete(STATE, [pseudonym])
     shop.recommender.unusualness(history, [item])
     shop.recommender.unusualness(history, [item])
-    assert passes == [1, 1, 1, 1] and shop.cache.get(STATE, pseudonym) is None
+    assert passes == [1, 1, 1, 1, 1] and shop.cache.get(STATE, pseudonym) is None
+    # a state planted under this history's key is what a live decision reads, and what a replay ignores
+    shop.recommender.unusualness(history, [item], subject=pseudonym)
+    planted = dict(shop.cache.get(STATE, pseudonym))
+    state = _unpack(planted["s"], np.float32)
+    shop.cache.set(STATE, pseudonym, {**planted, "s": _pack(-state)})
+    assert shop.recommender.unusualness(history, [item], subject=pseudonym) != first
+    assert shop.recommender.unusualness(history, [item]) == first
 
 
 def test_async_decisions_compute_the_behaviour_feature_off_the_event_loop(trained, monkeypatch):
