@@ -333,6 +333,34 @@ def test_async_decisions_compute_the_behaviour_feature_off_the_event_loop(traine
     assert logged[0] is not None and logged[0] == logged[1]
 
 
+def test_a_cache_failure_drops_the_behaviour_feature_not_the_decision(trained, monkeypatch):
+    """When the cache fails on a behaviour state (Redis unreachable), the order is still decided, without
+    the feature. (Only the states fail here: the engine's other cache reads are not this test's subject.)"""
+    import math
+
+    from shopmind.exceptions import StorageError
+    from shopmind.risk.schemas import RiskEvent
+
+    shop, synthetic, _ = trained
+    user = synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()[-3]
+    version, model = shop.recommender.behaviour()
+
+    cache = shop.recommender._cache
+    real_get = cache.get
+
+    def down(namespace, *args, **kwargs):
+        if namespace == STATE:
+            raise StorageError("cache unreachable")
+        return real_get(namespace, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "get", down)
+    decision = shop.risk.decide(RiskEvent(event_id="o-cache-down", kind="order", user_id=user, amount=20.0,
+                                          items=[{"item_id": model.item_ids_[5], "price": 20.0}]))
+    logged = shop.risk.decision(decision.decision_id)["features"]["behaviour_unusual"]
+    assert decision.decision in ("allow", "review", "block", "freeze_account")
+    assert logged is None or math.isnan(logged)
+
+
 def test_http_fast_path_answers_repeat_visitors_exactly_as_the_route(trained, monkeypatch):
     """GET recommendations is answered on the event loop from the cache (api/fast_routes.py) when it
     can be, and by the FastAPI route otherwise. Both must give the same bodies and the same errors,
