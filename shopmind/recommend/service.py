@@ -140,7 +140,6 @@ class RecommendationService:
         fingerprint = hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes()
                                       + (context.tobytes() if context is not None else b""),
                                       digest_size=8).hexdigest()
-        history = _history_key(window, context)  # what the state depends on (unusualness reuses it by this)
         if self._cache is not None and subject is not None:
             cached = self._cache.get(STATE, subject)
             if cached and cached.get("v") == version and cached.get("h") == fingerprint and "i" in cached:
@@ -156,7 +155,8 @@ class RecommendationService:
             items = np.array([i for i, _ in top], dtype=np.int32)
             scores = np.array([x for _, x in top], dtype=np.float32)
             top = list(zip(items.tolist(), scores.tolist()))
-            self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "w": history, "s": _pack(state),
+            # "w": what the state alone depends on, by which unusualness (risk) may reuse it
+            self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "w": _history_key(window, context), "s": _pack(state),
                                              "i": _pack(items), "x": _pack(scores)}, ttl_s=STATE_TTL_S)
         return state, top
 
