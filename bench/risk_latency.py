@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/risk_latency.py [--rates 500,1000,2000,3000] [--seconds 15] [--decisions 5000]
                                            [--users 20000] [--days 60] [--home DIR] [--http-only]
-                                           [--behaviour [--train-budget 120]]
+                                           [--behaviour [--train-budget 120]] [--browse]
 
 Builds a shop (20,000 generated users over 60 days: a model of full-grown trees, as a real shop's
 history gives; a small shop's model is much cheaper to explain), replays its orders and payments into the decision
@@ -17,7 +17,8 @@ block list of 1,000 cards), then:
   - over HTTP: `shopmind serve` in its own process, driven by an open-loop load generator in another
     process (raw asyncio, 64 keep-alive connections, latency measured from each request's scheduled
     send time, so queueing counts) posting decisions at each --rates for --seconds, after an untimed
-    5-second warm-up at 50/s.
+    5-second warm-up at 50/s; with --browse, each order's user also views an item about a second
+    before the order (an ingestion request, counted in the rate; figures per route too).
 Medians and p99 in milliseconds. The machine's two cores are shared by the server and the load generator.
 """
 
@@ -31,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,22 +49,47 @@ def order_items(rng: random.Random, catalog: list[str]) -> list[dict]:
             for _ in range(rng.randint(1, 2))]
 
 
-def requests(key: str, rate: float, n: int, users: int, catalog: list[str]) -> list[bytes]:
+def requests(key: str, rate: float, n: int, users: int, catalog: list[str], ingest_key: str | None = None,
+             lead_s: float = 1.0) -> list[bytes]:
     """n decision requests with realistic cardinalities (users, 5,000 cards, 3,000 devices and IPs);
-    orders (a third) carry items."""
+    orders (a third) carry items. With `ingest_key`, each order's user first views an item: a
+    one-event `POST /v1/events` about `lead_s` seconds of requests before the order (as a checkout
+    follows browsing), which refreshes the user's behaviour state in the server's background."""
     rng = random.Random(int(rate))
-    out = []
+    out, orders = [], {}
     for i in range(n):
         kind = "payment" if i % 3 else "order"
+        user = f"u{rng.randrange(users) + 1:07d}"
         body = json.dumps({"event_id": f"h{int(rate)}-{i}", "kind": kind,
-                           "user_id": f"u{rng.randrange(users) + 1:07d}", "amount": round(rng.lognormvariate(3.5, 1.0), 2),
+                           "user_id": user, "amount": round(rng.lognormvariate(3.5, 1.0), 2),
                            "card": f"card-{rng.randrange(5000)}", "device_id": f"dev-{rng.randrange(3000)}",
                            "ip": f"10.0.{rng.randrange(12)}.{rng.randrange(250)}",
                            "ip_country": rng.choice(["DE", "FR", "NG"]), "shipping_country": "DE",
                            "items": order_items(rng, catalog) if kind == "order" else []}).encode()
-        out.append(b"POST /v1/risk/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                   + f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-    return out
+        out.append(_post("/v1/risk/decisions", key, body))
+        if kind == "order":
+            orders[i] = user
+    if ingest_key is None:
+        return out
+    lead = max(1, int(rate * lead_s))
+
+    def view(i: int) -> bytes:
+        ts = datetime.now(timezone.utc).isoformat()
+        body = json.dumps([{"event_id": f"v{int(rate)}-{i}", "user_id": orders[i], "type": "view",
+                            "item_id": rng.choice(catalog), "ts": ts}]).encode()
+        return _post("/v1/events", ingest_key, body)
+
+    mixed = [view(i) for i in range(min(lead, n)) if i in orders]  # the first orders' views come first
+    for i, decision in enumerate(out):
+        if i + lead in orders:
+            mixed.append(view(i + lead))
+        mixed.append(decision)
+    return mixed
+
+
+def _post(path: str, key: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 RULE_TEMPLATES = [
@@ -132,11 +159,11 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
     rng = random.Random(1)
     now = int(time.time() * 1000)
 
-    def event(i: int, tag: str, half: int, user: str | None = None) -> RiskEvent:
-        """A decision request; users are drawn from one half of the shop's users (`half` 0 or 1), so
-        the two runs of users not decided before share none (whose behaviour states the first cached)."""
+    def event(i: int, tag: str, part: int, user: str | None = None) -> RiskEvent:
+        """A decision request; users are drawn from one third of the shop's users (`part` 0 to 2), so
+        the runs of users not decided before share none (whose behaviour states an earlier run cached)."""
         kind = "payment" if i % 3 else "order"
-        user = user or f"u{half * (users // 2) + rng.randrange(users // 2) + 1:07d}"
+        user = user or f"u{part * (users // 3) + rng.randrange(users // 3) + 1:07d}"
         return RiskEvent(event_id=f"{tag}{i}", kind=kind, ts_ms=now + i * 50,
                          user_id=user, amount=round(rng.lognormvariate(3.5, 1.0), 2),
                          card=f"card-{rng.randrange(5000)}", device_id=f"dev-{rng.randrange(3000)}",
@@ -154,23 +181,48 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
     runs = [("engine.decide (no log)", decide), ("service.decide (committed log)", lambda e: shop.risk.decide(e))]
     if behaviour:  # the same users as the first run again: their behaviour-model states are now cached
         runs.append(("engine.decide, users decided before (state cached)", decide))
+        # users never decided before, each of whom views an item just before deciding (as a checkout
+        # follows browsing): the view is ingested, its state refresh (recommend/refresh.py) runs in the
+        # background, and the decisions are timed once it is done
+        runs.append(("engine.decide, new users who browsed just before (state refreshed on ingest)", decide))
+    refresh_ms: list[float] = []
     for run, (name, fn) in enumerate(runs):
         again = "decided before" in name
-        events = [event(i, name[:3] + ("again" if again else ""), run % 2, first_users[i] if again else None)
-                  for i in range(n)]
+        browsed = "browsed" in name
+        part = 2 if browsed else run % 2
+        events = [event(i, name[:3] + ("again" if again else "browse" if browsed else ""), part,
+                        first_users[i] if again else None) for i in range(n)]
         if not first_users:
             first_users = [e.user_id for e in events]
         for e in events[:200]:
             fn(e)  # warm-up
         lat = []
-        for e in events[200:]:
-            t = time.perf_counter()
-            fn(e)
-            lat.append((time.perf_counter() - t) * 1000)
+        for start in range(200, n, 100):
+            chunk = events[start:start + 100]
+            if browsed:
+                t = time.perf_counter()
+                computed = shop.refresher.stats["computed"]
+                shop.ingest("events", [{"event_id": f"view-{e.event_id}", "user_id": e.user_id, "type": "view",
+                                        "item_id": rng.choice(catalog),
+                                        "ts": datetime.fromtimestamp((e.ts_ms - 20_000) / 1000, timezone.utc).isoformat()}
+                                       for e in chunk],
+                            actor="bench")
+                if not shop.refresher.wait_idle(60):
+                    sys.exit("the background state refresh did not finish in 60 s")
+                done = shop.refresher.stats["computed"] - computed
+                if done:
+                    refresh_ms.append((time.perf_counter() - t) * 1000 / done)
+            for e in chunk:
+                t = time.perf_counter()
+                fn(e)
+                lat.append((time.perf_counter() - t) * 1000)
         lat.sort()
         results[name] = {"n": len(lat), "p50_ms": round(statistics.median(lat), 3),
                          "p99_ms": round(lat[int(0.99 * len(lat))], 3), "rules": len(engine.rules),
                          "model": engine.model_version is not None, "behaviour_model": behaviour}
+        if browsed:
+            results[name]["refresh_ms_per_user_median"] = round(statistics.median(refresh_ms), 3)
+            results[name]["refresh_stats"] = dict(shop.refresher.stats)
     # the model's share alone, on the same events' feature vectors: path attributions (what a decision
     # carries) against exact TreeSHAP (on demand)
     for name, exact in (("model.explain, path attribution", False), ("model.explain, exact TreeSHAP", True)):
@@ -188,6 +240,19 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
     return results
 
 
+def _ingest_key(home: Path) -> str:
+    """A throw-away ingestion key of the throw-away bench shop, for --browse."""
+    from shopmind.auth import Scope, create_key
+    from shopmind.config import load_settings
+    from shopmind.shop import Shop
+
+    shop = Shop.open(load_settings(home=home, cache_url="memory://"))
+    try:
+        return create_key(shop.store, "bench browse", frozenset({Scope.ingest}))
+    finally:
+        shop.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=20000)
@@ -200,6 +265,8 @@ def main() -> None:
     ap.add_argument("--behaviour", action="store_true",
                     help="train a behaviour model first, so decisions on orders compute its feature")
     ap.add_argument("--train-budget", type=float, default=120, help="with --behaviour: its training budget, seconds")
+    ap.add_argument("--browse", action="store_true",
+                    help="over HTTP, each order's user views an item (POST /v1/events) about 1 s before the order")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or Path(tmp)
@@ -220,14 +287,17 @@ def main() -> None:
         report = {"rules": n_rules, "behaviour_model": args.behaviour, "http": [],
                   "in_process": {} if args.http_only else in_process(home, args.users, args.decisions, catalog)}
         print(json.dumps(report["in_process"], indent=2), flush=True)
+        ingest_key = _ingest_key(home) if args.browse else None
+        marker = b'"decision"|"written"' if args.browse else b'"decision"'
+        report["browse"] = args.browse
         env = {**os.environ, "SHOPMIND_HOME": str(home), "SHOPMIND_CACHE_URL": "memory://", "SHOPMIND_LOG_LEVEL": "WARNING"}
         with running_server(env) as port:
             # untimed warm-up: the engine is built and the first users' profiles are read on first use
             drive(port, 50, 5, requests(key, 50, 250, args.users, catalog), b'"decision"')
             for rate in [float(r) for r in args.rates.split(",")]:
                 report["http"].append(drive(port, rate, args.seconds,
-                                            requests(key, rate, int(rate * args.seconds), args.users, catalog),
-                                            b'"decision"'))
+                                            requests(key, rate, int(rate * args.seconds), args.users, catalog,
+                                                     ingest_key), marker))
                 print(json.dumps(report["http"][-1]), flush=True)
         print(json.dumps(report))
 

@@ -33,7 +33,8 @@ from shopmind.privacy.pseudonym import Pseudonymizer
 from shopmind.privacy import rotation
 from shopmind.storage import schema
 from shopmind.storage.cache import CacheMiss
-from shopmind.recommend.service import RecommendationService
+from shopmind.recommend.refresh import StateRefresher
+from shopmind.recommend.service import STATE, RecommendationService
 from shopmind.training.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ class Shop:
         self.ingestor = Ingestor(self.store, self.pseudonyms, self.cipher)
         self.registry = ModelRegistry(settings.model_dir)
         self.erasure = ErasureRegistry(self.store)
+        # first: once erasure reaches the database and the cache, no background refresh may write after it
+        self.refresher = StateRefresher(self._refresh_states, lambda users: self.cache.delete(STATE, users))
+        self.erasure.register(self.refresher)
         self.erasure.register(SqlSubjectData(self.store))
         self.erasure.register(CacheSubjectData(self.cache))
         self.erasure.register(self.registry)
@@ -110,6 +114,7 @@ class Shop:
         return self._risk
 
     def close(self) -> None:
+        self.refresher.close()
         self.recommender.batcher.close()
         if self._risk is not None:
             self._risk.close()
@@ -167,12 +172,21 @@ class Shop:
         for e in events:
             if e.user_id is not None and e.item_id is not None:
                 by_user.setdefault(e.user_id, []).append([e.item_id, e.type.value, int(e.ts.timestamp() * 1000)])
+        touched: list[str] = []
         for raw_user_id, items in by_user.items():  # one HMAC per user, not per event (hot path)
             pseudonym = self.pseudonyms.user(raw_user_id)
             self.cache.append_if_present(RECENT, pseudonym, items, RECENT_KEEP)
             bought = [item for item, kind, _ in items if kind == "purchase"]
             if bought:
                 self.cache.append_if_present(BOUGHT, pseudonym, bought, BOUGHT_KEEP)
+            touched.append(pseudonym)
+        if touched and self.settings.refresh_states and self.registry.current_version("behaviour") is not None:
+            self.refresher.submit(touched)
+
+    def _refresh_states(self, pseudonyms: list[str]) -> int:
+        """The background refresh of these users' behaviour-model states (StateRefresher)."""
+        users = [([tuple(r) for r in recent], p) for p in pseudonyms if (recent := self.recent_items(p))]
+        return self.recommender.refresh_states(users)
 
     # -- reads about one user ------------------------------------------------------------------------
 

@@ -204,35 +204,74 @@ class RecommendationService:
                     subject: str | None = None) -> float | None:
         """For risk scoring: the share of the catalog the behaviour model ranks above each of `item_ids`
         after this history, averaged (0 = exactly what this user would buy next, 1 = the least likely).
-        A user's cached trunk state (a recommendation's, or an earlier decision's) is reused only when it
-        is for the live model version and this very history, so a live decision computes what a replay of
-        it computes (risk/backtest.py, whose states the risk model is trained on); otherwise a pass computes
-        it, and it is cached for the user's next decisions. Above RANK_SAMPLE items the share is estimated
-        on a fixed sample of the catalog (ItemIndex.rank_fraction)."""
+        A user's cached trunk state (a recommendation's, an earlier decision's, or one the StateRefresher
+        computed when their events arrived) is reused only when it is for the live model version and this
+        very history, so a live decision computes what a replay of it computes (risk/backtest.py, whose
+        states the risk model is trained on); otherwise a pass computes it, and it is cached for the
+        user's next decisions. Above RANK_SAMPLE items the share is estimated on a fixed sample of the
+        catalog (ItemIndex.rank_fraction)."""
         loaded = self.behaviour()
         if loaded is None:
             return None
         version, model = loaded
         catalog = self._catalog(version, model)
         targets = [catalog.index[i] for i in item_ids if i in catalog.index]
-        events = [(catalog.index[i], kind, ts) for i, kind, ts in history if i in catalog.index]
-        known = np.array([i for i, _, _ in events], dtype=np.int64)
-        if not targets or not len(known):
+        if not targets:
             return None
-        window, context = _window(model, known, _context(model, events))
-        history = _history_key(window, context)
-        cache = self._cache if subject else None
-        cached = cache.get(STATE, subject) if cache is not None else None
-        if cached and cached.get("v") == version and cached.get("w") == history:
-            state = _unpack(cached["s"], np.float32)
-        else:
-            state = model.user_state([window], None if context is None else [context],
-                                     traced=self.batcher.traced_pass)[0]
-            if cache is not None:
-                # Kept for this user's next decisions (a pass is most of this feature's cost). Without
-                # candidates ("i"), a recommendation does not take this entry for its own and computes one.
-                cache.set(STATE, subject, {"v": version, "w": history, "s": _pack(state)}, ttl_s=STATE_TTL_S)
-        return catalog.items.rank_fraction(state, targets)
+        states = self._states(version, model, catalog, [(history, subject)])
+        if states[0] is None:
+            return None
+        return catalog.items.rank_fraction(states[0], targets)
+
+    def refresh_states(self, users: list[tuple[list[tuple[str, str, int | None]], str]]) -> int:
+        """Compute and cache the trunk state of each (history, pseudonym) whose cached state is not for
+        this very history, in one pass: what the user's next risk decision reads (StateRefresher, when
+        their events arrive). Returns how many states were computed."""
+        loaded = self.behaviour()
+        if loaded is None or not users:
+            return 0
+        version, model = loaded
+        catalog = self._catalog(version, model)
+        computed: list[int] = []
+        self._states(version, model, catalog, users, computed)
+        return len(computed)
+
+    def _states(self, version: str, model, catalog: Catalog,
+                users: list[tuple[list[tuple[str, str, int | None]], str | None]],
+                computed: list[int] | None = None) -> list[np.ndarray | None]:
+        """Each history's trunk state (None for a history with no catalog item): the cached one when it is
+        for the live version and this exact window, else computed (all misses in one pass) and cached
+        under the pseudonym (None: not cached). Indices of the computed ones are appended to `computed`."""
+        states: list[np.ndarray | None] = [None] * len(users)
+        misses: list[tuple[int, np.ndarray, np.ndarray | None, str]] = []
+        for n, (history, subject) in enumerate(users):
+            events = [(catalog.index[i], kind, ts) for i, kind, ts in history if i in catalog.index]
+            if not events:
+                continue
+            window, context = _window(model, np.array([i for i, _, _ in events], dtype=np.int64),
+                                      _context(model, events))
+            key = _history_key(window, context)
+            cached = self._cache.get(STATE, subject) if self._cache is not None and subject else None
+            if cached and cached.get("v") == version and cached.get("w") == key:
+                states[n] = _unpack(cached["s"], np.float32)
+            else:
+                misses.append((n, window, context, key))
+        if misses:
+            contexts = None if misses[0][2] is None else [m[2] for m in misses]
+            fresh = model.user_state([m[1] for m in misses], contexts, traced=self.batcher.traced_pass)
+            for (n, _, _, key), state in zip(misses, fresh):
+                states[n] = state
+                subject = users[n][1]
+                if self._cache is not None and subject:
+                    # Kept for this user's next decisions (a pass is most of this feature's cost). Without
+                    # candidates ("i"), a recommendation does not take this entry for its own and computes
+                    # one; so one that a recommendation wrote meanwhile for this history is not replaced.
+                    now = self._cache.get(STATE, subject)
+                    if not (now and now.get("v") == version and now.get("w") == key):
+                        self._cache.set(STATE, subject, {"v": version, "w": key, "s": _pack(state)}, ttl_s=STATE_TTL_S)
+                if computed is not None:
+                    computed.append(n)
+        return states
 
     @staticmethod
     def _reason(catalog: Catalog, item: int, recent: list[tuple[int, str]], best: int, similarity: float) -> str:

@@ -104,6 +104,7 @@ def test_new_events_change_recommendations_at_once(trained):
     target = before[0]
     shop.ingest("events", [{"event_id": f"fresh-{n}", "user_id": user, "type": "purchase", "item_id": target,
                             "ts": f"2026-03-0{n + 1}T10:00:00Z"} for n in range(1)], actor="t")
+    assert shop.refresher.wait_idle()  # the background state refresh (recommend/refresh.py) is done
     after = [r["item_id"] for r in shop.recommend(user, k=10)["items"]]
     consumable = dict(zip(synthetic.items["item_id"], synthetic.items["consumable"]))[target]
     assert after != before
@@ -279,6 +280,7 @@ def test_unusualness_caches_the_state_it_computes_for_the_users_next_decisions(t
         history = [tuple(event) for event in shop.recent_items(pseudonym)]
         if len(history) >= 5:
             break
+    assert shop.refresher.wait_idle()  # no background refresh (earlier tests' events) runs into the count
     shop.cache.delete(STATE, [pseudonym])
     version, model = shop.recommender.behaviour()
     passes = []
@@ -304,6 +306,40 @@ def test_unusualness_caches_the_state_it_computes_for_the_users_next_decisions(t
     shop.cache.set(STATE, pseudonym, {**planted, "s": _pack(-state)})
     assert shop.recommender.unusualness(history, [item], subject=pseudonym) != first
     assert shop.recommender.unusualness(history, [item]) == first
+
+
+def test_ingested_events_refresh_the_state_the_users_next_decision_reads(trained, monkeypatch):
+    """When a user's events are ingested, their behaviour-model state for the new history is computed in
+    the background (recommend/refresh.py): the decision on their order then runs no model pass, and its
+    feature is what a pass over the same history gives (a replay, which never reads the cache)."""
+    from shopmind.recommend.service import _context, _history_key, _window
+    from shopmind.risk.schemas import RiskEvent
+
+    shop, synthetic, _ = trained
+    user = synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()[-3]
+    pseudonym = shop.pseudonym(user)
+    version, model = shop.recommender.behaviour()
+    assert shop.refresher.wait_idle()
+    before = shop.refresher.stats["computed"]
+    shop.ingest("events", [{"event_id": "refresh-1", "user_id": user, "type": "add_to_cart",
+                            "item_id": model.item_ids_[7], "ts": "2026-03-06T10:00:00Z"}], actor="t")
+    assert shop.refresher.wait_idle() and shop.refresher.stats["computed"] == before + 1
+    history = [tuple(e) for e in shop.recent_items(pseudonym)]
+    assert history[-1][0] == model.item_ids_[7]
+    catalog = shop.recommender._catalog(version, model)
+    events = [(catalog.index[i], kind, ts) for i, kind, ts in history if i in catalog.index]
+    window, context = _window(model, np.array([i for i, _, _ in events]), _context(model, events))
+    entry = shop.cache.get(STATE, pseudonym)
+    assert entry["v"] == version and entry["w"] == _history_key(window, context)  # this very history
+    passes = []
+    real = type(model).user_state
+    monkeypatch.setattr(model, "user_state", lambda *a, **kw: (passes.append(len(a[0])), real(model, *a, **kw))[1])
+    decision = shop.risk.decide(RiskEvent(event_id="o-refresh-1", kind="order", user_id=user, amount=30.0,
+                                          items=[{"item_id": model.item_ids_[11], "price": 30.0}]))
+    assert passes == []
+    logged = shop.risk.decision(decision.decision_id)["features"]["behaviour_unusual"]
+    replayed = shop.recommender.unusualness(history, [model.item_ids_[11]])
+    assert passes == [1] and logged == pytest.approx(replayed, abs=1e-6)
 
 
 def test_async_decisions_compute_the_behaviour_feature_off_the_event_loop(trained, monkeypatch):
@@ -414,6 +450,7 @@ def test_http_fast_path_answers_repeat_visitors_exactly_as_the_route(trained, mo
         bought = again.json()["items"][0]["item_id"]
         shop.ingest("events", [{"event_id": "fast-path-1", "user_id": user, "type": "view", "item_id": bought,
                                 "ts": "2026-03-05T10:00:00Z"}], actor="t")
+        assert shop.refresher.wait_idle()  # its state-only entry does not serve the route either
         calls.clear()
         after = client.get(url, params={"k": 7}, headers=auth(key)).json()
         assert calls == [(True, "CacheMiss"), (False, "answered")]
