@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/recommend_latency.py [--items 100000] [--users 2000] [--rates 100,250,500]
         [--seconds 20] [--workers 1] [--cache-url memory://] [--blend] [--width 256]
-        [--servers 32:32:bf16:eager,32:32:bf16:traced]
+        [--servers 32:32:bf16:eager,32:32:bf16:traced] [--returning-rates 100,200]
 
 Builds a shop with --items catalog items in 500 topics and --users users with 30 item events each
 (mostly from two topics), registers a behaviour model of width --width over the whole catalog (one epoch of
@@ -14,8 +14,11 @@ whatever the server's speed, and each latency is measured from its scheduled sen
 shows up in the figures (no coordinated omission; bench/loadgen.py). Two kinds of traffic are timed separately:
 repeat visitors (--users of them, each asked once in an untimed warm-up, then request i asks for
 user i mod --users: their state and candidates come from the cache) and first visits (--cold-rates,
-every request a user never asked before: database reads, a transformer pass and a catalog scan). Reports achieved rate, p50, p99 and errors per rate, plus the in-process cost of one
-recommendation (no HTTP), first request and repeated, for comparison.
+every request a user never asked before: database reads, a transformer pass and a catalog scan), and,
+with --returning-rates, repeat visitors who view one more item about two seconds before each request (a
+one-event ingestion, counted in the rate; figures per route too), whose answer the background state
+refresh recomputes (refresh_states) or the request does. Reports achieved rate, p50, p99 and errors
+per rate, plus the in-process cost of one recommendation (no HTTP), first request and repeated.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import json
 import os
 import sys
 import tempfile
+import random
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +86,7 @@ def build(home: Path, n_items: int, n_users: int, blend: bool = False, width: in
 
         attach_blend(model, seqs, kinds=("z",), weights=(0.2,), valid_users=500)
     shop.registry.register("behaviour", model, card={"bench": True, "blend": blend}, subjects=[])
-    key = create_key(shop.store, "bench", frozenset({Scope.recommend}))
+    key = create_key(shop.store, "bench", frozenset({Scope.recommend, Scope.ingest}))  # ingest: --returning-rates
     import torch
 
     torch.set_num_threads(1)  # as `shopmind serve` runs (OMP_NUM_THREADS=1): one request per thread
@@ -125,6 +130,37 @@ def loadgen(port: int, key: str, rate: float, seconds: float, first_user: int, u
     return drive(port, rate, seconds, requests, b'"items"')
 
 
+def loadgen_returning(port: int, key: str, rate: float, seconds: float, users: int, tag: str) -> dict:
+    """Repeat visitors who come back after viewing one more item: request i asks for user i mod users,
+    and that user's view (a one-event POST /v1/events) is sent about two seconds of requests earlier, so
+    the cached answer is stale when the view arrives. Both kinds count in the rate."""
+    n = int(rate * seconds)
+    lead = max(1, int(rate))
+    rng = random.Random(int(rate))
+    base = datetime.now(timezone.utc)
+
+    def get(j: int) -> bytes:
+        return (f"GET /v1/users/u{j % users}/recommendations?k=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"X-API-Key: {key}\r\n\r\n").encode()
+
+    def view(j: int) -> bytes:
+        body = json.dumps([{"event_id": f"r{tag}-{int(rate)}-{j}", "user_id": f"u{j % users}", "type": "view",
+                            "item_id": f"i{rng.randrange(ITEMS[0])}",
+                            "ts": (base + timedelta(milliseconds=j)).isoformat()}]).encode()
+        return (f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    mixed = [view(j) for j in range(min(lead, n))]
+    for j in range(n):
+        if j + lead < n:
+            mixed.append(view(j + lead))
+        mixed.append(get(j))
+    return drive(port, rate, seconds, mixed, b'"items"|"written"')
+
+
+ITEMS = [100_000]  # the catalog size of this run (set by main), for loadgen_returning's item ids
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -133,6 +169,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--cold-rates", default="25,50,100", help="first requests: each user asked once")
     parser.add_argument("--cold-seconds", type=float, default=10)
+    parser.add_argument("--returning-rates", default="",
+                        help="repeat visitors who view one more item about 1 s before each request (--seconds each)")
     parser.add_argument("--workers", type=int, default=1, help="API processes (above 1 needs --cache-url redis://)")
     parser.add_argument("--cache-url", default="memory://")
     parser.add_argument("--blend", action="store_true", help="attach a blend with item kNN (rule z, weight 0.2)")
@@ -140,15 +178,19 @@ def main() -> None:
     parser.add_argument("--servers", default="",
                         help="server settings to compare in this run, as THREADS:BATCH[:SCAN][:PASS] "
                              "(api_threads, recommend_batch, SCAN f32 or bf16 for recommend_bf16_scan, PASS eager "
-                             "or traced for recommend_traced_pass), e.g. 32:32:bf16:eager,32:32:bf16:traced; "
+                             "or traced for recommend_traced_pass, refresh or norefresh for refresh_states), e.g. "
+                             "32:32:bf16:eager,32:32:bf16:traced; "
                              "default: one server with the settings' defaults")
     args = parser.parse_args()
+    ITEMS[0] = args.items
     cold_rates = [float(r) for r in args.cold_rates.split(",") if r]
     servers = [tuple(pair.split(":")) for pair in args.servers.split(",") if pair] or [None]
     for server in servers:
-        if server is not None and not (2 <= len(server) <= 4 and all(part.isdigit() for part in server[:2])
-                                       and all(part in ("f32", "bf16", "eager", "traced") for part in server[2:])):
-            parser.error(f"--servers: {':'.join(server)!r} is not THREADS:BATCH[:f32|bf16][:eager|traced]")
+        if server is not None and not (2 <= len(server) <= 5 and all(part.isdigit() for part in server[:2])
+                                       and all(part in ("f32", "bf16", "eager", "traced", "refresh", "norefresh")
+                                               for part in server[2:])):
+            parser.error(f"--servers: {':'.join(server)!r} is not THREADS:BATCH[:f32|bf16][:eager|traced]"
+                         "[:refresh|norefresh]")
     n_cold = int(sum(r * args.cold_seconds for r in cold_rates)) * len(servers)
     if args.cache_url.startswith("redis"):
         import redis
@@ -174,6 +216,9 @@ def main() -> None:
                     if part in ("f32", "bf16"):
                         env["SHOPMIND_RECOMMEND_BF16_SCAN"] = str(part == "bf16").lower()
                         label += f", {part} scan"
+                    elif part in ("refresh", "norefresh"):
+                        env["SHOPMIND_REFRESH_STATES"] = str(part == "refresh").lower()
+                        label += f", {part}"
                     else:
                         env["SHOPMIND_RECOMMEND_TRACED_PASS"] = str(part == "traced").lower()
                         label += f", {part} pass"
@@ -192,6 +237,10 @@ def main() -> None:
                     results.append({"server": label, "visitors": "first",
                                     **loadgen(port, key, rate, args.cold_seconds, first, count)})
                     first += count
+                    print(json.dumps(results[-1]), flush=True)
+                for rate in [float(r) for r in args.returning_rates.split(",") if r]:
+                    results.append({"server": label, "visitors": "returning after a view",
+                                    **loadgen_returning(port, key, rate, args.seconds, args.users, str(len(results)))})
                     print(json.dumps(results[-1]), flush=True)
     print(f"\nworkers {args.workers}, cache {args.cache_url}; in process: {in_process}")
     print("| server | visitors | target req/s | achieved req/s | p50 ms | p99 ms | errors |")

@@ -53,9 +53,9 @@ class Settings(BaseSettings):
     recommend_traced_pass: bool = Field(True, description="Run the serving pass of the behaviour model as one "
                                         "TorchScript call (traced per model, checked against the eager pass, "
                                         "eager when tracing fails); False runs it eagerly.")
-    refresh_states: bool = Field(True, description="When a user's events are ingested, compute their "
-                                 "behaviour-model state in a background thread, so the risk decision on their "
-                                 "next order finds it cached instead of running the model itself.")
+    refresh_states: bool = Field(True, description="When a user's events are ingested, recompute in a "
+                                 "background thread what their next request reads: the behaviour-model state "
+                                 "(risk decisions) and, with personalization consent, their recommendations.")
     max_batch: int = Field(10_000, ge=1, le=100_000, description="Most rows accepted in one ingestion request.")
     default_consent: bool = Field(
         False, description="Consent assumed for users the shop never sent consent flags for (opt-in by default)."

@@ -184,9 +184,17 @@ class Shop:
             self.refresher.submit(touched)
 
     def _refresh_states(self, pseudonyms: list[str]) -> int:
-        """The background refresh of these users' behaviour-model states (StateRefresher)."""
-        users = [([tuple(r) for r in recent], p) for p in pseudonyms if (recent := self.recent_items(p))]
-        return self.recommender.refresh_states(users)
+        """The background refresh after these users' events arrived (StateRefresher): for users who
+        consented to personalisation, the state and candidates their next recommendation reads (with
+        bought items excluded, as `recommend` does by default); for the others, the state alone, which
+        their next risk decision reads (fraud prevention does not rest on that consent)."""
+        users = []
+        for p in pseudonyms:
+            recent = self.recent_items(p)
+            if recent:
+                bought = self.purchased_items(p) if self.has_consent(p, "personalization") else None
+                users.append(([tuple(r) for r in recent], bought, p))
+        return self.recommender.refresh(users)
 
     # -- reads about one user ------------------------------------------------------------------------
 

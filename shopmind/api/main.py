@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         # with 40 threads, 148/s with 4 or 2, on this 2-core machine (bench/recommend_latency.py).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         app.state.keys = KeyVerifier(app.state.shop.store)
+        app.state.metrics.watch_refresher(app.state.shop.refresher)
         alerts = asyncio.create_task(_risk_alerts(app.state.shop)) if settings.risk_alert_webhooks else None
         yield
         if alerts is not None:

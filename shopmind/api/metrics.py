@@ -24,6 +24,29 @@ class Metrics:
                                 registry=self.registry)
         self.duplicates = Counter("shopmind_rows_duplicate_total", "Rows skipped as already ingested", ["kind"],
                                   registry=self.registry)
+        self._refresher = None
+
+    def watch_refresher(self, refresher) -> None:
+        """Export the background state refresh's counts (recommend/refresh.py), read at scrape time."""
+        if self._refresher is None:
+            self.registry.register(_RefresherCollector(refresher))
+        self._refresher = refresher
+
+
+class _RefresherCollector:
+    def __init__(self, refresher) -> None:
+        self.refresher = refresher
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        counts = CounterMetricFamily("shopmind_state_refresh_users", "Users handled by the background state "
+                                     "refresh, by outcome", labels=["outcome"])
+        for outcome, n in sorted(self.refresher.stats.items()):
+            counts.add_metric([outcome], n)
+        yield counts
+        yield GaugeMetricFamily("shopmind_state_refresh_pending", "Users waiting for a state refresh",
+                                value=self.refresher.pending())
 
 
 class MetricsMiddleware:

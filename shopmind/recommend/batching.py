@@ -99,6 +99,20 @@ class StateBatcher:
         self._queue.put(job)
         return job.done.result()
 
+    def rank_many(self, model, items, requests: list[tuple[np.ndarray, np.ndarray | None, int, list[int]]]
+                  ) -> list[tuple[np.ndarray, list[tuple[int, float]]]]:
+        """`rank` for several users at once, (window, context, k, hidden) each: queued together, so they
+        share batches (with each other and with requests waiting meanwhile)."""
+        jobs = [_Job(model, items, window, context, k, hidden) for window, context, k, hidden in requests]
+        if not jobs:
+            return []
+        if self.max_batch == 1:
+            return [self._run([job])[0] for job in jobs]
+        self._start()
+        for job in jobs:
+            self._queue.put(job)
+        return [job.done.result() for job in jobs]
+
     def close(self) -> None:
         """Stop the batching thread once the queued requests are ranked."""
         with self._lock:

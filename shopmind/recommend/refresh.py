@@ -1,4 +1,5 @@
-"""Users' behaviour-model states, computed in the background when their events arrive.
+"""Users' behaviour-model states (and recommendation candidates), computed in the background when
+their events arrive.
 
 A risk decision on an order reads how unusual the ordered items are for the user (risk/engine.py), which
 needs the trunk's state after the user's latest events: a transformer pass, most of the decision's cost
@@ -8,6 +9,10 @@ decision find it cached. The cache entry is the one `RecommendationService.unusu
 (namespace "state", keyed by the hash of the exact model input), so a state is only ever used for the
 history it was computed from: a refresh that has not finished, or was dropped, costs the decision its
 own pass, never a wrong feature.
+
+The same holds for recommendations: a new event makes a user's cached answer stale, and the refresh
+recomputes it for users who consented to personalisation (Shop._refresh_states decides what each user
+gets), so their next request is answered from the cache.
 
 One worker thread, a queue of pseudonyms (a user already waiting is not queued twice; above
 `max_pending` new users are dropped and counted, so a bulk load cannot grow it without bound), and up

@@ -84,6 +84,12 @@ def _history_key(window: np.ndarray, context: np.ndarray | None) -> str:
                            digest_size=8).hexdigest()
 
 
+def _fingerprint(window: np.ndarray, context: np.ndarray | None, hidden: list[int]) -> str:
+    """The key of a recommendation's cached candidates: its window, context and hidden items."""
+    return hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes()
+                           + (context.tobytes() if context is not None else b""), digest_size=8).hexdigest()
+
+
 def _window(model, indices: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The model's window of a history and one event more: the first window event's gap to the one
     before it is an input too."""
@@ -137,28 +143,53 @@ class RecommendationService:
         when this exact history (items and their context) and purchase set were seen last; computed and
         cached otherwise (`cached_only`: CacheMiss instead)."""
         window, context = _window(model, indices, context)
-        fingerprint = hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes()
-                                      + (context.tobytes() if context is not None else b""),
-                                      digest_size=8).hexdigest()
-        if self._cache is not None and subject is not None:
-            cached = self._cache.get(STATE, subject)
-            if cached and cached.get("v") == version and cached.get("h") == fingerprint and "i" in cached:
-                top = zip(_unpack(cached["i"], np.int32).tolist(), _unpack(cached["x"], np.float32).tolist())
-                return _unpack(cached["s"], np.float32), list(top)
+        fingerprint = _fingerprint(window, context, hidden)
+        cached = self._cached_entry(version, subject, fingerprint)
+        if cached is not None:
+            return cached
         if cached_only:
             raise CacheMiss(STATE)
         state, top = self.batcher.rank(model, catalog.items, window, context, CANDIDATES, hidden)
-        if self._cache is not None and subject is not None:
-            # Arrays as base64 float32/int32: JSON numbers cost a third of a first visit's time to write
-            # and most of a repeat visit's time to read. The answer uses the stored (float32) scores, so
-            # a first and a repeated request give the same numbers.
-            items = np.array([i for i, _ in top], dtype=np.int32)
-            scores = np.array([x for _, x in top], dtype=np.float32)
-            top = list(zip(items.tolist(), scores.tolist()))
-            # "w": what the state alone depends on, by which unusualness (risk) may reuse it
-            self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "w": _history_key(window, context), "s": _pack(state),
-                                             "i": _pack(items), "x": _pack(scores)}, ttl_s=STATE_TTL_S)
-        return state, top
+        return state, self._keep(version, subject, fingerprint, window, context, state, top)
+
+    def _cached_entry(self, version: str, subject: str | None,
+                      fingerprint: str) -> tuple[np.ndarray, list[tuple[int, float]]] | None:
+        if self._cache is None or subject is None:
+            return None
+        cached = self._cache.get(STATE, subject)
+        if cached and cached.get("v") == version and cached.get("h") == fingerprint and "i" in cached:
+            top = zip(_unpack(cached["i"], np.int32).tolist(), _unpack(cached["x"], np.float32).tolist())
+            return _unpack(cached["s"], np.float32), list(top)
+        return None
+
+    def _keep(self, version: str, subject: str | None, fingerprint: str, window: np.ndarray,
+              context: np.ndarray | None, state: np.ndarray, top: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """Cache a computed state and candidates under the user; returns the candidates as stored."""
+        if self._cache is None or subject is None:
+            return top
+        # Arrays as base64 float32/int32: JSON numbers cost a third of a first visit's time to write
+        # and most of a repeat visit's time to read. The answer uses the stored (float32) scores, so
+        # a first and a repeated request give the same numbers.
+        items = np.array([i for i, _ in top], dtype=np.int32)
+        scores = np.array([x for _, x in top], dtype=np.float32)
+        # "w": what the state alone depends on, by which unusualness (risk) may reuse it
+        self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "w": _history_key(window, context),
+                                         "s": _pack(state), "i": _pack(items), "x": _pack(scores)},
+                        ttl_s=STATE_TTL_S)
+        return list(zip(items.tolist(), scores.tolist()))
+
+    def _inputs(self, catalog: Catalog, model, history: list[tuple[str, str, int | None]],
+                purchased: set[str]) -> tuple[list, np.ndarray, np.ndarray | None, list[int]] | None:
+        """(known events, item indices, context, hidden items) of a history, None without a known item.
+        Items in the recent history and bought durables are not recommended again; consumables are
+        (people restock them), which is why exclusion is done here and not by the model."""
+        known = [(catalog.index[item], kind, ts) for item, kind, ts in history if item in catalog.index]
+        if not known:
+            return None
+        indices = np.array([i for i, _, _ in known], dtype=np.int64)
+        bought = {catalog.index[item] for item in purchased if item in catalog.index}
+        hidden = sorted(i for i in bought | set(indices.tolist()) if not catalog.consumable[i])
+        return known, indices, _context(model, known), hidden
 
     def for_history(self, history: list[tuple[str, str, int | None]], k: int, category: str | None,
                     purchased: set[str], subject: str | None = None,
@@ -173,17 +204,12 @@ class RecommendationService:
             return None
         version, model = loaded
         catalog = self._catalog(version, model, cached_only)
-        known = [(catalog.index[item], kind, ts) for item, kind, ts in history if item in catalog.index]
-        if not known:
+        inputs = self._inputs(catalog, model, history, purchased)
+        if inputs is None:
             return None
-        indices = np.array([i for i, _, _ in known], dtype=np.int64)
+        known, indices, context, hidden = inputs
         allowed = catalog.allowed(category, cached_only)
-        # Items in the recent history and bought durables are not recommended again; consumables are
-        # (people restock them), which is why exclusion is done here and not by the model.
-        bought = {catalog.index[item] for item in purchased if item in catalog.index}
-        hidden = sorted(i for i in bought | set(indices.tolist()) if not catalog.consumable[i])
-        state, top = self._ranked(version, model, catalog, indices, _context(model, known), hidden, subject,
-                                  cached_only)
+        state, top = self._ranked(version, model, catalog, indices, context, hidden, subject, cached_only)
         recs = top if allowed is None else [(i, x) for i, x in top if allowed[i]]
         if len(recs) < k and len(top) == CANDIDATES:  # a narrow filter or a large k: rank everything
             if cached_only:
@@ -223,18 +249,34 @@ class RecommendationService:
             return None
         return catalog.items.rank_fraction(states[0], targets)
 
-    def refresh_states(self, users: list[tuple[list[tuple[str, str, int | None]], str]]) -> int:
-        """Compute and cache the trunk state of each (history, pseudonym) whose cached state is not for
-        this very history, in one pass: what the user's next risk decision reads (StateRefresher, when
-        their events arrive). Returns how many states were computed."""
+    def refresh(self, users: list[tuple[list[tuple[str, str, int | None]], set[str] | None, str]]) -> int:
+        """Compute and cache, ahead of the user's next request, what it will read (StateRefresher, when
+        their events arrive). Each user is (history, purchased items, pseudonym): with purchases (users
+        who consented to personalisation), the state and best candidates a recommendation computes, as
+        `for_history` would for those purchases; with None, the state alone (what a risk decision reads).
+        Users whose entry is already for this history are skipped; the rest share one pass (and, for
+        candidates, the batched scans of first visits). Returns how many users were computed."""
         loaded = self.behaviour()
         if loaded is None or not users:
             return 0
         version, model = loaded
         catalog = self._catalog(version, model)
         computed: list[int] = []
-        self._states(version, model, catalog, users, computed)
-        return len(computed)
+        self._states(version, model, catalog, [(h, p) for h, bought, p in users if bought is None], computed)
+        jobs = []
+        for history, bought, subject in users:
+            inputs = self._inputs(catalog, model, history, bought) if bought is not None else None
+            if inputs is None:
+                continue
+            _, indices, context, hidden = inputs
+            window, context = _window(model, indices, context)
+            fingerprint = _fingerprint(window, context, hidden)
+            if self._cached_entry(version, subject, fingerprint) is None:
+                jobs.append((subject, fingerprint, window, context, hidden))
+        results = self.batcher.rank_many(model, catalog.items, [(w, c, CANDIDATES, h) for _, _, w, c, h in jobs])
+        for (subject, fingerprint, window, context, _), (state, top) in zip(jobs, results):
+            self._keep(version, subject, fingerprint, window, context, state, top)
+        return len(computed) + len(jobs)
 
     def _states(self, version: str, model, catalog: Catalog,
                 users: list[tuple[list[tuple[str, str, int | None]], str | None]],

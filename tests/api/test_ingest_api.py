@@ -57,6 +57,9 @@ def test_metrics_use_route_templates_not_raw_ids(client, keys):
     assert 'route="/v1/users/{user_id}/events"' in body
     assert "raw-user-77" not in body
     assert 'shopmind_rows_ingested_total{kind="events"} 1.0' in body
+    # no behaviour model here, so nothing to refresh: the background refresh's counts are exported at 0
+    assert 'shopmind_state_refresh_users_total{outcome="submitted"} 0.0' in body
+    assert "shopmind_state_refresh_pending 0.0" in body
 
 
 def test_health_and_readiness(client, keys):

@@ -164,3 +164,26 @@ def test_a_request_queued_behind_the_stop_signal_is_still_answered(fitted):
     batcher._queue.put(late)
     batcher.close()
     assert [i for i, _ in late.done.result(timeout=10)[1]] == [i for i, _ in want[1]]
+
+
+@pytest.mark.parametrize("max_batch", [1, 8])
+def test_several_users_queued_at_once_share_batches_and_get_their_own_answers(fitted, max_batch):
+    """rank_many (the background refresh's way in): each user's answer is the one they get alone; with
+    batching on, the users share batches of at most max_batch."""
+    model, items, data = fitted
+    batcher = StateBatcher(max_batch=max_batch)
+    gated = _Gated(model, batcher, waiting=0)
+    try:
+        requests = [(np.asarray(data.sequences[u][-10:]), None, 10, sorted(set(data.sequences[u][:2].tolist())))
+                    for u in range(20)]
+        answers = batcher.rank_many(gated, items, requests)
+        for (window, _, k, hidden), (state, top) in zip(requests, answers):
+            want_state, want_top = _alone(model, items, window, k, hidden)
+            np.testing.assert_allclose(state, want_state, rtol=1e-5, atol=1e-5)
+            assert [i for i, _ in top] == [i for i, _ in want_top]
+        assert sum(gated.batch_sizes) == 20 and max(gated.batch_sizes) <= max_batch
+        if max_batch > 1:
+            assert len(gated.batch_sizes) < 20
+        assert batcher.rank_many(gated, items, []) == []
+    finally:
+        batcher.close()

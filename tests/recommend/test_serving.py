@@ -340,6 +340,24 @@ def test_ingested_events_refresh_the_state_the_users_next_decision_reads(trained
     logged = shop.risk.decision(decision.decision_id)["features"]["behaviour_unusual"]
     replayed = shop.recommender.unusualness(history, [model.item_ids_[11]])
     assert passes == [1] and logged == pytest.approx(replayed, abs=1e-6)
+    # The refresh computed this consenting user's recommendation candidates too: no pass for it either.
+    assert "i" in entry and shop.recommend(user, k=5)["personalised"] and passes == [1]
+
+
+def test_the_refresh_computes_candidates_only_for_users_who_consented_to_personalisation(trained):
+    """For a user without personalization consent, the refresh computes the state a risk decision reads
+    and no recommendation candidates (which their requests never read: they get trending items)."""
+    shop, synthetic, _ = trained
+    version, model = shop.recommender.behaviour()
+    refused = synthetic.users.filter(~pl.col("consent_personalization"))["user_id"].to_list()[0]
+    pseudonym = shop.pseudonym(refused)
+    assert shop.refresher.wait_idle()
+    shop.ingest("events", [{"event_id": "refresh-refused-1", "user_id": refused, "type": "view",
+                            "item_id": model.item_ids_[9], "ts": "2026-03-06T11:00:00Z"}], actor="t")
+    assert shop.refresher.wait_idle()
+    entry = shop.cache.get(STATE, pseudonym)
+    assert entry is not None and entry["v"] == version and set(entry) == {"v", "w", "s"}
+    assert shop.recommend(refused, k=5)["personalised"] is False
 
 
 def test_async_decisions_compute_the_behaviour_feature_off_the_event_loop(trained, monkeypatch):
@@ -446,14 +464,15 @@ def test_http_fast_path_answers_repeat_visitors_exactly_as_the_route(trained, mo
         assert client.get(url).status_code == 401
         assert client.get(url, headers=auth(other)).status_code == 403
         assert calls == []
-        # A new event changes the fingerprint: the route recomputes, the next request is fast again.
+        # A new event changes the fingerprint; the background refresh (recommend/refresh.py) computes the
+        # new history's candidates, so the next request is answered by the fast path at once.
         bought = again.json()["items"][0]["item_id"]
         shop.ingest("events", [{"event_id": "fast-path-1", "user_id": user, "type": "view", "item_id": bought,
                                 "ts": "2026-03-05T10:00:00Z"}], actor="t")
-        assert shop.refresher.wait_idle()  # its state-only entry does not serve the route either
+        assert shop.refresher.wait_idle()
         calls.clear()
         after = client.get(url, params={"k": 7}, headers=auth(key)).json()
-        assert calls == [(True, "CacheMiss"), (False, "answered")]
+        assert calls == [(True, "answered")]
         assert bought not in [r["item_id"] for r in after["items"]] or \
             dict(zip(synthetic.items["item_id"], synthetic.items["consumable"]))[bought]
         # Withdrawn consent: the cached answer is never used again.
