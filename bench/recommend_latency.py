@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--cold-rates", default="25,50,100", help="first requests: each user asked once")
     parser.add_argument("--cold-seconds", type=float, default=10)
     parser.add_argument("--returning-rates", default="",
-                        help="repeat visitors who view one more item about 1 s before each request (--seconds each)")
+                        help="repeat visitors who view one more item about 2 s before each request (--seconds each)")
     parser.add_argument("--workers", type=int, default=1, help="API processes (above 1 needs --cache-url redis://)")
     parser.add_argument("--cache-url", default="memory://")
     parser.add_argument("--blend", action="store_true", help="attach a blend with item kNN (rule z, weight 0.2)")

@@ -17,8 +17,9 @@ block list of 1,000 cards), then:
   - over HTTP: `shopmind serve` in its own process, driven by an open-loop load generator in another
     process (raw asyncio, 64 keep-alive connections, latency measured from each request's scheduled
     send time, so queueing counts) posting decisions at each --rates for --seconds, after an untimed
-    5-second warm-up at 50/s; with --browse, each order's user also views an item about a second
-    before the order (an ingestion request, counted in the rate; figures per route too).
+    5-second warm-up at 50/s; with --browse, each order's user also adds an item to their cart about
+    a second of requests before the order (an ingestion request, counted in the rate; figures per
+    route too).
 Medians and p99 in milliseconds. The machine's two cores are shared by the server and the load generator.
 """
 
@@ -52,15 +53,16 @@ def order_items(rng: random.Random, catalog: list[str]) -> list[dict]:
 def requests(key: str, rate: float, n: int, users: int, catalog: list[str], ingest_key: str | None = None,
              lead_s: float = 1.0) -> list[bytes]:
     """n decision requests with realistic cardinalities (users, 5,000 cards, 3,000 devices and IPs);
-    orders (a third) carry items. With `ingest_key`, each order's user first views an item: a
-    one-event `POST /v1/events` about `lead_s` seconds of requests before the order (as a checkout
-    follows browsing), which refreshes the user's behaviour state in the server's background."""
+    orders (a third) carry items. With `ingest_key`, each order's user first adds an item to their
+    cart: a one-event `POST /v1/events` about `lead_s` seconds of requests before the order (as a
+    checkout follows the cart), which refreshes the user's behaviour state in the server's background."""
     rng = random.Random(int(rate))
+    run_tag = int(time.time())  # unique ids per invocation: a repeated event id is a retry, answered from the log
     out, orders = [], {}
     for i in range(n):
         kind = "payment" if i % 3 else "order"
         user = f"u{rng.randrange(users) + 1:07d}"
-        body = json.dumps({"event_id": f"h{int(rate)}-{i}", "kind": kind,
+        body = json.dumps({"event_id": f"h{run_tag}-{int(rate)}-{i}", "kind": kind,
                            "user_id": user, "amount": round(rng.lognormvariate(3.5, 1.0), 2),
                            "card": f"card-{rng.randrange(5000)}", "device_id": f"dev-{rng.randrange(3000)}",
                            "ip": f"10.0.{rng.randrange(12)}.{rng.randrange(250)}",
@@ -75,7 +77,7 @@ def requests(key: str, rate: float, n: int, users: int, catalog: list[str], inge
 
     def view(i: int) -> bytes:
         ts = datetime.now(timezone.utc).isoformat()
-        body = json.dumps([{"event_id": f"v{int(rate)}-{i}", "user_id": orders[i], "type": "view",
+        body = json.dumps([{"event_id": f"v{run_tag}-{int(rate)}-{i}", "user_id": orders[i], "type": "add_to_cart",
                             "item_id": rng.choice(catalog), "ts": ts}]).encode()
         return _post("/v1/events", ingest_key, body)
 
@@ -158,13 +160,14 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
     shop = Shop.open(load_settings(home=home, cache_url="memory://"))
     rng = random.Random(1)
     now = int(time.time() * 1000)
+    run_tag = f"{now}-"  # unique ids per invocation: a repeated event id is a retry, answered from the log
 
     def event(i: int, tag: str, part: int, user: str | None = None) -> RiskEvent:
         """A decision request; users are drawn from one third of the shop's users (`part` 0 to 2), so
         the runs of users not decided before share none (whose behaviour states an earlier run cached)."""
         kind = "payment" if i % 3 else "order"
         user = user or f"u{part * (users // 3) + rng.randrange(users // 3) + 1:07d}"
-        return RiskEvent(event_id=f"{tag}{i}", kind=kind, ts_ms=now + i * 50,
+        return RiskEvent(event_id=f"{run_tag}{tag}{i}", kind=kind, ts_ms=now + i * 50,
                          user_id=user, amount=round(rng.lognormvariate(3.5, 1.0), 2),
                          card=f"card-{rng.randrange(5000)}", device_id=f"dev-{rng.randrange(3000)}",
                          ip=f"10.0.{rng.randrange(12)}.{rng.randrange(250)}", ip_country=rng.choice(["DE", "FR", "NG"]),
@@ -181,14 +184,14 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
     runs = [("engine.decide (no log)", decide), ("service.decide (committed log)", lambda e: shop.risk.decide(e))]
     if behaviour:  # the same users as the first run again: their behaviour-model states are now cached
         runs.append(("engine.decide, users decided before (state cached)", decide))
-        # users never decided before, each of whom views an item just before deciding (as a checkout
-        # follows browsing): the view is ingested, its state refresh (recommend/refresh.py) runs in the
-        # background, and the decisions are timed once it is done
-        runs.append(("engine.decide, new users who browsed just before (state refreshed on ingest)", decide))
+        # users never decided before, each of whom adds an item to their cart just before deciding (as
+        # a checkout follows the cart): the event is ingested, its state refresh (recommend/refresh.py)
+        # runs in the background, and the decisions are timed once it is done
+        runs.append(("engine.decide, new users who carted just before (state refreshed on ingest)", decide))
     refresh_ms: list[float] = []
     for run, (name, fn) in enumerate(runs):
         again = "decided before" in name
-        browsed = "browsed" in name
+        browsed = "carted" in name
         part = 2 if browsed else run % 2
         events = [event(i, name[:3] + ("again" if again else "browse" if browsed else ""), part,
                         first_users[i] if again else None) for i in range(n)]
@@ -202,7 +205,7 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
             if browsed:
                 t = time.perf_counter()
                 computed = shop.refresher.stats["computed"]
-                shop.ingest("events", [{"event_id": f"view-{e.event_id}", "user_id": e.user_id, "type": "view",
+                shop.ingest("events", [{"event_id": f"cart-{e.event_id}", "user_id": e.user_id, "type": "add_to_cart",
                                         "item_id": rng.choice(catalog),
                                         "ts": datetime.fromtimestamp((e.ts_ms - 20_000) / 1000, timezone.utc).isoformat()}
                                        for e in chunk],
@@ -266,7 +269,8 @@ def main() -> None:
                     help="train a behaviour model first, so decisions on orders compute its feature")
     ap.add_argument("--train-budget", type=float, default=120, help="with --behaviour: its training budget, seconds")
     ap.add_argument("--browse", action="store_true",
-                    help="over HTTP, each order's user views an item (POST /v1/events) about 1 s before the order")
+                    help="over HTTP, each order's user adds an item to their cart (POST /v1/events) about 1 s "
+                         "of requests before the order")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or Path(tmp)

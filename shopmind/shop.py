@@ -53,6 +53,16 @@ CONSENT = "consent"        # cache namespace: consent flags looked up for servin
 MAX_IMPORT_ERRORS = 50
 
 
+def _open_cart(recent: list[list[Any]]) -> bool:
+    """An add_to_cart among the recent events after the last purchase: an order may follow."""
+    for _, kind, _ in reversed(recent):
+        if kind == "purchase":
+            return False
+        if kind == "add_to_cart":
+            return True
+    return False
+
+
 class Shop:
     """One shop's data, keys and models. Thread-safe for concurrent requests."""
 
@@ -67,7 +77,8 @@ class Shop:
         self.registry = ModelRegistry(settings.model_dir)
         self.erasure = ErasureRegistry(self.store)
         # first: once erasure reaches the database and the cache, no background refresh may write after it
-        self.refresher = StateRefresher(self._refresh_states, lambda users: self.cache.delete(STATE, users))
+        self.refresher = StateRefresher(self._refresh_states,
+                                        lambda users: [self.cache.erase_subject(p) for p in users])
         self.erasure.register(self.refresher)
         self.erasure.register(SqlSubjectData(self.store))
         self.erasure.register(CacheSubjectData(self.cache))
@@ -186,14 +197,24 @@ class Shop:
     def _refresh_states(self, pseudonyms: list[str]) -> int:
         """The background refresh after these users' events arrived (StateRefresher): for users who
         consented to personalisation, the state and candidates their next recommendation reads (with
-        bought items excluded, as `recommend` does by default); for the others, the state alone, which
-        their next risk decision reads (fraud prevention does not rest on that consent)."""
+        bought items excluded, as `recommend` does by default); for the others, only while they have an
+        open cart (an add_to_cart after their last purchase, so an order may follow), the state alone,
+        which the risk decision on that order reads (fraud prevention does not rest on that consent);
+        for users with an open cart, their risk profile as well.
+        Reads here never fill the cache: a list read from the database just before a newer event
+        committed must not be cached as the user's latest (a request re-reads it)."""
         users = []
         for p in pseudonyms:
-            recent = self.recent_items(p)
-            if recent:
-                bought = self.purchased_items(p) if self.has_consent(p, "personalization") else None
-                users.append(([tuple(r) for r in recent], bought, p))
+            recent = self.recent_items(p, fill=False)
+            if not recent:
+                continue
+            cart = _open_cart(recent)
+            if self.has_consent(p, "personalization", fill=False):
+                users.append(([tuple(r) for r in recent], self.purchased_items(p, fill=False), p))
+            elif cart:
+                users.append(([tuple(r) for r in recent], None, p))
+            if cart and self._risk is not None:  # the profile too (an order's other read): no race with events
+                self._risk.warm(p)
         return self.recommender.refresh(users)
 
     # -- reads about one user ------------------------------------------------------------------------
@@ -201,8 +222,9 @@ class Shop:
     def pseudonym(self, raw_user_id: str) -> str:
         return self.pseudonyms.user(raw_user_id)
 
-    def recent_items(self, pseudonym: str, cached_only: bool = False) -> list[list[Any]]:
-        """[item_id, type, ts_ms] of the user's latest item events, oldest first (cached)."""
+    def recent_items(self, pseudonym: str, cached_only: bool = False, fill: bool = True) -> list[list[Any]]:
+        """[item_id, type, ts_ms] of the user's latest item events, oldest first (cached; `fill`: cache
+        what was read from the database)."""
         cached = self.cache.get(RECENT, pseudonym)
         if cached is not None:
             return cached
@@ -212,18 +234,20 @@ class Shop:
             "SELECT item_id, type, ts_ms FROM events WHERE user_pseudonym = ? AND item_id IS NOT NULL"
             " ORDER BY ts_ms DESC LIMIT ?", (pseudonym, RECENT_KEEP))
         recent = [list(r) for r in reversed(rows)]
-        self.cache.set(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S)
+        if fill:
+            self.cache.set(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S)
         return recent
 
-    def purchased_items(self, pseudonym: str, cached_only: bool = False) -> set[str]:
-        """Every item the user bought (cached)."""
+    def purchased_items(self, pseudonym: str, cached_only: bool = False, fill: bool = True) -> set[str]:
+        """Every item the user bought (cached; `fill` as in recent_items)."""
         cached = self.cache.get(BOUGHT, pseudonym)
         if cached is None:
             if cached_only:
                 raise CacheMiss(BOUGHT)
             cached = [item for (item,) in self.store.fetch_all(
                 "SELECT DISTINCT item_id FROM events WHERE user_pseudonym = ? AND type = 'purchase'", (pseudonym,))]
-            self.cache.set(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
+            if fill:
+                self.cache.set(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
         return set(cached)
 
     def recent_events(self, raw_user_id: str, actor: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -238,15 +262,17 @@ class Shop:
             record_audit(conn, actor, "user.read_events", [pseudonym], {"limit": limit})
         return [dict(r._mapping) for r in rows]
 
-    def has_consent(self, pseudonym: str, purpose: str, cached_only: bool = False) -> bool:
-        """Consent for `purpose`, cached briefly (withdrawal through shopmind clears the cache at once)."""
+    def has_consent(self, pseudonym: str, purpose: str, cached_only: bool = False, fill: bool = True) -> bool:
+        """Consent for `purpose`, cached briefly (withdrawal through shopmind clears the cache at once;
+        `fill` as in recent_items)."""
         cached = self.cache.get(CONSENT, pseudonym)
         if cached is None or purpose not in cached:
             if cached_only:
                 raise CacheMiss(CONSENT)
             consent.check_purpose(purpose)
             cached = consent.consent_flags(self.store, pseudonym, self.settings.default_consent)
-            self.cache.set(CONSENT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
+            if fill:
+                self.cache.set(CONSENT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
         return bool(cached[purpose])
 
     def set_consent(self, raw_user_id: str, flags: dict[str, bool | None], actor: str) -> dict[str, bool | None]:
@@ -357,7 +383,10 @@ class Shop:
         elif kind == "pseudonym":
             result = rotation.rotate_pseudonym_key(
                 self.store, self.keyring, key_file, actor,
-                remappers=[self.registry.remap_subjects, lambda m: [self.cache.erase_subject(old) for old in m],
+                remappers=[self.registry.remap_subjects,
+                           # first: no refresh queued or running under an old pseudonym writes after the cache
+                           lambda m: [self.refresher.erase_subject(old) for old in m],
+                           lambda m: [self.cache.erase_subject(old) for old in m],
                            # velocity windows are keyed by pseudonym: forget the old ones rather than leave
                            # entries that erasure under the new pseudonym could not find
                            lambda m: [self.velocity.erase_subject(old) for old in m]])

@@ -29,24 +29,25 @@ class Metrics:
     def watch_refresher(self, refresher) -> None:
         """Export the background state refresh's counts (recommend/refresh.py), read at scrape time."""
         if self._refresher is None:
-            self.registry.register(_RefresherCollector(refresher))
-        self._refresher = refresher
+            self.registry.register(_RefresherCollector(self))
+        self._refresher = refresher  # the latest app startup's shop
 
 
 class _RefresherCollector:
-    def __init__(self, refresher) -> None:
-        self.refresher = refresher
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        refresher = self.metrics._refresher
         counts = CounterMetricFamily("shopmind_state_refresh_users", "Users handled by the background state "
                                      "refresh, by outcome", labels=["outcome"])
-        for outcome, n in sorted(self.refresher.stats.items()):
+        for outcome, n in sorted(refresher.stats.items()):
             counts.add_metric([outcome], n)
         yield counts
         yield GaugeMetricFamily("shopmind_state_refresh_pending", "Users waiting for a state refresh",
-                                value=self.refresher.pending())
+                                value=refresher.pending())
 
 
 class MetricsMiddleware:

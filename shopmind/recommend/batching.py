@@ -86,18 +86,14 @@ class StateBatcher:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closed = False
         self.batches_ = 0      # batches ranked, and the users in them: how much batching happened
         self.ranked_ = 0
 
     def rank(self, model, items, window: np.ndarray, context: np.ndarray | None, k: int,
              hidden: list[int]) -> tuple[np.ndarray, list[tuple[int, float]]]:
         """This user's trunk state and best k items (never a hidden one)."""
-        job = _Job(model, items, window, context, k, hidden)
-        if self.max_batch == 1:
-            return self._run([job])[0]
-        self._start()
-        self._queue.put(job)
-        return job.done.result()
+        return self.rank_many(model, items, [(window, context, k, hidden)])[0]
 
     def rank_many(self, model, items, requests: list[tuple[np.ndarray, np.ndarray | None, int, list[int]]]
                   ) -> list[tuple[np.ndarray, list[tuple[int, float]]]]:
@@ -108,14 +104,18 @@ class StateBatcher:
             return []
         if self.max_batch == 1:
             return [self._run([job])[0] for job in jobs]
-        self._start()
-        for job in jobs:
-            self._queue.put(job)
+        with self._lock:  # after close() nothing is queued: a job behind the final drain would wait forever
+            if self._closed:
+                raise RuntimeError("the ranking batcher is closed")
+            self._start_locked()
+            for job in jobs:
+                self._queue.put(job)
         return [job.done.result() for job in jobs]
 
     def close(self) -> None:
         """Stop the batching thread once the queued requests are ranked."""
         with self._lock:
+            self._closed = True
             thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(None)
@@ -131,15 +131,13 @@ class StateBatcher:
         if leftovers:
             self._serve(leftovers)
 
-    def _start(self) -> None:
+    def _start_locked(self) -> None:
         if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    # A new thread starts with OpenMP's default thread count, not the one the caller set
-                    # (torch.set_num_threads is per thread): the model pass would spin on both cores.
-                    self._thread = threading.Thread(target=self._loop, args=(torch.get_num_threads(),),
-                                                    name="shopmind-rank", daemon=True)
-                    self._thread.start()
+            # A new thread starts with OpenMP's default thread count, not the one the caller set
+            # (torch.set_num_threads is per thread): the model pass would spin on both cores.
+            self._thread = threading.Thread(target=self._loop, args=(torch.get_num_threads(),),
+                                            name="shopmind-rank", daemon=True)
+            self._thread.start()
 
     def _run(self, jobs: list[_Job]) -> list[tuple[np.ndarray, list[tuple[int, float]]]]:
         self.batches_ += 1

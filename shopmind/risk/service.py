@@ -160,6 +160,11 @@ class RiskService:
         by_kind = tuple(sorted((k, float(r), float(b)) for k, (r, b) in json.loads(row.by_kind or "{}").items()))
         return Thresholds(row.review, row.block, row.version, by_kind)
 
+    def warm(self, pseudonym: str) -> None:
+        """Read the user's profile into the cache ahead of an order likely to follow (the background
+        refresh calls this for users with an open cart): a decision then reads no table."""
+        self._profile(pseudonym)
+
     def _profile(self, pseudonym: str) -> dict[str, Any] | None:
         cached = self.shop.cache.get(PROFILE, pseudonym)
         if cached is not None:

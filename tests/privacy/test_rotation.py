@@ -41,10 +41,13 @@ def test_encryption_rotation_reencrypts_and_retires(shop):
     assert keys_in_use(shop.store)[new] == 92
 
 
-def test_pseudonym_rotation_remaps_every_table(shop):
+def test_pseudonym_rotation_remaps_every_table(shop, monkeypatch):
     from shopmind.risk.rules import Rule
     from shopmind.risk.schemas import RiskEvent
 
+    forgotten = []  # old pseudonyms the background state refresh was told to forget
+    real_forget = shop.refresher.erase_subject
+    monkeypatch.setattr(shop.refresher, "erase_subject", lambda p: (forgotten.append(p), real_forget(p))[1])
     _seed(shop)
     shop.train(actor="t")
     shop.risk.put_rule(Rule("all", "event.amount > 1.0", "review", mode="enforce"), actor="t")
@@ -57,6 +60,7 @@ def test_pseudonym_rotation_remaps_every_table(shop):
     result = shop.rotate_keys("pseudonym", actor="t")
     after = shop.pseudonym("user-5")
     assert after != before and result["users_remapped"] == 30
+    assert before in forgotten and len(set(forgotten)) == 30 and after not in forgotten
     with shop.store.transaction() as conn:
         for table, column in schema.SUBJECT_TABLES.items():
             tbl = schema.metadata.tables[table]

@@ -103,3 +103,55 @@ def test_a_closed_refresher_takes_no_more_work():
     refresher.close()
     refresher.submit(["a"])
     assert refresher.pending() == 0 and rec.batches == []
+
+
+def test_erasure_marks_expire_oldest_first():
+    """Marks last ERASED_KEEP_S: a user erased long ago is refreshed again when new events arrive (a
+    returning customer), one erased recently is not."""
+    from shopmind.recommend.refresh import ERASED_KEEP_S
+
+    clock = [1000.0]
+    rec = Recorder()
+    refresher = StateRefresher(rec.compute, rec.discard, clock=lambda: clock[0])
+    try:
+        refresher.erase_subject("old")
+        clock[0] += ERASED_KEEP_S / 2
+        refresher.erase_subject("recent")
+        clock[0] += ERASED_KEEP_S / 2 + 1  # "old" is past its mark now, "recent" is not
+        refresher.submit(["old", "recent"])  # an expired mark no longer holds, even before it is pruned
+        assert refresher.wait_idle(5)
+        assert rec.batches == [["old"]]
+        refresher.erase_subject("third")  # setting a mark prunes the expired ones
+        assert list(refresher._erased) == ["recent", "third"]
+    finally:
+        refresher.close()
+
+
+def test_a_failed_clean_up_after_an_erasure_is_retried_and_the_worker_survives():
+    """If removing what a job wrote for a user erased meanwhile fails (the cache is unreachable), it is
+    counted and retried, and the worker keeps refreshing others."""
+    gate = threading.Event()
+    rec = Recorder(gate)
+    failures = [1]
+
+    def flaky_discard(users):
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("cache unreachable")
+        rec.discarded.extend(users)
+
+    refresher = StateRefresher(rec.compute, flaky_discard, batch=1)
+    try:
+        refresher.submit(["erased"])
+        assert rec.started.wait(5)
+        refresher.erase_subject("erased")
+        gate.set()
+        assert refresher.wait_idle(5)  # idle only once the retried clean-up succeeded
+        assert refresher.stats["discard_failed"] == 1 and rec.discarded == ["erased"]
+        assert refresher.stats["discarded"] == 1
+        refresher.submit(["other"])
+        assert refresher.wait_idle(5)
+        assert rec.batches == [["erased"], ["other"]] and rec.discarded == ["erased"]
+        assert refresher.pending() == 0
+    finally:
+        refresher.close()

@@ -96,15 +96,17 @@ def test_personalised_recommendations_with_reasons_and_no_rebuying_durables(trai
     assert all(any(t in reason for t in history_titles) for reason in because)  # reasons name real history
 
 
-def test_new_events_change_recommendations_at_once(trained):
+def test_new_events_change_recommendations_at_once(trained, monkeypatch):
+    """The request itself recomputes after a new event (the background refresh is held off here; the
+    fast-path test below covers the refreshed answer)."""
     shop, synthetic, _ = trained
+    monkeypatch.setattr(shop.refresher, "submit", lambda pseudonyms: None)
     user, _ = _consenting_user_with_purchase(synthetic)
     before = [r["item_id"] for r in shop.recommend(user, k=10)["items"]]
     shop.recent_items(shop.pseudonym(user))  # warm the cache, as serving does
     target = before[0]
     shop.ingest("events", [{"event_id": f"fresh-{n}", "user_id": user, "type": "purchase", "item_id": target,
                             "ts": f"2026-03-0{n + 1}T10:00:00Z"} for n in range(1)], actor="t")
-    assert shop.refresher.wait_idle()  # the background state refresh (recommend/refresh.py) is done
     after = [r["item_id"] for r in shop.recommend(user, k=10)["items"]]
     consumable = dict(zip(synthetic.items["item_id"], synthetic.items["consumable"]))[target]
     assert after != before
@@ -345,19 +347,36 @@ def test_ingested_events_refresh_the_state_the_users_next_decision_reads(trained
 
 
 def test_the_refresh_computes_candidates_only_for_users_who_consented_to_personalisation(trained):
-    """For a user without personalization consent, the refresh computes the state a risk decision reads
-    and no recommendation candidates (which their requests never read: they get trending items)."""
+    """For a user without personalization consent, the refresh computes no recommendation candidates
+    (their requests get trending items), and the state a risk decision reads only while they have an
+    open cart (an order may follow), not on every page they view."""
     shop, synthetic, _ = trained
     version, model = shop.recommender.behaviour()
     refused = synthetic.users.filter(~pl.col("consent_personalization"))["user_id"].to_list()[0]
     pseudonym = shop.pseudonym(refused)
     assert shop.refresher.wait_idle()
-    shop.ingest("events", [{"event_id": "refresh-refused-1", "user_id": refused, "type": "view",
-                            "item_id": model.item_ids_[9], "ts": "2026-03-06T11:00:00Z"}], actor="t")
+    shop.cache.delete(STATE, [pseudonym])
+
+    def event(n: int, kind: str) -> dict:
+        return {"event_id": f"refresh-refused-{n}", "user_id": refused, "type": kind,
+                "item_id": model.item_ids_[9 + n], "ts": f"2026-03-06T11:0{n}:00Z"}
+
+    from shopmind.risk.service import PROFILE
+
+    shop.risk  # the risk service exists in this process, as in `shopmind serve`
+    shop.cache.delete(PROFILE, [pseudonym])
+    shop.ingest("events", [event(1, "view")], actor="t")
+    assert shop.refresher.wait_idle() and shop.cache.get(STATE, pseudonym) is None
+    assert shop.cache.get(PROFILE, pseudonym) is None
+    shop.ingest("events", [event(2, "add_to_cart")], actor="t")
     assert shop.refresher.wait_idle()
     entry = shop.cache.get(STATE, pseudonym)
     assert entry is not None and entry["v"] == version and set(entry) == {"v", "w", "s"}
+    assert shop.cache.get(PROFILE, pseudonym) is not None  # the order's other read, warmed with it
     assert shop.recommend(refused, k=5)["personalised"] is False
+    shop.ingest("events", [event(3, "purchase")], actor="t")  # the cart is closed: no refresh after this
+    shop.ingest("events", [event(4, "view")], actor="t")
+    assert shop.refresher.wait_idle() and shop.cache.get(STATE, pseudonym)["w"] == entry["w"]
 
 
 def test_async_decisions_compute_the_behaviour_feature_off_the_event_loop(trained, monkeypatch):
@@ -523,3 +542,34 @@ def test_a_blended_model_is_served_with_the_blends_ranking(trained):
     assert filtered and all(_categories(synthetic)[r["item_id"]].startswith(top) for r in filtered)
     some_items = synthetic.events.filter(pl.col("type") == "view")["item_id"].head(3).to_list()
     assert len(shop.recommend_session([{"item_id": i, "type": "view"} for i in some_items], k=5)["items"]) == 5
+
+
+def test_an_erasure_during_a_refresh_leaves_nothing_cached_about_the_user(trained, monkeypatch):
+    """A refresh that read the user's events before their erasure finishes after it: what it wrote is
+    removed (state, candidates, and any other cached list), and the user is not refreshed again. After
+    the blend test: an erasure changes the training data that test rebuilds."""
+    import threading as _threading
+
+    shop, synthetic, _ = trained
+    user = synthetic.users.filter(pl.col("consent_personalization"))["user_id"].to_list()[-6]
+    pseudonym = shop.pseudonym(user)
+    version, model = shop.recommender.behaviour()
+    assert shop.refresher.wait_idle()
+    reading, erased = _threading.Event(), _threading.Event()
+    real = shop.recommender.refresh
+
+    def slow_refresh(users):  # the events were read; the erasure runs before anything is written
+        reading.set()
+        assert erased.wait(10)
+        return real(users)
+
+    monkeypatch.setattr(shop.recommender, "refresh", slow_refresh)
+    shop.ingest("events", [{"event_id": "refresh-erased-1", "user_id": user, "type": "view",
+                            "item_id": model.item_ids_[4], "ts": "2026-03-06T12:00:00Z"}], actor="t")
+    assert reading.wait(10)
+    shop.erase_user(user, actor="t")
+    erased.set()
+    assert shop.refresher.wait_idle()
+    assert shop.cache.find(pseudonym) == [] and shop.refresher.stats["discarded"] >= 1
+    shop.refresher.submit([pseudonym])  # e.g. a late event: the erased user is not refreshed
+    assert shop.refresher.wait_idle() and shop.cache.find(pseudonym) == []
