@@ -187,3 +187,16 @@ def test_several_users_queued_at_once_share_batches_and_get_their_own_answers(fi
         assert batcher.rank_many(gated, items, []) == []
     finally:
         batcher.close()
+
+
+def test_a_closed_batcher_refuses_new_work_instead_of_leaving_it_waiting(fitted):
+    """Jobs queued after close() drained the queue would never be answered: they are refused."""
+    model, items, data = fitted
+    batcher = StateBatcher(max_batch=8)
+    window = np.asarray(data.sequences[0][-5:])
+    assert len(batcher.rank_many(model, items, [(window, None, 5, [])])) == 1
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.rank_many(model, items, [(window, None, 5, [])])
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.rank(model, items, window, None, 5, [])
