@@ -17,6 +17,9 @@ gets), so their next request is answered from the cache.
 One worker thread, a queue of pseudonyms (a user already waiting is not queued twice; above
 `max_pending` new users are dropped and counted, so a bulk load cannot grow it without bound), and up
 to `batch` users per pass (one pass over 16 users costs far less than 16 passes: docs/benchmarks.md).
+After each job the worker rests as long as the job took (`duty` 0.5): the refresh uses at most about
+half of one core however fast events arrive; past that, users wait, then are dropped, and their next
+request computes its own answer, as without the refresh.
 
 Erasure: the refresher is an erasable store, registered before the database and the cache (and a
 pseudonym-key rotation forgets the old pseudonyms here before it drops their cache entries).
@@ -46,8 +49,12 @@ class StateRefresher:
     name = "state refresher"
 
     def __init__(self, compute: Callable[[list[str]], int], discard: Callable[[list[str]], None],
-                 max_pending: int = 10_000, batch: int = 16, clock: Callable[[], float] = time.monotonic):
+                 max_pending: int = 10_000, batch: int = 16, duty: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic):
+        if not 0 < duty <= 1:
+            raise ValueError("duty must be in (0, 1]")
         self._compute = compute
+        self.duty = duty
         self._discard = discard
         self.max_pending = max_pending
         self.batch = batch
@@ -133,12 +140,18 @@ class StateRefresher:
                 users = [p for p in users if not self._marked(p)]
                 retry, self._undiscarded = sorted(self._undiscarded), set()
                 self._busy = True
+            started = time.perf_counter()
             try:
                 self._job(users, retry)
             finally:  # whatever happened, the worker stays usable and waiters are woken
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+            # Rest in proportion to the work: at most `duty` of one core, whatever the ingestion rate.
+            rest = (time.perf_counter() - started) * (1 / self.duty - 1)
+            if rest > 0:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._closed, timeout=rest)
 
     def _job(self, users: list[str], retry: list[str]) -> None:
         try:

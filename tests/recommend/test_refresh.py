@@ -155,3 +155,30 @@ def test_a_failed_clean_up_after_an_erasure_is_retried_and_the_worker_survives()
         assert refresher.pending() == 0
     finally:
         refresher.close()
+
+
+def test_the_worker_rests_as_long_as_it_worked():
+    """At duty 0.5 the refresh takes at most about half of one core: three jobs of 50 ms each take at
+    least 250 ms (two rests between them); the rest ends at once when the refresher is closed."""
+    import time
+
+    class Slow(Recorder):
+        def compute(self, users):
+            time.sleep(0.05)
+            return super().compute(users)
+
+    rec = Slow()
+    refresher = StateRefresher(rec.compute, rec.discard, batch=1, duty=0.5)
+    try:
+        started = time.perf_counter()
+        refresher.submit(["a", "b", "c"])
+        assert refresher.wait_idle(5)
+        assert time.perf_counter() - started >= 0.24 and rec.batches == [["a"], ["b"], ["c"]]
+    finally:
+        closing = time.perf_counter()
+        refresher.close()
+        assert time.perf_counter() - closing < 1.0
+    import pytest
+
+    with pytest.raises(ValueError, match="duty"):
+        StateRefresher(rec.compute, rec.discard, duty=0)
