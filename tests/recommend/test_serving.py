@@ -224,6 +224,19 @@ def test_cached_answers_equal_fresh_ones(trained):
         scratch = fresh.for_history(history, k, category, shop.purchased_items(pseudonym))["items"]
         assert [r["item_id"] for r in cached] == [r["item_id"] for r in scratch]
         assert [r["score"] for r in cached] == pytest.approx([r["score"] for r in scratch], abs=1e-5)
+    # An answer the background refresh wrote (ranked through StateBatcher.rank_many) equals one too.
+    shop.ingest("events", [{"event_id": "refresh-equal-1", "user_id": user, "type": "view",
+                            "item_id": scratch[0]["item_id"], "ts": "2026-03-08T10:00:00Z"}], actor="t")
+    assert shop.refresher.wait_idle()
+    refreshed = shop.cache.get(STATE, pseudonym)
+    assert "i" in refreshed
+    cached = shop.recommend(user, k=10)["items"]
+    assert shop.cache.get(STATE, pseudonym) == refreshed  # served from the refreshed entry
+    history = [tuple(event) for event in shop.recent_items(pseudonym)]
+    assert history[-1][0] == scratch[0]["item_id"]
+    scratch = fresh.for_history(history, 10, None, shop.purchased_items(pseudonym))["items"]
+    assert [r["item_id"] for r in cached] == [r["item_id"] for r in scratch]
+    assert [r["score"] for r in cached] == pytest.approx([r["score"] for r in scratch], abs=1e-5)
 
 
 def test_erased_users_leave_the_next_training(trained):
