@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadgen import drive  # noqa: E402  (bench/loadgen.py)
+from loadgen import drive, raw_post  # noqa: E402  (bench/loadgen.py)
 from server import free_port, running_server  # noqa: E402
 
 RAW_SERVER = '''
@@ -105,8 +105,7 @@ def _decisions(key: str, n: int, tag: str) -> list[bytes]:
         body = json.dumps({"event_id": f"{tag}-{i}", "kind": "payment" if i % 3 else "order", "user_id": f"u{i % 5000}",
                            "amount": 20.0 + i % 300, "card": f"card-{i % 5000}", "device_id": f"dev-{i % 3000}",
                            "ip": f"10.0.{i % 12}.{i % 250}", "ip_country": "DE", "shipping_country": "DE"}).encode()
-        out.append(b"POST /v1/risk/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                   + f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        out.append(raw_post("/v1/risk/decisions", key, body))
     return out
 
 

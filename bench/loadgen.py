@@ -22,6 +22,12 @@ import time
 CONNECTIONS = 64
 
 
+def raw_post(path: str, key: str, body: bytes) -> bytes:
+    """A complete HTTP/1.1 POST of a JSON body with an API key, as REQUESTS.json entries are."""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
 async def _exchange(conn, raw: bytes) -> tuple[int, bytes]:
     reader, writer = conn
     writer.write(raw)

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadgen import drive  # noqa: E402  (bench/loadgen.py; bench/ is on sys.path when run as a script)
+from loadgen import drive, raw_post  # noqa: E402  (bench/loadgen.py; bench/ is on sys.path when run as a script)
 from server import running_server  # noqa: E402
 
 
@@ -147,8 +147,7 @@ def loadgen_returning(port: int, key: str, rate: float, seconds: float, users: i
         body = json.dumps([{"event_id": f"r{tag}-{int(rate)}-{j}", "user_id": f"u{j % users}", "type": "view",
                             "item_id": f"i{rng.randrange(ITEMS[0])}",
                             "ts": (base + timedelta(milliseconds=j)).isoformat()}]).encode()
-        return (f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        return raw_post("/v1/events", key, body)
 
     mixed = [view(j) for j in range(min(lead, n))]
     for j in range(n):

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadgen import drive  # noqa: E402  (bench/loadgen.py)
+from loadgen import drive, raw_post  # noqa: E402  (bench/loadgen.py)
 from server import running_server  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def requests(key: str, rate: float, n: int, users: int, catalog: list[str], inge
                            "ip": f"10.0.{rng.randrange(12)}.{rng.randrange(250)}",
                            "ip_country": rng.choice(["DE", "FR", "NG"]), "shipping_country": "DE",
                            "items": order_items(rng, catalog) if kind == "order" else []}).encode()
-        out.append(_post("/v1/risk/decisions", key, body))
+        out.append(raw_post("/v1/risk/decisions", key, body))
         if kind == "order":
             orders[i] = user
     if ingest_key is None:
@@ -79,7 +79,7 @@ def requests(key: str, rate: float, n: int, users: int, catalog: list[str], inge
         ts = datetime.now(timezone.utc).isoformat()
         body = json.dumps([{"event_id": f"v{run_tag}-{int(rate)}-{i}", "user_id": orders[i], "type": "add_to_cart",
                             "item_id": rng.choice(catalog), "ts": ts}]).encode()
-        return _post("/v1/events", ingest_key, body)
+        return raw_post("/v1/events", ingest_key, body)
 
     mixed = [view(i) for i in range(min(lead, n)) if i in orders]  # the first orders' views come first
     for i, decision in enumerate(out):
@@ -87,11 +87,6 @@ def requests(key: str, rate: float, n: int, users: int, catalog: list[str], inge
             mixed.append(view(i + lead))
         mixed.append(decision)
     return mixed
-
-
-def _post(path: str, key: str, body: bytes) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 RULE_TEMPLATES = [

@@ -78,16 +78,18 @@ def _context(model, events: list[tuple[int, str, int | None]]) -> np.ndarray | N
                     dtype=np.int64).reshape(-1, 2)
 
 
+def _digest(*arrays: np.ndarray | None) -> str:
+    return hashlib.blake2b(b"".join(a.tobytes() for a in arrays if a is not None), digest_size=8).hexdigest()
+
+
 def _history_key(window: np.ndarray, context: np.ndarray | None) -> str:
     """A short key of the model's input window (items and their context): equal keys, equal states."""
-    return hashlib.blake2b(window.tobytes() + (context.tobytes() if context is not None else b""),
-                           digest_size=8).hexdigest()
+    return _digest(window, context)
 
 
 def _fingerprint(window: np.ndarray, context: np.ndarray | None, hidden: list[int]) -> str:
     """The key of a recommendation's cached candidates: its window, context and hidden items."""
-    return hashlib.blake2b(window.tobytes() + np.array(sorted(hidden), dtype=np.int64).tobytes()
-                           + (context.tobytes() if context is not None else b""), digest_size=8).hexdigest()
+    return _digest(window, np.array(sorted(hidden), dtype=np.int64), context)
 
 
 def _window(model, indices: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -244,7 +246,7 @@ class RecommendationService:
         targets = [catalog.index[i] for i in item_ids if i in catalog.index]
         if not targets:
             return None
-        states = self._states(version, model, catalog, [(history, subject)])
+        states, _ = self._states(version, model, catalog, [(history, subject)])
         if states[0] is None:
             return None
         return catalog.items.rank_fraction(states[0], targets)
@@ -261,8 +263,7 @@ class RecommendationService:
             return 0
         version, model = loaded
         catalog = self._catalog(version, model)
-        computed: list[int] = []
-        self._states(version, model, catalog, [(h, p) for h, bought, p in users if bought is None], computed)
+        _, computed = self._states(version, model, catalog, [(h, p) for h, bought, p in users if bought is None])
         jobs = []
         for history, bought, subject in users:
             inputs = self._inputs(catalog, model, history, bought) if bought is not None else None
@@ -276,14 +277,14 @@ class RecommendationService:
         results = self.batcher.rank_many(model, catalog.items, [(w, c, CANDIDATES, h) for _, _, w, c, h in jobs])
         for (subject, fingerprint, window, context, _), (state, top) in zip(jobs, results):
             self._keep(version, subject, fingerprint, window, context, state, top)
-        return len(computed) + len(jobs)
+        return computed + len(jobs)
 
     def _states(self, version: str, model, catalog: Catalog,
-                users: list[tuple[list[tuple[str, str, int | None]], str | None]],
-                computed: list[int] | None = None) -> list[np.ndarray | None]:
+                users: list[tuple[list[tuple[str, str, int | None]], str | None]]
+                ) -> tuple[list[np.ndarray | None], int]:
         """Each history's trunk state (None for a history with no catalog item): the cached one when it is
         for the live version and this exact window, else computed (all misses in one pass) and cached
-        under the pseudonym (None: not cached). Indices of the computed ones are appended to `computed`."""
+        under the pseudonym (None: not cached); and how many were computed."""
         states: list[np.ndarray | None] = [None] * len(users)
         misses: list[tuple[int, np.ndarray, np.ndarray | None, str]] = []
         for n, (history, subject) in enumerate(users):
@@ -311,9 +312,7 @@ class RecommendationService:
                     now = self._cache.get(STATE, subject)
                     if not (now and now.get("v") == version and now.get("w") == key):
                         self._cache.set(STATE, subject, {"v": version, "w": key, "s": _pack(state)}, ttl_s=STATE_TTL_S)
-                if computed is not None:
-                    computed.append(n)
-        return states
+        return states, len(misses)
 
     @staticmethod
     def _reason(catalog: Catalog, item: int, recent: list[tuple[int, str]], best: int, similarity: float) -> str:
