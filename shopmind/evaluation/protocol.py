@@ -55,15 +55,17 @@ def ranks_and_topk(scores: np.ndarray, histories: Sequence[np.ndarray], targets:
 
 def evaluate_ranking(score: ScoreFn, split: Split, stage: str = "test", k: int = 10,
                      batch_size: int = 256, max_users: int | None = None,
-                     seed: int = 0) -> tuple[RankingReport, np.ndarray, np.ndarray]:
-    """Evaluate `score` on the split's `stage` ('valid' or 'test'). Returns the report, the ranks and
+                     seed: int = 0, users: np.ndarray | None = None) -> tuple[RankingReport, np.ndarray, np.ndarray]:
+    """Evaluate `score` on the split's `stage` ('valid' or 'test'): on `users` when given, else on
+    `max_users` eval users sampled with `seed` (all when fewer). Returns the report, the ranks and
     the top-k lists (rows in the order of the evaluated users)."""
     if stage not in ("valid", "test"):
         raise ValueError("stage must be 'valid' or 'test'")
     targets_all = split.valid_target if stage == "valid" else split.test_target
-    users = split.eval_users
-    if max_users is not None and len(users) > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+    if users is None:
+        users = split.eval_users
+        if max_users is not None and len(users) > max_users:
+            users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
     with_context = split.data.context is not None and getattr(score, "accepts_context", False)
     all_ranks, all_top = [], []
     for start in range(0, len(users), batch_size):

@@ -129,6 +129,79 @@ class Split:
     valid_target: np.ndarray
     test_target: np.ndarray
     eval_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # Users whose validation targets choose the model (early stopping, blend weights). None: every
+    # user's validation target is held out of training. Otherwise the other users' validation items
+    # are training data too (`fit_sequences`).
+    selection_users: np.ndarray | None = None
+    # Users whose test targets judge the model (a shop's promotion gate). None (what every benchmark
+    # uses): every user's test target is held out. Otherwise every other user's whole sequence is
+    # training data (`with_holdout`).
+    gate_users: np.ndarray | None = None
+
+    def _checked(self, users: np.ndarray | None, targets: np.ndarray, what: str) -> np.ndarray | None:
+        if users is None:
+            return None
+        users = np.sort(np.asarray(users, dtype=np.int64))
+        if len(users) and (users[0] < 0 or users[-1] >= len(self.train) or (targets[users] < 0).any()):
+            raise InvalidInputError(f"{what} users must be users with a {what} target", field=f"{what}_users")
+        return users
+
+    def with_selection(self, users: np.ndarray | None) -> "Split":
+        """This split with `users` (a subset of eval_users) reserving their validation targets for
+        model choice and every other user's validation item given to training; test targets stay
+        held out for everyone (a holdout's gate is dropped). None: nothing given to training."""
+        return Split(data=self.data, train=self.train, valid_target=self.valid_target, test_target=self.test_target,
+                     eval_users=self.eval_users, selection_users=self._checked(users, self.valid_target, "validation"))
+
+    def with_holdout(self, users: np.ndarray) -> "Split":
+        """What a shop trains its served model on: `users` (a subset of eval_users) keep their
+        validation and test targets out of training (one chooses the epoch, the other judges the model
+        against the champion); every other user's whole sequence, newest event included, trains."""
+        users = self._checked(users, self.test_target, "test")
+        return Split(data=self.data, train=self.train, valid_target=self.valid_target, test_target=self.test_target,
+                     eval_users=self.eval_users, selection_users=users, gate_users=users)
+
+    def reserve(self, n_users: int, seed: int = 0) -> "Split":
+        """`with_selection` of `n_users` users sampled from eval_users (all of them when fewer)."""
+        return self.with_selection(self.selection(n_users, seed))
+
+    def selection(self, max_users: int | None = None, seed: int = 0) -> np.ndarray:
+        """The users whose validation targets choose models: the reserved ones, else a sample of
+        `max_users` eval users (all when fewer; the sample evaluate_ranking(max_users=, seed=) draws)."""
+        if self.selection_users is not None:
+            return self.selection_users
+        users = self.eval_users
+        if max_users is not None and len(users) > max_users:
+            users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+        return users
+
+    def _fit_lengths(self) -> np.ndarray:
+        """Per user, how many of their first events are training data under this split."""
+        lengths = np.fromiter((len(t) for t in self.train), dtype=np.int64, count=len(self.train))
+        if self.selection_users is not None:
+            given = self.valid_target >= 0
+            given[self.selection_users] = False
+            lengths += given
+            if self.gate_users is not None:
+                given = self.test_target >= 0
+                given[self.gate_users] = False
+                lengths += given
+        return lengths
+
+    def fit_sequences(self) -> list[np.ndarray]:
+        """What a model may train on: `train`, plus the validation item of every user outside the
+        selection (`with_selection`), plus the test item of every user outside the gate
+        (`with_holdout`); exactly `train` when neither is set. Always a prefix of each sequence."""
+        lengths = self._fit_lengths()
+        if all(n == len(t) for n, t in zip(lengths, self.train)):
+            return self.train
+        return [t if n == len(t) else s[:n] for n, t, s in zip(lengths, self.train, self.data.sequences)]
+
+    def fit_context(self) -> list[np.ndarray] | None:
+        """Context aligned with `fit_sequences()`, None when the data has none."""
+        if self.data.context is None:
+            return None
+        return [c[:n] for c, n in zip(self.data.context, self._fit_lengths())]
 
     def history(self, user: int, stage: str) -> np.ndarray:
         """What the model may see before predicting `stage`'s target (train, plus the valid item for test)."""

@@ -18,7 +18,7 @@ from shopmind.recommend.base import SequenceRecommender
 
 
 def _train_sequences(data: Sequences, split: Split | None) -> list[np.ndarray]:
-    return split.train if split is not None else data.sequences
+    return split.fit_sequences() if split is not None else data.sequences
 
 
 def _user_item_matrix(seqs: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:

@@ -131,8 +131,9 @@ class BehaviourRecommender(SequenceRecommender):
     def __init__(self, max_len: int = 50, n_layers: int = 2, n_heads: int = 2, d_model: int | None = None,
                  dropout: float | None = None, learning_rate: float = 1e-3, batch_size: int = 128,
                  max_epochs: int = 200, patience: int = 5, n_negatives: int = 0, weight_decay: float = 0.0,
-                 time_budget_s: float | None = None, valid_users: int = 3000, threads: int | None = None,
-                 window_step: int = 10, use_context: bool = True, seed: int = 0, verbose: bool = False):
+                 time_budget_s: float | None = None, valid_users: int = 5000, train_unused_valid: bool = True,
+                 threads: int | None = None, window_step: int = 10, use_context: bool = True, seed: int = 0,
+                 verbose: bool = False):
         self.max_len = max_len
         self.use_context = use_context
         self.window_step = window_step
@@ -148,6 +149,7 @@ class BehaviourRecommender(SequenceRecommender):
         self.weight_decay = weight_decay
         self.time_budget_s = time_budget_s
         self.valid_users = valid_users
+        self.train_unused_valid = train_unused_valid
         self.threads = threads
         self.seed = seed
         self.verbose = verbose
@@ -156,16 +158,28 @@ class BehaviourRecommender(SequenceRecommender):
 
     def fit(self, data: Sequences, split: Split | None = None,
             item_content: np.ndarray | None = None) -> "BehaviourRecommender":
-        """Train on `split.train` with early stopping on its validation targets; without a split, one
-        is made from `data` by leave-one-out. `item_content` (n_items, dim), e.g. title embeddings,
-        gives every item a content representation, including items no one has interacted with. When
-        the data carries event context (types, times) and `use_context` is on, the model reads it."""
+        """Train on `split.fit_sequences()` with early stopping on validation targets; without a
+        split, one is made from `data` by leave-one-out.
+
+        Only `valid_users` users' validation targets choose the epoch (and, later, a blend's weight:
+        `selection_users_`). With `train_unused_valid` (default) every other user's validation item is
+        training data, as a shop would want of its newest events; off, no validation item is trained
+        on (what RecBole's protocol does). Test targets are never trained on, except where `split` was
+        made by `Split.with_holdout` (a shop's served model: only the holdout users' are kept out).
+        `item_content` (n_items, dim), e.g. title embeddings, gives every item a content
+        representation, including items no one has interacted with. When the data carries event
+        context (types, times) and `use_context` is on, the model reads it."""
         if not isinstance(data, Sequences):
             raise InvalidInputError("fit expects shopmind.evaluation.Sequences", field="data")
         if self.max_len < 2 or self.batch_size < 1 or self.max_epochs < 1 or not 1 <= self.window_step <= self.max_len:
             raise InvalidInputError("max_len >= 2, batch_size >= 1, max_epochs >= 1 and 1 <= window_step <= max_len "
                                     "are required", field="params")
         split = split or leave_one_out(data)
+        if not self.train_unused_valid:  # every validation (and test) item held out, whatever the split says
+            split = split.with_selection(None)
+        elif split.selection_users is None:
+            split = split.reserve(self.valid_users, self.seed)
+        selection = split.selection(self.valid_users, self.seed)
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         if self.threads:
@@ -187,8 +201,8 @@ class BehaviourRecommender(SequenceRecommender):
             model.trunk.set_content(torch.from_numpy(np.asarray(item_content, dtype=np.float32)))
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, betas=(0.9, 0.98),
                                       weight_decay=self.weight_decay)
-        contexts = split.train_context() if config.calendar else None
-        x_all, y_all, f_all = _windows(split.train, self.max_len, self.window_step, contexts)
+        contexts = split.fit_context() if config.calendar else None
+        x_all, y_all, f_all = _windows(split.fit_sequences(), self.max_len, self.window_step, contexts)
         window_lengths = (x_all != 0).sum(axis=1)
         x_all, y_all = torch.from_numpy(x_all), torch.from_numpy(y_all)
         f_all = torch.from_numpy(f_all) if f_all is not None else None
@@ -196,6 +210,7 @@ class BehaviourRecommender(SequenceRecommender):
         self.config_ = config
         self.item_ids_ = list(data.item_ids)
         self.blend_ = None  # recommend/blend.py attach_blend may attach one after fitting
+        self.selection_users_ = selection  # not saved: only a blend chosen right after fitting reads it
         started = time.perf_counter()
         best, best_state, best_epoch, waited = -1.0, None, 0, 0
         self.history_ = []
@@ -214,7 +229,7 @@ class BehaviourRecommender(SequenceRecommender):
                 optimizer.step()
                 total += loss.detach().item()
                 batches += 1
-            report = evaluate_ranking(self.score, split, "valid", max_users=self.valid_users, seed=self.seed)[0]
+            report = evaluate_ranking(self.score, split, "valid", users=selection)[0]
             elapsed = time.perf_counter() - started
             self.history_.append({"epoch": epoch, "loss": total / max(batches, 1), "valid_ndcg@10": report.ndcg,
                                   "valid_hr@10": report.hr, "seconds": round(elapsed, 1)})
@@ -244,7 +259,7 @@ class BehaviourRecommender(SequenceRecommender):
         if not model.config.tied_output:
             return
         seen = np.zeros(model.config.n_items, dtype=bool)
-        for seq in split.train:
+        for seq in split.fit_sequences():
             seen[seq] = True
         if seen.all():
             return

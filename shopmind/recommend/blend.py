@@ -98,6 +98,11 @@ class BlendedRecommender(SequenceRecommender):
             self.behaviour_ = self.behaviour
         else:  # copies, as scikit-learn's meta-estimators clone theirs: the estimators passed in stay unfitted
             self.behaviour_ = copy.deepcopy(self.behaviour or BehaviourRecommender(seed=self.seed)).fit(data, split)
+        # The network's own selection, when it has one: weights are chosen on validation targets
+        # neither component trained on, and kNN counts the same training data as the network.
+        selection = getattr(self.behaviour_, "selection_users_", None)
+        if selection is not None and split.selection_users is None and getattr(self.behaviour_, "train_unused_valid", False):
+            split = split.with_selection(selection)
         self.knn_ = copy.deepcopy(self.knn or ItemKNNRecommender()).fit(data, split)
         self.item_ids_ = self.behaviour_.item_ids_
         self.blend_scores_ = self._choose(split)
@@ -106,9 +111,7 @@ class BlendedRecommender(SequenceRecommender):
     def _choose(self, split: Split) -> dict[str, float]:
         """Every (kind, weight)'s validation NDCG@10; keeps the best (the first of equals: weight 0
         comes first, so a blend must beat the behaviour model alone to be chosen)."""
-        users = split.eval_users
-        if len(users) > self.valid_users:
-            users = np.sort(np.random.default_rng(self.seed).choice(users, size=self.valid_users, replace=False))
+        users = split.selection(self.valid_users, self.seed)
         grid = [(k, w) for k in self.kinds for w in self.weights]
         ranks: dict[tuple[str, float], list[np.ndarray]] = {g: [] for g in grid}
         context = split.data.context is not None and self.behaviour_.reads_context

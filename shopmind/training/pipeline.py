@@ -1,13 +1,23 @@
 """Training from the shop's own events: consented data -> models -> registry, behind a promotion gate.
 
 `train_all` trains the trending-popularity fallback and the behaviour model. The behaviour model is a
-challenger: it is promoted only if, on the new data's leave-one-out test targets, it scores at least as
+challenger: it is promoted only if, on the newest events of a holdout of users, it scores at least as
 well (NDCG@10) as the current champion does on the very same targets (`gate`). Erased users are not in
 the data (erasure deleted their events), and the model's lineage lists exactly the pseudonyms it saw.
+
+The holdout (`holdout_users`, at most HOLDOUT_USERS sequences) keeps its two newest events out of
+training: the second-newest chooses the epoch and the blend, the newest judges the model. Everyone
+else's events train the served model, newest included. The holdout is chosen by a hash of the
+pseudonym, so it is stable from one training to the next: while the shop grows, old users only leave it
+and only new ones join, so a champion never trained on the events that judge its challenger. When the
+data shrinks (erasures, withdrawn consent) or pseudonyms are rotated, a few users whose newest event
+the champion did train on can join it: that favours the champion, so the gate then errs towards
+keeping it, never towards promoting a worse model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from shopmind.evaluation import Sequences, evaluate_ranking, leave_one_out
+from shopmind.evaluation import Sequences, Split, evaluate_ranking, leave_one_out
 from shopmind.models.popularity import TrendingPopularity
 from shopmind.models.text import available as text_available
 from shopmind.recommend.behaviour import BehaviourRecommender
@@ -26,6 +36,7 @@ ITEM_EVENT_TYPES = ["view", "click", "add_to_cart", "purchase", "rating", "ad_cl
 # Sequences of at least 4 events keep 2 for training after leave-one-out. Below MIN_SEQUENCES of them there
 # is nothing for a sequence model to learn, and trending popularity serves alone.
 MIN_SEQUENCES = 20
+HOLDOUT_USERS = 5000
 
 
 def shop_sequences(events: pl.DataFrame) -> tuple[Sequences, list[str]]:
@@ -108,13 +119,27 @@ class GateResult:
                 "champion_ndcg@10": self.champion_ndcg}
 
 
-def gate(challenger: Any, champion: Any | None, data: Sequences, tolerance: float = 0.0) -> GateResult:
-    """Promote when the challenger's test NDCG@10 >= champion's on the same split, minus `tolerance`."""
-    split = leave_one_out(data)
-    ours = evaluate_ranking(challenger.score, split, "test", max_users=5000)[0].ndcg
+def holdout_users(split: Split, n_users: int = HOLDOUT_USERS) -> np.ndarray:
+    """The `n_users` evaluable sequences whose ids hash lowest (all when fewer): the same users from one
+    training to the next, whatever else the data holds."""
+    users = split.eval_users
+    if len(users) <= n_users:
+        return users
+    keys = np.fromiter((int.from_bytes(hashlib.blake2b(split.data.user_ids[u].encode(), digest_size=8).digest(), "big")
+                        for u in users), dtype=np.uint64, count=len(users))
+    return np.sort(users[np.argsort(keys, kind="stable")[:n_users]])
+
+
+def gate(challenger: Any, champion: Any | None, data: Sequences, tolerance: float = 0.0,
+         split: Split | None = None) -> GateResult:
+    """Promote when the challenger's test NDCG@10 >= champion's on the same targets, minus `tolerance`:
+    the test targets of `split`'s gate users (the holdout), else of up to 5,000 sampled users."""
+    split = split or leave_one_out(data)
+    users = split.gate_users if split.gate_users is not None else split.selection(5000)
+    ours = evaluate_ranking(challenger.score, split, "test", users=users)[0].ndcg
     if champion is None:
         return GateResult(True, ours, None)
-    theirs = evaluate_ranking(remapped_scorer(champion, data.item_ids), split, "test", max_users=5000)[0].ndcg
+    theirs = evaluate_ranking(remapped_scorer(champion, data.item_ids), split, "test", users=users)[0].ndcg
     return GateResult(ours >= theirs - tolerance, ours, theirs)
 
 
@@ -155,6 +180,8 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         items = shop.items_frame()
         seqs = with_catalog(seqs, items["item_id"].to_list())
         content = content_vectors(shop.registry.root / "content_vectors.parquet", seqs.item_ids, items)
+    split = leave_one_out(seqs)
+    split = split.with_holdout(holdout_users(split))
     started = time.perf_counter()
     if dp is not None:
         from shopmind.privacy import ledger
@@ -177,12 +204,12 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
                           "training_epsilon_spent": round(spent.spent_epsilon, 6),
                           "training_delta_spent": spent.spent_delta}
     else:
-        model = BehaviourRecommender(time_budget_s=time_budget_s).fit(seqs, item_content=content)
+        model = BehaviourRecommender(time_budget_s=time_budget_s).fit(seqs, split, item_content=content)
         # item kNN beside it, kept only when the validation targets rank better blended (recommend/blend.py)
-        attach_blend(model, seqs)
+        attach_blend(model, seqs, split)
     train_s = time.perf_counter() - started
     champion = shop.registry.load_current("behaviour")
-    verdict = gate(model, champion[1] if champion else None, seqs)
+    verdict = gate(model, champion[1] if champion else None, seqs, split=split)
     replaces_public = dp is not None and champion is not None and getattr(champion[1], "privacy_", None) is None
     promote = verdict.promoted or force_promote or replaces_public
     version = shop.registry.register(
@@ -192,6 +219,8 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
               "data_window_ms": window, "n_sequences": len(seqs.user_ids), "n_users": len(subjects),
               "n_items": seqs.n_items, "n_interactions": seqs.n_interactions, "purpose": "personalization",
               "item_text": content is not None,
+              # whose two newest events chose and judged the model; everyone else's trained it
+              "holdout_users": len(split.gate_users),
               "metrics": {"valid_ndcg@10": model.valid_ndcg_, **verdict.as_dict()},
               "blend": None if getattr(model, "blend_", None) is None else {
                   "with": "item kNN", "rule": model.blend_.kind, "weight": model.blend_.weight,

@@ -55,6 +55,7 @@ def test_first_training_promotes_and_records_a_card(trained):
     card = shop.registry.card("behaviour", result["behaviour"]["version"])
     assert card["n_users"] > 100 and card["metrics"]["valid_ndcg@10"] > 0 and card["data_window_ms"]
     assert card["train_seconds"] > 0 and "d_model" in card["config"]
+    assert 0 < card["holdout_users"] <= min(5000, card["n_sequences"])
 
 
 @pytest.mark.skipif(not __import__("shopmind.models.text", fromlist=["available"]).available(),
