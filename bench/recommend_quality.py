@@ -3,7 +3,7 @@ SASRec peer scored by the same evaluator.
 
     .venv/bin/python bench/recommend_quality.py [--datasets beauty,video,ml100k,taobao]
         [--models popularity,itemknn,als,behaviour,behaviour-items,blend] [--threads 2] [--budget SECONDS] [--seeds 0,1,2] [--params JSON] [--out FILE]
-        [--peer-minutes MINUTES]
+        [--peer-minutes MINUTES] [--peer-valid-users N]
 
 Protocol (shopmind.evaluation): per user, time-ordered leave-one-out (last item test, second last
 validation), full ranking over the whole catalog, history items excluded (except the target),
@@ -14,7 +14,10 @@ what the peer sees. Each model trains in its own process with its default config
 process) are its own. The peer: with --peer-minutes, RecBole's SASRec is trained in this run, after
 our models on each data set, by bench/peers/recbole/run_sasrec.py in its own virtualenv (set up once by
 bench/peers/recbole/setup.sh), capped at that many minutes of training, and scored by the same
-evaluator; its row says it ran in this run. Without it, an earlier run's bench/out/recbole_<dataset>.json
+evaluator; its row says it ran in this run. It trains on the same data as the behaviour model:
+with our default (`train_unused_valid`) only 5,000 users' validation items are held out and the rest
+train, for both (RecBole reads pre-split files then); with `--params '{"train_unused_valid": false}'`
+both hold out every validation item (RecBole's own split). Without it, an earlier run's bench/out/recbole_<dataset>.json
 is merged when present, and its row says so.
 Writes bench/out/recommend_quality.json and prints Markdown rows for docs/benchmarks.md.
 """
@@ -93,13 +96,16 @@ def repeated_targets(dataset: str) -> int:
 PEER_PYTHON = ROOT / "bench" / "peers" / "recbole" / "venv" / "bin" / "python"
 
 
-def run_peer(dataset: str, minutes: float, threads: int, out: Path) -> Path | None:
-    """Train and score RecBole's SASRec on `dataset` now, in its own virtualenv and process."""
+def run_peer(dataset: str, minutes: float, threads: int, out: Path, valid_users: int = 0, seed: int = 0) -> Path | None:
+    """Train and score RecBole's SASRec on `dataset` now, in its own virtualenv and process. `valid_users`
+    > 0: on the training data of our default behaviour model (only that many users' validation items
+    held out, sampled with our model's `seed`); 0: RecBole's own leave-one-out."""
     if not PEER_PYTHON.exists():
         sys.exit(f"--peer-minutes needs the peer's virtualenv: run bench/peers/recbole/setup.sh first ({PEER_PYTHON})")
     done = subprocess.run([str(PEER_PYTHON), str(ROOT / "bench" / "peers" / "recbole" / "run_sasrec.py"),
                            "--dataset", dataset, "--max-minutes", str(minutes), "--threads", str(threads),
-                           "--out", str(out)], stdout=subprocess.DEVNULL)
+                           "--out", str(out), "--valid-users", str(valid_users), "--selection-seed", str(seed)],
+                          stdout=subprocess.DEVNULL)
     if done.returncode != 0:  # our rows of this run are kept (written as they come); the peer's is missing
         print(f"the peer's run on {dataset} failed (exit {done.returncode}); no peer row", file=sys.stderr)
         return None
@@ -119,12 +125,15 @@ def peer_row(dataset: str, path: Path | None = None) -> dict | None:
         # repeats a history item the two protocols rank identically; elsewhere only RecBole's own
         # figures of that run are valid, and the peer must be re-run.
         test.update({"hr@10": None, "ndcg@10": None, "mrr": None, "coverage@10": None})
-    return {"dataset": dataset, "model": "RecBole SASRec (peer)" + ("" if this_run else ", earlier run"),
+    held = peer.get("valid_users", 0)
+    label = f"RecBole SASRec (peer; {held:,} users' validation items held out)" if held else "RecBole SASRec (peer)"
+    return {"dataset": dataset, "model": label + ("" if this_run else ", earlier run"),
             "peer_in_this_run": this_run, "users": test["users"],
             "hr@10": test["hr@10"], "ndcg@10": test["ndcg@10"], "mrr": test["mrr"],
             "coverage@10": test["coverage@10"], "train_seconds": peer["train_seconds"],
             "peak_rss_mb": peer["peak_rss_mb"], "epochs_run": peer["epochs_run"], "best_epoch": peer["best_epoch"],
-            "capped": peer["capped"], "recbole_own_hr@10": peer["recbole_own"]["test"]["hit@10"],
+            "capped": peer["capped"], "peer_valid_users": peer.get("valid_users", 0),
+            "recbole_own_hr@10": peer["recbole_own"]["test"]["hit@10"],
             "recbole_own_ndcg@10": peer["recbole_own"]["test"]["ndcg@10"]}
 
 
@@ -142,7 +151,14 @@ def main() -> None:
     parser.add_argument("--peer-minutes", type=float, default=0,
                         help="train the RecBole SASRec peer in this run, capped at this many minutes (0: merge an "
                              "earlier run's figures when present)")
+    parser.add_argument("--peer-valid-users", type=int, default=None,
+                        help="the peer's held-out validation users (0: RecBole's own split, every validation item "
+                             "held out). Default: what the behaviour model of --params trains on (its valid_users, "
+                             "5,000, or 0 with train_unused_valid false), so both train on the same data")
     args = parser.parse_args()
+    if args.peer_valid_users is None:
+        ours = json.loads(args.params)
+        args.peer_valid_users = ours.get("valid_users", 5000) if ours.get("train_unused_valid", True) else 0
     sys.path.insert(0, str(ROOT / "bench"))
     from recommend_latency import processor  # bench/recommend_latency.py
 
@@ -160,7 +176,8 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
                 save()
         if args.peer_minutes > 0:
-            ran = run_peer(dataset, args.peer_minutes, args.threads, OUT / f"recbole_{dataset}_{Path(args.out).stem}.json")
+            ran = run_peer(dataset, args.peer_minutes, args.threads, OUT / f"recbole_{dataset}_{Path(args.out).stem}.json",
+                           args.peer_valid_users, int(args.seeds.split(",")[0]))
             peer = peer_row(dataset, ran) if ran else None
             if peer:
                 peer["peer_minutes"] = args.peer_minutes

@@ -91,7 +91,68 @@ def write_atomic(seqs, data_dir: Path, name: str) -> Path:
     return path
 
 
+def write_benchmark(split, data_dir: Path, name: str) -> dict:
+    """RecBole's pre-split files (`benchmark_filename`), for training the peer on exactly what our
+    model trains on when only some users' validation items are held out (`split.selection_users`):
+
+    - train: one row per training target of `split.fit_sequences()` with the (at most 50) items before
+      it, i.e. RecBole's own every-prefix augmentation of those sequences;
+    - valid: one row per selection user (their training history, their validation target): early
+      stopping sees the same users ours does;
+    - test: one row per evaluated user (history incl. the validation item, the test target), as ours.
+    Returns the number of rows per file."""
+    d = data_dir / name
+    d.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    header = "user_id:token\titem_id:token\titem_id_list:token_seq\ttimestamp:float\n"
+
+    def row(fh, u, history, target, t):
+        fh.write(f"{u}\t{int(target)}\t{' '.join(str(int(i)) for i in history[-MAX_LEN:])}\t{t}\n")
+
+    with open(d / f"{name}.train.inter", "w") as fh:
+        fh.write(header)
+        n = 0
+        for u, seq in enumerate(split.fit_sequences()):
+            for i in range(1, len(seq)):
+                row(fh, u, seq[:i], seq[i], i)
+                n += 1
+        counts["train"] = n
+    for stage, users, targets in (("valid", split.selection_users, split.valid_target),
+                                  ("test", split.eval_users, split.test_target)):
+        with open(d / f"{name}.{stage}.inter", "w") as fh:
+            fh.write(header)
+            for u in users:
+                history = split.history(int(u), stage)
+                row(fh, int(u), history, targets[u], len(history))
+        counts[stage] = int(len(users))
+    return counts
+
+
+def check_benchmark(dataset, valid_data, test_data, split, counts):
+    """Assert that RecBole read the pre-split files as written: row counts, and the valid and test
+    rows' users, targets and histories equal ours."""
+    uid_tok = dataset.field2id_token["user_id"]
+    iid_tok = dataset.field2id_token["item_id"]
+    assert dataset.item_num - 1 == split.data.n_items, (dataset.item_num - 1, split.data.n_items)
+    assert sum(dataset.file_size_list) == sum(counts.values()), (dataset.file_size_list, counts)
+    details = {"rows": counts}
+    for stage, data, users_all, targets_all in (("test", test_data, split.eval_users, split.test_target),
+                                                ("valid", valid_data, split.selection_users, split.valid_target)):
+        feat = data._dataset.inter_feat
+        users = np.array([int(t) for t in uid_tok[feat["user_id"].numpy()]])
+        targets = np.array([int(t) for t in iid_tok[feat["item_id"].numpy()]])
+        lists, lens = feat["item_id_list"].numpy(), feat["item_length"].numpy()
+        assert np.array_equal(np.sort(users), np.sort(users_all)), f"{stage}: users differ"
+        assert np.array_equal(targets, targets_all[users]), f"{stage}: targets differ"
+        for r, u in enumerate(users):
+            hist = [int(t) for t in iid_tok[lists[r, : lens[r]]]]
+            assert hist == split.history(int(u), stage)[-MAX_LEN:].tolist(), f"{stage}: history of user {u} differs"
+        details[stage] = {"recbole_users": int(len(users))}
+    return details
+
+
 def recbole_config(args, data_dir: Path, work_dir: Path, name: str) -> dict:
+    presplit = args.valid_users > 0
     return {
         # data: read our atomic file as is; filter nothing, drop no duplicates
         "data_path": str(data_dir),
@@ -99,7 +160,11 @@ def recbole_config(args, data_dir: Path, work_dir: Path, name: str) -> dict:
         "USER_ID_FIELD": "user_id",
         "ITEM_ID_FIELD": "item_id",
         "TIME_FIELD": "timestamp",
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "load_col": {"inter": ["user_id", "item_id", "item_id_list", "timestamp"] if presplit
+                     else ["user_id", "item_id", "timestamp"]},
+        # pre-split files (--valid-users): the history lists share the item vocabulary
+        "benchmark_filename": ["train", "valid", "test"] if presplit else None,
+        "alias_of_item_id": ["item_id_list"] if presplit else None,
         "user_inter_num_interval": "[0,inf)",
         "item_inter_num_interval": "[0,inf)",
         "rm_dup_inter": None,
@@ -244,6 +309,12 @@ def main(argv=None):
                     help="wall-clock cap on training: no epoch is started that would end past it (projected "
                          "from the mean epoch time); the best checkpoint so far is used")
     ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--valid-users", type=int, default=0,
+                    help="train on what shopmind's default behaviour model trains on: hold out the validation "
+                         "items of this many users only (sampled as shopmind samples them, --selection-seed), "
+                         "who alone choose the epoch; every other user's validation item is a training target. "
+                         "0: RecBole's own leave-one-out (every validation item held out)")
+    ap.add_argument("--selection-seed", type=int, default=0, help="the seed of shopmind's model (its `seed`)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary data/checkpoint directory")
@@ -272,7 +343,11 @@ def main(argv=None):
     if not args.keep_tmp:  # also on errors and SIGTERM/SIGINT (SystemExit), not on SIGKILL
         atexit.register(shutil.rmtree, work, ignore_errors=True)
     name = f"sm_{args.dataset}"  # not a RecBole built-in name: no bundled yaml, no download attempt
-    write_atomic(seqs, work / "data", name)
+    if args.valid_users > 0:
+        split = split.reserve(args.valid_users, args.selection_seed)
+        counts = write_benchmark(split, work / "data", name)
+    else:
+        write_atomic(seqs, work / "data", name)
     cwd = os.getcwd()
     os.chdir(work)  # RecBole writes ./log and ./log_tensorboard relative to the working directory
 
@@ -293,7 +368,10 @@ def main(argv=None):
 
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    split_check = check_split(dataset, train_data, valid_data, test_data, split, seqs)
+    if args.valid_users > 0:
+        split_check = check_benchmark(dataset, valid_data, test_data, split, counts)
+    else:
+        split_check = check_split(dataset, train_data, valid_data, test_data, split, seqs)
     print(f"[{args.dataset}] split check passed: {split_check}", flush=True)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -351,7 +429,7 @@ def main(argv=None):
     score_fn = make_score_fn(model, dataset, seqs.n_items, torch)
     t_eval = time.time()
     test_report, _, _ = evaluation.evaluate_ranking(score_fn, split, "test", k=10)
-    valid_report, _, _ = evaluation.evaluate_ranking(score_fn, split, "valid", k=10)
+    valid_report, _, _ = evaluation.evaluate_ranking(score_fn, split, "valid", k=10, users=split.selection())
     eval_seconds = time.time() - t_eval
     unmasked = unmasked_report(score_fn, split, "test", ranks_and_topk, ranking_metrics)
     agree = (abs(unmasked["hr@10"] - float(own_test["hit@10"])) < 1e-3
@@ -369,6 +447,9 @@ def main(argv=None):
         "best_epoch": state["best_epoch"],
         "capped": state["capped"],
         "max_minutes": args.max_minutes,
+        "valid_users": args.valid_users,
+        "training_data": (f"pre-split: validation items of all but {args.valid_users} users train"
+                          if args.valid_users > 0 else "RecBole leave-one-out: no validation item trains"),
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(train_seconds / max(state["epochs_run"], 1), 1),
         "peak_rss_mb": round(peak_rss_mb, 1),
