@@ -163,7 +163,7 @@ def test_promotion_gate_keeps_a_better_champion(trained, monkeypatch):
     real = pipeline.BehaviourRecommender
     monkeypatch.setattr(pipeline, "BehaviourRecommender",
                         lambda **kw: real(d_model=8, max_epochs=1, dropout=0.9, **kw))
-    monkeypatch.setattr(pipeline, "attach_blend", lambda model, data: model)
+    monkeypatch.setattr(pipeline, "attach_blend", lambda model, data, split=None: model)
     again = shop.train(actor="t")
     assert again["behaviour"]["promoted"] is False
     assert again["behaviour"]["challenger_ndcg@10"] < again["behaviour"]["champion_ndcg@10"]
