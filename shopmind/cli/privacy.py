@@ -94,7 +94,9 @@ def audit_command(
         data = _data(sequences)
 
         def make():
-            return PrivateBehaviourRecommender(epsilon=epsilon, epochs=epochs) if dp else BehaviourRecommender()
+            if dp:
+                return PrivateBehaviourRecommender(epsilon=epsilon, epochs=epochs)
+            return BehaviourRecommender(train_unused_valid=False)  # the DP model's data, as in `privacy curve`
 
         with console.status("training and attacking"):
             found = membership_audit(data, make)

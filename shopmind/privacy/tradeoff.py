@@ -21,7 +21,10 @@ def privacy_curve(data: Sequences, epsilons: Sequence[float], dp_params: dict[st
     """One row per model: the non-private one first, then one per epsilon (ascending). `item_content`
     (public item text embeddings, one row per item) goes to every model."""
     split = leave_one_out(data)
-    configs: list[tuple[str, Callable[[], Any]]] = [("non-private", lambda: BehaviourRecommender(seed=seed))]
+    # The non-private model trains on what the DP models train on (no validation item), so the ratio
+    # measures the noise, not a difference in data.
+    configs: list[tuple[str, Callable[[], Any]]] = [
+        ("non-private", lambda: BehaviourRecommender(seed=seed, train_unused_valid=False))]
     for eps in sorted(epsilons):
         configs.append((f"dp eps={eps:g}",
                         lambda eps=eps: PrivateBehaviourRecommender(epsilon=eps, seed=seed, **(dp_params or {}))))
