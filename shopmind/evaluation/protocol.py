@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from shopmind.evaluation.metrics import RankingReport, ranking_metrics
-from shopmind.evaluation.sequences import Split
+from shopmind.evaluation.sequences import Split, sample_users
 
 ScoreFn = Callable[[Sequence[np.ndarray]], np.ndarray]
 
@@ -63,9 +63,7 @@ def evaluate_ranking(score: ScoreFn, split: Split, stage: str = "test", k: int =
         raise ValueError("stage must be 'valid' or 'test'")
     targets_all = split.valid_target if stage == "valid" else split.test_target
     if users is None:
-        users = split.eval_users
-        if max_users is not None and len(users) > max_users:
-            users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+        users = sample_users(split.eval_users, max_users, seed)
     with_context = split.data.context is not None and getattr(score, "accepts_context", False)
     all_ranks, all_top = [], []
     for start in range(0, len(users), batch_size):

@@ -120,6 +120,14 @@ def load_sequences(path: Path | str) -> Sequences:
     return Sequences.from_lists(users, lists)
 
 
+def sample_users(users: np.ndarray, max_users: int | None, seed: int) -> np.ndarray:
+    """`max_users` of `users` drawn with `seed`, sorted (all of them when fewer): the one sample that
+    evaluation and model choice both draw."""
+    if max_users is not None and len(users) > max_users:
+        return np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+    return users
+
+
 @dataclass
 class Split:
     """Leave-one-out split. `train[u]` is the user's training prefix; targets are -1 where absent."""
@@ -170,10 +178,7 @@ class Split:
         `max_users` eval users (all when fewer; the sample evaluate_ranking(max_users=, seed=) draws)."""
         if self.selection_users is not None:
             return self.selection_users
-        users = self.eval_users
-        if max_users is not None and len(users) > max_users:
-            users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
-        return users
+        return sample_users(self.eval_users, max_users, seed)
 
     def _fit_lengths(self) -> np.ndarray:
         """Per user, how many of their first events are training data under this split."""
@@ -214,12 +219,6 @@ class Split:
         if self.data.context is None:
             return None
         return self.data.context[user][:len(self.train[user]) + (stage == "test")]
-
-    def train_context(self) -> list[np.ndarray] | None:
-        """Context aligned with `train`, None when the data has none."""
-        if self.data.context is None:
-            return None
-        return [c[:len(t)] for c, t in zip(self.data.context, self.train)]
 
 
 def leave_one_out(data: Sequences) -> Split:

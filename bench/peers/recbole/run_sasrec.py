@@ -128,24 +128,30 @@ def write_benchmark(split, data_dir: Path, name: str) -> dict:
     return counts
 
 
+def decoded_rows(dataset, data):
+    """A RecBole split's rows in shopmind's ids: users, targets, history lists and their lengths."""
+    uid_tok = dataset.field2id_token["user_id"]
+    iid_tok = dataset.field2id_token["item_id"]
+    feat = data._dataset.inter_feat
+    users = np.array([int(t) for t in uid_tok[feat["user_id"].numpy()]])
+    targets = np.array([int(t) for t in iid_tok[feat["item_id"].numpy()]])
+    lists, lens = feat["item_id_list"].numpy(), feat["item_length"].numpy()
+    histories = [[int(t) for t in iid_tok[lists[r, : lens[r]]]] for r in range(len(users))]
+    return users, targets, histories
+
+
 def check_benchmark(dataset, valid_data, test_data, split, counts):
     """Assert that RecBole read the pre-split files as written: row counts, and the valid and test
     rows' users, targets and histories equal ours."""
-    uid_tok = dataset.field2id_token["user_id"]
-    iid_tok = dataset.field2id_token["item_id"]
     assert dataset.item_num - 1 == split.data.n_items, (dataset.item_num - 1, split.data.n_items)
     assert sum(dataset.file_size_list) == sum(counts.values()), (dataset.file_size_list, counts)
     details = {"rows": counts}
     for stage, data, users_all, targets_all in (("test", test_data, split.eval_users, split.test_target),
                                                 ("valid", valid_data, split.selection_users, split.valid_target)):
-        feat = data._dataset.inter_feat
-        users = np.array([int(t) for t in uid_tok[feat["user_id"].numpy()]])
-        targets = np.array([int(t) for t in iid_tok[feat["item_id"].numpy()]])
-        lists, lens = feat["item_id_list"].numpy(), feat["item_length"].numpy()
+        users, targets, histories = decoded_rows(dataset, data)
         assert np.array_equal(np.sort(users), np.sort(users_all)), f"{stage}: users differ"
         assert np.array_equal(targets, targets_all[users]), f"{stage}: targets differ"
-        for r, u in enumerate(users):
-            hist = [int(t) for t in iid_tok[lists[r, : lens[r]]]]
+        for u, hist in zip(users, histories):
             assert hist == split.history(int(u), stage)[-MAX_LEN:].tolist(), f"{stage}: history of user {u} differs"
         details[stage] = {"recbole_users": int(len(users))}
     return details
@@ -212,8 +218,6 @@ def recbole_config(args, data_dir: Path, work_dir: Path, name: str) -> dict:
 
 def check_split(dataset, train_data, valid_data, test_data, split, seqs):
     """Assert that RecBole's dataset and LS valid_and_test split equal shopmind's data and leave_one_out."""
-    uid_tok = dataset.field2id_token["user_id"]
-    iid_tok = dataset.field2id_token["item_id"]
     n_users, n_items = len(seqs.user_ids), seqs.n_items
     # nothing filtered: every user, item and interaction arrived ([PAD] is id 0)
     assert dataset.user_num - 1 == n_users, (dataset.user_num - 1, n_users)
@@ -222,17 +226,9 @@ def check_split(dataset, train_data, valid_data, test_data, split, seqs):
     expected_rows = sum(max(len(s) - 1, 0) for s in seqs.sequences)
     assert dataset.inter_num == expected_rows, (dataset.inter_num, expected_rows)
 
-    def rows(data):
-        feat = data._dataset.inter_feat
-        users = np.array([int(t) for t in uid_tok[feat["user_id"].numpy()]])
-        targets = np.array([int(t) for t in iid_tok[feat["item_id"].numpy()]])
-        lists = feat["item_id_list"].numpy()
-        lens = feat["item_length"].numpy()
-        return users, targets, lists, lens
-
     details = {}
     for stage, data, targets_all in (("test", test_data, split.test_target), ("valid", valid_data, split.valid_target)):
-        users, targets, lists, lens = rows(data)
+        users, targets, histories = decoded_rows(dataset, data)
         assert len(np.unique(users)) == len(users), f"{stage}: a user has more than one {stage} row"
         expected = np.flatnonzero(targets_all >= 0)
         only_shopmind = np.setdiff1d(expected, users)
@@ -246,8 +242,7 @@ def check_split(dataset, train_data, valid_data, test_data, split, seqs):
             lengths = np.array([len(seqs.sequences[u]) for u in only_shopmind], dtype=np.int64)
             assert np.all(lengths == 3), f"valid: users missing in RecBole with length != 3: {only_shopmind[:5]}"
         assert np.array_equal(targets, targets_all[users]), f"{stage}: targets differ"
-        for r, u in enumerate(users):  # the history RecBole feeds = the last 50 items of shopmind's history
-            hist = [int(t) for t in iid_tok[lists[r, : lens[r]]]]
+        for u, hist in zip(users, histories):  # the history RecBole feeds = the last 50 items of shopmind's history
             assert hist == split.history(int(u), stage)[-MAX_LEN:].tolist(), f"{stage}: history of user {u} differs"
         details[stage] = {"recbole_users": int(len(users)), "shopmind_users": int(len(expected)),
                           "shopmind_only_users": int(len(only_shopmind))}
