@@ -26,13 +26,14 @@ from shopmind.exceptions import BatchValidationError, InvalidInputError, NotFoun
 from shopmind.privacy import consent
 from shopmind.privacy.audit import record_audit
 from shopmind.privacy.crypto import FieldCipher
-from shopmind.privacy.erasure import CacheSubjectData, ErasureReceipt, ErasureRegistry, SqlSubjectData
+from shopmind.privacy.erasure import (CacheSubjectData, ErasureFollower, ErasureReceipt, ErasureRegistry,
+                                       SqlSubjectData)
 from shopmind.privacy.export import export_subject
 from shopmind.privacy.keys import Keyring, load_keyring
 from shopmind.privacy.pseudonym import Pseudonymizer
 from shopmind.privacy import rotation
 from shopmind.storage import schema
-from shopmind.storage.cache import CacheMiss
+from shopmind.storage.cache import CHANGE_FENCE_S, CacheMiss
 from shopmind.recommend.refresh import StateRefresher
 from shopmind.recommend.service import STATE, RecommendationService
 from shopmind.training.registry import ModelRegistry
@@ -51,6 +52,19 @@ BOUGHT_KEEP = 10_000
 USER_STATE_TTL_S = 300
 CONSENT = "consent"        # cache namespace: consent flags looked up for serving
 MAX_IMPORT_ERRORS = 50
+
+
+class _RiskMemory:
+    """The risk service's in-memory frozen-account set (the database rows are the database store's)."""
+
+    name = "risk memory"
+
+    def __init__(self, shop: "Shop"):
+        self.shop = shop
+
+    def erase_subject(self, pseudonym: str) -> dict[str, int]:
+        risk = self.shop._risk
+        return {"risk.frozen_in_memory": risk.forget_subject(pseudonym) if risk is not None else 0}
 
 
 def _open_cart(recent: list[list[Any]]) -> bool:
@@ -90,7 +104,9 @@ class Shop:
         from shopmind.risk.service import RiskListSubjectData
 
         self.erasure.register(RiskListSubjectData(self.store))
+        self.erasure.register(_RiskMemory(self))
         self._risk = None
+        self._follower: ErasureFollower | None = None
         self.recommender = RecommendationService(self.registry, self.items_frame, self.cache,
                                                  max_batch=self.settings.recommend_batch,
                                                  bf16_scan=self.settings.recommend_bf16_scan,
@@ -124,7 +140,26 @@ class Shop:
             self._risk = RiskService(self)
         return self._risk
 
+    def follow_erasures(self, interval_s: float = 1.0) -> ErasureFollower:
+        """Forget, in this process's memory, the users that other processes erase (a server runs this:
+        `shopmind erase-user` and other API workers record erasures in the database, but only this
+        process can clear its in-process cache, velocity windows, refresh queue and frozen set)."""
+        if self._follower is None:
+            from shopmind.risk.velocity import MemoryVelocityStore
+            from shopmind.storage.cache import MemoryCache
+
+            local: list[Any] = [self.refresher, _RiskMemory(self)]
+            if isinstance(self.cache, MemoryCache):
+                local.append(CacheSubjectData(self.cache))
+            if isinstance(self.velocity, MemoryVelocityStore):
+                local.append(self.velocity)
+            self._follower = ErasureFollower(self.erasure, local, interval_s)
+            self._follower.start()
+        return self._follower
+
     def close(self) -> None:
+        if self._follower is not None:
+            self._follower.close()
         self.refresher.close()
         self.recommender.batcher.close()
         if self._risk is not None:
@@ -141,9 +176,10 @@ class Shop:
         """Commit a batch already validated against its schema (the HTTP layer validates on parse)."""
         result = self.ingestor.ingest(kind, rows, actor)
         if kind == "events":
-            self._refresh_recent(rows)
+            self._refresh_recent([e for e in rows if e.event_id not in result.dropped_ids]
+                                 if result.dropped_ids else rows)
         elif kind == "users":  # profiles carry consent flags
-            self.cache.delete(CONSENT, sorted({self.pseudonyms.user(u.user_id) for u in rows}))
+            self._consent_changed(sorted({self.pseudonyms.user(u.user_id) for u in rows}))
         return result
 
     def import_file(self, path: Path, kind: str, actor: str,
@@ -174,9 +210,18 @@ class Shop:
             if errors:
                 raise BatchValidationError(errors[:MAX_IMPORT_ERRORS])
         # Cached per-user state that this file changed is reloaded from the database on next use.
-        for namespace in ((RECENT, BOUGHT) if kind == "events" else (CONSENT,) if kind == "users" else ()):
-            self.cache.delete(namespace, sorted(touched))
+        if kind == "events":
+            self.cache.delete(RECENT, sorted(touched))
+            self.cache.delete(BOUGHT, sorted(touched))
+        elif kind == "users":
+            self._consent_changed(sorted(touched))
         return total
+
+    def _consent_changed(self, pseudonyms: list[str]) -> None:
+        """Drop cached consent flags after a change; the fence first, so that a request that read the
+        old flags just before the change cannot cache them again after the deletion."""
+        self.cache.fence(pseudonyms, CHANGE_FENCE_S, namespace=CONSENT)
+        self.cache.delete(CONSENT, pseudonyms)
 
     def _refresh_recent(self, events: Sequence[Any]) -> None:
         by_user: dict[str, list[list[Any]]] = {}
@@ -235,7 +280,7 @@ class Shop:
             " ORDER BY ts_ms DESC LIMIT ?", (pseudonym, RECENT_KEEP))
         recent = [list(r) for r in reversed(rows)]
         if fill:
-            self.cache.set(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S)
+            self.cache.fill(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S)
         return recent
 
     def purchased_items(self, pseudonym: str, cached_only: bool = False, fill: bool = True) -> set[str]:
@@ -247,7 +292,7 @@ class Shop:
             cached = [item for (item,) in self.store.fetch_all(
                 "SELECT DISTINCT item_id FROM events WHERE user_pseudonym = ? AND type = 'purchase'", (pseudonym,))]
             if fill:
-                self.cache.set(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
+                self.cache.fill(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
         return set(cached)
 
     def recent_events(self, raw_user_id: str, actor: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -272,7 +317,7 @@ class Shop:
             consent.check_purpose(purpose)
             cached = consent.consent_flags(self.store, pseudonym, self.settings.default_consent)
             if fill:
-                self.cache.set(CONSENT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
+                self.cache.fill(CONSENT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
         return bool(cached[purpose])
 
     def set_consent(self, raw_user_id: str, flags: dict[str, bool | None], actor: str) -> dict[str, bool | None]:
@@ -280,7 +325,7 @@ class Shop:
         with self.store.transaction() as conn:
             now = consent.set_consent(conn, pseudonym, flags)
             record_audit(conn, actor, "user.consent", [pseudonym], {k: v for k, v in flags.items() if v is not None})
-        self.cache.delete(CONSENT, [pseudonym])
+        self._consent_changed([pseudonym])
         return now
 
     # -- data-subject rights -------------------------------------------------------------------------

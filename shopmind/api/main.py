@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         app.state.keys = KeyVerifier(app.state.shop.store)
         app.state.metrics.watch_refresher(app.state.shop.refresher)
+        app.state.shop.follow_erasures()  # erasures by the CLI or another worker reach this process's memory
         alerts = asyncio.create_task(_risk_alerts(app.state.shop)) if settings.risk_alert_webhooks else None
         yield
         if alerts is not None:

@@ -47,6 +47,12 @@ def evaluate_models(data: Sequences, names: list[str] | None = None, k: int = 10
 
         raise InvalidInputError(f"unknown model(s) {unknown}: expected some of {sorted(factories)}", field="models")
     split = leave_one_out(data)
+    # The validation figure of every model on the users the behaviour model chooses its epoch on: their
+    # validation items train no model, while other users' may (train_unused_valid), which would inflate it.
+    from shopmind.recommend.behaviour import BehaviourRecommender
+
+    defaults = BehaviourRecommender()
+    valid_users = split.selection(defaults.valid_users, defaults.seed)
     rows = []
     for name in names:
         if progress:
@@ -56,7 +62,7 @@ def evaluate_models(data: Sequences, names: list[str] | None = None, k: int = 10
         model = factories[name]().fit(data, split)
         train_s = time.perf_counter() - started
         report = evaluate_ranking(model.score, split, "test", k=k)[0]
-        valid = evaluate_ranking(model.score, split, "valid", k=k)[0]
+        valid = evaluate_ranking(model.score, split, "valid", k=k, users=valid_users)[0]
         rows.append({"model": name, **report.as_dict(), f"valid_ndcg@{k}": valid.ndcg,
                      "train_seconds": round(train_s, 2), "peak_rss_growth_mb": round(_rss_mb() - before, 1),
                      "users_total": len(data.user_ids), "items": data.n_items,

@@ -35,9 +35,10 @@ def target_ranks(scores: np.ndarray, histories: Sequence[np.ndarray], targets: n
         if len(hist):
             scores[r, hist] = -np.inf
     target_scores = scores[rows, targets].copy()  # -inf for a repeat: it cannot be hit
-    scores[rows, targets] = np.nan  # the target is compared, not counted against itself
-    ranks = 1.0 + (scores >= target_scores[:, None]).sum(axis=1)  # nan compares False
-    ranks[np.isneginf(target_scores)] = np.inf  # excluded or unscorable: a miss, reciprocal rank 0
+    scores[rows, targets] = -np.inf  # the target is compared, not counted against itself
+    # A NaN (a diverged model) ranks against the target, never below it: NaN scores cannot win anything.
+    ranks = 1.0 + ((scores >= target_scores[:, None]) | np.isnan(scores)).sum(axis=1)
+    ranks[np.isneginf(target_scores) | np.isnan(target_scores)] = np.inf  # excluded or unscorable: a miss
     scores[rows, targets] = target_scores
     return ranks
 

@@ -75,7 +75,7 @@ class Sequences:
         milliseconds and/or `type_col` (names of EVENT_TYPES), the sequences carry their context."""
         import polars as pl
 
-        ordered = frame.sort([user_col, time_col]) if time_col else frame
+        ordered = frame.sort([user_col, time_col], maintain_order=True) if time_col else frame  # ties keep their order
         columns = [pl.col(item_col)]
         if time_col:
             columns.append((pl.col(time_col) // 1000).alias("_seconds"))

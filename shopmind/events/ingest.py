@@ -41,6 +41,8 @@ class IngestResult:
     written: int
     duplicates: int
     dropped_erased: int = 0
+    # ids of the events dropped as an erased user's late retries: the caller must not cache them either
+    dropped_ids: frozenset[str] = frozenset()
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "received": self.received, "written": self.written,
@@ -73,13 +75,22 @@ class Ingestor:
     def _vault(self, conn: Connection, raw_ids: set[str]) -> dict[str, str]:
         """Pseudonyms for raw user ids; new ones are stored encrypted in the identity vault."""
         mapping = {raw: self.pseudonyms.user(raw) for raw in raw_ids}
+        self._store_in_vault(conn, mapping)
+        return mapping
+
+    def _store_in_vault(self, conn: Connection, mapping: dict[str, str]) -> None:
         known = self._in_vault(conn, list(mapping.values()))
         self.store.insert_ignore(conn, "identity_vault", [
             {"pseudonym": p, "raw_id_enc": self.cipher.encrypt("identity_vault.raw_id", raw),
              "pseudonym_key_id": self.pseudonyms.key_id}
             for raw, p in mapping.items() if p not in known
         ])
-        return mapping
+
+    def _vault_kept(self, conn: Connection, mapping: dict[str, str], rows: list[dict[str, Any]]) -> None:
+        """Vault the raw ids of the users who have a row left to write. A late retry of an erased
+        user's rows is dropped whole, and must not bring their raw id back into the vault either."""
+        kept = {row["user_pseudonym"] for row in rows}
+        self._store_in_vault(conn, {raw: p for raw, p in mapping.items() if p in kept})
 
     @staticmethod
     def _in_vault(conn: Connection, pseudonyms: list[str]) -> set[str]:
@@ -104,16 +115,17 @@ class Ingestor:
         return erased
 
     def _events(self, conn: Connection, rows: Sequence[EventIn], actor: str) -> IngestResult:
-        users = self._vault(conn, {e.user_id for e in rows if e.user_id is not None})
+        users = {raw: self.pseudonyms.user(raw) for raw in {e.user_id for e in rows if e.user_id is not None}}
         sessions = {s: self.pseudonyms.session(s) for s in {e.session_id for e in rows if e.session_id}}
         erased = self._erased_before(conn, set(users.values()))
         ingested = now_ms()
-        out, dropped = [], 0
+        out, dropped, dropped_ids = [], 0, set()
         for e in rows:
             user = users.get(e.user_id) if e.user_id is not None else None
             ts = _ms(e.ts)
             if user is not None and user in erased and ts <= erased[user]:
                 dropped += 1
+                dropped_ids.add(e.event_id)
                 continue
             out.append({
                 "event_id": e.event_id, "user_pseudonym": user,
@@ -122,8 +134,9 @@ class Ingestor:
                 "quantity": e.quantity, "rating": e.rating, "device": e.device, "country": e.country,
                 "ts_ms": ts, "ad_id": e.ad_id, "campaign_id": e.campaign_id, "ingested_ms": ingested,
             })
+        self._vault_kept(conn, users, out)
         written = self.store.insert_ignore(conn, "events", out)
-        return IngestResult("events", len(rows), written, len(out) - written, dropped)
+        return IngestResult("events", len(rows), written, len(out) - written, dropped, frozenset(dropped_ids))
 
     def _items(self, conn: Connection, rows: Sequence[ItemIn], actor: str) -> IngestResult:
         updated = now_ms()
@@ -158,7 +171,7 @@ class Ingestor:
         return IngestResult("users", len(rows), written, 0)
 
     def _orders(self, conn: Connection, rows: Sequence[OrderIn], actor: str) -> IngestResult:
-        users = self._vault(conn, {o.user_id for o in rows})
+        users = {raw: self.pseudonyms.user(raw) for raw in {o.user_id for o in rows}}
         erased = self._erased_before(conn, set(users.values()))
         stamp = now_ms()
         out, dropped = [], 0
@@ -176,11 +189,12 @@ class Ingestor:
                 if o.payment_instrument else None,
                 "label_fraud": o.label_fraud, "fraud_pattern": o.fraud_pattern, "ingested_ms": stamp,
             })
+        self._vault_kept(conn, users, out)
         written = self.store.insert_ignore(conn, "orders", out)
         return IngestResult("orders", len(rows), written, len(out) - written, dropped)
 
     def _payments(self, conn: Connection, rows: Sequence[PaymentIn], actor: str) -> IngestResult:
-        users = self._vault(conn, {p.user_id for p in rows if p.user_id})
+        users = {raw: self.pseudonyms.user(raw) for raw in {p.user_id for p in rows if p.user_id}}
         erased = self._erased_before(conn, set(users.values()))
         stamp = now_ms()
         out, dropped = [], 0
@@ -197,5 +211,6 @@ class Ingestor:
                 "method": p.method, "status": p.status, "label_fraud": p.label_fraud,
                 "fraud_pattern": p.fraud_pattern, "ingested_ms": stamp,
             })
+        self._vault_kept(conn, users, [r for r in out if r["user_pseudonym"] is not None])
         written = self.store.insert_ignore(conn, "payments", out)
         return IngestResult("payments", len(rows), written, len(out) - written, dropped)

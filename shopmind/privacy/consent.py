@@ -53,7 +53,9 @@ def consented_events(store: SqlStore, purpose: str, default: bool, columns: Sequ
         select(*cols)
         .select_from(e.outerjoin(u, e.c.user_pseudonym == u.c.pseudonym))
         .where(or_(e.c.user_pseudonym.is_(None), consent_condition(purpose, default)))
-        .order_by(e.c.ts_ms)
+        # events with equal times keep one order from one training to the next (the holdout's newest
+        # event must be the same event each time), whatever order the database happens to return
+        .order_by(e.c.ts_ms, e.c.event_id)
     )
     if since_ms is not None:
         query = query.where(e.c.ts_ms >= since_ms)

@@ -9,16 +9,20 @@ raw id. Ingestion consults receipts so a late retry cannot bring erased events b
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select, update
 
 from shopmind.privacy.audit import record_audit
 from shopmind.storage import schema
 from shopmind.storage.cache import Cache
 from shopmind.storage.sql import SqlStore
+
+log = logging.getLogger(__name__)
 
 
 class Erasable(Protocol):
@@ -85,18 +89,97 @@ class ErasureRegistry:
         return [s.name for s in self._stores]
 
     def erase(self, pseudonym: str, actor: str) -> ErasureReceipt:
+        """The receipt is committed first, so ingestion drops the subject's late rows from then on
+        (and servers following the receipts forget them: ErasureFollower); then every store forgets
+        the subject; then the database is swept once more, for a batch that checked the receipts
+        just before they held this one and committed while the stores were being erased. The
+        receipt's `removed` is filled in last: one left empty records an erasure that was
+        interrupted, and running it again finishes it."""
         receipt = ErasureReceipt(pseudonym=pseudonym, erased_ms=int(time.time() * 1000))
+        r = schema.erasure_receipts
+        with self.store.transaction() as conn:
+            receipt_id = conn.execute(insert(r).values(
+                pseudonym=pseudonym, erased_ms=receipt.erased_ms, actor=actor, removed="{}")).inserted_primary_key[0]
+            record_audit(conn, actor, "user.erase", [pseudonym], {"stores": self.names})
         for erasable in self._stores:
             receipt.removed.update(erasable.erase_subject(pseudonym))
+        for location, count in SqlSubjectData(self.store).erase_subject(pseudonym).items():
+            receipt.removed[location] = receipt.removed.get(location, 0) + count
         with self.store.transaction() as conn:
-            conn.execute(insert(schema.erasure_receipts).values(
-                pseudonym=pseudonym, erased_ms=receipt.erased_ms, actor=actor,
-                removed=json.dumps(receipt.removed, sort_keys=True)))
-            record_audit(conn, actor, "user.erase", [pseudonym], {"stores": self.names})
+            conn.execute(update(r).where(r.c.id == receipt_id).values(removed=json.dumps(receipt.removed, sort_keys=True)))
         return receipt
+
+    def receipts_after(self, last_id: int) -> tuple[int, list[str]]:
+        """(the newest receipt id, the pseudonyms of receipts newer than `last_id`), oldest first."""
+        r = schema.erasure_receipts
+        with self.store.transaction() as conn:
+            rows = conn.execute(select(r.c.id, r.c.pseudonym).where(r.c.id > last_id).order_by(r.c.id)).all()
+        return (rows[-1][0] if rows else last_id), [p for _, p in rows]
+
+    def reapply(self, erasable: Erasable, since_id: int) -> int:
+        """Apply to `erasable` every erasure recorded after receipt `since_id`; how many. A training job
+        notes the newest receipt before it reads its data and calls this on the registry once its model
+        is registered: a user erased meanwhile was read, so their pseudonym is in the new version's
+        lineage, which the erasure could not reach before the version existed."""
+        _, pseudonyms = self.receipts_after(since_id)
+        for pseudonym in pseudonyms:
+            erasable.erase_subject(pseudonym)
+        return len(pseudonyms)
+
+    def newest_receipt(self) -> int:
+        r = schema.erasure_receipts
+        with self.store.transaction() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(r.c.id), 0))).scalar_one())
 
     def receipts(self, pseudonym: str) -> list[ErasureReceipt]:
         r = schema.erasure_receipts
         with self.store.transaction() as conn:
             rows = conn.execute(select(r).where(r.c.pseudonym == pseudonym).order_by(r.c.id)).all()
         return [ErasureReceipt(row.pseudonym, row.erased_ms, json.loads(row.removed)) for row in rows]
+
+
+class ErasureFollower:
+    """Applies the erasures that other processes record (`shopmind erase-user` from the command line,
+    another API worker) to this process's own memory: its in-process cache, velocity windows, state
+    refresher and frozen-account set. The database, Redis and model files are shared, and the erasing
+    process reached them; what lives in a server's memory only that server can forget.
+
+    A background thread reads the receipts newer than the last one it saw every `interval_s`; receipts
+    are committed before the erasure starts (ErasureRegistry.erase), so a server forgets the subject
+    while the erasure runs, and the cache's fence stops its requests from caching the subject again."""
+
+    def __init__(self, registry: ErasureRegistry, local: list[Erasable], interval_s: float = 1.0):
+        self.registry = registry
+        self.local = local
+        self.interval_s = interval_s
+        self._last = registry.newest_receipt()  # older erasures happened before this process held anything
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.applied = 0
+
+    def poll(self) -> int:
+        """Apply the receipts recorded since the last poll; how many there were."""
+        last, pseudonyms = self.registry.receipts_after(self._last)
+        for pseudonym in pseudonyms:
+            for store in self.local:
+                store.erase_subject(pseudonym)
+        self._last = last
+        self.applied += len(pseudonyms)
+        return len(pseudonyms)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="shopmind-erasure-follower", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.poll()
+            except Exception as exc:  # the database is briefly unreachable: the next poll catches up
+                log.warning("following erasures failed: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -175,7 +175,7 @@ class RecommendationService:
         items = np.array([i for i, _ in top], dtype=np.int32)
         scores = np.array([x for _, x in top], dtype=np.float32)
         # "w": what the state alone depends on, by which unusualness (risk) may reuse it
-        self._cache.set(STATE, subject, {"v": version, "h": fingerprint, "w": _history_key(window, context),
+        self._cache.fill(STATE, subject, {"v": version, "h": fingerprint, "w": _history_key(window, context),
                                          "s": _pack(state), "i": _pack(items), "x": _pack(scores)},
                         ttl_s=STATE_TTL_S)
         return list(zip(items.tolist(), scores.tolist()))
@@ -311,7 +311,7 @@ class RecommendationService:
                     # one; so one that a recommendation wrote meanwhile for this history is not replaced.
                     now = self._cache.get(STATE, subject)
                     if not (now and now.get("v") == version and now.get("w") == key):
-                        self._cache.set(STATE, subject, {"v": version, "w": key, "s": _pack(state)}, ttl_s=STATE_TTL_S)
+                        self._cache.fill(STATE, subject, {"v": version, "w": key, "s": _pack(state)}, ttl_s=STATE_TTL_S)
         return states, len(misses)
 
     @staticmethod

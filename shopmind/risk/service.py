@@ -171,7 +171,7 @@ class RiskService:
             return cached or None
         rows = self.store.fetch_all("SELECT country, signup_ms FROM users WHERE pseudonym = ?", (pseudonym,))
         profile = {"country": rows[0][0], "signup_ms": rows[0][1]} if rows else {}
-        self.shop.cache.set(PROFILE, pseudonym, profile, ttl_s=PROFILE_TTL_S)
+        self.shop.cache.fill(PROFILE, pseudonym, profile, ttl_s=PROFILE_TTL_S)
         return profile or None
 
     def _unusual(self, pseudonym: str, event: RiskEvent) -> float | None:
@@ -469,6 +469,12 @@ class RiskService:
         if pseudonym not in self._frozen and not self._is_frozen_in_db(pseudonym):
             raise NotFoundError("this account is not frozen")
         self._set_frozen(pseudonym, False, actor, reason)
+
+    def forget_subject(self, pseudonym: str) -> int:
+        """Erasure: drop the user from the in-memory frozen set (1 if they were in it)."""
+        was = pseudonym in self._frozen
+        self._frozen.discard(pseudonym)
+        return int(was)
 
     def _is_frozen_in_db(self, pseudonym: str) -> bool:
         a = schema.risk_accounts

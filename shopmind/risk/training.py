@@ -71,6 +71,11 @@ def train_risk_model(shop, actor: str, cutoff_ms: int | None = None, label_delay
     """Fit on the decision log up to the cut-off and register the model (kind "risk")."""
     cutoff_ms = cutoff_ms if cutoff_ms is not None else int(time.time() * 1000)
     started = time.perf_counter()
+    erasures_seen = shop.erasure.newest_receipt()
+    # the lineage is read with the data, before training: a user erased while it trains is in both
+    with shop.store.transaction() as conn:
+        subjects = [p for (p,) in conn.execute(select(schema.risk_decisions.c.user_pseudonym).distinct()
+                                               .where(schema.risk_decisions.c.ts_ms <= cutoff_ms)) if p]
     data = training_set(shop.store, cutoff_ms, label_delay_days)
     if len(data.y) == 0:
         raise InvalidInputError("no decided events with known labels before the cut-off: replay history "
@@ -79,10 +84,8 @@ def train_risk_model(shop, actor: str, cutoff_ms: int | None = None, label_delay
     card = {"cutoff_ms": cutoff_ms, "label_delay_days": label_delay_days, "n_events": int(len(data.y)),
             "n_fraud": int(data.y.sum()), "left_out_unlabelled": data.left_out_unknown,
             "train_seconds": round(time.perf_counter() - started, 2), "features": len(FEATURE_NAMES), "actor": actor}
-    with shop.store.transaction() as conn:
-        subjects = [p for (p,) in conn.execute(select(schema.risk_decisions.c.user_pseudonym).distinct()
-                                               .where(schema.risk_decisions.c.ts_ms <= cutoff_ms)) if p]
     version = shop.registry.register("risk", model, card, subjects, promote=promote)
+    shop.erasure.reapply(shop.registry, erasures_seen)
     shop.risk.invalidate()
     return {"version": version, **card}
 

@@ -2,6 +2,14 @@
 
 Keys are `<namespace>:<pseudonym>`; erasure deletes every namespace for a pseudonym, so any feature
 that caches per-user state here is reached by erasure without registering anything extra.
+
+Values derived from the database are written with `fill`, not `set`. A request can read a user's rows
+just before an erasure (or a consent change) commits and write what it read just after the cache was
+cleared, which would put the erased (or withdrawn) data back. So clearing a user first puts up a
+`fence` on the subject (every namespace for an erasure, the consent namespace for a consent change),
+for longer than any request or refresh job runs, and `fill` writes nothing behind a fence. The check and the write are one atomic step (a lock here, a script in Redis),
+and the fence goes up before the entries are deleted: a fill either lands before the deletion, which
+removes it, or sees the fence.
 """
 
 from __future__ import annotations
@@ -16,6 +24,30 @@ from urllib.parse import parse_qs, urlparse, urlunparse
 from shopmind.exceptions import ConfigError, StorageError
 
 
+ERASURE_FENCE_S = 600.0     # how long an erased subject's entries may not be refilled: far longer than
+                            # any request or background refresh that read their rows before the erasure
+CHANGE_FENCE_S = 5.0        # the same for cached consent flags after a consent change: a request fills
+                            # them right after its read, and a short fence keeps profile updates from
+                            # turning the cache off for long
+
+# fill: one atomic step in Redis. KEYS[1] the entry, KEYS[2] and KEYS[3] the subject's fences (all
+# namespaces, this namespace); ARGV value, TTL in ms (0: none).
+_FILL_LUA = """
+if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# fence: each KEYS[i] up for ARGV[1] ms, never shortening a longer fence (an erasure's) already up.
+_FENCE_LUA = """
+for _, key in ipairs(KEYS) do
+  if redis.call('PTTL', key) < tonumber(ARGV[1]) then redis.call('SET', key, 1, 'PX', ARGV[1]) end
+end
+return #KEYS
+"""
+
+
 class CacheMiss(Exception):
     """Raised by reads in cached-only mode when the answer would need the database or a model pass.
     The HTTP fast path (api/fast_routes.py) answers from the cache on the event loop and hands a
@@ -25,6 +57,8 @@ class CacheMiss(Exception):
 class Cache(Protocol):
     def get(self, namespace: str, subject: str) -> Any | None: ...
     def set(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> None: ...
+    def fill(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> bool: ...
+    def fence(self, subjects: list[str], ttl_s: float, namespace: str | None = None) -> None: ...
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None: ...
     def delete(self, namespace: str, subjects: list[str]) -> None: ...
     def erase_subject(self, subject: str) -> int: ...
@@ -37,6 +71,7 @@ class MemoryCache:
 
     def __init__(self, max_entries: int = 1_000_000):
         self._data: OrderedDict[str, tuple[float | None, str]] = OrderedDict()
+        self._fences: dict[tuple[str, str], float] = {}   # (namespace or "", subject) -> when it comes down
         self._lock = threading.Lock()
         self._max = max_entries
 
@@ -64,6 +99,34 @@ class MemoryCache:
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
 
+    def fill(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> bool:
+        """`set` a value read from the database, unless the subject is fenced; whether it was written."""
+        payload = json.dumps(value)
+        expires = time.monotonic() + ttl_s if ttl_s else None
+        with self._lock:
+            now = time.monotonic()
+            for fence in (("", subject), (namespace, subject)):
+                until = self._fences.get(fence)
+                if until is not None:
+                    if until > now:
+                        return False
+                    del self._fences[fence]
+            key = self._key(namespace, subject)
+            self._data[key] = (expires, payload)
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+        return True
+
+    def fence(self, subjects: list[str], ttl_s: float, namespace: str | None = None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for subject in subjects:
+                fence = (namespace or "", subject)
+                self._fences[fence] = max(self._fences.get(fence, 0.0), now + ttl_s)
+            if len(self._fences) > 10_000:  # expired fences go in bulk, not one by one on every call
+                self._fences = {s: t for s, t in self._fences.items() if t > now}
+
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None:
         """Extend a cached list, keeping its last `keep` values. A missing list stays missing, so a
         partial list is never mistaken for the whole history (the reader loads it from the database)."""
@@ -81,6 +144,7 @@ class MemoryCache:
                 self._data.pop(self._key(namespace, subject), None)
 
     def erase_subject(self, subject: str) -> int:
+        self.fence([subject], ERASURE_FENCE_S)
         suffix = f":{subject}"
         with self._lock:
             doomed = [k for k in self._data if k.endswith(suffix)]
@@ -104,6 +168,7 @@ class RedisCache:
 
         self._r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
+        self._fill = self._fence = None
 
     def _key(self, namespace: str, subject: str) -> str:
         return f"{self._prefix}:{namespace}:{subject}"
@@ -123,6 +188,26 @@ class RedisCache:
     def set(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> None:
         self._call(self._r.set, self._key(namespace, subject), json.dumps(value), px=int(ttl_s * 1000) if ttl_s else None)
 
+    def _fence_key(self, subject: str, namespace: str | None = None) -> str:
+        # outside the "<prefix>:*:<subject>" pattern that erase_subject deletes: the fence must outlive it
+        return f"{self._prefix}-fence:{namespace}:{subject}" if namespace else f"{self._prefix}-fence::{subject}"
+
+    def fill(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> bool:
+        if self._fill is None:
+            self._fill = self._r.register_script(_FILL_LUA)
+        written = self._call(self._fill, keys=[self._key(namespace, subject), self._fence_key(subject),
+                                               self._fence_key(subject, namespace)],
+                             args=[json.dumps(value), int(ttl_s * 1000) if ttl_s else 0])
+        return bool(written)
+
+    def fence(self, subjects: list[str], ttl_s: float, namespace: str | None = None) -> None:
+        if self._fence is None:
+            self._fence = self._r.register_script(_FENCE_LUA)
+        for start in range(0, len(subjects), 1000):
+            keys = [self._fence_key(s, namespace) for s in subjects[start:start + 1000]]
+            if keys:
+                self._call(self._fence, keys=keys, args=[int(ttl_s * 1000)])
+
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None:
         # Stored as one JSON string so get/set stay uniform; a small Lua script keeps it atomic.
         script = (
@@ -141,6 +226,7 @@ class RedisCache:
                 self._call(self._r.delete, *keys)
 
     def erase_subject(self, subject: str) -> int:
+        self.fence([subject], ERASURE_FENCE_S)
         keys = list(self._call(lambda: list(self._r.scan_iter(match=f"{self._prefix}:*:{subject}", count=1000))))
         if keys:
             self._call(self._r.delete, *keys)

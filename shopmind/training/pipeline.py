@@ -151,6 +151,7 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
     (privacy/dp_training.py); its guarantee goes into the model card. A private model replaces a
     non-private champion whatever the gate says (the shop asked for the guarantee); between private
     models the gate decides as usual."""
+    erasures_seen = shop.erasure.newest_receipt()  # users erased after this may be in what is read next
     events = shop.training_events("personalization")
     window = [int(events["ts_ms"].min()), int(events["ts_ms"].max())] if events.height else None
     result: dict[str, Any] = {}
@@ -164,6 +165,7 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
               "n_events": events.height, "n_users": len(users), "purpose": "personalization",
               "train_seconds": round(time.perf_counter() - started, 3), "trained_by": actor},
         subjects=users), "promoted": True}
+    shop.erasure.reapply(shop.registry, erasures_seen)
 
     seqs, subjects = shop_sequences(events)
     usable = sum(len(s) >= 4 for s in seqs.sequences)
@@ -228,5 +230,6 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
               "privacy": getattr(model, "privacy_", None),
               "best_epoch": model.best_epoch_, "train_seconds": round(train_s, 1), "trained_by": actor},
         subjects=subjects, promote=promote)
+    shop.erasure.reapply(shop.registry, erasures_seen)  # erased while it trained: lineage and card follow
     result["behaviour"] = {"version": version, **verdict.as_dict(), "promoted": promote}  # force or DP may override
     return result

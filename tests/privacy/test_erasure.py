@@ -95,7 +95,8 @@ def test_erasure_reaches_every_store(shop):
                                                     "audit_log"}
     assert _files_containing(home / "models", pseudonym)
     assert shop.cache.find(pseudonym)
-    assert shop.erasure.names == ["state refresher", "database", "cache", "models", "velocity", "risk lists"]
+    assert shop.erasure.names == ["state refresher", "database", "cache", "models", "velocity", "risk lists",
+                                  "risk memory"]
     assert _tables_containing(shop, pseudonym) >= {"risk_decisions", "risk_cases", "risk_labels", "risk_accounts",
                                                     "risk_list_entries"}
     assert _velocity_of_card(shop) == 2  # the user's order on the card, and the probe itself
