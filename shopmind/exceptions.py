@@ -102,3 +102,7 @@ __all__ = [
     "ShopmindError",
     "StorageError",
 ]
+
+
+class BodyTooLarge(InvalidInputError):
+    """A request body past the service's limit (HTTP 413)."""

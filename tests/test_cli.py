@@ -141,3 +141,18 @@ def test_evaluate_a_sequence_file_with_the_blend(tmp_path):
     assert set(rows) == {"popularity", "blend"} and rows["blend"]["users"] == 300
     assert rows["blend"]["hr@10"] > rows["popularity"]["hr@10"] + 0.3, rows
     assert run("evaluate", "--sequences", str(path), "--models", "blend,magic").exit_code == 2
+
+
+@pytest.mark.parametrize("args", [["--schedule", "nanm"], ["--schedule", "infh"], ["--dp", "--epsilon", "nan"],
+                                  ["--budget", "nan"]])
+def test_numbers_that_are_not_numbers_exit_2(home, args):
+    assert run("init").exit_code == 0
+    r = run("train", *args)
+    assert r.exit_code == 2, r.output
+
+
+def test_a_malformed_keyring_is_a_clear_error(home, monkeypatch):
+    monkeypatch.setenv("SHOPMIND_KEYRING", json.dumps({kind: {"active": "k1", "keys": ["x"]}
+                                                       for kind in ("pseudonym", "token", "encryption")}))
+    r = run("stats")
+    assert r.exit_code == 2 and "malformed" in r.output

@@ -13,6 +13,7 @@ from shopmind.exceptions import (
     AuthError,
     BatchValidationError,
     ConfigError,
+    BodyTooLarge,
     InvalidInputError,
     NotFoundError,
     ScopeError,
@@ -23,7 +24,7 @@ from shopmind.exceptions import (
 log = logging.getLogger("shopmind.api")
 
 STATUS = [
-    (ScopeError, 403), (AuthError, 401), (BatchValidationError, 422), (InvalidInputError, 422),
+    (ScopeError, 403), (AuthError, 401), (BatchValidationError, 422), (BodyTooLarge, 413), (InvalidInputError, 422),
     (NotFoundError, 404), (StorageError, 503), (ConfigError, 500),
 ]
 
@@ -32,6 +33,9 @@ def _request_validation(request: Request, exc: RequestValidationError) -> JSONRe
     """FastAPI's parse errors, reshaped to shopmind's contract: one entry per bad row and field."""
     errors = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":  # its location is a character offset, not a row
+            errors.append({"index": None, "field": "body", "message": f"invalid JSON: {err.get('msg', '')}"})
+            continue
         loc = list(err.get("loc", ()))
         where = loc.pop(0) if loc else "body"
         index = loc.pop(0) if loc and isinstance(loc[0], int) else None

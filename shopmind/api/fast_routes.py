@@ -33,13 +33,15 @@ from shopmind.api.errors import STATUS
 from shopmind.api.schemas import RecommendationsResponse
 from shopmind.auth import Scope
 from shopmind.events.validation import _field_and_message
-from shopmind.exceptions import InvalidInputError, ShopmindError
+from shopmind.exceptions import BodyTooLarge, InvalidInputError, ShopmindError
 from shopmind.risk.schemas import RiskEvent
 from shopmind.storage.cache import CacheMiss
 
 log = logging.getLogger("shopmind.api")
 RISK_PATH = "/v1/risk/decisions"
-MAX_BODY = 1 << 20
+MAX_BODY = 1 << 20            # a risk decision's body
+MAX_REQUEST_BODY = 64 << 20   # any request's: a batch of 10,000 rows with long texts fits
+API_PREFIX = "/v1/"           # every route under it needs an API key
 RISK_ROUTE = SimpleNamespace(path=RISK_PATH)  # what the metrics middleware labels requests with
 RECOMMEND_ROUTE = SimpleNamespace(path="/v1/users/{user_id}/recommendations")
 USERS, RECOMMENDATIONS = "/v1/users/", "/recommendations"
@@ -92,6 +94,22 @@ class FastRoutes:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             path, method = scope["path"], scope["method"]
+            if path.startswith(API_PREFIX):
+                # The key before the body: FastAPI reads and parses a body before any dependency runs,
+                # so without this anyone who reaches the port could make the server buffer and parse
+                # large bodies (each route still checks the key's scope).
+                try:
+                    self.state.keys.verify(_key(scope["headers"]))
+                except ShopmindError as exc:
+                    status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+                    await _send_json(send, status, {"detail": str(exc)}, auth=status == 401)
+                    return
+                declared = _content_length(scope["headers"])
+                if declared is not None and declared > MAX_REQUEST_BODY:
+                    await _send_json(send, 413, {"detail": f"request body is larger than {MAX_REQUEST_BODY} bytes",
+                                                 "field": "body"})
+                    return
+                receive = _limited(receive, MAX_REQUEST_BODY)
             if method == "POST" and path == RISK_PATH:
                 await self._risk_decision(scope, receive, send)
                 return
@@ -124,6 +142,10 @@ class FastRoutes:
         try:
             principal = self.state.keys.verify(_key(scope["headers"]))
             principal.require(Scope.risk)
+            if not _json_content(scope["headers"]):  # what the route refuses, refused the same way
+                await _send_json(send, 422, {"detail": "invalid request", "errors": [
+                    {"index": None, "field": "body", "message": "Content-Type must be application/json"}]})
+                return
             body = await _body(receive)
             try:
                 event = RiskEvent.model_validate_json(body)
@@ -144,6 +166,40 @@ class FastRoutes:
             if status >= 500:
                 log.error("request failed: %s", type(exc).__name__)
             await _send_json(send, status, body_out, auth=status == 401)
+
+
+def _json_content(headers: list[tuple[bytes, bytes]]) -> bool:
+    """No Content-Type (FastAPI reads the body as JSON then), or a JSON one."""
+    for name, value in headers:
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+    return True
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _limited(receive, limit: int):
+    """`receive` that stops a body once it passes `limit` bytes (chunked uploads declare no length)."""
+    seen = 0
+
+    async def bounded():
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise BodyTooLarge(f"request body is larger than {limit} bytes", field="body")
+        return message
+
+    return bounded
 
 
 async def _body(receive) -> bytes:

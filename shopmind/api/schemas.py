@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class IngestResponse(BaseModel):
@@ -45,8 +45,8 @@ class ConsentResponse(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    name: str
-    scopes: list[str]
+    name: str = Field(min_length=1, max_length=200)   # the column's width
+    scopes: list[str] = Field(min_length=1, max_length=20)
 
 
 class KeyCreated(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -191,6 +192,9 @@ def train(
     import time
 
     interval = _parse_interval(schedule) if schedule else None
+    for name, value in (("--budget", budget), ("--epsilon", epsilon), ("--max-grad-norm", max_grad_norm)):
+        if value is not None and not math.isfinite(value):
+            _fail(f"{name} must be a finite number", 2)
     if delta is not None and not 0 < delta < 1:
         _fail("--delta must be between 0 and 1", 2)
     if content_only and not dp:
@@ -220,8 +224,8 @@ def _parse_interval(text: str) -> float:
         value, unit = float(text[:-1]), units[text[-1]]
     except (ValueError, KeyError, IndexError):
         _fail(f"--schedule must look like 30m, 6h or 1d, got {text!r}", 2)
-    if value <= 0:
-        _fail("--schedule must be positive", 2)
+    if not math.isfinite(value) or value <= 0:
+        _fail("--schedule must be a positive number of s, m, h or d", 2)
     return value * unit
 
 
@@ -340,6 +344,10 @@ def _configure_logging(settings) -> None:
     logging.basicConfig(level=settings.log_level, handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter at every start
+    # httpx logs every request's full URL at INFO, and alert webhook URLs carry credentials (tokens in
+    # the path or query, user:password@)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 @app.command("erase-user")

@@ -182,7 +182,7 @@ class Ingestor:
                 continue
             out.append({
                 "order_id": o.order_id, "user_pseudonym": user, "ts_ms": ts, "amount": o.amount,
-                "currency": o.currency, "items": json.dumps(o.items, sort_keys=True),
+                "currency": o.currency, "items": json.dumps([i.model_dump() for i in o.items], sort_keys=True),
                 "shipping_country": o.shipping_country, "ip_country": o.ip_country,
                 "device_token": self.pseudonyms.token("device", o.device_id) if o.device_id else None,
                 "instrument_token": self.pseudonyms.token("instrument", o.payment_instrument)

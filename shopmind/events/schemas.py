@@ -43,12 +43,21 @@ class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)   # the bound risk events and every millisecond column share
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp needs a time zone (e.g. 2026-01-05T10:00:00Z)")
-    if value.utcoffset() == _ZERO:
-        return value  # already UTC (the common case): skip the conversion, it is the hot path of import
-    return value.astimezone(UTC)
+    if value.utcoffset() != _ZERO:  # UTC is the common case: no conversion on the hot path of import
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:00-05:00 is past the last representable time
+            raise ValueError("timestamp must be between 1970 and 2100") from None
+    if not EARLIEST <= value < LATEST:
+        raise ValueError("timestamp must be between 1970 and 2100")
+    return value
 
 
 def _json_object(value: Any) -> dict[str, Any]:
@@ -70,7 +79,7 @@ class ItemIn(_Row):
     brand: Annotated[str, Field(max_length=200)] = ""
     price: Money | None = None
     currency: CurrencyCode = "EUR"
-    stock: Annotated[int, Field(ge=0)] | None = None
+    stock: Annotated[int, Field(ge=0, le=10**12)] | None = None
     consumable: bool = False  # bought again and again (groceries, cosmetics): not excluded once purchased
     attributes: dict[str, Any] = Field(default_factory=dict)
 
@@ -128,13 +137,27 @@ class EventIn(_Row):
         return self
 
 
+class OrderItemIn(_Row):
+    """One line of an order; the bounds are the risk engine's (risk/schemas.py RiskItem), so every stored
+    order can be replayed through it."""
+
+    item_id: Annotated[str, Field(min_length=1, max_length=128)]
+    quantity: Annotated[int, Field(ge=1, le=10_000)] = 1
+    price: Annotated[float, Field(ge=0, le=1e7, allow_inf_nan=False)] = 0.0
+
+    @field_validator("item_id", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value  # numeric item ids in CSV/JSON exports
+
+
 class OrderIn(_Row):
     order_id: Id
     user_id: Id
     ts: datetime
     amount: Money
     currency: CurrencyCode = "EUR"
-    items: list[dict[str, Any]] = Field(default_factory=list)
+    items: list[OrderItemIn] = Field(default_factory=list, max_length=500)
     shipping_country: CountryCode | None = None
     ip_country: CountryCode | None = None
     device_id: Id | None = None

@@ -86,7 +86,7 @@ class Keyring:
                 if any(len(k) != KEY_BYTES for k in keys.values()):
                     raise ValueError(f"every {kind} key must be {KEY_BYTES} bytes")
                 sets.append(KeySet(active=part["active"], keys=keys))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # e.g. "keys" a list, not a map
             raise ConfigError(f"keyring from {source} is malformed: {exc}") from exc
         return cls(*sets)
 

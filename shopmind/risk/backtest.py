@@ -9,6 +9,7 @@ model, and suggests the review/block thresholds that would have cost least on th
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
@@ -19,6 +20,8 @@ from shopmind.risk.engine import RiskEngine
 from shopmind.risk.schemas import RiskEvent
 from shopmind.risk.velocity import MemoryVelocityStore
 from shopmind.storage import schema
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,22 +41,30 @@ def history(shop, since_ms: int = 0, until_ms: int | None = None) -> Iterator[tu
         rows = [("order", r) for r in conn.execute(select(o).where(o.c.ts_ms <= until))]
         rows += [("payment", r) for r in conn.execute(select(p).where(p.c.ts_ms <= until))]
     rows.sort(key=lambda kr: kr[1].ts_ms)
+    skipped = 0
     for kind, r in rows:
         if r.ts_ms < since_ms:
             continue
-        items = json.loads(r.items) if kind == "order" else []
-        event = RiskEvent(
-            event_id=f"{kind}:{r.order_id if kind == 'order' else r.payment_id}", kind=kind, ts_ms=r.ts_ms,
-            amount=r.amount, currency=r.currency, ip_country=getattr(r, "ip_country", None),
-            shipping_country=getattr(r, "shipping_country", None),
-            items=[{"item_id": str(i["item_id"]), "price": float(i.get("price") or 0), "quantity": int(i.get("quantity") or 1)}
-                   for i in items if i.get("item_id")])
+        try:
+            items = json.loads(r.items) if kind == "order" else []
+            event = RiskEvent(
+                event_id=f"{kind}:{r.order_id if kind == 'order' else r.payment_id}", kind=kind, ts_ms=r.ts_ms,
+                amount=r.amount, currency=r.currency, ip_country=getattr(r, "ip_country", None),
+                shipping_country=getattr(r, "shipping_country", None),
+                items=[{"item_id": str(i["item_id"]), "price": float(i.get("price") or 0),
+                        "quantity": int(i.get("quantity") or 1)} for i in items if i.get("item_id")])
+        except (ValueError, TypeError, AttributeError):  # stored before ingestion checked the risk bounds
+            skipped += 1
+            continue
         tokens = {"user": r.user_pseudonym} if r.user_pseudonym else {}
         if r.instrument_token:
             tokens["card"] = r.instrument_token
         if kind == "order" and r.device_token:
             tokens["device"] = r.device_token
         yield event, tokens, bool(r.label_fraud), r.fraud_pattern
+    if skipped:
+        log.warning("%d stored orders or payments are outside the risk engine's bounds and were not replayed",
+                    skipped)
 
 
 def as_of_unusualness(shop):

@@ -116,6 +116,11 @@ def _describe(name: str, value: float) -> str:
     return f"{name} = {shown}"
 
 
+def _observation(event: RiskEvent, ts_ms: int, tokens: dict[str, str]) -> Observation:
+    return Observation(event.event_id, ts_ms, float(event.amount),
+                       {k: v for k, v in tokens.items() if k in ("user", "card", "device", "ip", "terminal")})
+
+
 COMPUTE = object()  # RiskEngine.decide's default for `unusual`: compute the feature itself
 
 
@@ -138,6 +143,12 @@ class RiskEngine:
         if model is not None and list(model.feature_names_) != list(FEATURE_NAMES):
             raise ValueError("the risk model was trained on a different feature set; retrain it")
 
+    def record(self, event: RiskEvent, tokens: dict[str, str]) -> None:
+        """Add an event to the velocity windows without deciding it (a replay passing over events that
+        were decided before, whose later neighbours must still see them)."""
+        self.velocity.observe(_observation(event, event.ts_ms if event.ts_ms is not None else int(time.time() * 1000),
+                                           tokens))
+
     def unusualness(self, user: str | None, event: RiskEvent) -> float | None:
         """The behaviour-model feature of this event: None without ordered items, a user or a model."""
         return self._unusual(user, event) if (self._unusual and user and event.items) else None
@@ -151,8 +162,7 @@ class RiskEngine:
         ts_ms = event.ts_ms if event.ts_ms is not None else (now_ms or int(time.time() * 1000))
         tokens = tokens if tokens is not None else tokens_of(event, self.pseudonyms)
         user = tokens.get("user")
-        obs = Observation(event.event_id, ts_ms, float(event.amount),
-                          {k: v for k, v in tokens.items() if k in ("user", "card", "device", "ip", "terminal")})
+        obs = _observation(event, ts_ms, tokens)
         velocity = self.velocity.observe(obs) if record else self.velocity.query(obs)
         profile = self._profile(user) if user else None
         if unusual is COMPUTE:

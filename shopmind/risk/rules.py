@@ -46,7 +46,10 @@ MODEL_FIELDS = {"score": 0.0, "unusual": 0.0}
 
 def sample_context(list_names: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """A typical, complete context: what rules are dry-run against, and what `VARIABLES` documents."""
-    velocity = {name: 0 if name.startswith("count") else 0.0 for name in VELOCITY_FIELDS}
+    # seconds_since_prev -1: no earlier event known, as for an entity without one, and for an entity the
+    # event does not carry (a login without a device), which must not read as "0 s after the last one"
+    velocity = {name: 0 if name.startswith("count") else -1.0 if name == "seconds_since_prev" else 0.0
+                for name in VELOCITY_FIELDS}
     context: dict[str, Any] = {"event": dict(EVENT_FIELDS), "model": dict(MODEL_FIELDS),
                                "lists": {name: False for name in list_names}}
     for entity in ENTITIES:
@@ -97,6 +100,12 @@ _INDEXED = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\[\s*[\"']([^\"']*)[\"']\s*
 _MACRO_VARIABLE = re.compile(r"\.\s*(?:exists_one|exists|all|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 
 
+def referenced_lists(rules: list[Rule]) -> set[str]:
+    """The list names the rules read (`lists.NAME`)."""
+    return {member for rule in rules for owner, member in _MEMBER.findall(_STRING.sub('""', rule.expression))
+            if owner == "lists"}
+
+
 def _known_fields(list_names: tuple[str, ...]) -> dict[str, set[str]]:
     context = sample_context(list_names)
     return {name: set(value) for name, value in context.items()}
@@ -104,7 +113,7 @@ def _known_fields(list_names: tuple[str, ...]) -> dict[str, set[str]]:
 
 def compile_rule(rule: Rule, list_names: tuple[str, ...] = ()) -> "cel.Program":
     """Validate a rule completely and return its compiled program; InvalidInputError names the field."""
-    if not RULE_ID.match(rule.rule_id or ""):
+    if not RULE_ID.fullmatch(rule.rule_id or ""):
         raise InvalidInputError("rule_id must be 1-64 characters of a-z, 0-9 and _, starting with a letter",
                                 field="rule_id")
     if rule.action not in ACTIONS:
@@ -208,4 +217,6 @@ class RuleSet:
             if fired is True:
                 hits.append(RuleHit(rule.rule_id, rule.version, rule.action, rule.weight,
                                     rule.mode == "shadow", rule.description))
+            elif fired is not False:  # a value that is not a boolean (a rule's branch returns a number)
+                failed.append(rule.rule_id)
         return hits, failed

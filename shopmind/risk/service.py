@@ -8,6 +8,7 @@ API workers converge within `RELOAD_S`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from shopmind.privacy.audit import record_audit
 from shopmind.risk.decision_log import DecisionLog
 from shopmind.risk.engine import EVENT_KINDS, LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds, tokens_of
 from shopmind.risk.features import FEATURE_NAMES, logged_vector
-from shopmind.risk.rules import Rule, RuleSet, compile_rule
+from shopmind.risk.rules import Rule, RuleSet, compile_rule, referenced_lists
 from shopmind.risk.schemas import RiskDecision, RiskEvent
 from shopmind.risk.velocity import MemoryVelocityStore
 from shopmind.storage import schema
@@ -61,6 +62,8 @@ class RiskService:
         self._frozen: set[str] = set()
         self._lock = threading.Lock()
         self._answered: OrderedDict[str, RiskDecision] = OrderedDict()  # event id -> answer, for retries
+        self._inflight: dict[str, concurrent.futures.Future] = {}      # event id -> answer being computed
+        self._inflight_lock = threading.Lock()
         self._velocity_is_remote = not isinstance(self.velocity, MemoryVelocityStore)
 
     # -- engine state --------------------------------------------------------------------------------
@@ -138,6 +141,10 @@ class RiskService:
                                                       .where(schema.risk_accounts.c.frozen.is_(True)))}
             thresholds = self._thresholds(conn)
         rules = self.rules()
+        # A list exists while it has entries; one emptied while a rule still reads it stays, empty, so the
+        # rule keeps compiling (left out, it would stop firing: `lists.stolen || ...` would fail open).
+        for name in referenced_lists(rules):
+            lists.entries.setdefault(name, ("", set()))
         version = max((r.version for r in rules), default=0)
         stamp = self._stamp_rules_version()
         ruleset = RuleSet([r for r in rules], lists.names, version=stamp or version)
@@ -243,17 +250,51 @@ class RiskService:
             self._answered.popitem(last=False)
         return response
 
+    def _claim(self, event_id: str) -> tuple[concurrent.futures.Future, bool]:
+        """The future of this event's answer, and whether the caller is the one to compute it. A retry
+        that arrives while the first request is still deciding or committing waits for that answer
+        instead of deciding (and counting, and logging) the event a second time."""
+        with self._inflight_lock:
+            running = self._inflight.get(event_id)
+            if running is not None:
+                return running, False
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            self._inflight[event_id] = future
+            return future, True
+
+    def _settle(self, event_id: str, future: concurrent.futures.Future, response: RiskDecision | None,
+                error: BaseException | None) -> None:
+        with self._inflight_lock:
+            self._inflight.pop(event_id, None)
+        if error is not None and not isinstance(error, Exception):  # cancelled, not failed: waiters decide
+            future.set_result(None)
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(response)
+
     def decide(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
         """Decide, commit the decision (with its case or account freeze) durably, then answer. A retry
-        of an event this process already answered gets the same answer, and is not counted again."""
+        of an event this process already answered (or is answering) gets the same answer, and is not
+        counted again."""
         if event.event_id in self._answered:
             return self._answered[event.event_id]
-        engine = self.engine()
-        out = engine.decide(event)
-        row, case = self._rows(event, out, engine)
-        freeze = self._freeze_row(out, actor)
-        self.log.write(row, case, freeze)
-        return self._remember(event, self._response(event, out, engine, case), freeze)
+        future, mine = self._claim(event.event_id)
+        if not mine:
+            answer = future.result(timeout=COMMIT_TIMEOUT_S + 30)
+            return answer if answer is not None else self.decide(event, actor)
+        try:
+            engine = self.engine()
+            out = engine.decide(event)
+            row, case = self._rows(event, out, engine)
+            freeze = self._freeze_row(out, actor)
+            self.log.write(row, case, freeze)
+            response = self._remember(event, self._response(event, out, engine, case), freeze)
+        except BaseException as exc:
+            self._settle(event.event_id, future, None, exc)
+            raise
+        self._settle(event.event_id, future, response, None)
+        return response
 
     async def decide_async(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
         """The same as `decide` without a thread per request: the CPU part runs on the event loop (about
@@ -265,6 +306,21 @@ class RiskService:
 
         if event.event_id in self._answered:
             return self._answered[event.event_id]
+        future, mine = self._claim(event.event_id)
+        if not mine:
+            answer = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), COMMIT_TIMEOUT_S + 30)
+            return answer if answer is not None else await self.decide_async(event, actor)
+        try:
+            response = await self._decide_async(event, actor)
+        except BaseException as exc:
+            self._settle(event.event_id, future, None, exc)
+            raise
+        self._settle(event.event_id, future, response, None)
+        return response
+
+    async def _decide_async(self, event: RiskEvent, actor: str) -> RiskDecision:
+        import asyncio
+
         engine = self.engine()
         if self._velocity_is_remote:
             out = await asyncio.to_thread(engine.decide, event)
@@ -326,8 +382,10 @@ class RiskService:
         return [dict(x._mapping) for x in rows]
 
     def _list_names(self) -> tuple[str, ...]:
+        """Lists with entries, and lists that active rules read (an emptied list stays while it is read)."""
         with self.store.transaction() as conn:
-            return tuple(sorted(n for (n,) in conn.execute(select(schema.risk_list_entries.c.list_name).distinct())))
+            names = {n for (n,) in conn.execute(select(schema.risk_list_entries.c.list_name).distinct())}
+        return tuple(sorted(names | referenced_lists(self.rules())))
 
     def put_rule(self, rule: Rule, actor: str) -> Rule:
         """Create a rule or a new version of it. Validated completely first; audited with before/after."""
@@ -362,7 +420,7 @@ class RiskService:
     def _list_tokens(self, list_name: str, kind: str, values: Iterable[str]) -> list[str]:
         import re
 
-        if not re.match(LIST_NAME, list_name):
+        if not re.fullmatch(LIST_NAME, list_name):
             raise InvalidInputError("list name must be 1-64 characters of a-z, 0-9 and _", field="list_name")
         if kind not in LIST_KINDS:
             raise InvalidInputError(f"kind must be one of {', '.join(LIST_KINDS)}", field="kind")

@@ -104,7 +104,8 @@ def replay_history(shop, label_delay_days: float = 7.0, progress=None) -> dict[s
         done = {e for (e,) in conn.execute(select(d.c.event_id).where(
             d.c.event_id.like("order:%") | d.c.event_id.like("payment:%")))}
     for event, tokens, fraud, _pattern in history(shop):
-        if event.event_id in done:
+        if event.event_id in done:  # logged before; its later neighbours must still count it
+            engine.record(event, tokens)
             continue
         out = engine.decide(event, tokens=tokens)
         row, _ = shop.risk._rows(event, out, engine)

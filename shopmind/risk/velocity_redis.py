@@ -505,7 +505,14 @@ end
 if #pointers > 0 then
   local ix = KEYS[n + 1]
   redis.call('ZADD', ix, unpack(pointers))
-  redis.call('ZREMRANGEBYSCORE', ix, '-inf', '(' .. fmt(t - tonumber(ARGV[6])))
+  -- A pointer past the horizon goes only once its entry is gone: an entity that had no later event (a
+  -- card last used in a replayed past) still holds the entry, and erasure must still find it.
+  for _, p in ipairs(redis.call('ZRANGEBYSCORE', ix, '-inf', '(' .. fmt(t - tonumber(ARGV[6])))) do
+    local kind, key, member = string.match(p, '^([^\31]*)\31([^\31]*)\31(.*)$')
+    if not kind or not redis.call('ZSCORE', prefix .. ':e:' .. kind .. ':' .. key, member) then
+      redis.call('ZREM', ix, p)
+    end
+  end
   redis.call('PEXPIRE', ix, ARGV[7])
 end
 return table.concat(out, ' ')

@@ -418,3 +418,127 @@ def test_an_event_kind_can_have_its_own_thresholds_audited_and_removable(shop, c
     assert [c["kind"] for c in changes] == ["login", None, "login"]
     assert changes[0]["after"]["by_kind"] == {"login": {"review": 0.7, "block": 0.95}}
     assert changes[-1]["before"]["by_kind"] and changes[-1]["after"]["by_kind"] == {}
+
+
+def test_a_rule_keeps_working_when_the_list_it_reads_is_emptied(shop):
+    """A list exists while it has entries; a rule that reads it must not silently stop compiling (and so
+    stop firing) when its last entry is removed."""
+    shop.risk.add_to_list("stolen", "card", ["card-9999"], actor="t")
+    shop.risk.put_rule(Rule("burst", "lists.stolen || card.count_1h >= 3", "block", mode="enforce"), actor="t")
+    shop.risk.remove_from_list("stolen", "card", ["card-9999"], actor="t")
+    outcomes = [shop.risk.decide(RiskEvent(**order(i, card="card-1"))) for i in range(3)]
+    assert [o.failed_rules for o in outcomes] == [[], [], []]
+    assert [o.decision for o in outcomes] == ["allow", "allow", "block"]
+    # a new version of the rule can still be saved while the list is empty
+    shop.risk.put_rule(Rule("burst", "lists.stolen || card.count_1h >= 4", "block", mode="enforce"), actor="t")
+
+
+def test_an_entity_the_event_does_not_carry_has_no_previous_event(shop):
+    """A login without a device must not look like a device seen 0 s before (seconds_since_prev -1, as for
+    a device never seen)."""
+    shop.risk.put_rule(Rule("rapid_device", "device.seconds_since_prev >= 0.0 && device.seconds_since_prev < 2.0",
+                            "block", mode="enforce"), actor="t")
+    login = {"event_id": "l-1", "kind": "login", "ts_ms": NOW, "user_id": "bob", "amount": 0.0}
+    assert shop.risk.decide(RiskEvent(**login)).decision == "allow"
+    first = shop.risk.decide(RiskEvent(**order(1, device_id="dev-7")))
+    again = shop.risk.decide(RiskEvent(**order(2, device_id="dev-7")))  # a second later
+    assert first.decision == "allow" and again.decision == "block"
+
+
+def test_a_rule_whose_value_is_not_a_boolean_is_reported_as_failed(shop):
+    shop.risk.put_rule(Rule("odd", 'event.kind == "login" ? false : event.amount > 10.0 ? 1.0 : false', "review",
+                            mode="enforce"), actor="t")
+    out = shop.risk.decide(RiskEvent(**order(1)))
+    assert out.failed_rules == ["odd"] and out.decision == "allow"
+
+
+@pytest.mark.parametrize("name", ["abc\n", "abc\nx", "Abc"])
+def test_rule_and_list_names_are_checked_whole(shop, name):
+    with pytest.raises(InvalidInputError):
+        shop.risk.put_rule(Rule(name, "event.amount > 1.0", "review"), actor="t")
+    with pytest.raises(InvalidInputError):
+        shop.risk.add_to_list(name, "card", ["c-1"], actor="t")
+
+
+def test_a_retry_that_arrives_while_the_first_request_commits_is_not_decided_again(shop, monkeypatch):
+    """Two requests with one event id, the second while the first is still committing: one decision, one
+    log row, one case, one count in the velocity windows, and the same answer for both."""
+    import asyncio
+    import threading
+
+    shop.risk.put_rule(Rule("always", "event.amount > 0.0", "review", mode="enforce"), actor="t")
+    log = shop.risk.log
+    submit, write = log.submit, log.write
+    gate = threading.Event()
+
+    def slow_submit(*args, **kwargs):  # the commit of the first request takes a while
+        gate.wait(5)
+        return submit(*args, **kwargs)
+
+    def slow_write(*args, **kwargs):
+        gate.wait(5)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(log, "submit", slow_submit)
+    monkeypatch.setattr(log, "write", slow_write)
+    event = RiskEvent(**{k: v for k, v in order(1).items() if k != "ts_ms"})  # no ts_ms: now, twice
+
+    async def both():
+        first = asyncio.create_task(shop.risk.decide_async(event))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(shop.risk.decide_async(event))
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await first, await second
+
+    a, b = asyncio.run(both())
+    gate.clear()
+    threaded = []
+    t = threading.Thread(target=lambda: threaded.append(shop.risk.decide(RiskEvent(**order(2)))))
+    t.start()
+    time.sleep(0.05)
+    other = threading.Thread(target=lambda: threaded.append(shop.risk.decide(RiskEvent(**order(2)))))
+    other.start()
+    time.sleep(0.05)
+    gate.set()
+    t.join(10)
+    other.join(10)
+    assert a.decision_id == b.decision_id and threaded[0].decision_id == threaded[1].decision_id
+    d, c = schema.risk_decisions, schema.risk_cases
+    with shop.store.transaction() as conn:
+        assert conn.execute(select(d.c.event_id).where(d.c.event_id == event.event_id)).all() == [(event.event_id,)]
+        assert len(conn.execute(select(c.c.case_id)).all()) == 2  # one per event
+    from shopmind.risk.velocity import Observation
+
+    card = shop.pseudonyms.token("instrument", "card-4242")
+    probe = shop.risk.engine().velocity.query(Observation("probe", int(time.time() * 1000) + 1, 1.0, {"card": card}))
+    assert probe["card_count_1h"] == 2  # the retried event once, and the probe (order 2 is months earlier)
+
+
+def test_a_later_replay_counts_the_history_it_replayed_before(tmp_path):
+    """`shopmind risk replay` in a new process (empty in-process windows) passes over events it logged
+    before, but the new events after them must still see them in their velocity features."""
+    from shopmind.config import load_settings
+    from shopmind.risk.training import replay_history
+    from shopmind.shop import Shop
+    from tests.conftest import make_shop
+
+    def orders(ids):
+        return [{"order_id": f"o{i}", "user_id": "u1", "ts": f"2026-03-01T10:0{i}:00Z", "amount": 20.0,
+                 "payment_instrument": "card-1", "device_id": "dev-1"} for i in ids]
+
+    home, db = tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}"
+    first = make_shop(home, db)
+    first.ingest("orders", orders([0, 1, 2]), actor="t")
+    assert replay_history(first)["replayed"] == 3
+    first.close()
+    later = Shop.open(load_settings(home=home, database_url=db))
+    try:
+        later.ingest("orders", orders([3]), actor="t")
+        assert replay_history(later)["replayed"] == 1
+        d = schema.risk_decisions
+        with later.store.transaction() as conn:
+            features = json.loads(conn.execute(select(d.c.features).where(d.c.event_id == "order:o3")).scalar_one())
+        assert features["user_count_1h"] == 4 and features["new_card"] == 0
+    finally:
+        later.close()

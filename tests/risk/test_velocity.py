@@ -223,6 +223,18 @@ def test_erasure_removes_the_users_traces_from_every_entity(store):
     assert store.query(obs("q", T0 + 30, 1.0, user="kept-v"))["user_count_1h"] == 2
 
 
+def test_erasure_finds_entries_in_entities_that_had_no_later_event(store):
+    """A replay writes months of history in seconds: the user's later events are far past the entry their
+    first event left on a card nobody used since, and the card still holds it. Erasure must find it."""
+    store.observe(obs("o1", T0, 10.0, user="replayed-u", card="C"))
+    store.observe(obs("o2", T0 + 64 * DAY_MS, 10.0, user="replayed-u", card="D"))
+    store.observe(obs("o3", T0 + 128 * DAY_MS, 10.0, user="replayed-u", card="D"))
+    assert store.query(obs("q", T0 + 1, 1.0, card="C"))["card_distinct_user_1h"] == 1
+    store.erase_subject("replayed-u")
+    assert store.query(obs("q", T0 + 1, 1.0, card="C"))["card_distinct_user_1h"] == 0
+    assert _leftovers(store, "replayed-u") == []
+
+
 def test_invalid_input_is_refused_without_echoing_ids(store):
     with pytest.raises(InvalidInputError) as err:
         store.observe(obs("1", T0, email="secret@example.com"))

@@ -140,12 +140,30 @@ def decoded_rows(dataset, data):
     return users, targets, histories
 
 
+def items_in_rows(split) -> set[int]:
+    """The items that write_benchmark puts in some row (as a target or in a history). Items that only
+    users with a single event ever touched are in none: such a user gives no training row and is not
+    evaluated, so RecBole never learns those items exist (the score function gives them -inf)."""
+    items: set[int] = set()
+    for seq in split.fit_sequences():
+        if len(seq) >= 2:
+            items.update(int(i) for i in seq)
+    for users, stage, targets in ((split.selection_users, "valid", split.valid_target),
+                                  (split.eval_users, "test", split.test_target)):
+        for u in users:
+            items.add(int(targets[u]))
+            items.update(int(i) for i in split.history(int(u), stage)[-MAX_LEN:])
+    return items
+
+
 def check_benchmark(dataset, valid_data, test_data, split, counts):
-    """Assert that RecBole read the pre-split files as written: row counts, and the valid and test
-    rows' users, targets and histories equal ours."""
-    assert dataset.item_num - 1 == split.data.n_items, (dataset.item_num - 1, split.data.n_items)
+    """Assert that RecBole read the pre-split files as written: its items are those of the rows, the
+    row counts match, and the valid and test rows' users, targets and histories equal ours."""
+    in_rows = items_in_rows(split)
+    assert dataset.item_num - 1 == len(in_rows), (dataset.item_num - 1, len(in_rows))
+    assert set(int(t) for t in dataset.field2id_token["item_id"][1:]) == in_rows, "items differ"
     assert sum(dataset.file_size_list) == sum(counts.values()), (dataset.file_size_list, counts)
-    details = {"rows": counts}
+    details = {"rows": counts, "items_in_no_row": split.data.n_items - len(in_rows)}
     for stage, data, users_all, targets_all in (("test", test_data, split.eval_users, split.test_target),
                                                 ("valid", valid_data, split.selection_users, split.valid_target)):
         users, targets, histories = decoded_rows(dataset, data)

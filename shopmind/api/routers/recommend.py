@@ -25,7 +25,7 @@ class SessionEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     item_id: str = Field(min_length=1, max_length=128)
     type: EventType = EventType.view
-    ts_ms: int | None = Field(None, ge=0, description="when it happened (ms since the epoch); the model reads "
+    ts_ms: int | None = Field(None, ge=0, le=4_102_444_800_000, description="when it happened (ms since the epoch); the model reads "
                               "the gaps between events and their hour and weekday, and treats a missing time as unknown")
 
 

@@ -1,0 +1,99 @@
+"""Inputs that used to crash, leak or get further than they should (each found by a review, 2026-12-06)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.conftest import auth, event
+
+
+def test_the_key_is_checked_before_the_body_is_read(client, keys, shop):
+    """Without a key, a body is neither parsed nor buffered: 401, not a JSON error, and a declared body
+    over the limit is refused before it is read."""
+    for path in ("/v1/events", "/v1/keys", "/v1/risk/decisions"):
+        r = client.post(path, content=b"[", headers={"content-type": "application/json"})
+        assert r.status_code == 401, (path, r.text)
+        r = client.post(path, content=b"[", headers={**auth("sm_nope_nothing"), "content-type": "application/json"})
+        assert r.status_code == 401, (path, r.text)
+    from shopmind.api.fast_routes import MAX_REQUEST_BODY
+
+    r = client.post("/v1/events", content=b"[]", headers={**auth(keys["ingest"]), "content-type": "application/json",
+                                                         "content-length": str(MAX_REQUEST_BODY + 1)})
+    assert r.status_code == 413 and r.json()["field"] == "body"
+    assert shop.store.count("events") == 0
+
+
+def test_a_body_that_is_not_json_is_named_as_such(client, keys):
+    r = client.post("/v1/events", content=b'[{"event_id": ', headers={**auth(keys["ingest"]),
+                                                                    "content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "body" and r.json()["errors"][0]["index"] is None
+    assert "row" not in r.json()["detail"]
+
+
+@pytest.mark.parametrize("kind, row, field", [
+    ("events", event(1, ts="9999-12-31T23:00:00-05:00"), "ts"),
+    ("events", event(1, ts="1950-01-01T00:00:00Z"), "ts"),
+    ("users", {"user_id": "u1", "signup_ts": "0001-01-01T00:00:00+01:00"}, "signup_ts"),
+    ("items", {"item_id": "i1", "title": "A", "stock": 1e20}, "stock"),
+    ("orders", {"order_id": "o1", "user_id": "u1", "ts": "2026-01-01T00:00:00Z", "amount": 1.0,
+                "items": [{"item_id": "i1", "quantity": 20000}]}, "items"),
+    ("orders", {"order_id": "o1", "user_id": "u1", "ts": "2026-01-01T00:00:00Z", "amount": 1.0,
+                "items": [{"item_id": "i1", "price": "abc"}]}, "items"),
+    ("orders", {"order_id": "o1", "user_id": "u1", "ts": "2200-01-01T00:00:00Z", "amount": 1.0}, "ts"),
+])
+def test_out_of_range_values_are_422_naming_the_field_and_write_nothing(client, keys, shop, kind, row, field):
+    r = client.post(f"/v1/{kind}", json=[row], headers=auth(keys["ingest"]))
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"].startswith(field)
+    assert shop.store.count(kind) == 0
+
+
+def test_stored_orders_replay_through_the_risk_engine(client, keys, shop):
+    """Every order ingestion accepts is one the risk engine can replay (its item bounds are the engine's)."""
+    from shopmind.risk.training import replay_history
+
+    order = {"order_id": "o1", "user_id": "u1", "ts": "2026-01-01T00:00:00Z", "amount": 10.0,
+             "items": [{"item_id": 17, "quantity": 10_000, "price": 9_999_999.0}]}
+    assert client.post("/v1/orders", json=[order], headers=auth(keys["ingest"])).status_code == 200
+    assert replay_history(shop)["replayed"] == 1
+
+
+def test_a_session_time_past_2100_is_422(client, keys):
+    r = client.post("/v1/sessions/recommendations", json={"events": [{"item_id": "i1", "ts_ms": 1e22}]},
+                    headers=auth(keys["recommend"]))
+    assert r.status_code == 422 and "ts_ms" in r.json()["errors"][0]["field"]
+
+
+def test_the_fast_risk_path_refuses_what_the_route_refuses(client, keys, shop):
+    body = b'{"event_id": "e1", "kind": "login", "user_id": "u1", "amount": 0}'
+    r = client.post("/v1/risk/decisions", content=body, headers={**auth(keys["risk"]), "content-type": "text/plain"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
+    assert shop.store.count("risk_decisions") == 0
+    r = client.post("/v1/risk/decisions", content=body, headers={**auth(keys["risk"]),
+                                                                 "content-type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+def test_invented_http_methods_do_not_create_metric_series(client, keys):
+    client.request("BREW", "/v1/events", headers=auth(keys["ingest"]))
+    metrics = client.get("/metrics", headers=auth(keys["admin"])).text
+    assert "BREW" not in metrics
+
+
+def test_webhook_urls_are_not_logged_by_the_http_client(tmp_path):
+    from shopmind.cli.main import _configure_logging
+    from shopmind.config import load_settings
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        _configure_logging(load_settings(home=tmp_path / "home"))
+        assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in before:
+                root.removeHandler(handler)
+                handler.close()
