@@ -313,7 +313,7 @@ def publish(stats: pl.DataFrame, query: ReportQuery) -> Report:
     for key, value in zip(keys, values):
         row: dict[str, Any] = {"group": key, "value": value, "users": int(released[key])}
         if query.metric == "histogram":
-            key, index = key.split("\x1f")
+            key, index = key.rsplit("\x1f", 1)  # the bin is last; a group name may hold the separator too
             lo, hi = query.bounds
             width = (hi - lo) / query.bins
             row.update(group=key, bin=[lo + int(index) * width, lo + (int(index) + 1) * width])

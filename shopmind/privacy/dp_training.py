@@ -30,7 +30,9 @@ Choices forced by DP-SGD, with why (docs/privacy.md has the measurements):
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -42,9 +44,21 @@ from torch import nn
 from shopmind.evaluation import Sequences, Split, evaluate_ranking, leave_one_out
 from shopmind.exceptions import InvalidInputError
 from shopmind.models.behaviour import BehaviourConfig, BehaviourModel
-from shopmind.recommend.behaviour import BehaviourRecommender, auto_config
+from shopmind.recommend.behaviour import BehaviourRecommender
 
 ACCOUNTANTS = ("prv", "rdp")
+# The network's size under DP is fixed, not derived from the data as the non-private size rule does: a
+# width or dropout chosen from the number of interactions or the mean history length is itself a
+# function of every user's data, released with the model and its card.
+DP_D_MODEL = 128
+DP_DROPOUT = 0.2
+
+
+def secret_seed() -> int:
+    """A seed from the operating system's randomness: DP-SGD's noise and Poisson sampling must not be a
+    fixed function of the data (with a constant seed, anyone with the code and the other users' data
+    could rerun both neighbouring trainings and tell them apart)."""
+    return int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
 
 
 def embedding_grad_norms(layer: nn.Embedding, activations: list[torch.Tensor],
@@ -170,20 +184,20 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
                                     field="item_content")
         if self.content_only and item_content is None:
             raise InvalidInputError("content_only needs item_content (e.g. title embeddings)", field="content_only")
+        if self.secure_mode and importlib.util.find_spec("torchcsprng") is None:
+            raise InvalidInputError("secure_mode needs the torchcsprng package, which is not installed",
+                                    field="secure_mode")
         split = split or leave_one_out(data)
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed)  # the initial weights: independent of the data, reproducible
         if self.threads:
             torch.set_num_threads(self.threads)
         x, y = one_example_per_user(split.train, self.max_len)
         n_users = len(x)
         delta = self.delta if self.delta is not None else 1.0 / max(n_users, 2)
-        lengths = [len(s) for s in data.sequences]
-        auto = auto_config(data.n_items, data.n_interactions, float(np.mean(lengths)))
         config = BehaviourConfig(
             n_items=data.n_items, max_len=self.max_len, n_layers=self.n_layers, n_heads=self.n_heads,
-            d_model=self.d_model or auto["d_model"],
-            dropout=self.dropout if self.dropout is not None else auto["dropout"], tied_output=False,
-            content_dim=0 if item_content is None else int(item_content.shape[1]))
+            d_model=self.d_model or DP_D_MODEL, dropout=self.dropout if self.dropout is not None else DP_DROPOUT,
+            tied_output=False, content_dim=0 if item_content is None else int(item_content.shape[1]))
         model = BehaviourModel(config)
         if item_content is not None:  # public catalog text: frozen, costs no privacy; its projections learn
             model.trunk.set_content(torch.from_numpy(np.asarray(item_content, dtype=np.float32)))
@@ -197,6 +211,7 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         optimizer = torch.optim.Adam([p for p in wrapped.parameters() if p.requires_grad], lr=self.learning_rate)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
                                              batch_size=min(self.batch_size, n_users), shuffle=True)
+        torch.manual_seed(secret_seed())  # from here on the randomness (noise, sampling, dropout) is secret
         engine = PrivacyEngine(accountant=self.accountant, secure_mode=self.secure_mode)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # secure_mode=False warns that its RNG is not cryptographic
@@ -213,8 +228,8 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
             dp_model.train()
             total, batches = 0.0, 0
             for xb, yb in dp_loader:
-                if len(xb) == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
-                    continue
+                if len(xb) == 0:  # Poisson sampling drew nobody (probability (1 - q)^n): no update, and
+                    continue      # the accountant counts only the steps taken
                 width = max(1, int((xb != 0).sum(dim=1).max()))
                 xb, yb = xb[:, -width:].contiguous(), yb[:, -width:].contiguous()
                 negatives = torch.randint(1, config.n_items + 1, (1, self.n_negatives)).expand(len(xb), -1).contiguous()

@@ -10,6 +10,11 @@ attack looks at the next-item loss of the model on the user's own sequence:
   removes how predictable the user is anyway (the one-reference offline variant of Carlini et al.'s
   LiRA, 2022). It is the stronger of the two on recommenders.
 
+The models train under the leave-one-out protocol, which keeps each user's last two events out of
+training, so the losses are taken on what a member's training data was: the sequence without its last
+two events (for members and non-members alike). Scoring the held-out events too would mix targets
+the model never saw into the members' losses and pull the AUC towards 0.5.
+
 Reported for each: the attack AUC with a bootstrap 95% interval, and the true-positive rate at a 1%
 false-positive rate. For a model trained with (epsilon, delta)-DP, any attack obeys
 TPR <= e^epsilon * FPR + delta (Kairouz et al. 2015), which `dp_tpr_bound` gives for the plot.
@@ -25,7 +30,8 @@ import numpy as np
 from shopmind.evaluation import Sequences
 from shopmind.exceptions import InvalidInputError
 
-MAX_POSITIONS = 10  # next-item targets scored per user (the latest ones of their sequence)
+MAX_POSITIONS = 10  # next-item targets scored per user (the latest ones of their training sequence)
+TRAINED_CUT = 2     # leave-one-out keeps each user's last two events (validation, test) out of training
 
 
 def sequence_losses(model, sequences: list[np.ndarray], max_positions: int = MAX_POSITIONS) -> np.ndarray:
@@ -95,16 +101,17 @@ def membership_audit(data: Sequences, make_model: Callable[[], Any], max_users: 
     """Train `make_model()` on a random third of the users and attack it (see the module docstring).
 
     Returns both attacks' figures, the group sizes, and the audited model (as "model")."""
-    eligible = np.array([r for r, s in enumerate(data.sequences) if len(s) >= 3])
+    eligible = np.array([r for r, s in enumerate(data.sequences) if len(s) >= TRAINED_CUT + 2])
     if len(eligible) < 30:
-        raise InvalidInputError(f"{len(eligible)} users with 3+ events; the audit needs at least 30", field="sequences")
+        raise InvalidInputError(f"{len(eligible)} users with {TRAINED_CUT + 2}+ events; the audit needs at least 30",
+                                field="sequences")
     rng = np.random.default_rng(seed)
     groups = np.array_split(rng.permutation(eligible), 3)
     member_rows, nonmember_rows, reference_rows = groups
     target = make_model().fit(data.subset(member_rows))
     reference = make_model().fit(data.subset(reference_rows))
     member_rows, nonmember_rows = member_rows[:max_users], nonmember_rows[:max_users]
-    audited = {name: [data.sequences[r] for r in rows] for name, rows in
+    audited = {name: [data.sequences[r][:-TRAINED_CUT] for r in rows] for name, rows in
                (("members", member_rows), ("nonmembers", nonmember_rows))}
     target_loss = {k: sequence_losses(target, v) for k, v in audited.items()}
     reference_loss = {k: sequence_losses(reference, v) for k, v in audited.items()}

@@ -61,6 +61,31 @@ def with_catalog(seqs: Sequences, catalog_ids: Sequence[str]) -> Sequences:
                      context=seqs.context)
 
 
+def private_sequences(seqs: Sequences, catalog_ids: Sequence[str]) -> Sequences:
+    """What DP training reads: each known user's sequence (anonymous sessions left out: one person's
+    sessions would be several examples, so clipping would bound a session, not a person) over a
+    vocabulary that is the catalog in id order, without items outside it. The vocabulary ships with the
+    model; built from the data, the order in which items first appear and which items appear at all
+    would be facts about users that no noise covers."""
+    vocab = sorted(set(catalog_ids))
+    index = {item: n for n, item in enumerate(vocab)}
+    remap = np.array([index.get(item, -1) for item in seqs.item_ids], dtype=np.int64)
+    users, sequences, contexts = [], [], []
+    for n, (user, seq) in enumerate(zip(seqs.user_ids, seqs.sequences)):
+        if user.startswith("s:"):
+            continue
+        mapped = remap[seq]
+        keep = mapped >= 0
+        if not keep.any():
+            continue
+        users.append(user)
+        sequences.append(mapped[keep])
+        if seqs.context is not None:
+            contexts.append(seqs.context[n][keep])
+    return Sequences(user_ids=users, item_ids=vocab, sequences=sequences,
+                     context=contexts if seqs.context is not None else None)
+
+
 def content_vectors(cache_file, item_ids: Sequence[str], items: pl.DataFrame) -> np.ndarray:
     """Title embeddings for `item_ids`, computed once per distinct text and kept in `cache_file`."""
     import hashlib
@@ -178,9 +203,13 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
 
         raise InvalidInputError("content_only needs item title embeddings: install the 'text' extra and keep "
                                 "the item_text setting on", field="content_only")
+    items = shop.items_frame()
+    if dp is not None:
+        seqs = private_sequences(seqs, items["item_id"].to_list())
+        subjects = list(seqs.user_ids)
     if shop.settings.item_text and text_available():
-        items = shop.items_frame()
-        seqs = with_catalog(seqs, items["item_id"].to_list())
+        if dp is None:
+            seqs = with_catalog(seqs, items["item_id"].to_list())
         content = content_vectors(shop.registry.root / "content_vectors.parquet", seqs.item_ids, items)
     split = leave_one_out(seqs)
     split = split.with_holdout(holdout_users(split))
@@ -189,12 +218,18 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         from shopmind.privacy import ledger
         from shopmind.privacy.dp_training import PrivateBehaviourRecommender
 
-        asked = dp.get("epsilon", 8.0)
-        eps_left, _ = ledger.remaining(shop.store, shop.settings, ledger.TRAINING)
-        if asked > eps_left + ledger.TOLERANCE:  # fail before hours of training; `spend` decides for good
-            from shopmind.exceptions import BudgetExceededError
+        from shopmind.exceptions import BudgetExceededError
+        from shopmind.privacy.dp_training import one_example_per_user
 
+        asked = dp.get("epsilon", 8.0)
+        n_examples = len(one_example_per_user(leave_one_out(seqs).train, dp.get("max_len", 50))[0])
+        asked_delta = dp.get("delta") or 1.0 / max(n_examples, 2)
+        eps_left, delta_left = ledger.remaining(shop.store, shop.settings, ledger.TRAINING)
+        # fail before hours of training; `spend` decides for good
+        if asked > eps_left + ledger.TOLERANCE:
             raise BudgetExceededError(ledger.TRAINING, eps_left, asked)
+        if asked_delta > delta_left + ledger.TOLERANCE:
+            raise BudgetExceededError(ledger.TRAINING, delta_left, asked_delta, unit="delta")
         model = PrivateBehaviourRecommender(**dp).fit(seqs, item_content=content)
         # Recorded before the model is registered: a run that no longer fits the budget (another training
         # spent it meanwhile) is discarded unreleased. Each run adds its epsilon and delta (basic composition).
@@ -218,8 +253,11 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         "behaviour", model,
         card={"config": {**model.config_.__dict__, "learning_rate": model.learning_rate,
                          "batch_size": model.batch_size},
-              "data_window_ms": window, "n_sequences": len(seqs.user_ids), "n_users": len(subjects),
-              "n_items": seqs.n_items, "n_interactions": seqs.n_interactions, "purpose": "personalization",
+              # exact counts and the first and last event's times are facts about single users: a DP
+              # model's card keeps only what its guarantee covers or the catalog gives
+              **({} if dp is not None else {"data_window_ms": window, "n_interactions": seqs.n_interactions}),
+              "n_sequences": len(seqs.user_ids), "n_users": len(subjects),
+              "n_items": seqs.n_items, "purpose": "personalization",
               "item_text": content is not None,
               # whose two newest events chose and judged the model; everyone else's trained it
               "holdout_users": len(split.gate_users),

@@ -79,6 +79,14 @@ def test_value_metrics(metric):
         assert [r["bin"] for r in report.rows] == [[10.0, 20.0]]
 
 
+def test_a_histogram_group_whose_name_holds_the_bin_separator_is_released():
+    """Group and bin are joined by a control character; a group name (a user-set segment) holding it
+    must not make the release fail after its noise was drawn (a data-dependent error costs no budget)."""
+    query = ReportQuery("histogram", 2.0, value="price", bounds=(0, 20), bins=2, max_groups=1)
+    report = release(frame({"odd\x1fname": 2000}), query)
+    assert [(r["group"], r["bin"]) for r in report.rows] == [("odd\x1fname", [10.0, 20.0])]
+
+
 @pytest.mark.parametrize("field, change", [
     ("metric", {"metric": "median"}), ("by", {"by": "colour"}), ("epsilon", {"epsilon": 0}),
     ("value", {"metric": "sum"}), ("bounds", {"metric": "sum", "value": "price", "bounds": (5, 1)}),

@@ -82,9 +82,20 @@ def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
     from shopmind.evaluation import leave_one_out
     from shopmind.training.pipeline import shop_sequences
 
-    train = leave_one_out(shop_sequences(shop.training_events("personalization"))[0]).train
+    from shopmind.training.pipeline import private_sequences
+
+    everyone = shop_sequences(shop.training_events("personalization"))[0]
+    catalog = shop.items_frame()["item_id"].to_list()
+    private = private_sequences(everyone, catalog)
+    train = leave_one_out(private).train
     n_users = sum(len(seq) >= 2 for seq in train)
     assert privacy["n_users"] == n_users and privacy["delta"] == pytest.approx(1 / n_users)
+    # one example per person: anonymous sessions are not examples (a person's sessions would be several)
+    assert any(u.startswith("s:") for u in everyone.user_ids) and not any(u.startswith("s:") for u in private.user_ids)
+    # what ships is a function of the catalog and the guarantee, not of single users' data
+    model_meta = json.loads((shop.registry.root / "behaviour" / behaviour["version"] / "model" / "model.json").read_text())
+    assert model_meta["item_ids"] == sorted(catalog)
+    assert "data_window_ms" not in card and "n_interactions" not in card
     assert 1.9 <= privacy["epsilon"] <= 2.0
     assert privacy["accountant"] == "prv" and privacy["noise_multiplier"] > 0 and privacy["max_grad_norm"] == 1.0
     assert privacy["epochs"] == 2 and 0 < privacy["sample_rate"] < 1 and n_users > 100
@@ -124,8 +135,12 @@ def test_a_training_that_no_longer_fits_the_budget_is_discarded_unreleased(tmp_p
 
     monkeypatch.setattr(dp_training.PrivateBehaviourRecommender, "fit", fit_while_another_run_spends)
     before = shop.registry.versions("behaviour")
-    with pytest.raises(BudgetExceededError):
+    # delta 1 / users (about 1/100 here) is past the delta budget (0.01): refused before any training
+    with pytest.raises(BudgetExceededError, match="delta"):
         shop.train(actor="t", dp={"epsilon": 6.0})
+    assert {b["purpose"]: b for b in shop.privacy_budget()}["model_training"]["releases"] == 0
+    with pytest.raises(BudgetExceededError):
+        shop.train(actor="t", dp={"epsilon": 6.0, "delta": 1e-5})
     assert shop.registry.versions("behaviour") == before
     training = {b["purpose"]: b for b in shop.privacy_budget()}["model_training"]
     assert training["releases"] == 1 and training["epsilon_spent"] == 7.0  # only the other run
@@ -226,3 +241,53 @@ def test_content_only_trains_no_per_item_vector(shop_sequences):
 
     refused = CliRunner().invoke(app, ["train", "--content-only"])  # without --dp: refused before any work
     assert refused.exit_code == 2 and "--content-only" in refused.output
+
+
+def test_the_noise_is_secret_and_secure_mode_says_what_it_needs():
+    """Two DP trainings of the same data with the same seed differ: the noise and the sampling come from
+    the operating system's randomness, not from the (public) seed, which fixes only the initial weights."""
+    rng = np.random.default_rng(3)
+    data = Sequences([f"u{n}" for n in range(200)], [f"i{n}" for n in range(30)],
+                     [rng.integers(0, 30, size=6).astype(np.int64) for _ in range(200)])
+    runs = []
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = PrivateBehaviourRecommender(epsilon=8.0, epochs=1, batch_size=32, d_model=16, threads=1).fit(data)
+        runs.append(model.model_.trunk.item_emb.weight.detach().clone())
+    assert not np.allclose(runs[0].numpy(), runs[1].numpy())
+    import importlib.util
+
+    if importlib.util.find_spec("torchcsprng") is None:
+        with pytest.raises(InvalidInputError, match="torchcsprng"):
+            PrivateBehaviourRecommender(secure_mode=True, epochs=1).fit(data)
+
+
+def test_the_audit_scores_members_on_what_they_were_trained_on():
+    """Every next-item target the membership attack scores for a member was a training target of the
+    audited model (its last two events were held out by leave-one-out, and must not be scored)."""
+    from shopmind.evaluation import leave_one_out
+
+    class Recorder:
+        def fit(self, data):
+            self.trained = {tuple(seq.tolist()) for seq in leave_one_out(data).train}
+            self.n_items = data.n_items
+            return self
+
+        def score(self, histories):
+            self.scored = getattr(self, "scored", []) + [tuple(h.tolist()) for h in histories]
+            return np.zeros((len(histories), self.n_items))
+
+    rng = np.random.default_rng(0)
+    data = Sequences([f"u{n}" for n in range(120)], [f"i{n}" for n in range(50)],
+                     [rng.integers(0, 50, size=int(rng.integers(4, 15))).astype(np.int64) for _ in range(120)])
+    out = membership_audit(data, Recorder, n_bootstrap=10)
+    target = out["model"]
+    member_prefixes = {seq[:k] for seq in target.trained for k in range(1, len(seq))}
+    scored_by_members = [h for h in target.scored if any(h == p for p in member_prefixes)]
+    assert scored_by_members and len(target.scored) >= out["members"]
+    # each scored history of a member is a proper prefix of its training sequence (so its target trained)
+    for seq in target.trained:
+        for k in range(max(1, len(seq) - 10), len(seq)):
+            assert seq[:k] in target.scored
+    assert not any(h == seq for seq in target.trained for h in target.scored)  # no held-out target scored
