@@ -259,6 +259,10 @@ class RiskService:
             if running is not None:
                 return running, False
             future: concurrent.futures.Future = concurrent.futures.Future()
+            answered = self._answered.get(event_id)  # answered between the caller's check and now
+            if answered is not None:
+                future.set_result(answered)
+                return future, False
             self._inflight[event_id] = future
             return future, True
 

@@ -7,9 +7,10 @@ Values derived from the database are written with `fill`, not `set`. A request c
 just before an erasure (or a consent change) commits and write what it read just after the cache was
 cleared, which would put the erased (or withdrawn) data back. So clearing a user first puts up a
 `fence` on the subject (every namespace for an erasure, the consent namespace for a consent change),
-for longer than any request or refresh job runs, and `fill` writes nothing behind a fence. The check and the write are one atomic step (a lock here, a script in Redis),
-and the fence goes up before the entries are deleted: a fill either lands before the deletion, which
-removes it, or sees the fence.
+for longer than any request or refresh job runs, and `fill` writes nothing behind a fence. The check
+and the write are one atomic step (a lock here, a script in Redis), and the fence goes up before the
+entries are deleted: a fill either lands before the deletion, which removes it, or sees the fence.
+A fence names its pseudonym until it expires (at most ERASURE_FENCE_S), and holds nothing else.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class MemoryCache:
     def __init__(self, max_entries: int = 1_000_000):
         self._data: OrderedDict[str, tuple[float | None, str]] = OrderedDict()
         self._fences: dict[tuple[str, str], float] = {}   # (namespace or "", subject) -> when it comes down
+        self._prune_at = 10_000
         self._lock = threading.Lock()
         self._max = max_entries
 
@@ -124,8 +126,9 @@ class MemoryCache:
             for subject in subjects:
                 fence = (namespace or "", subject)
                 self._fences[fence] = max(self._fences.get(fence, 0.0), now + ttl_s)
-            if len(self._fences) > 10_000:  # expired fences go in bulk, not one by one on every call
+            if len(self._fences) > self._prune_at:  # expired fences go in bulk, amortised over the calls
                 self._fences = {s: t for s, t in self._fences.items() if t > now}
+                self._prune_at = max(10_000, 2 * len(self._fences))
 
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None:
         """Extend a cached list, keeping its last `keep` values. A missing list stays missing, so a
