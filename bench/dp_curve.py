@@ -54,6 +54,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     data = load(args.dataset, context=False)  # the DP model reads item ids (and content) only
+    if args.dataset == "shop":  # known users only, as `shopmind train --dp` trains (one example per person)
+        keep = np.array([n for n, u in enumerate(data.user_ids) if not u.startswith("s:")])
+        data = data.subset(keep)
     content = item_content(args.dataset, data.item_ids) if args.content or args.content_only else None
     epsilons = [float(e) for e in args.epsilons.split(",") if e]
     started = time.perf_counter()
