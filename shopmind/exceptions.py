@@ -69,6 +69,10 @@ class BudgetExceededError(InvalidInputError):
                          f"{remaining:g} remaining; nothing was released", field=unit)
 
 
+class BodyTooLarge(InvalidInputError):
+    """A request body past the service's limit (HTTP 413)."""
+
+
 class NotFoundError(ShopmindError):
     """The requested object does not exist."""
 
@@ -92,6 +96,7 @@ class NotFittedError(ShopmindError, AttributeError):
 __all__ = [
     "AuthError",
     "BatchValidationError",
+    "BodyTooLarge",
     "BudgetExceededError",
     "ConfigError",
     "InvalidInputError",
@@ -102,7 +107,3 @@ __all__ = [
     "ShopmindError",
     "StorageError",
 ]
-
-
-class BodyTooLarge(InvalidInputError):
-    """A request body past the service's limit (HTTP 413)."""

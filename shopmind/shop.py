@@ -95,7 +95,8 @@ class Shop:
                                         lambda users: [self.cache.erase_subject(p) for p in users])
         self.erasure.register(self.refresher)
         self.erasure.register(SqlSubjectData(self.store))
-        self.erasure.register(CacheSubjectData(self.cache))
+        self._cache_erasure = CacheSubjectData(self.cache)
+        self.erasure.register(self._cache_erasure)
         self.erasure.register(self.registry)
         from shopmind.risk.velocity import open_velocity_store
 
@@ -104,7 +105,8 @@ class Shop:
         from shopmind.risk.service import RiskListSubjectData
 
         self.erasure.register(RiskListSubjectData(self.store))
-        self.erasure.register(_RiskMemory(self))
+        self._risk_memory = _RiskMemory(self)
+        self.erasure.register(self._risk_memory)
         self._risk = None
         self._follower: ErasureFollower | None = None
         self.recommender = RecommendationService(self.registry, self.items_frame, self.cache,
@@ -148,9 +150,9 @@ class Shop:
             from shopmind.risk.velocity import MemoryVelocityStore
             from shopmind.storage.cache import MemoryCache
 
-            local: list[Any] = [self.refresher, _RiskMemory(self)]
+            local: list[Any] = [self.refresher, self._risk_memory]
             if isinstance(self.cache, MemoryCache):
-                local.append(CacheSubjectData(self.cache))
+                local.append(self._cache_erasure)
             if isinstance(self.velocity, MemoryVelocityStore):
                 local.append(self.velocity)
             self._follower = ErasureFollower(self.erasure, local, interval_s)

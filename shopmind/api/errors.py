@@ -12,8 +12,8 @@ from shopmind.events.validation import _field_and_message
 from shopmind.exceptions import (
     AuthError,
     BatchValidationError,
-    ConfigError,
     BodyTooLarge,
+    ConfigError,
     InvalidInputError,
     NotFoundError,
     ScopeError,

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from shopmind.api.errors import STATUS
 from shopmind.api.schemas import RecommendationsResponse
-from shopmind.auth import Scope
+from shopmind.auth import Principal, Scope
 from shopmind.events.validation import _field_and_message
 from shopmind.exceptions import BodyTooLarge, InvalidInputError, ShopmindError
 from shopmind.risk.schemas import RiskEvent
@@ -99,7 +99,7 @@ class FastRoutes:
                 # so without this anyone who reaches the port could make the server buffer and parse
                 # large bodies (each route still checks the key's scope).
                 try:
-                    self.state.keys.verify(_key(scope["headers"]))
+                    principal = self.state.keys.verify(_key(scope["headers"]))
                 except ShopmindError as exc:
                     status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
                     await _send_json(send, status, {"detail": str(exc)}, auth=status == 401)
@@ -110,23 +110,23 @@ class FastRoutes:
                                                  "field": "body"})
                     return
                 receive = _limited(receive, MAX_REQUEST_BODY)
-            if method == "POST" and path == RISK_PATH:
-                await self._risk_decision(scope, receive, send)
-                return
-            if method == "GET" and path.startswith(USERS) and path.endswith(RECOMMENDATIONS):
-                user_id = path[len(USERS):-len(RECOMMENDATIONS)]
-                if user_id and "/" not in user_id and await self._recommendations(scope, send, user_id):
+                if method == "POST" and path == RISK_PATH:
+                    await self._risk_decision(scope, receive, send, principal)
                     return
+                if method == "GET" and path.startswith(USERS) and path.endswith(RECOMMENDATIONS):
+                    user_id = path[len(USERS):-len(RECOMMENDATIONS)]
+                    if user_id and "/" not in user_id and await self._recommendations(scope, send, user_id, principal):
+                        return
         await self.app(scope, receive, send)
 
-    async def _recommendations(self, scope, send, user_id: str) -> bool:
+    async def _recommendations(self, scope, send, user_id: str, principal: Principal) -> bool:
         """True when answered; False hands the request to the FastAPI route."""
         params = recommendation_query(scope["query_string"])
         if params is None:
             return False
         shop = self.state.shop
         try:
-            self.state.keys.verify(_key(scope["headers"])).require(Scope.recommend)
+            principal.require(Scope.recommend)
             try:
                 answer = shop.recommend(user_id, cached_only=True, **params)
             except CacheMiss:  # database reads or a model pass: in a worker thread, as the route would
@@ -137,10 +137,9 @@ class FastRoutes:
         await _send_raw(send, 200, RecommendationsResponse.model_validate(answer).model_dump_json().encode())
         return True
 
-    async def _risk_decision(self, scope, receive, send) -> None:
+    async def _risk_decision(self, scope, receive, send, principal: Principal) -> None:
         scope["route"] = RISK_ROUTE
         try:
-            principal = self.state.keys.verify(_key(scope["headers"]))
             principal.require(Scope.risk)
             if not _json_content(scope["headers"]):  # what the route refuses, refused the same way
                 await _send_json(send, 422, {"detail": "invalid request", "errors": [

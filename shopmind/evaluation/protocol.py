@@ -36,8 +36,9 @@ def target_ranks(scores: np.ndarray, histories: Sequence[np.ndarray], targets: n
             scores[r, hist] = -np.inf
     target_scores = scores[rows, targets].copy()  # -inf for a repeat: it cannot be hit
     scores[rows, targets] = -np.inf  # the target is compared, not counted against itself
-    # A NaN (a diverged model) ranks against the target, never below it: NaN scores cannot win anything.
-    ranks = 1.0 + ((scores >= target_scores[:, None]) | np.isnan(scores)).sum(axis=1)
+    # Every item not strictly below the target ranks against it; a NaN (a diverged model) is never
+    # below anything, so NaN scores cannot win: one comparison, no separate pass for NaNs.
+    ranks = 1.0 + scores.shape[1] - (scores < target_scores[:, None]).sum(axis=1)
     ranks[np.isneginf(target_scores) | np.isnan(target_scores)] = np.inf  # excluded or unscorable: a miss
     scores[rows, targets] = target_scores
     return ranks

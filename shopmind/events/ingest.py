@@ -72,9 +72,12 @@ class Ingestor:
 
     # -- per kind ----------------------------------------------------------------------------------
 
+    def _pseudonyms(self, raw_ids: set[str]) -> dict[str, str]:
+        return {raw: self.pseudonyms.user(raw) for raw in raw_ids}
+
     def _vault(self, conn: Connection, raw_ids: set[str]) -> dict[str, str]:
         """Pseudonyms for raw user ids; new ones are stored encrypted in the identity vault."""
-        mapping = {raw: self.pseudonyms.user(raw) for raw in raw_ids}
+        mapping = self._pseudonyms(raw_ids)
         self._store_in_vault(conn, mapping)
         return mapping
 
@@ -115,7 +118,7 @@ class Ingestor:
         return erased
 
     def _events(self, conn: Connection, rows: Sequence[EventIn], actor: str) -> IngestResult:
-        users = {raw: self.pseudonyms.user(raw) for raw in {e.user_id for e in rows if e.user_id is not None}}
+        users = self._pseudonyms({e.user_id for e in rows if e.user_id is not None})
         sessions = {s: self.pseudonyms.session(s) for s in {e.session_id for e in rows if e.session_id}}
         erased = self._erased_before(conn, set(users.values()))
         ingested = now_ms()
@@ -171,7 +174,7 @@ class Ingestor:
         return IngestResult("users", len(rows), written, 0)
 
     def _orders(self, conn: Connection, rows: Sequence[OrderIn], actor: str) -> IngestResult:
-        users = {raw: self.pseudonyms.user(raw) for raw in {o.user_id for o in rows}}
+        users = self._pseudonyms({o.user_id for o in rows})
         erased = self._erased_before(conn, set(users.values()))
         stamp = now_ms()
         out, dropped = [], 0
@@ -194,7 +197,7 @@ class Ingestor:
         return IngestResult("orders", len(rows), written, len(out) - written, dropped)
 
     def _payments(self, conn: Connection, rows: Sequence[PaymentIn], actor: str) -> IngestResult:
-        users = {raw: self.pseudonyms.user(raw) for raw in {p.user_id for p in rows if p.user_id}}
+        users = self._pseudonyms({p.user_id for p in rows if p.user_id})
         erased = self._erased_before(conn, set(users.values()))
         stamp = now_ms()
         out, dropped = [], 0

@@ -45,6 +45,7 @@ class _Row(BaseModel):
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)   # the bound risk events and every millisecond column share
+LATEST_MS = 4_102_444_800_000               # LATEST in milliseconds since the epoch
 
 
 def _utc(value: datetime) -> datetime:

@@ -176,8 +176,8 @@ class RecommendationService:
         scores = np.array([x for _, x in top], dtype=np.float32)
         # "w": what the state alone depends on, by which unusualness (risk) may reuse it
         self._cache.fill(STATE, subject, {"v": version, "h": fingerprint, "w": _history_key(window, context),
-                                         "s": _pack(state), "i": _pack(items), "x": _pack(scores)},
-                        ttl_s=STATE_TTL_S)
+                                          "s": _pack(state), "i": _pack(items), "x": _pack(scores)},
+                         ttl_s=STATE_TTL_S)
         return list(zip(items.tolist(), scores.tolist()))
 
     def _inputs(self, catalog: Catalog, model, history: list[tuple[str, str, int | None]],

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shopmind.events.schemas import LATEST_MS
+
 DECISIONS = ("allow", "review", "block", "freeze_account")
 COUNTRY = r"^[A-Z]{2}$"
 
@@ -27,7 +29,7 @@ class RiskEvent(BaseModel):
     event_id: str = Field(min_length=1, max_length=128, description="The shop's id of this order/payment/login; "
                                                                      "deciding the same id twice counts it once.")
     kind: Literal["order", "payment", "login"]
-    ts_ms: int | None = Field(None, ge=0, le=4_102_444_800_000, description="Event time; default: now.")
+    ts_ms: int | None = Field(None, ge=0, le=LATEST_MS, description="Event time; default: now.")
     user_id: str | None = Field(None, min_length=1, max_length=128)
     amount: float = Field(0.0, ge=0, le=1e9)
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")

@@ -222,7 +222,7 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         from shopmind.privacy.dp_training import one_example_per_user
 
         asked = dp.get("epsilon", 8.0)
-        n_examples = len(one_example_per_user(leave_one_out(seqs).train, dp.get("max_len", 50))[0])
+        n_examples = len(one_example_per_user(split.train, dp.get("max_len", 50))[0])  # what fit will count
         asked_delta = dp.get("delta") or 1.0 / max(n_examples, 2)
         eps_left, delta_left = ledger.remaining(shop.store, shop.settings, ledger.TRAINING)
         # fail before hours of training; `spend` decides for good

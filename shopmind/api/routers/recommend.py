@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopmind.api.deps import Recommend, ShopDep
 from shopmind.api.schemas import RecommendationsResponse, SimilarItemsResponse
-from shopmind.events.schemas import EventType
+from shopmind.events.schemas import LATEST_MS, EventType
 
 router = APIRouter(prefix="/v1", tags=["recommend"])
 
@@ -25,7 +25,7 @@ class SessionEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     item_id: str = Field(min_length=1, max_length=128)
     type: EventType = EventType.view
-    ts_ms: int | None = Field(None, ge=0, le=4_102_444_800_000, description="when it happened (ms since the epoch); the model reads "
+    ts_ms: int | None = Field(None, ge=0, le=LATEST_MS, description="when it happened (ms since the epoch); the model reads "
                               "the gaps between events and their hour and weekday, and treats a missing time as unknown")
 
 
