@@ -3,6 +3,7 @@
     .venv/bin/python bench/dp_curve.py --dataset beauty --epsilons 0.5,1,2,4,8,16 [--epochs 20]
         [--batch-size 256] [--negatives 256] [--audit] [--threads 2] [--out bench/out/dp_curve_beauty]
         [--content [--content-only]]     # ml100k, shop: title embeddings for every model
+        [--pairs-share 0.5]              # the DP models' share of epsilon for item pairs (0: network alone)
 
 Trains the non-private behaviour model (its default configuration) and one DP-SGD model per epsilon
 (delta = 1 / number of users) on the same leave-one-out split, scores all of them with the same
@@ -44,6 +45,8 @@ def main() -> None:
                         help="feed every model the items' title embeddings (public catalog text; ml100k, shop)")
     parser.add_argument("--content-only", action="store_true",
                         help="DP models represent items by their content alone (no per-item id vectors)")
+    parser.add_argument("--pairs-share", type=float, default=None,
+                        help="the DP models' cooccurrence_share (default: the model's default; 0: network alone)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -69,7 +72,9 @@ def main() -> None:
     rows = privacy_curve(data, epsilons, {"epochs": args.epochs, "batch_size": args.batch_size,
                                           "n_negatives": args.negatives, "threads": args.threads,
                                           "content_only": args.content_only, "d_model": size["d_model"],
-                                          "dropout": size["dropout"]}, item_content=content,
+                                          "dropout": size["dropout"],
+                                          **({} if args.pairs_share is None else
+                                             {"cooccurrence_share": args.pairs_share})}, item_content=content,
                          audit=args.audit, progress=lambda msg: print(f"[{time.perf_counter() - started:7.0f}s] {msg}",
                                                                        flush=True))
     base_time = rows[0]["train_seconds"]

@@ -186,13 +186,17 @@ def train(
     secure_mode: Annotated[bool, typer.Option(help="With --dp: cryptographically secure noise (slower).")] = False,
     content_only: Annotated[bool, typer.Option(help="With --dp: items are their title embeddings alone (no noisy "
                                                     "per-item vectors; needs the 'text' extra).")] = False,
+    pairs_share: Annotated[float, typer.Option(min=0.0, max=0.99, help="With --dp: the share of epsilon that the "
+                                               "release of item pairs would take alone (0: the network alone; "
+                                               "must be 0 with --secure-mode).")] = 0.75,
 ):
     """Train on consented data: the trending fallback and the behaviour model (promoted only if it is
     not worse than the current one on the same data)."""
     import time
 
     interval = _parse_interval(schedule) if schedule else None
-    for name, value in (("--budget", budget), ("--epsilon", epsilon), ("--max-grad-norm", max_grad_norm)):
+    for name, value in (("--budget", budget), ("--epsilon", epsilon), ("--max-grad-norm", max_grad_norm),
+                        ("--pairs-share", pairs_share)):
         if value is not None and not math.isfinite(value):
             _fail(f"{name} must be a finite number", 2)
     if delta is not None and not 0 < delta < 1:
@@ -200,7 +204,7 @@ def train(
     if content_only and not dp:
         _fail("--content-only applies to --dp training only", 2)
     privacy = {"epsilon": epsilon, "delta": delta, "epochs": dp_epochs, "max_grad_norm": max_grad_norm,
-               "secure_mode": secure_mode, "content_only": content_only} if dp else None
+               "secure_mode": secure_mode, "content_only": content_only, "cooccurrence_share": pairs_share} if dp else None
 
     def once():
         shop = _shop()

@@ -20,6 +20,13 @@ Choices forced by DP-SGD, with why (docs/privacy.md has the measurements):
   calibrated for and the last state is released.
 - Event types and time buckets are not used by the pipeline; their tables are frozen so that every
   trainable parameter gets a per-example gradient.
+- A second release beside the network (`cooccurrence_share`, privacy/dp_cooccurrence.py): the pairs of
+  items many users take within two steps of each other, noised once with the Gaussian mechanism and
+  thresholded, blended into the network's scores by a fixed rule (`COOCCURRENCE_BLEND`; chosen once,
+  not per data set: a rule chosen on validation targets would be an unaccounted use of those users'
+  data). Both releases are accounted together: the accountant composes the release with the DP-SGD
+  steps, and the network's noise is set so that the total is the asked epsilon. On a sparse catalog
+  the network alone was at the level of popularity; the pairs are what survives the noise there.
 - Our own per-example norm of an embedding table's gradient (`embedding_grad_norms`, registered for
   nn.Embedding in place of Opacus's): Opacus deduplicates every (example, item) pair of a step with
   a two-column `torch.unique`. Most pairs are distinct, so ours adds up the squared position
@@ -44,6 +51,7 @@ from torch import nn
 from shopmind.evaluation import Sequences, Split, evaluate_ranking, leave_one_out
 from shopmind.exceptions import InvalidInputError
 from shopmind.models.behaviour import BehaviourConfig, BehaviourModel
+from shopmind.privacy.dp_cooccurrence import composed_noise_multiplier, private_cooccurrence, release_noise_multiplier
 from shopmind.recommend.behaviour import BehaviourRecommender
 
 ACCOUNTANTS = ("prv", "rdp")
@@ -52,6 +60,9 @@ ACCOUNTANTS = ("prv", "rdp")
 # function of every user's data, released with the model and its card.
 DP_D_MODEL = 128
 DP_DROPOUT = 0.2
+# How the released pairs join the network's scores (recommend/blend.py's "log" rule, weight 1): an item
+# paired with the history outranks one that is not, and the network orders the rest and breaks ties.
+COOCCURRENCE_BLEND = ("log", 1.0)
 
 
 def secret_seed() -> int:
@@ -139,6 +150,9 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
     content_only: with `item_content` (public catalog text), represent items by their content alone:
     the per-item id vectors stay zero and untrained, so DP-SGD noises a projection and the transformer
     instead of a vector per item (a per-item score bias is still learned).
+    cooccurrence_share: the share of epsilon that one release of item pairs would take alone
+    (privacy/dp_cooccurrence.py); the network's noise is set so that both together give epsilon.
+    0 trains the network alone.
     """
 
     def __init__(self, epsilon: float = 8.0, delta: float | None = None, max_grad_norm: float = 1.0,
@@ -146,10 +160,11 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
                  n_negatives: int = 256, accountant: str = "prv", secure_mode: bool = False,
                  max_len: int = 50, n_layers: int = 2,
                  n_heads: int = 2, d_model: int | None = None, dropout: float | None = None,
-                 content_only: bool = False,
+                 content_only: bool = False, cooccurrence_share: float = 0.75,
                  valid_users: int = 3000, threads: int | None = None, seed: int = 0, verbose: bool = False):
         self.epsilon = epsilon
         self.content_only = content_only
+        self.cooccurrence_share = cooccurrence_share
         self.delta = delta
         self.max_grad_norm = max_grad_norm
         self.epochs = epochs
@@ -184,6 +199,11 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
                                     field="item_content")
         if self.content_only and item_content is None:
             raise InvalidInputError("content_only needs item_content (e.g. title embeddings)", field="content_only")
+        if not 0 <= self.cooccurrence_share < 1:
+            raise InvalidInputError("cooccurrence_share must be at least 0 and below 1", field="cooccurrence_share")
+        if self.secure_mode and self.cooccurrence_share:
+            raise InvalidInputError("secure_mode draws DP-SGD's noise from torchcsprng, the item-pair release "
+                                    "cannot: set cooccurrence_share to 0 (--pairs-share 0)", field="cooccurrence_share")
         if self.secure_mode and importlib.util.find_spec("torchcsprng") is None:
             raise InvalidInputError("secure_mode needs the torchcsprng package, which is not installed",
                                     field="secure_mode")
@@ -214,11 +234,25 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         torch.manual_seed(secret_seed())  # from here on the randomness (noise, sampling, dropout) is secret
         engine = PrivacyEngine(accountant=self.accountant, secure_mode=self.secure_mode)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # secure_mode=False warns that its RNG is not cryptographic
-            dp_model, dp_optimizer, criterion, dp_loader = engine.make_private_with_epsilon(
-                module=wrapped, optimizer=optimizer, data_loader=loader,
-                criterion=nn.CrossEntropyLoss(ignore_index=-1), target_epsilon=self.epsilon, target_delta=delta,
-                epochs=self.epochs, max_grad_norm=self.max_grad_norm, grad_sample_mode="ghost", poisson_sampling=True)
+            warnings.simplefilter("ignore")  # secure_mode=False warns that its RNG is not cryptographic;
+            # the PRV accountant divides by zero on the way for a release that reads everyone (rate 1)
+            pairs = self._release_pairs(split.train, data.n_items, delta, n_users) if self.cooccurrence_share else None
+            if pairs is None:
+                dp_model, dp_optimizer, criterion, dp_loader = engine.make_private_with_epsilon(
+                    module=wrapped, optimizer=optimizer, data_loader=loader,
+                    criterion=nn.CrossEntropyLoss(ignore_index=-1), target_epsilon=self.epsilon, target_delta=delta,
+                    epochs=self.epochs, max_grad_norm=self.max_grad_norm, grad_sample_mode="ghost",
+                    poisson_sampling=True)
+            else:
+                sample_rate = 1.0 / len(loader)  # what Opacus's Poisson sampler draws each step with
+                sigma = composed_noise_multiplier(self.epsilon, delta, pairs[1]["noise_multiplier"], sample_rate,
+                                                  self.epochs * len(loader), self.accountant)
+                dp_model, dp_optimizer, criterion, dp_loader = engine.make_private(
+                    module=wrapped, optimizer=optimizer, data_loader=loader,
+                    criterion=nn.CrossEntropyLoss(ignore_index=-1), noise_multiplier=sigma,
+                    max_grad_norm=self.max_grad_norm, grad_sample_mode="ghost", poisson_sampling=True)
+                # the release happened first; the accountant adds every DP-SGD step after it
+                engine.accountant.history.append((pairs[1]["noise_multiplier"], 1.0, 1))
         self.model_, self.config_, self.item_ids_ = model, config, list(data.item_ids)
         started = time.perf_counter()
         self.history_ = []
@@ -256,15 +290,41 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         self.model_.eval()
         self.train_seconds_ = time.perf_counter() - started
         self.best_epoch_ = self.epochs
+        self.blend_ = None if pairs is None else self._pairs_blend(pairs[0], data)
         self.valid_ndcg_ = evaluate_ranking(self.score, split, "valid", max_users=self.valid_users, seed=self.seed)[0].ndcg
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            spent = float(engine.get_epsilon(delta))
         self.privacy_ = {
-            "mechanism": "DP-SGD (Opacus, ghost clipping), user-level: one example per user",
-            "epsilon": round(float(engine.get_epsilon(delta)), 4), "target_epsilon": self.epsilon,
+            "mechanism": "DP-SGD (Opacus, ghost clipping), user-level: one example per user"
+                         + ("" if pairs is None else "; composed with one Gaussian release of item pairs"),
+            "epsilon": round(spent, 4), "target_epsilon": self.epsilon,
             "delta": delta, "accountant": self.accountant, "noise_multiplier": float(dp_optimizer.noise_multiplier),
             "max_grad_norm": self.max_grad_norm, "sample_rate": 1.0 / len(dp_loader), "epochs": self.epochs,
             "steps": self.epochs * len(dp_loader), "n_users": n_users, "secure_mode": self.secure_mode,
-            "max_events_per_user": self.max_len + 1}
+            "max_events_per_user": self.max_len + 1,
+            "item_pairs": None if pairs is None else {**pairs[1], "blend": list(COOCCURRENCE_BLEND)}}
         return self
+
+    def _release_pairs(self, sequences: list[np.ndarray], n_items: int, delta: float,
+                       n_users: int) -> tuple | None:
+        """The item-pair release (privacy/dp_cooccurrence.py), noised for its share of epsilon; its
+        draws come from the operating system like the rest of the secret randomness."""
+        release_sigma = release_noise_multiplier(self.epsilon * self.cooccurrence_share, delta, self.accountant)
+        # the same users as DP-SGD (one example each), their latest max_len + 1 items
+        kept = [s for s in sequences if len(s) >= 2]
+        table, facts = private_cooccurrence(kept, n_items, release_sigma, np.random.default_rng(secret_seed()),
+                                            max_len=self.max_len + 1)
+        return table, {**facts, "epsilon_alone": round(self.epsilon * self.cooccurrence_share, 4),
+                       "n_users": n_users}
+
+    def _pairs_blend(self, table, data: Sequences):
+        from shopmind.models.baselines import ItemKNNRecommender
+        from shopmind.recommend.blend import ItemBlend
+
+        knn = ItemKNNRecommender(neighbours=max(1, int(np.diff(table.indptr).max(initial=1))))
+        knn.similarity_, knn.item_ids_ = table, list(data.item_ids)
+        return ItemBlend(knn, COOCCURRENCE_BLEND[0], COOCCURRENCE_BLEND[1], valid_grid={})
 
     def save(self, path) -> None:
         super().save(path)

@@ -39,7 +39,8 @@ def privacy_curve(data: Sequences, epsilons: Sequence[float], dp_params: dict[st
         row: dict[str, Any] = {
             "model": name, "hr@10": round(report.hr, 4), "ndcg@10": round(report.ndcg, 4),
             "epsilon": privacy["epsilon"] if privacy else None, "delta": privacy["delta"] if privacy else None,
-            "noise_multiplier": privacy["noise_multiplier"] if privacy else None, "train_seconds": round(seconds, 1)}
+            "noise_multiplier": privacy["noise_multiplier"] if privacy else None,
+            "item_pairs": privacy.get("item_pairs") if privacy else None, "train_seconds": round(seconds, 1)}
         if audit:
             progress(f"membership audit of {name}")
             found = membership_audit(data, make, seed=seed)

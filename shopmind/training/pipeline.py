@@ -263,7 +263,7 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
               "holdout_users": len(split.gate_users),
               "metrics": {"valid_ndcg@10": model.valid_ndcg_, **verdict.as_dict()},
               "blend": None if getattr(model, "blend_", None) is None else {
-                  "with": "item kNN", "rule": model.blend_.kind, "weight": model.blend_.weight,
+                  "with": "item kNN" if dp is None else "item pairs, DP release", "rule": model.blend_.kind, "weight": model.blend_.weight,
                   "valid_ndcg@10_by_rule_and_weight": model.blend_.valid_grid},
               "privacy": getattr(model, "privacy_", None),
               "best_epoch": model.best_epoch_, "train_seconds": round(train_s, 1), "trained_by": actor},

@@ -99,6 +99,9 @@ def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
     assert 1.9 <= privacy["epsilon"] <= 2.0
     assert privacy["accountant"] == "prv" and privacy["noise_multiplier"] > 0 and privacy["max_grad_norm"] == 1.0
     assert privacy["epochs"] == 2 and 0 < privacy["sample_rate"] < 1 and n_users > 100
+    # the item pairs released beside the network are accounted in the same epsilon, and blended in
+    assert privacy["item_pairs"]["epsilon_alone"] == 1.5 and privacy["item_pairs"]["n_users"] == n_users
+    assert card["blend"]["with"] == "item pairs, DP release" and card["blend"]["valid_ndcg@10_by_rule_and_weight"] == {}
     # The run is in the privacy ledger, and a second one would pass the training budget (3): refused.
     assert privacy["ledger_seq"] == 1 and privacy["training_epsilon_spent"] == pytest.approx(privacy["epsilon"])
     training = {b["purpose"]: b for b in shop.privacy_budget()}["model_training"]
@@ -258,9 +261,11 @@ def test_the_noise_is_secret_and_secure_mode_says_what_it_needs():
     assert not np.allclose(runs[0].numpy(), runs[1].numpy())
     import importlib.util
 
+    with pytest.raises(InvalidInputError, match="cooccurrence_share to 0"):  # numpy draws the pairs' noise
+        PrivateBehaviourRecommender(secure_mode=True, epochs=1).fit(data)
     if importlib.util.find_spec("torchcsprng") is None:
-        with pytest.raises(InvalidInputError, match="torchcsprng"):
-            PrivateBehaviourRecommender(secure_mode=True, epochs=1).fit(data)
+        with pytest.raises(InvalidInputError, match="needs the torchcsprng package"):
+            PrivateBehaviourRecommender(secure_mode=True, epochs=1, cooccurrence_share=0).fit(data)
 
 
 def test_the_audit_scores_members_on_what_they_were_trained_on():
