@@ -4,6 +4,7 @@
         [--batch-size 256] [--negatives 256] [--audit] [--threads 2] [--out bench/out/dp_curve_beauty]
         [--content [--content-only]]     # ml100k, shop: title embeddings for every model
         [--pairs-share 0.5]              # the DP models' share of epsilon for item pairs (0: network alone)
+    .venv/bin/python bench/dp_curve.py --replot bench/out/dp_curve_beauty.json   # the plot of a saved run
 
 Trains the non-private behaviour model (its default configuration) and one DP-SGD model per epsilon
 (delta = 1 / number of users) on the same leave-one-out split, scores all of them with the same
@@ -48,8 +49,14 @@ def main() -> None:
     parser.add_argument("--pairs-share", type=float, default=None,
                         help="the DP models' cooccurrence_share (default: the model's default; 0: network alone)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--replot", default=None, metavar="JSON",
+                        help="only draw the plot of an earlier run's <out>.json (next to it, as <out>.png)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        plot(saved["rows"], Path(args.replot).with_suffix(".png"), saved["meta"]["dataset"])
+        return
 
     import torch
 
@@ -115,7 +122,7 @@ def plot(rows: list[dict], path: Path, dataset: str) -> None:
     private = [r for r in rows if r["epsilon"] is not None]
     fig, axes = plt.subplots(1, 2 if "mia_auc" in rows[0] else 1, figsize=(11 if "mia_auc" in rows[0] else 6, 4))
     axes = np.atleast_1d(axes)
-    axes[0].plot([r["epsilon"] for r in private], [r["hr@10"] for r in private], "o-", label="DP-SGD")
+    axes[0].plot([r["epsilon"] for r in private], [r["hr@10"] for r in private], "o-", label="DP (DP-SGD and item pairs)" if any(r.get("item_pairs") for r in private) else "DP-SGD")
     axes[0].axhline(rows[0]["hr@10"], color="grey", linestyle="--", label="non-private")
     axes[0].set_xscale("log")
     axes[0].set_xlabel("epsilon (delta = 1/users)")

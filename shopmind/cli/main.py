@@ -186,9 +186,9 @@ def train(
     secure_mode: Annotated[bool, typer.Option(help="With --dp: cryptographically secure noise (slower).")] = False,
     content_only: Annotated[bool, typer.Option(help="With --dp: items are their title embeddings alone (no noisy "
                                                     "per-item vectors; needs the 'text' extra).")] = False,
-    pairs_share: Annotated[float, typer.Option(min=0.0, max=0.99, help="With --dp: the share of epsilon that the "
-                                               "release of item pairs would take alone (0: the network alone; "
-                                               "must be 0 with --secure-mode).")] = 0.75,
+    pairs_share: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="With --dp: the share of epsilon "
+                                                         "that the release of item pairs would take alone (default "
+                                                         "0.75; 0: the network alone, as --secure-mode needs).")] = None,
 ):
     """Train on consented data: the trending fallback and the behaviour model (promoted only if it is
     not worse than the current one on the same data)."""
@@ -201,10 +201,13 @@ def train(
             _fail(f"{name} must be a finite number", 2)
     if delta is not None and not 0 < delta < 1:
         _fail("--delta must be between 0 and 1", 2)
-    if content_only and not dp:
-        _fail("--content-only applies to --dp training only", 2)
+    if (content_only or pairs_share is not None) and not dp:
+        _fail("--content-only and --pairs-share apply to --dp training only", 2)
+    if dp and secure_mode and pairs_share != 0:
+        _fail("--secure-mode needs --pairs-share 0: the item-pair release has no cryptographic noise generator", 2)
     privacy = {"epsilon": epsilon, "delta": delta, "epochs": dp_epochs, "max_grad_norm": max_grad_norm,
-               "secure_mode": secure_mode, "content_only": content_only, "cooccurrence_share": pairs_share} if dp else None
+               "secure_mode": secure_mode, "content_only": content_only,
+               **({} if pairs_share is None else {"cooccurrence_share": pairs_share})} if dp else None
 
     def once():
         shop = _shop()

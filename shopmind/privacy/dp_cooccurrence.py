@@ -97,9 +97,10 @@ def private_cooccurrence(sequences: Sequence[np.ndarray], n_items: int, noise_mu
     parameters and how many pairs survived: a function of the noisy output, so free to publish)."""
     if noise_multiplier <= 0 or not math.isfinite(noise_multiplier):
         raise InvalidInputError("noise_multiplier must be a positive number", field="noise_multiplier")
-    if threshold <= 0 or window < 1 or max_len < 2:
-        raise InvalidInputError("threshold must be positive, window at least 1 and max_len at least 2",
-                                field="threshold")
+    for name, bad, rule in (("threshold", not threshold > 0, "positive"), ("window", window < 1, "at least 1"),
+                            ("max_len", max_len < 2, "at least 2")):
+        if bad:
+            raise InvalidInputError(f"{name} must be {rule}", field=name)
     table = true_table(sequences, n_items, window, max_len)
     touched = table.row.astype(np.int64) * n_items + table.col
     noisy = table.data + rng.standard_normal(len(table.data)) * noise_multiplier
@@ -138,13 +139,15 @@ def composed_noise_multiplier(epsilon: float, delta: float, release_sigma: float
     while composed(high) > epsilon:
         high *= 2
         if high > 2 ** 12:
-            raise InvalidInputError("the privacy budget is too small for this training", field="epsilon")
-    while True:
+            raise InvalidInputError("the release alone leaves too little of epsilon for the training: lower "
+                                    "cooccurrence_share or raise epsilon", field="epsilon")
+    for _ in range(60):  # each halves the interval; `high` always satisfies the budget
         mid = (low + high) / 2
         eps = composed(mid)
         if eps < epsilon:
             high = mid
             if epsilon - eps <= tolerance:
-                return high
+                break
         else:
             low = mid
+    return high

@@ -61,7 +61,8 @@ ACCOUNTANTS = ("prv", "rdp")
 DP_D_MODEL = 128
 DP_DROPOUT = 0.2
 # How the released pairs join the network's scores (recommend/blend.py's "log" rule, weight 1): an item
-# paired with the history outranks one that is not, and the network orders the rest and breaks ties.
+# paired with the history gains the log of its share of the pairs over 1e-6 (up to 14 nats), so paired
+# items lead unless the network is very sure of another; the network orders the rest.
 COOCCURRENCE_BLEND = ("log", 1.0)
 
 
@@ -244,9 +245,12 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
                     epochs=self.epochs, max_grad_norm=self.max_grad_norm, grad_sample_mode="ghost",
                     poisson_sampling=True)
             else:
-                sample_rate = 1.0 / len(loader)  # what Opacus's Poisson sampler draws each step with
-                sigma = composed_noise_multiplier(self.epsilon, delta, pairs[1]["noise_multiplier"], sample_rate,
-                                                  self.epochs * len(loader), self.accountant)
+                # What Opacus's accountant will record: its Poisson loader runs int(1 / (1 / L)) steps an
+                # epoch (L - 1 for some L, by float rounding) and it counts each at rate 1 / that.
+                steps_per_epoch = int(1 / (1 / len(loader)))
+                sigma = composed_noise_multiplier(self.epsilon, delta, pairs[1]["noise_multiplier"],
+                                                  1.0 / steps_per_epoch, self.epochs * steps_per_epoch,
+                                                  self.accountant)
                 dp_model, dp_optimizer, criterion, dp_loader = engine.make_private(
                     module=wrapped, optimizer=optimizer, data_loader=loader,
                     criterion=nn.CrossEntropyLoss(ignore_index=-1), noise_multiplier=sigma,

@@ -203,6 +203,11 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
 
         raise InvalidInputError("content_only needs item title embeddings: install the 'text' extra and keep "
                                 "the item_text setting on", field="content_only")
+    if dp is not None and dp.get("secure_mode") and dp.get("cooccurrence_share", 1):
+        from shopmind.exceptions import InvalidInputError
+
+        raise InvalidInputError("secure_mode needs cooccurrence_share 0: the item-pair release has no "
+                                "cryptographic noise generator", field="cooccurrence_share")
     items = shop.items_frame()
     if dp is not None:
         seqs = private_sequences(seqs, items["item_id"].to_list())

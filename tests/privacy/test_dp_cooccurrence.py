@@ -129,3 +129,16 @@ def test_the_private_model_blends_the_released_pairs_and_keeps_them(tmp_path):
     for share in (1.0, -0.1):
         with pytest.raises(InvalidInputError, match="cooccurrence_share"):
             PrivateBehaviourRecommender(cooccurrence_share=share).fit(data)
+
+
+def test_the_cli_refuses_pair_options_that_cannot_apply_before_any_work():
+    from typer.testing import CliRunner
+
+    from shopmind.cli.main import app
+
+    alone = CliRunner().invoke(app, ["train", "--pairs-share", "0.5"])  # without --dp
+    assert alone.exit_code == 2 and "--pairs-share" in alone.output
+    secure = CliRunner().invoke(app, ["train", "--dp", "--secure-mode"])  # the default share is not 0
+    assert secure.exit_code == 2 and "--pairs-share 0" in secure.output
+    too_big = CliRunner().invoke(app, ["train", "--dp", "--pairs-share", "1"])
+    assert too_big.exit_code == 2 and "pairs-share" in too_big.output
