@@ -122,7 +122,8 @@ def plot(rows: list[dict], path: Path, dataset: str) -> None:
     private = [r for r in rows if r["epsilon"] is not None]
     fig, axes = plt.subplots(1, 2 if "mia_auc" in rows[0] else 1, figsize=(11 if "mia_auc" in rows[0] else 6, 4))
     axes = np.atleast_1d(axes)
-    axes[0].plot([r["epsilon"] for r in private], [r["hr@10"] for r in private], "o-", label="DP (DP-SGD and item pairs)" if any(r.get("item_pairs") for r in private) else "DP-SGD")
+    label = "DP (DP-SGD and item pairs)" if any(r.get("item_pairs") for r in private) else "DP-SGD"
+    axes[0].plot([r["epsilon"] for r in private], [r["hr@10"] for r in private], "o-", label=label)
     axes[0].axhline(rows[0]["hr@10"], color="grey", linestyle="--", label="non-private")
     axes[0].set_xscale("log")
     axes[0].set_xlabel("epsilon (delta = 1/users)")

@@ -83,7 +83,7 @@ def _untouched_survivors(n_items: int, touched: np.ndarray, sigma: float, thresh
                     chosen.add(key)
                     if len(chosen) == count:
                         break
-    keys = np.fromiter(sorted(chosen), dtype=np.int64, count=count)
+    keys = np.fromiter(chosen, dtype=np.int64, count=count)
     # inverse-CDF sampling of N(0, 1) conditioned on exceeding the threshold
     u = rng.uniform(size=count)
     values = -ndtri((1.0 - u) * tail) * sigma

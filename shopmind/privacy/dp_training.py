@@ -311,13 +311,13 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         return self
 
     def _release_pairs(self, sequences: list[np.ndarray], n_items: int, delta: float,
-                       n_users: int) -> tuple | None:
+                       n_users: int) -> tuple:
         """The item-pair release (privacy/dp_cooccurrence.py), noised for its share of epsilon; its
-        draws come from the operating system like the rest of the secret randomness."""
+        draws come from the operating system like the rest of the secret randomness. It reads the
+        events DP-SGD reads: each user's latest max_len + 1 items (a sequence too short to be an
+        example has no pair either)."""
         release_sigma = release_noise_multiplier(self.epsilon * self.cooccurrence_share, delta, self.accountant)
-        # the same users as DP-SGD (one example each), their latest max_len + 1 items
-        kept = [s for s in sequences if len(s) >= 2]
-        table, facts = private_cooccurrence(kept, n_items, release_sigma, np.random.default_rng(secret_seed()),
+        table, facts = private_cooccurrence(sequences, n_items, release_sigma, np.random.default_rng(secret_seed()),
                                             max_len=self.max_len + 1)
         return table, {**facts, "epsilon_alone": round(self.epsilon * self.cooccurrence_share, 4),
                        "n_users": n_users}
@@ -326,7 +326,7 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         from shopmind.models.baselines import ItemKNNRecommender
         from shopmind.recommend.blend import ItemBlend
 
-        knn = ItemKNNRecommender(neighbours=max(1, int(np.diff(table.indptr).max(initial=1))))
+        knn = ItemKNNRecommender()  # scores with the released table as it is (no fit, no pruning)
         knn.similarity_, knn.item_ids_ = table, list(data.item_ids)
         return ItemBlend(knn, COOCCURRENCE_BLEND[0], COOCCURRENCE_BLEND[1], valid_grid={})
 

@@ -203,11 +203,6 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
 
         raise InvalidInputError("content_only needs item title embeddings: install the 'text' extra and keep "
                                 "the item_text setting on", field="content_only")
-    if dp is not None and dp.get("secure_mode") and dp.get("cooccurrence_share", 1):
-        from shopmind.exceptions import InvalidInputError
-
-        raise InvalidInputError("secure_mode needs cooccurrence_share 0: the item-pair release has no "
-                                "cryptographic noise generator", field="cooccurrence_share")
     items = shop.items_frame()
     if dp is not None:
         seqs = private_sequences(seqs, items["item_id"].to_list())
@@ -268,7 +263,8 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
               "holdout_users": len(split.gate_users),
               "metrics": {"valid_ndcg@10": model.valid_ndcg_, **verdict.as_dict()},
               "blend": None if getattr(model, "blend_", None) is None else {
-                  "with": "item kNN" if dp is None else "item pairs, DP release", "rule": model.blend_.kind, "weight": model.blend_.weight,
+                  "with": "item kNN" if dp is None else "item pairs, DP release", "rule": model.blend_.kind,
+                  "weight": model.blend_.weight,
                   "valid_ndcg@10_by_rule_and_weight": model.blend_.valid_grid},
               "privacy": getattr(model, "privacy_", None),
               "best_epoch": model.best_epoch_, "train_seconds": round(train_s, 1), "trained_by": actor},
