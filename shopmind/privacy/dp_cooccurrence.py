@@ -124,15 +124,16 @@ def release_noise_multiplier(epsilon: float, delta: float, accountant: str = "pr
                                       accountant=accountant, epsilon_tolerance=0.005))
 
 
-def composed_noise_multiplier(epsilon: float, delta: float, release_sigma: float, sample_rate: float,
+def composed_noise_multiplier(epsilon: float, delta: float, release_sigma: float | None, sample_rate: float,
                               steps: int, accountant: str = "prv", tolerance: float = 0.01) -> float:
-    """The DP-SGD noise multiplier that, composed with one release of noise `release_sigma`, gives
-    (epsilon, delta) in total under `accountant` (bisection, as Opacus's get_noise_multiplier)."""
+    """The DP-SGD noise multiplier that, composed with one release of noise `release_sigma` (None: no
+    release), gives (epsilon, delta) in total under `accountant` (bisection, as Opacus's
+    get_noise_multiplier)."""
     from opacus.accountants.utils import create_accountant
 
     def composed(sigma: float) -> float:
         acc = create_accountant(mechanism=accountant)
-        acc.history = [(release_sigma, 1.0, 1), (sigma, sample_rate, steps)]
+        acc.history = ([] if release_sigma is None else [(release_sigma, 1.0, 1)]) + [(sigma, sample_rate, steps)]
         return float(acc.get_epsilon(delta=delta))
 
     low, high = 0.0, 10.0

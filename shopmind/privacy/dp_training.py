@@ -238,24 +238,17 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
             warnings.simplefilter("ignore")  # secure_mode=False warns that its RNG is not cryptographic;
             # the PRV accountant divides by zero on the way for a release that reads everyone (rate 1)
             pairs = self._release_pairs(split.train, data.n_items, delta, n_users) if self.cooccurrence_share else None
-            if pairs is None:
-                dp_model, dp_optimizer, criterion, dp_loader = engine.make_private_with_epsilon(
-                    module=wrapped, optimizer=optimizer, data_loader=loader,
-                    criterion=nn.CrossEntropyLoss(ignore_index=-1), target_epsilon=self.epsilon, target_delta=delta,
-                    epochs=self.epochs, max_grad_norm=self.max_grad_norm, grad_sample_mode="ghost",
-                    poisson_sampling=True)
-            else:
-                # What Opacus's accountant will record: its Poisson loader runs int(1 / (1 / L)) steps an
-                # epoch (L - 1 for some L, by float rounding) and it counts each at rate 1 / that.
-                steps_per_epoch = int(1 / (1 / len(loader)))
-                sigma = composed_noise_multiplier(self.epsilon, delta, pairs[1]["noise_multiplier"],
-                                                  1.0 / steps_per_epoch, self.epochs * steps_per_epoch,
-                                                  self.accountant)
-                dp_model, dp_optimizer, criterion, dp_loader = engine.make_private(
-                    module=wrapped, optimizer=optimizer, data_loader=loader,
-                    criterion=nn.CrossEntropyLoss(ignore_index=-1), noise_multiplier=sigma,
-                    max_grad_norm=self.max_grad_norm, grad_sample_mode="ghost", poisson_sampling=True)
-                # the release happened first; the accountant adds every DP-SGD step after it
+            # What Opacus's accountant will record: its Poisson loader runs int(1 / (1 / L)) steps an epoch
+            # (L - 1 for some L, by float rounding) and it counts each at rate 1 / that. Planning with
+            # those (rather than make_private_with_epsilon's L) keeps the recorded epsilon within target.
+            steps_per_epoch = int(1 / (1 / len(loader)))
+            sigma = composed_noise_multiplier(self.epsilon, delta, None if pairs is None else pairs[1]["noise_multiplier"],
+                                              1.0 / steps_per_epoch, self.epochs * steps_per_epoch, self.accountant)
+            dp_model, dp_optimizer, criterion, dp_loader = engine.make_private(
+                module=wrapped, optimizer=optimizer, data_loader=loader,
+                criterion=nn.CrossEntropyLoss(ignore_index=-1), noise_multiplier=sigma,
+                max_grad_norm=self.max_grad_norm, grad_sample_mode="ghost", poisson_sampling=True)
+            if pairs is not None:  # the release happened first; the accountant adds every DP-SGD step after it
                 engine.accountant.history.append((pairs[1]["noise_multiplier"], 1.0, 1))
         self.model_, self.config_, self.item_ids_ = model, config, list(data.item_ids)
         started = time.perf_counter()
