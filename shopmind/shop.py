@@ -55,7 +55,8 @@ MAX_IMPORT_ERRORS = 50
 
 
 class _RiskMemory:
-    """The risk service's in-memory frozen-account set (the database rows are the database store's)."""
+    """The risk service's memory: frozen accounts and answers kept for retries (the database rows are
+    the database store's)."""
 
     name = "risk memory"
 
@@ -64,7 +65,9 @@ class _RiskMemory:
 
     def erase_subject(self, pseudonym: str) -> dict[str, int]:
         risk = self.shop._risk
-        return {"risk.frozen_in_memory": risk.forget_subject(pseudonym) if risk is not None else 0}
+        if risk is None:
+            return {"risk.frozen_in_memory": 0, "risk.answers_in_memory": 0}
+        return risk.forget_subject(pseudonym)
 
 
 def _open_cart(recent: list[list[Any]]) -> bool:
@@ -145,7 +148,8 @@ class Shop:
     def follow_erasures(self, interval_s: float = 1.0) -> ErasureFollower:
         """Forget, in this process's memory, the users that other processes erase (a server runs this:
         `shopmind erase-user` and other API workers record erasures in the database, but only this
-        process can clear its in-process cache, velocity windows, refresh queue and frozen set)."""
+        process can clear its in-process cache, velocity windows, refresh queue, frozen set and the risk
+        answers kept for retries)."""
         if self._follower is None:
             from shopmind.risk.velocity import MemoryVelocityStore
             from shopmind.storage.cache import MemoryCache

@@ -61,7 +61,8 @@ class RiskService:
         self._reloading = False   # a background check for changes made elsewhere is running
         self._frozen: set[str] = set()
         self._lock = threading.Lock()
-        self._answered: OrderedDict[str, RiskDecision] = OrderedDict()  # event id -> answer, for retries
+        # event id -> (user pseudonym, answer), for retries; the pseudonym lets erasure drop the answers
+        self._answered: OrderedDict[str, tuple[str | None, RiskDecision]] = OrderedDict()
         self._inflight: dict[str, concurrent.futures.Future] = {}      # event id -> answer being computed
         self._inflight_lock = threading.Lock()
         self._velocity_is_remote = not isinstance(self.velocity, MemoryVelocityStore)
@@ -242,10 +243,10 @@ class RiskService:
         return {"pseudonym": user, "frozen": True, "updated_ms": _now(), "actor": f"risk:{actor}",
                 "reason": f"decision {out.decision_id}"}
 
-    def _remember(self, event: RiskEvent, response: RiskDecision, freeze: dict | None) -> RiskDecision:
+    def _remember(self, event: RiskEvent, out: Outcome, response: RiskDecision, freeze: dict | None) -> RiskDecision:
         if freeze is not None:
             self._frozen.add(freeze["pseudonym"])
-        self._answered[event.event_id] = response
+        self._answered[event.event_id] = (out.tokens.get("user"), response)
         if len(self._answered) > ANSWERED_KEEP:
             self._answered.popitem(last=False)
         return response
@@ -261,7 +262,7 @@ class RiskService:
             future: concurrent.futures.Future = concurrent.futures.Future()
             answered = self._answered.get(event_id)  # answered between the caller's check and now
             if answered is not None:
-                future.set_result(answered)
+                future.set_result(answered[1])
                 return future, False
             self._inflight[event_id] = future
             return future, True
@@ -281,8 +282,9 @@ class RiskService:
         """Decide, commit the decision (with its case or account freeze) durably, then answer. A retry
         of an event this process already answered (or is answering) gets the same answer, and is not
         counted again."""
-        if event.event_id in self._answered:
-            return self._answered[event.event_id]
+        answered = self._answered.get(event.event_id)
+        if answered is not None:
+            return answered[1]
         future, mine = self._claim(event.event_id)
         if not mine:
             answer = future.result(timeout=COMMIT_TIMEOUT_S + 30)
@@ -293,7 +295,7 @@ class RiskService:
             row, case = self._rows(event, out, engine)
             freeze = self._freeze_row(out, actor)
             self.log.write(row, case, freeze)
-            response = self._remember(event, self._response(event, out, engine, case), freeze)
+            response = self._remember(event, out, self._response(event, out, engine, case), freeze)
         except BaseException as exc:
             self._settle(event.event_id, future, None, exc)
             raise
@@ -308,8 +310,9 @@ class RiskService:
         decision commits still has it committed; one cancelled before (during that feature) has none."""
         import asyncio
 
-        if event.event_id in self._answered:
-            return self._answered[event.event_id]
+        answered = self._answered.get(event.event_id)
+        if answered is not None:
+            return answered[1]
         future, mine = self._claim(event.event_id)
         if not mine:
             answer = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), COMMIT_TIMEOUT_S + 30)
@@ -341,7 +344,7 @@ class RiskService:
         freeze = self._freeze_row(out, actor)
         committed = asyncio.wrap_future(self.log.submit(row, case, freeze))
         await asyncio.wait_for(asyncio.shield(committed), COMMIT_TIMEOUT_S)
-        return self._remember(event, self._response(event, out, engine, case), freeze)
+        return self._remember(event, out, self._response(event, out, engine, case), freeze)
 
     def decision(self, decision_id: str, exact: bool = False) -> dict[str, Any]:
         """A logged decision with its features; with `exact`, the model's TreeSHAP contributions for those
@@ -532,11 +535,15 @@ class RiskService:
             raise NotFoundError("this account is not frozen")
         self._set_frozen(pseudonym, False, actor, reason)
 
-    def forget_subject(self, pseudonym: str) -> int:
-        """Erasure: drop the user from the in-memory frozen set (1 if they were in it)."""
+    def forget_subject(self, pseudonym: str) -> dict[str, int]:
+        """Erasure: drop the user from the in-memory frozen set and the answers kept for retries (a scan
+        of at most ANSWERED_KEEP entries, a few milliseconds, once per erasure)."""
         was = pseudonym in self._frozen
         self._frozen.discard(pseudonym)
-        return int(was)
+        theirs = [event_id for event_id, (user, _) in list(self._answered.items()) if user == pseudonym]
+        for event_id in theirs:
+            self._answered.pop(event_id, None)
+        return {"risk.frozen_in_memory": int(was), "risk.answers_in_memory": len(theirs)}
 
     def _is_frozen_in_db(self, pseudonym: str) -> bool:
         a = schema.risk_accounts

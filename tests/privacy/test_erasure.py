@@ -100,9 +100,13 @@ def test_erasure_reaches_every_store(shop):
     assert _tables_containing(shop, pseudonym) >= {"risk_decisions", "risk_cases", "risk_labels", "risk_accounts",
                                                     "risk_list_entries"}
     assert _velocity_of_card(shop) == 2  # the user's order on the card, and the probe itself
+    assert [event_id for event_id, (user, _) in shop.risk._answered.items() if user == pseudonym] == ["risk-1"]
 
     receipt = shop.erase_user(RAW_ID, actor="t")
     assert _velocity_of_card(shop) == 1
+    # the answer kept in memory for a retry of the user's decision is gone with the rest
+    assert receipt.removed["risk.answers_in_memory"] == 1 and receipt.removed["risk.frozen_in_memory"] == 1
+    assert "risk-1" not in shop.risk._answered
 
     assert receipt.removed["database.events"] == 20
     assert receipt.removed["database.orders"] == 1 and receipt.removed["database.payments"] == 1
