@@ -22,7 +22,7 @@ demo: $(STAMP)
 	test -f $(HOME_DIR)/demo-data/events.parquet || $(BIN)/shopmind generate --out $(HOME_DIR)/demo-data --users $(DEMO_USERS)
 	$(BIN)/shopmind import $(HOME_DIR)/demo-data
 	$(BIN)/shopmind train --budget $(TRAIN_BUDGET)
-	$(BIN)/shopmind risk replay
+	$(BIN)/shopmind risk replay --behaviour-as-of auto
 	$(BIN)/shopmind risk train
 	@echo "dashboard: http://127.0.0.1:8000/dashboard#key=$$(cat $(HOME_DIR)/admin.key)&user=u0000001"
 	@echo "API docs:  http://127.0.0.1:8000/docs   (admin key in $(HOME_DIR)/admin.key)"

@@ -116,11 +116,15 @@ def build(home: Path, users: int, days: int, behaviour: bool = False, train_budg
     for kind in ("items", "users", "events", "orders", "payments"):
         shop.import_file(paths[kind], kind, actor="bench")
     if behaviour:  # first, as `make demo` does: the replayed history and the risk model then carry its feature
-        from shopmind.training.pipeline import train_all
+        from shopmind.risk.training import replay_as_of_time
+        from shopmind.training.pipeline import train_all, train_behaviour_as_of
 
         trained = train_all(shop, "bench", time_budget_s=train_budget)
         if not trained["behaviour"].get("promoted"):
             sys.exit(f"the behaviour model was not trained and promoted: {trained['behaviour']}")
+        # replays take the feature only from a version trained before each order (`risk replay
+        # --behaviour-as-of auto`, as `make demo` runs it)
+        train_behaviour_as_of(shop, replay_as_of_time(shop), "bench", time_budget_s=min(train_budget, 60))
     replay_history(shop)
     train_risk_model(shop, "bench", cutoff_ms=2**50)
     shop.risk.add_to_list("stolen_cards", "card", [f"stolen-{i}" for i in range(1000)], "bench")

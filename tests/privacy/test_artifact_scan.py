@@ -44,7 +44,8 @@ def test_no_raw_identifier_or_personal_data_in_any_file_after_a_demo_run(tmp_pat
     runner = CliRunner()
     try:
         for args in (["init"], ["generate", "--out", str(data), "--users", "300", "--days", "20", "--seed", "4"],
-                     ["import", str(data)], ["train", "--budget", "10"], ["risk", "replay"], ["risk", "train"]):
+                     ["import", str(data)], ["train", "--budget", "10"],
+                     ["risk", "replay", "--behaviour-as-of", "auto", "--behaviour-budget", "5"], ["risk", "train"]):
             result = runner.invoke(cli, args)
             assert result.exit_code == 0, (args, result.output)
 
