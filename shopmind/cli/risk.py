@@ -138,7 +138,8 @@ def replay(
     behaviour_as_of: Annotated[Optional[str], typer.Option(
         help="First train a behaviour model on the events before this time (an ISO date, or 'auto': when a "
              "third of the stored orders and payments had happened, skipped if a version already predates "
-             "it). Replayed orders get the behaviour feature only from a version trained before them.")] = None,
+             "it or no behaviour model serves). Replayed orders get the behaviour feature only from a "
+             "version trained before them, and only while a behaviour model serves.")] = None,
     behaviour_budget: Annotated[float, typer.Option(help="Training budget of that model, seconds.", min=1)] = 60.0,
 ):
     """Replay stored orders and payments through the engine into the decision log (to train a first model)."""
@@ -154,7 +155,8 @@ def replay(
         trained = None
         if behaviour_as_of is not None:
             until = given if given is not None else replay_as_of_time(shop)
-            if given is not None or not any(t < until for t, _ in behaviour_versions_as_of(shop.registry)):
+            serving = shop.registry.current_version("behaviour") is not None
+            if given is not None or (serving and not any(t < until for t, _ in behaviour_versions_as_of(shop.registry))):
                 trained = train_behaviour_as_of(shop, until, m._actor(), behaviour_budget)
         return {**replay_history(shop, label_delay_days), "behaviour_trained_as_of": trained}
 

@@ -131,9 +131,11 @@ class AsOfUnusualness:
 
 
 def as_of_unusualness(shop) -> AsOfUnusualness | None:
-    """The replays' behaviour-model feature (AsOfUnusualness); None when no behaviour model is trained."""
-    versions = behaviour_versions_as_of(shop.registry)
-    return AsOfUnusualness(shop, versions) if versions else None
+    """The replays' behaviour-model feature (AsOfUnusualness); None when no behaviour model serves (live
+    decisions then have no such feature either, and a risk model must not learn one they never get)."""
+    if shop.registry.current_version("behaviour") is None:
+        return None
+    return AsOfUnusualness(shop, behaviour_versions_as_of(shop.registry))
 
 
 def behaviour_feature_counts(engine: RiskEngine) -> dict[str, int]:

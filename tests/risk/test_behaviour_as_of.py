@@ -87,24 +87,40 @@ def test_a_model_that_saw_the_orders_gives_them_no_feature_and_one_trained_befor
     assert checked >= 10 and differs >= checked // 2  # the live model answers otherwise: it is not asked
 
 
-def test_replay_cli_trains_the_as_of_model_once(shop, tmp_path, monkeypatch):
+def test_replay_cli_trains_the_as_of_model_once_and_only_while_a_behaviour_model_serves(tmp_path, monkeypatch):
     from shopmind.cli.main import app
 
+    paths = write_shop(generate_shop(n_users=300, days=20, seed=5), tmp_path / "data", "parquet")
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    for kind in ("items", "users", "events", "orders", "payments"):
+        shop.import_file(paths[kind], kind, actor="t")
     monkeypatch.setenv("SHOPMIND_HOME", str(shop.settings.home))
     monkeypatch.setenv("SHOPMIND_DATABASE_URL", shop.settings.database_url)
     runner = CliRunner()
     bad = runner.invoke(app, ["risk", "replay", "--behaviour-as-of", "last tuesday"])
     assert bad.exit_code == 2 and "--behaviour-as-of" in bad.output
+    assert d_count(shop) == 0  # refused before any work
+    # no behaviour model serves: live decisions have no behaviour feature, so replays give none either
+    auto = ["risk", "replay", "--behaviour-as-of", "auto", "--behaviour-budget", "2"]
+    none = runner.invoke(app, auto)
+    assert none.exit_code == 0, none.output
+    out = json.loads(none.stdout)
+    assert out["behaviour_trained_as_of"] is None and out["behaviour_feature"] == 0
+    assert shop.registry.versions("behaviour") == [] and as_of_unusualness(shop) is None
+
+    shop.train(actor="t", time_budget_s=2)
     until = replay_as_of_time(shop)
-    first = runner.invoke(app, ["risk", "replay", "--behaviour-as-of", "auto", "--behaviour-budget", "2"])
+    first = runner.invoke(app, auto)
     assert first.exit_code == 0, first.output
     trained = json.loads(first.stdout)["behaviour_trained_as_of"]
-    # trained unless a version already predated the auto time (run after the test above, one does)
-    assert any(t < until for t, _ in behaviour_versions_as_of(shop.registry))
-    if trained is not None:
-        assert trained["as_of_ms"] == until and not trained["promoted"]
-    n_versions = len(shop.registry.versions("behaviour"))
-    again = runner.invoke(app, ["risk", "replay", "--behaviour-as-of", "auto", "--behaviour-budget", "2"])
+    assert trained["as_of_ms"] == until and not trained["promoted"] and trained["data_window_ms"][1] < until
+    assert len(shop.registry.versions("behaviour")) == 2
+    again = runner.invoke(app, auto)  # a version predates the auto time now: nothing to train
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["behaviour_trained_as_of"] is None
-    assert len(shop.registry.versions("behaviour")) == n_versions
+    assert len(shop.registry.versions("behaviour")) == 2
+    shop.close()
+
+
+def d_count(shop) -> int:
+    return shop.store.count("risk_decisions")
