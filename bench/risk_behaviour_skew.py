@@ -75,7 +75,7 @@ def main() -> None:
         shop.import_file(paths[kind], kind, actor="bench")
     today = replay_as_of_time(shop, 0.75)
     as_of = replay_as_of_time(shop)
-    trained_today = train_behaviour_as_of(shop, today, "bench", args.budget)
+    trained_today = train_behaviour_as_of(shop, today, "bench", args.budget, promote=True)  # serves
     trained_as_of = train_behaviour_as_of(shop, as_of, "bench", args.as_of_budget)
 
     o = schema.orders

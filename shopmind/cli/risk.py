@@ -138,26 +138,37 @@ def replay(
     behaviour_as_of: Annotated[Optional[str], typer.Option(
         help="First train a behaviour model on the events before this time (an ISO date, or 'auto': when a "
              "third of the stored orders and payments had happened, skipped if a version already predates "
-             "it or no behaviour model serves). Replayed orders get the behaviour feature only from a "
-             "version trained before them, and only while a behaviour model serves.")] = None,
+             "it, if no behaviour model serves or if the serving one is DP). Replayed orders get the "
+             "behaviour feature only from a version trained before them, and only while a behaviour model "
+             "serves.")] = None,
     behaviour_budget: Annotated[float, typer.Option(help="Training budget of that model, seconds.", min=1)] = 60.0,
 ):
     """Replay stored orders and payments through the engine into the decision log (to train a first model)."""
+    from shopmind.exceptions import InvalidInputError
     from shopmind.risk.backtest import behaviour_versions_as_of
     from shopmind.risk.training import replay_as_of_time, replay_history
-    from shopmind.training.pipeline import train_behaviour_as_of
+    from shopmind.training.pipeline import as_of_training_refused, train_behaviour_as_of
 
     m = _main()
     given = None if behaviour_as_of in (None, "auto") else _ms(behaviour_as_of, "--behaviour-as-of")
 
     def body():
         shop = m._shop()
-        trained = None
+        trained: dict | None = None
         if behaviour_as_of is not None:
             until = given if given is not None else replay_as_of_time(shop)
-            serving = shop.registry.current_version("behaviour") is not None
-            if given is not None or (serving and not any(t < until for t, _ in behaviour_versions_as_of(shop.registry))):
-                trained = train_behaviour_as_of(shop, until, m._actor(), behaviour_budget)
+            why_not = as_of_training_refused(shop)
+            if why_not is not None and given is not None:
+                raise InvalidInputError(f"--behaviour-as-of: {why_not}", field="behaviour_as_of")
+            if why_not is not None:
+                trained = {"skipped": why_not}
+            elif given is not None or not any(t < until for t, _ in behaviour_versions_as_of(shop.registry)):
+                try:
+                    trained = train_behaviour_as_of(shop, until, m._actor(), behaviour_budget)
+                except InvalidInputError as exc:
+                    if given is not None:
+                        raise
+                    trained = {"skipped": str(exc)}  # auto: replay without it rather than not at all
         return {**replay_history(shop, label_delay_days), "behaviour_trained_as_of": trained}
 
     m.out.print_json(json.dumps(m._run(body)))

@@ -138,9 +138,12 @@ def as_of_unusualness(shop) -> AsOfUnusualness | None:
     return AsOfUnusualness(shop, behaviour_versions_as_of(shop.registry))
 
 
-def behaviour_feature_counts(engine: RiskEngine) -> dict[str, int]:
-    stats = getattr(engine._unusual, "stats", None)
-    return dict(stats) if stats is not None else {"behaviour_feature": 0, "no_behaviour_version_before": 0}
+def behaviour_feature_counts(engine: RiskEngine, since: dict[str, int] | None = None) -> dict[str, int]:
+    """What the engine's AsOfUnusualness counted (minus `since`, its counts at an earlier point)."""
+    source = engine.unusual_source
+    stats = source.stats if isinstance(source, AsOfUnusualness) else {"behaviour_feature": 0,
+                                                                      "no_behaviour_version_before": 0}
+    return {k: v - (since or {}).get(k, 0) for k, v in stats.items()}
 
 
 def history_engine(shop, velocity, model=None, model_version: str | None = None) -> RiskEngine:
@@ -200,15 +203,21 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         model = RiskModel.load(shop.registry.root / "risk" / model_version / "model")
     engine = history_engine(shop, MemoryVelocityStore(), model, model_version)
     scores, fraud, amounts, decisions, by_rule, kinds = [], [], [], [], [], []
+    counted_from = None  # the behaviour-feature counts cover the reported events only
     for event, tokens, label, _pattern in history(shop, 0, until_ms):
+        reported = event.ts_ms is not None and event.ts_ms >= since_ms
+        if reported and counted_from is None and isinstance(engine.unusual_source, AsOfUnusualness):
+            counted_from = dict(engine.unusual_source.stats)
         out = engine.decide(event, tokens=tokens)  # earlier events only warm the windows
-        if event.ts_ms is not None and event.ts_ms >= since_ms:
+        if reported:
             scores.append(out.score)
             fraud.append(label)
             amounts.append(event.amount)
             decisions.append(out.decision)
             by_rule.append(any(h.action != "score" for h in out.hits) or "the account is frozen" in out.reasons)
             kinds.append(event.kind)
+    if counted_from is None and isinstance(engine.unusual_source, AsOfUnusualness):
+        counted_from = dict(engine.unusual_source.stats)  # nothing reported: nothing counted
     s, f, a = np.array(scores), np.array(fraud, dtype=bool), np.array(amounts)
     d, ruled = np.array(decisions, dtype=object), np.array(by_rule, dtype=bool)
     event_kinds = np.array(kinds, dtype=object)
@@ -230,7 +239,7 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         "cost_model": asdict(cost),
         "decided_by_rules": int(ruled.sum()),
         # orders that had the behaviour-model feature, and those no version trained before them
-        **behaviour_feature_counts(engine),
+        **behaviour_feature_counts(engine, counted_from),
         # thresholds only decide what no rule decided; the rules' share of the cost stays as it is
         "suggested_thresholds": _suggest(s, f, a, d, ruled, cost, (thresholds.review, thresholds.block)),
         # the same per event kind (set with `shopmind risk thresholds --kind`): each kind's cost alone

@@ -149,6 +149,11 @@ class RiskEngine:
         self.velocity.observe(_observation(event, event.ts_ms if event.ts_ms is not None else int(time.time() * 1000),
                                            tokens))
 
+    @property
+    def unusual_source(self) -> Callable[[str, RiskEvent], float | None] | None:
+        """What computes the behaviour feature when it is not precomputed (replays: AsOfUnusualness)."""
+        return self._unusual
+
     def unusualness(self, user: str | None, event: RiskEvent) -> float | None:
         """The behaviour-model feature of this event: None without ordered items, a user or a model."""
         return self._unusual(user, event) if (self._unusual and user and event.items) else None

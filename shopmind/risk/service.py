@@ -63,6 +63,7 @@ class RiskService:
         self._lock = threading.Lock()
         # event id -> (user pseudonym, answer), for retries; the pseudonym lets erasure drop the answers
         self._answered: OrderedDict[str, tuple[str | None, RiskDecision]] = OrderedDict()
+        self._answered_lock = threading.Lock()  # writers and erasure's scan (reads are single operations)
         self._inflight: dict[str, concurrent.futures.Future] = {}      # event id -> answer being computed
         self._inflight_lock = threading.Lock()
         self._velocity_is_remote = not isinstance(self.velocity, MemoryVelocityStore)
@@ -128,7 +129,8 @@ class RiskService:
         with self._lock:
             self._engine = self._build()
             self._stamp = self._state_stamp()
-            self._answered.clear()
+            with self._answered_lock:
+                self._answered.clear()
             self._checked = time.monotonic()
 
     def _build(self) -> RiskEngine:
@@ -246,9 +248,10 @@ class RiskService:
     def _remember(self, event: RiskEvent, out: Outcome, response: RiskDecision, freeze: dict | None) -> RiskDecision:
         if freeze is not None:
             self._frozen.add(freeze["pseudonym"])
-        self._answered[event.event_id] = (out.tokens.get("user"), response)
-        if len(self._answered) > ANSWERED_KEEP:
-            self._answered.popitem(last=False)
+        with self._answered_lock:
+            self._answered[event.event_id] = (out.tokens.get("user"), response)
+            if len(self._answered) > ANSWERED_KEEP:
+                self._answered.popitem(last=False)
         return response
 
     def _claim(self, event_id: str) -> tuple[concurrent.futures.Future, bool]:
@@ -537,12 +540,15 @@ class RiskService:
 
     def forget_subject(self, pseudonym: str) -> dict[str, int]:
         """Erasure: drop the user from the in-memory frozen set and the answers kept for retries (a scan
-        of at most ANSWERED_KEEP entries, a few milliseconds, once per erasure)."""
+        of at most ANSWERED_KEEP entries, a few milliseconds, once per erasure). An answer being
+        committed meanwhile is kept after the scan; the erasure follower of every server runs this
+        again about a second later (it follows its own process's receipts too), which removes it."""
         was = pseudonym in self._frozen
         self._frozen.discard(pseudonym)
-        theirs = [event_id for event_id, (user, _) in list(self._answered.items()) if user == pseudonym]
-        for event_id in theirs:
-            self._answered.pop(event_id, None)
+        with self._answered_lock:
+            theirs = [event_id for event_id, (user, _) in self._answered.items() if user == pseudonym]
+            for event_id in theirs:
+                del self._answered[event_id]
         return {"risk.frozen_in_memory": int(was), "risk.answers_in_memory": len(theirs)}
 
     def _is_frozen_in_db(self, pseudonym: str) -> bool:

@@ -193,12 +193,30 @@ def _behaviour_inputs(shop, events: pl.DataFrame, dp: dict[str, Any] | None = No
     return seqs, subjects, content
 
 
-def train_behaviour_as_of(shop, until_ms: int, actor: str, time_budget_s: float | None = 60.0) -> dict[str, Any]:
+def as_of_training_refused(shop) -> str | None:
+    """Why no as-of behaviour model should be trained now, or None. Without a serving behaviour model,
+    live decisions have no behaviour feature, so replays must not have one either; a shop that serves a
+    DP model asked for the guarantee, and an as-of model trains without it."""
+    loaded = shop.registry.load_current("behaviour")
+    if loaded is None:
+        return "no behaviour model serves (run `shopmind train` first)"
+    if getattr(loaded[1], "privacy_", None) is not None:
+        return "the serving behaviour model is differentially private; an as-of model would train without DP"
+    return None
+
+
+def train_behaviour_as_of(shop, until_ms: int, actor: str, time_budget_s: float | None = 60.0,
+                          promote: bool = False) -> dict[str, Any]:
     """A behaviour model trained only on events before `until_ms`, for replays of later orders (the risk
-    model's behaviour feature, risk/backtest.py AsOfUnusualness): registered, never promoted (it is not
-    the shop's current model), and reached by erasure like every version."""
+    model's behaviour feature, risk/backtest.py AsOfUnusualness): registered, not promoted (it is not
+    the shop's current model), and reached by erasure like every version; refused where
+    `as_of_training_refused` says why. `promote` makes it the serving model instead (a benchmark's
+    "today" that later events have not reached)."""
     from shopmind.exceptions import InvalidInputError
 
+    refused = None if promote else as_of_training_refused(shop)
+    if refused is not None:
+        raise InvalidInputError(refused, field="behaviour_as_of")
     erasures_seen = shop.erasure.newest_receipt()
     events = shop.training_events("personalization").filter(pl.col("ts_ms") < until_ms)
     inputs = _behaviour_inputs(shop, events)
@@ -216,13 +234,13 @@ def train_behaviour_as_of(shop, until_ms: int, actor: str, time_budget_s: float 
                          "batch_size": model.batch_size},
               "data_window_ms": window, "as_of_ms": int(until_ms), "n_interactions": seqs.n_interactions,
               "n_sequences": len(seqs.user_ids), "n_users": len(subjects), "n_items": seqs.n_items,
-              "purpose": "personalization", "use": "risk replays of later events", "item_text": content is not None,
+              "purpose": "personalization", "use": "serving" if promote else "risk replays of later events", "item_text": content is not None,
               "metrics": {"valid_ndcg@10": model.valid_ndcg_}, "blend": None, "privacy": None,
               "best_epoch": model.best_epoch_, "train_seconds": round(time.perf_counter() - started, 1),
               "trained_by": actor},
-        subjects=subjects, promote=False)
+        subjects=subjects, promote=promote)
     shop.erasure.reapply(shop.registry, erasures_seen)
-    return {"version": version, "data_window_ms": window, "as_of_ms": int(until_ms), "promoted": False}
+    return {"version": version, "data_window_ms": window, "as_of_ms": int(until_ms), "promoted": promote}
 
 
 def train_all(shop, actor: str, time_budget_s: float | None = None, force_promote: bool = False,
@@ -249,6 +267,10 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         subjects=users), "promoted": True}
     shop.erasure.reapply(shop.registry, erasures_seen)
 
+    if dp is not None:
+        # A DP card keeps no data window, so replays date the model by its registration
+        # (risk/backtest.py): it must not train on events dated after now (a client's clock ahead).
+        events = events.filter(pl.col("ts_ms") <= int(time.time() * 1000))
     inputs = _behaviour_inputs(shop, events, dp)
     if isinstance(inputs, str):
         result["behaviour"] = {"skipped": inputs}
