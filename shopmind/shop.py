@@ -252,16 +252,17 @@ class Shop:
         open cart (an add_to_cart after their last purchase, so an order may follow), the state alone,
         which the risk decision on that order reads (fraud prevention does not rest on that consent);
         for users with an open cart, their risk profile as well.
-        Reads here never fill the cache: a list read from the database just before a newer event
-        committed must not be cached as the user's latest (a request re-reads it)."""
+        The lists read here are cached as reads by requests are: only if no event changed them since
+        the read began (the cache's generations), so the decision on the order that follows reads no
+        table."""
         users = []
         for p in pseudonyms:
-            recent = self.recent_items(p, fill=False)
+            recent = self.recent_items(p)
             if not recent:
                 continue
             cart = _open_cart(recent)
             if self.has_consent(p, "personalization", fill=False):
-                users.append(([tuple(r) for r in recent], self.purchased_items(p, fill=False), p))
+                users.append(([tuple(r) for r in recent], self.purchased_items(p), p))
             elif cart:
                 users.append(([tuple(r) for r in recent], None, p))
             if cart and self._risk is not None:  # the profile too (an order's other read): no race with events
@@ -275,18 +276,19 @@ class Shop:
 
     def recent_items(self, pseudonym: str, cached_only: bool = False, fill: bool = True) -> list[list[Any]]:
         """[item_id, type, ts_ms] of the user's latest item events, oldest first (cached; `fill`: cache
-        what was read from the database)."""
+        what was read from the database, unless an event changed the list meanwhile)."""
         cached = self.cache.get(RECENT, pseudonym)
         if cached is not None:
             return cached
         if cached_only:
             raise CacheMiss(RECENT)
+        generation = self.cache.generation(RECENT, pseudonym)  # before the read: see storage/cache.py
         rows = self.store.fetch_all(
             "SELECT item_id, type, ts_ms FROM events WHERE user_pseudonym = ? AND item_id IS NOT NULL"
             " ORDER BY ts_ms DESC LIMIT ?", (pseudonym, RECENT_KEEP))
         recent = [list(r) for r in reversed(rows)]
         if fill:
-            self.cache.fill(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S)
+            self.cache.fill(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S, generation=generation)
         return recent
 
     def purchased_items(self, pseudonym: str, cached_only: bool = False, fill: bool = True) -> set[str]:
@@ -295,10 +297,11 @@ class Shop:
         if cached is None:
             if cached_only:
                 raise CacheMiss(BOUGHT)
+            generation = self.cache.generation(BOUGHT, pseudonym)
             cached = [item for (item,) in self.store.fetch_all(
                 "SELECT DISTINCT item_id FROM events WHERE user_pseudonym = ? AND type = 'purchase'", (pseudonym,))]
             if fill:
-                self.cache.fill(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
+                self.cache.fill(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S, generation=generation)
         return set(cached)
 
     def recent_events(self, raw_user_id: str, actor: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -11,6 +11,14 @@ for longer than any request or refresh job runs, and `fill` writes nothing behin
 and the write are one atomic step (a lock here, a script in Redis), and the fence goes up before the
 entries are deleted: a fill either lands before the deletion, which removes it, or sees the fence.
 A fence names its pseudonym until it expires (at most ERASURE_FENCE_S), and holds nothing else.
+
+Lists that grow with new events (a user's recent events, their purchases) have a second race: a reader
+reads the rows, a new event commits and is appended to the cached list, or finds none to append to,
+and the reader then fills the list it read, without that event. So every change to such a list
+(`append_if_present`, `delete`) bumps the subject's *generation* in that namespace, and a reader that
+took `generation()` before its read fills with it: `fill(..., generation=g)` writes nothing if the list
+changed since. A generation lives for GENERATION_TTL_S after its last change (far longer than a read),
+names its pseudonym and holds nothing else; erasure deletes it with the rest.
 """
 
 from __future__ import annotations
@@ -31,10 +39,16 @@ CHANGE_FENCE_S = 5.0        # the same for cached consent flags after a consent 
                             # them right after its read, and a short fence keeps profile updates from
                             # turning the cache off for long
 
+GENERATION_TTL_S = 60.0     # how long a list's generation outlives its last change: far longer than any
+                            # read from the database and the fill that follows it
+NO_CHECK = object()         # fill's default: no generation to compare
+
 # fill: one atomic step in Redis. KEYS[1] the entry, KEYS[2] and KEYS[3] the subject's fences (all
-# namespaces, this namespace); ARGV value, TTL in ms (0: none).
+# namespaces, this namespace), KEYS[4] its generation in this namespace; ARGV value, TTL in ms (0:
+# none), the generation read before ("*": not checked, "": none was up).
 _FILL_LUA = """
 if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
+if ARGV[3] ~= '*' and (redis.call('GET', KEYS[4]) or '') ~= ARGV[3] then return 0 end
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 else redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
@@ -58,7 +72,9 @@ class CacheMiss(Exception):
 class Cache(Protocol):
     def get(self, namespace: str, subject: str) -> Any | None: ...
     def set(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> None: ...
-    def fill(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> bool: ...
+    def fill(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None,
+             generation: Any = NO_CHECK) -> bool: ...
+    def generation(self, namespace: str, subject: str) -> int | None: ...
     def fence(self, subjects: list[str], ttl_s: float, namespace: str | None = None) -> None: ...
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None: ...
     def delete(self, namespace: str, subjects: list[str]) -> None: ...
@@ -73,6 +89,8 @@ class MemoryCache:
     def __init__(self, max_entries: int = 1_000_000):
         self._data: OrderedDict[str, tuple[float | None, str]] = OrderedDict()
         self._fences: dict[tuple[str, str], float] = {}   # (namespace or "", subject) -> when it comes down
+        self._generations: dict[str, tuple[int, float]] = {}  # entry key -> (generation, when it expires)
+        self._generations_prune_at = 10_000
         self._prune_at = 10_000
         self._lock = threading.Lock()
         self._max = max_entries
@@ -101,10 +119,13 @@ class MemoryCache:
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
 
-    def fill(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> bool:
-        """`set` a value read from the database, unless the subject is fenced; whether it was written."""
+    def fill(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None,
+             generation: Any = NO_CHECK) -> bool:
+        """`set` a value read from the database, unless the subject is fenced or (with `generation`, what
+        `generation()` said before the read) the list changed since; whether it was written."""
         payload = json.dumps(value)
         expires = time.monotonic() + ttl_s if ttl_s else None
+        key = self._key(namespace, subject)
         with self._lock:
             now = time.monotonic()
             for fence in (("", subject), (namespace, subject)):
@@ -113,7 +134,8 @@ class MemoryCache:
                     if until > now:
                         return False
                     del self._fences[fence]
-            key = self._key(namespace, subject)
+            if generation is not NO_CHECK and self._generation(key, now) != generation:
+                return False
             self._data[key] = (expires, payload)
             self._data.move_to_end(key)
             while len(self._data) > self._max:
@@ -130,11 +152,30 @@ class MemoryCache:
                 self._fences = {s: t for s, t in self._fences.items() if t > now}
                 self._prune_at = max(10_000, 2 * len(self._fences))
 
+    def generation(self, namespace: str, subject: str) -> int | None:
+        """The list's change count (None: unchanged for GENERATION_TTL_S); take it before reading the
+        rows a `fill` will write."""
+        with self._lock:
+            return self._generation(self._key(namespace, subject), time.monotonic())
+
+    def _generation(self, key: str, now: float) -> int | None:
+        held = self._generations.get(key)
+        return held[0] if held is not None and held[1] > now else None
+
+    def _bump(self, key: str, now: float) -> None:
+        """A change to the list under `key` (the lock held): readers that read before it may not fill."""
+        self._generations[key] = ((self._generation(key, now) or 0) + 1, now + GENERATION_TTL_S)
+        if len(self._generations) > self._generations_prune_at:  # expired ones go in bulk, amortised
+            self._generations = {k: g for k, g in self._generations.items() if g[1] > now}
+            self._generations_prune_at = max(10_000, 2 * len(self._generations))
+
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None:
         """Extend a cached list, keeping its last `keep` values. A missing list stays missing, so a
-        partial list is never mistaken for the whole history (the reader loads it from the database)."""
+        partial list is never mistaken for the whole history (the reader loads it from the database).
+        Either way the list's generation moves on."""
         with self._lock:
             key = self._key(namespace, subject)
+            self._bump(key, time.monotonic())
             entry = self._data.get(key)
             if entry is None:
                 return
@@ -143,8 +184,11 @@ class MemoryCache:
 
     def delete(self, namespace: str, subjects: list[str]) -> None:
         with self._lock:
+            now = time.monotonic()
             for subject in subjects:
-                self._data.pop(self._key(namespace, subject), None)
+                key = self._key(namespace, subject)
+                self._bump(key, now)
+                self._data.pop(key, None)
 
     def erase_subject(self, subject: str) -> int:
         self.fence([subject], ERASURE_FENCE_S)
@@ -153,11 +197,14 @@ class MemoryCache:
             doomed = [k for k in self._data if k.endswith(suffix)]
             for k in doomed:
                 del self._data[k]
+            for k in [k for k in self._generations if k.endswith(suffix)]:  # the fence stops fills now
+                del self._generations[k]
         return len(doomed)
 
     def find(self, needle: str) -> list[str]:
         with self._lock:
-            return [k for k, (_, v) in self._data.items() if needle in k or needle in v]
+            return ([k for k, (_, v) in self._data.items() if needle in k or needle in v]
+                    + [f"generation {k}" for k in self._generations if needle in k])
 
     def ping(self) -> bool:
         return True
@@ -195,12 +242,23 @@ class RedisCache:
         # outside the "<prefix>:*:<subject>" pattern that erase_subject deletes: the fence must outlive it
         return f"{self._prefix}-fence:{namespace}:{subject}" if namespace else f"{self._prefix}-fence::{subject}"
 
-    def fill(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None) -> bool:
+    def _generation_key(self, namespace: str, subject: str) -> str:
+        # inside the "<prefix>:*:<subject>" pattern: erasure deletes it (its fence stops fills meanwhile)
+        return f"{self._prefix}:gen.{namespace}:{subject}"
+
+    def generation(self, namespace: str, subject: str) -> int | None:
+        raw = self._call(self._r.get, self._generation_key(namespace, subject))
+        return None if raw is None else int(raw)
+
+    def fill(self, namespace: str, subject: str, value: Any, ttl_s: float | None = None,
+             generation: Any = NO_CHECK) -> bool:
         if self._fill is None:
             self._fill = self._r.register_script(_FILL_LUA)
+        expected = "*" if generation is NO_CHECK else "" if generation is None else str(int(generation))
         written = self._call(self._fill, keys=[self._key(namespace, subject), self._fence_key(subject),
-                                               self._fence_key(subject, namespace)],
-                             args=[json.dumps(value), int(ttl_s * 1000) if ttl_s else 0])
+                                               self._fence_key(subject, namespace),
+                                               self._generation_key(namespace, subject)],
+                             args=[json.dumps(value), int(ttl_s * 1000) if ttl_s else 0, expected])
         return bool(written)
 
     def fence(self, subjects: list[str], ttl_s: float, namespace: str | None = None) -> None:
@@ -212,21 +270,30 @@ class RedisCache:
                 self._call(self._fence, keys=keys, args=[int(ttl_s * 1000)])
 
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None:
-        # Stored as one JSON string so get/set stay uniform; a small Lua script keeps it atomic.
+        # Stored as one JSON string so get/set stay uniform; a small Lua script keeps it atomic, with the
+        # generation's bump (KEYS[2]).
         script = (
+            "redis.call('INCR', KEYS[2]) redis.call('PEXPIRE', KEYS[2], ARGV[3]) "
             "local v = redis.call('GET', KEYS[1]) if not v then return 0 end "
             "local l = cjson.decode(v) for _, x in ipairs(cjson.decode(ARGV[1])) do table.insert(l, x) end "
             "local keep = tonumber(ARGV[2]) local out = {} "
             "for i = math.max(1, #l - keep + 1), #l do table.insert(out, l[i]) end "
             "redis.call('SET', KEYS[1], cjson.encode(out), 'KEEPTTL') return 1"
         )
-        self._call(self._r.eval, script, 1, self._key(namespace, subject), json.dumps(values), keep)
+        self._call(self._r.eval, script, 2, self._key(namespace, subject), self._generation_key(namespace, subject),
+                   json.dumps(values), keep, int(GENERATION_TTL_S * 1000))
 
     def delete(self, namespace: str, subjects: list[str]) -> None:
         for start in range(0, len(subjects), 1000):
-            keys = [self._key(namespace, s) for s in subjects[start:start + 1000]]
-            if keys:
-                self._call(self._r.delete, *keys)
+            chunk = subjects[start:start + 1000]
+            if not chunk:
+                continue
+            pipe = self._r.pipeline(transaction=True)  # the bumps and the deletion as one step
+            for s in chunk:
+                pipe.incr(self._generation_key(namespace, s))
+                pipe.pexpire(self._generation_key(namespace, s), int(GENERATION_TTL_S * 1000))
+            pipe.delete(*[self._key(namespace, s) for s in chunk])
+            self._call(pipe.execute)
 
     def erase_subject(self, subject: str) -> int:
         self.fence([subject], ERASURE_FENCE_S)

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from shopmind.api.main import create_app
 from shopmind.auth import Scope, create_key
 from shopmind.recommend.service import STATE, _pack, _unpack
+from shopmind.shop import RECENT
 from shopmind.synth import generate_shop, write_shop
 from tests.conftest import auth, make_shop
 
@@ -340,6 +341,8 @@ def test_ingested_events_refresh_the_state_the_users_next_decision_reads(trained
     shop.ingest("events", [{"event_id": "refresh-1", "user_id": user, "type": "add_to_cart",
                             "item_id": model.item_ids_[7], "ts": "2026-03-06T10:00:00Z"}], actor="t")
     assert shop.refresher.wait_idle() and shop.refresher.stats["computed"] == before + 1
+    # the refresh cached the list it read (no event changed it meanwhile): the decision reads no table
+    assert shop.cache.get(RECENT, pseudonym) is not None
     history = [tuple(e) for e in shop.recent_items(pseudonym)]
     assert history[-1][0] == model.item_ids_[7]
     catalog = shop.recommender._catalog(version, model)
@@ -347,12 +350,16 @@ def test_ingested_events_refresh_the_state_the_users_next_decision_reads(trained
     window, context = _window(model, np.array([i for i, _, _ in events]), _context(model, events))
     entry = shop.cache.get(STATE, pseudonym)
     assert entry["v"] == version and entry["w"] == _history_key(window, context)  # this very history
-    passes = []
+    passes, event_reads = [], []
     real = type(model).user_state
     monkeypatch.setattr(model, "user_state", lambda *a, **kw: (passes.append(len(a[0])), real(model, *a, **kw))[1])
+    read = shop.store.fetch_all
+    monkeypatch.setattr(shop.store, "fetch_all",
+                        lambda sql, params=(): (event_reads.append(sql) if "FROM events" in sql else None,
+                                                read(sql, params))[1])
     decision = shop.risk.decide(RiskEvent(event_id="o-refresh-1", kind="order", user_id=user, amount=30.0,
                                           items=[{"item_id": model.item_ids_[11], "price": 30.0}]))
-    assert passes == []
+    assert passes == [] and event_reads == []
     logged = shop.risk.decision(decision.decision_id)["features"]["behaviour_unusual"]
     replayed = shop.recommender.unusualness(history, [model.item_ids_[11]])
     assert passes == [1] and logged == pytest.approx(replayed, abs=1e-6)

@@ -1,0 +1,74 @@
+"""Cached per-user lists against events that arrive while a reader is between its database read and its
+fill: the list's generation turns the stale fill away (in process and in Redis)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shopmind.shop import BOUGHT, RECENT
+from shopmind.storage.cache import MemoryCache, open_cache
+from tests.conftest import event, make_shop
+
+USER = "cache-subject-1"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cache_url(request):
+    return "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+
+
+def test_an_event_that_commits_during_a_read_keeps_the_stale_list_out_of_the_cache(tmp_path, cache_url):
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}", cache_url=cache_url)
+    try:
+        shop.ingest("events", [event(i, USER, item=f"i{i}") for i in range(3)], actor="t")
+        pseudonym = shop.pseudonym(USER)
+        read = shop.store.fetch_all
+        arrived = []
+
+        def read_then_ingest(sql, params=()):
+            rows = read(sql, params)
+            if "FROM events" in sql and not arrived:  # the worst moment: after the read, before the fill
+                arrived.append(True)
+                shop.ingest("events", [event(50, USER, kind="purchase", item="i9")], actor="t")
+            return rows
+
+        shop.store.fetch_all = read_then_ingest
+        stale = shop.recent_items(pseudonym)
+        assert arrived and [r[0] for r in stale] == ["i0", "i1", "i2"]  # the reader answered from its read
+        assert shop.cache.get(RECENT, pseudonym) is None  # ... and did not cache it as the latest
+        shop.store.fetch_all = read
+        fresh = shop.recent_items(pseudonym)
+        assert fresh[-1][0] == "i9" and shop.cache.get(RECENT, pseudonym) == fresh  # a clean read fills
+        assert shop.purchased_items(pseudonym) == {"i9"} and shop.cache.get(BOUGHT, pseudonym) == ["i9"]
+        shop.ingest("events", [event(60, USER, item="i10")], actor="t")
+        assert shop.cache.get(RECENT, pseudonym)[-1][0] == "i10"  # a cached list is extended in place
+    finally:
+        shop.close()
+
+
+def test_generations_bump_on_every_change_and_only_for_that_list(cache_url):
+    cache = open_cache(cache_url)
+    assert cache.generation(RECENT, "p1") is None
+    assert cache.fill(RECENT, "p1", [1], generation=None)  # nothing changed since the read
+    cache.append_if_present(RECENT, "p1", [2], keep=10)
+    after_append = cache.generation(RECENT, "p1")
+    assert after_append is not None and cache.get(RECENT, "p1") == [1, 2]
+    assert not cache.fill(RECENT, "p1", [1], generation=None)  # read before the append: refused
+    assert cache.get(RECENT, "p1") == [1, 2]
+    cache.delete(RECENT, ["p1"])
+    assert cache.generation(RECENT, "p1") != after_append and cache.get(RECENT, "p1") is None
+    assert cache.fill(RECENT, "p1", [1, 2], generation=cache.generation(RECENT, "p1"))
+    assert cache.generation(BOUGHT, "p1") is None and cache.generation(RECENT, "p2") is None
+    assert cache.fill(RECENT, "p2", [5])  # without a generation: not checked (values no event changes)
+    # erasure takes the generations with the entries; its fence keeps fills out meanwhile
+    cache.erase_subject("p1")
+    assert cache.find("p1") == [] and not cache.fill(RECENT, "p1", [1], generation=None)
+
+
+def test_an_expired_generation_counts_as_none():
+    cache = MemoryCache()
+    cache.append_if_present(RECENT, "p", [1], keep=5)
+    key = f"{RECENT}:p"
+    generation, _ = cache._generations[key]
+    cache._generations[key] = (generation, 0.0)  # expired long ago: older than any read in flight
+    assert cache.generation(RECENT, "p") is None and cache.fill(RECENT, "p", [1], generation=None)
