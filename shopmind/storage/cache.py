@@ -18,7 +18,10 @@ and the reader then fills the list it read, without that event. So every change 
 (`append_if_present`, `delete`) bumps the subject's *generation* in that namespace, and a reader that
 took `generation()` before its read fills with it: `fill(..., generation=g)` writes nothing if the list
 changed since. A generation lives for GENERATION_TTL_S after its last change (far longer than a read),
-names its pseudonym and holds nothing else; erasure deletes it with the rest.
+names its pseudonym and holds nothing else; erasure deletes it with the rest, and no change bumps it
+while the subject's erasure fence is up. A generation that comes back after expiring starts from the
+clock (microseconds), never from a number a reader may still hold; a reader that saw none fills only
+if none has come up since, so the one case left is a read longer than GENERATION_TTL_S.
 """
 
 from __future__ import annotations
@@ -52,6 +55,23 @@ if ARGV[3] ~= '*' and (redis.call('GET', KEYS[4]) or '') ~= ARGV[3] then return 
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 else redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
+"""
+
+# bump generations: KEYS[1..n] the generations, KEYS[n+1..2n] the subjects' erasure fences, KEYS[2n+1..3n]
+# entries to delete (ARGV[3] = 1) or nothing; ARGV[1] n, ARGV[2] TTL in ms. A missing generation starts
+# from the clock in microseconds (a double holds it exactly), so no number is ever reused.
+_BUMP_LUA = """
+local n = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local seed = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[n + i]) == 0 then
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCR', KEYS[i]) else redis.call('SET', KEYS[i], seed) end
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
+  if ARGV[3] == '1' then redis.call('DEL', KEYS[2 * n + i]) end
+end
+return n
 """
 
 # fence: each KEYS[i] up for ARGV[1] ms, never shortening a longer fence (an erasure's) already up.
@@ -162,9 +182,16 @@ class MemoryCache:
         held = self._generations.get(key)
         return held[0] if held is not None and held[1] > now else None
 
-    def _bump(self, key: str, now: float) -> None:
-        """A change to the list under `key` (the lock held): readers that read before it may not fill."""
-        self._generations[key] = ((self._generation(key, now) or 0) + 1, now + GENERATION_TTL_S)
+    def _bump(self, key: str, subject: str, now: float) -> None:
+        """A change to the list under `key` (the lock held): readers that read before it may not fill.
+        Not behind the subject's erasure fence (fills are refused there anyway, and the generation
+        would name an erased pseudonym)."""
+        fenced = self._fences.get(("", subject))
+        if fenced is not None and fenced > now:
+            return
+        current = self._generation(key, now)
+        self._generations[key] = (time.monotonic_ns() // 1000 if current is None else current + 1,
+                                  now + GENERATION_TTL_S)
         if len(self._generations) > self._generations_prune_at:  # expired ones go in bulk, amortised
             self._generations = {k: g for k, g in self._generations.items() if g[1] > now}
             self._generations_prune_at = max(10_000, 2 * len(self._generations))
@@ -172,22 +199,27 @@ class MemoryCache:
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None:
         """Extend a cached list, keeping its last `keep` values. A missing list stays missing, so a
         partial list is never mistaken for the whole history (the reader loads it from the database).
-        Either way the list's generation moves on."""
+        Values already in the list are not added again: a reader may have read them from the database
+        between their commit and this append, and a client may resend a batch. Either way the list's
+        generation moves on."""
         with self._lock:
             key = self._key(namespace, subject)
-            self._bump(key, time.monotonic())
+            self._bump(key, subject, time.monotonic())
             entry = self._data.get(key)
             if entry is None:
                 return
-            current = (json.loads(entry[1]) + values)[-keep:]
-            self._data[key] = (entry[0], json.dumps(current))
+            current = json.loads(entry[1])
+            for value in values:
+                if value not in current:
+                    current.append(value)
+            self._data[key] = (entry[0], json.dumps(current[-keep:]))
 
     def delete(self, namespace: str, subjects: list[str]) -> None:
         with self._lock:
             now = time.monotonic()
             for subject in subjects:
                 key = self._key(namespace, subject)
-                self._bump(key, now)
+                self._bump(key, subject, now)
                 self._data.pop(key, None)
 
     def erase_subject(self, subject: str) -> int:
@@ -218,7 +250,7 @@ class RedisCache:
 
         self._r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
-        self._fill = self._fence = None
+        self._fill = self._fence = self._bump_script = None
 
     def _key(self, namespace: str, subject: str) -> str:
         return f"{self._prefix}:{namespace}:{subject}"
@@ -269,31 +301,33 @@ class RedisCache:
             if keys:
                 self._call(self._fence, keys=keys, args=[int(ttl_s * 1000)])
 
+    def _bump(self, namespace: str, subjects: list[str], delete: bool = False) -> None:
+        if self._bump_script is None:
+            self._bump_script = self._r.register_script(_BUMP_LUA)
+        keys = ([self._generation_key(namespace, s) for s in subjects] + [self._fence_key(s) for s in subjects]
+                + [self._key(namespace, s) for s in subjects])
+        self._call(self._bump_script, keys=keys, args=[len(subjects), int(GENERATION_TTL_S * 1000), int(delete)])
+
     def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None:
-        # Stored as one JSON string so get/set stay uniform; a small Lua script keeps it atomic, with the
-        # generation's bump (KEYS[2]).
+        # Stored as one JSON string so get/set stay uniform; a small Lua script keeps it atomic. The
+        # generation moves on first (a reader that fills in between is refused, and the append then
+        # finds nothing or the list it read, which it extends).
+        self._bump(namespace, [subject])
         script = (
-            "redis.call('INCR', KEYS[2]) redis.call('PEXPIRE', KEYS[2], ARGV[3]) "
             "local v = redis.call('GET', KEYS[1]) if not v then return 0 end "
-            "local l = cjson.decode(v) for _, x in ipairs(cjson.decode(ARGV[1])) do table.insert(l, x) end "
+            "local l = cjson.decode(v) local seen = {} for _, y in ipairs(l) do seen[cjson.encode(y)] = true end "
+            "for _, x in ipairs(cjson.decode(ARGV[1])) do local k = cjson.encode(x) "
+            "if not seen[k] then seen[k] = true table.insert(l, x) end end "
             "local keep = tonumber(ARGV[2]) local out = {} "
             "for i = math.max(1, #l - keep + 1), #l do table.insert(out, l[i]) end "
             "redis.call('SET', KEYS[1], cjson.encode(out), 'KEEPTTL') return 1"
         )
-        self._call(self._r.eval, script, 2, self._key(namespace, subject), self._generation_key(namespace, subject),
-                   json.dumps(values), keep, int(GENERATION_TTL_S * 1000))
+        self._call(self._r.eval, script, 1, self._key(namespace, subject), json.dumps(values), keep)
 
     def delete(self, namespace: str, subjects: list[str]) -> None:
-        for start in range(0, len(subjects), 1000):
-            chunk = subjects[start:start + 1000]
-            if not chunk:
-                continue
-            pipe = self._r.pipeline(transaction=True)  # the bumps and the deletion as one step
-            for s in chunk:
-                pipe.incr(self._generation_key(namespace, s))
-                pipe.pexpire(self._generation_key(namespace, s), int(GENERATION_TTL_S * 1000))
-            pipe.delete(*[self._key(namespace, s) for s in chunk])
-            self._call(pipe.execute)
+        for start in range(0, len(subjects), 1000):  # bumps and deletions, one script per 1,000
+            if subjects[start:start + 1000]:
+                self._bump(namespace, subjects[start:start + 1000], delete=True)
 
     def erase_subject(self, subject: str) -> int:
         self.fence([subject], ERASURE_FENCE_S)

@@ -72,3 +72,33 @@ def test_an_expired_generation_counts_as_none():
     generation, _ = cache._generations[key]
     cache._generations[key] = (generation, 0.0)  # expired long ago: older than any read in flight
     assert cache.generation(RECENT, "p") is None and cache.fill(RECENT, "p", [1], generation=None)
+
+
+def test_an_append_adds_no_value_the_list_already_holds(cache_url):
+    """A reader that read an event between its commit and its append, or a resent batch, must not see it
+    twice in the user's history."""
+    cache = open_cache(cache_url)
+    assert cache.fill(RECENT, "p", [["i1", "view", 1], ["i2", "view", 2]], generation=None)
+    cache.append_if_present(RECENT, "p", [["i2", "view", 2], ["i3", "cart", 3], ["i3", "cart", 3]], keep=51)
+    assert cache.get(RECENT, "p") == [["i1", "view", 1], ["i2", "view", 2], ["i3", "cart", 3]]
+
+
+def test_a_generation_that_expired_comes_back_as_a_new_number(cache_url):
+    cache = open_cache(cache_url)
+    cache.append_if_present(RECENT, "q", [1], keep=5)
+    held = cache.generation(RECENT, "q")
+    if isinstance(cache, MemoryCache):
+        cache._generations[f"{RECENT}:q"] = (held, 0.0)
+    else:
+        cache._r.delete(cache._generation_key(RECENT, "q"))  # as if it had expired
+    cache.append_if_present(RECENT, "q", [2], keep=5)  # an event after the reader took `held`
+    assert cache.generation(RECENT, "q") not in (None, held)
+    assert not cache.fill(RECENT, "q", [1], generation=held)
+
+
+def test_no_generation_comes_up_behind_an_erasure_fence(cache_url):
+    cache = open_cache(cache_url)
+    cache.erase_subject("gone")
+    cache.append_if_present(RECENT, "gone", [1], keep=5)
+    cache.delete(BOUGHT, ["gone"])
+    assert cache.generation(RECENT, "gone") is None and cache.find("gone") == []
