@@ -252,16 +252,17 @@ class Shop:
         open cart (an add_to_cart after their last purchase, so an order may follow), the state alone,
         which the risk decision on that order reads (fraud prevention does not rest on that consent);
         for users with an open cart, their risk profile as well.
-        The lists read here are cached as reads by requests are: only if no event changed them since
-        the read began (the cache's generations), so the decision on the order that follows reads no
-        table."""
+        What is read here is cached as a request's reads are (the lists only if no event changed them
+        since the read began: the cache's generations; consent behind its change fence), so the
+        decision on the order that follows reads no table, and the user's next recommendation is
+        answered from the cache (api/fast_routes.py)."""
         users = []
         for p in pseudonyms:
             recent = self.recent_items(p)
             if not recent:
                 continue
             cart = _open_cart(recent)
-            if self.has_consent(p, "personalization", fill=False):
+            if self.has_consent(p, "personalization"):
                 users.append(([tuple(r) for r in recent], self.purchased_items(p), p))
             elif cart:
                 users.append(([tuple(r) for r in recent], None, p))

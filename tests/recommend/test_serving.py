@@ -363,8 +363,9 @@ def test_ingested_events_refresh_the_state_the_users_next_decision_reads(trained
     logged = shop.risk.decision(decision.decision_id)["features"]["behaviour_unusual"]
     replayed = shop.recommender.unusualness(history, [model.item_ids_[11]])
     assert passes == [1] and logged == pytest.approx(replayed, abs=1e-6)
-    # The refresh computed this consenting user's recommendation candidates too: no pass for it either.
-    assert "i" in entry and shop.recommend(user, k=5)["personalised"] and passes == [1]
+    # The refresh computed this consenting user's recommendation candidates too, and cached what they
+    # read: the next recommendation is answered from the cache alone (the HTTP fast path), no pass.
+    assert "i" in entry and shop.recommend(user, k=5, cached_only=True)["personalised"] and passes == [1]
 
 
 def test_the_refresh_computes_candidates_only_for_users_who_consented_to_personalisation(trained):
