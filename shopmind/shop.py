@@ -275,9 +275,9 @@ class Shop:
     def pseudonym(self, raw_user_id: str) -> str:
         return self.pseudonyms.user(raw_user_id)
 
-    def recent_items(self, pseudonym: str, cached_only: bool = False, fill: bool = True) -> list[list[Any]]:
-        """[item_id, type, ts_ms] of the user's latest item events, oldest first (cached; `fill`: cache
-        what was read from the database, unless an event changed the list meanwhile)."""
+    def recent_items(self, pseudonym: str, cached_only: bool = False) -> list[list[Any]]:
+        """[item_id, type, ts_ms] of the user's latest item events, oldest first (cached: what was read
+        from the database is cached unless an event changed the list meanwhile)."""
         cached = self.cache.get(RECENT, pseudonym)
         if cached is not None:
             return cached
@@ -288,12 +288,11 @@ class Shop:
             "SELECT item_id, type, ts_ms FROM events WHERE user_pseudonym = ? AND item_id IS NOT NULL"
             " ORDER BY ts_ms DESC LIMIT ?", (pseudonym, RECENT_KEEP))
         recent = [list(r) for r in reversed(rows)]
-        if fill:
-            self.cache.fill(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S, generation=generation)
+        self.cache.fill(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S, generation=generation)
         return recent
 
-    def purchased_items(self, pseudonym: str, cached_only: bool = False, fill: bool = True) -> set[str]:
-        """Every item the user bought (cached; `fill` as in recent_items)."""
+    def purchased_items(self, pseudonym: str, cached_only: bool = False) -> set[str]:
+        """Every item the user bought (cached as in recent_items)."""
         cached = self.cache.get(BOUGHT, pseudonym)
         if cached is None:
             if cached_only:
@@ -301,8 +300,7 @@ class Shop:
             generation = self.cache.generation(BOUGHT, pseudonym)
             cached = [item for (item,) in self.store.fetch_all(
                 "SELECT DISTINCT item_id FROM events WHERE user_pseudonym = ? AND type = 'purchase'", (pseudonym,))]
-            if fill:
-                self.cache.fill(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S, generation=generation)
+            self.cache.fill(BOUGHT, pseudonym, cached, ttl_s=USER_STATE_TTL_S, generation=generation)
         return set(cached)
 
     def recent_events(self, raw_user_id: str, actor: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -317,17 +315,16 @@ class Shop:
             record_audit(conn, actor, "user.read_events", [pseudonym], {"limit": limit})
         return [dict(r._mapping) for r in rows]
 
-    def has_consent(self, pseudonym: str, purpose: str, cached_only: bool = False, fill: bool = True) -> bool:
-        """Consent for `purpose`, cached briefly (withdrawal through shopmind clears the cache at once;
-        `fill` as in recent_items)."""
+    def has_consent(self, pseudonym: str, purpose: str, cached_only: bool = False) -> bool:
+        """Consent for `purpose`, cached briefly (withdrawal through shopmind clears the cache at once,
+        behind a short fence against a read in flight)."""
         cached = self.cache.get(CONSENT, pseudonym)
         if cached is None or purpose not in cached:
             if cached_only:
                 raise CacheMiss(CONSENT)
             consent.check_purpose(purpose)
             cached = consent.consent_flags(self.store, pseudonym, self.settings.default_consent)
-            if fill:
-                self.cache.fill(CONSENT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
+            self.cache.fill(CONSENT, pseudonym, cached, ttl_s=USER_STATE_TTL_S)
         return bool(cached[purpose])
 
     def set_consent(self, raw_user_id: str, flags: dict[str, bool | None], actor: str) -> dict[str, bool | None]:
