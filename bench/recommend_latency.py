@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/recommend_latency.py [--items 100000] [--users 2000] [--rates 100,250,500]
         [--seconds 20] [--workers 1] [--cache-url memory://] [--blend] [--width 256]
-        [--servers 32:32:bf16:eager,32:32:bf16:traced] [--returning-rates 100,200]
+        [--servers 32:32:bf16:eager,32:32:bf16:traced] [--returning-rates 100,200] [--arriving-rates 100,200]
 
 Builds a shop with --items catalog items in 500 topics and --users users with 30 item events each
 (mostly from two topics), registers a behaviour model of width --width over the whole catalog (one epoch of
@@ -17,7 +17,9 @@ user i mod --users: their state and candidates come from the cache) and first vi
 every request a user never asked before: database reads, a transformer pass and a catalog scan), and,
 with --returning-rates, repeat visitors who view one more item about two seconds before each request (a
 one-event ingestion, counted in the rate; figures per route too), whose answer the background state
-refresh recomputes (refresh_states) or the request does. Reports achieved rate, p50, p99 and errors
+refresh recomputes (refresh_states) or the request does; with --arriving-rates, visitors never asked
+before who view one item about two seconds before their first request (their lists are not cached
+yet). Reports achieved rate, p50, p99 and errors
 per rate, plus the in-process cost of one recommendation (no HTTP), first request and repeated.
 """
 
@@ -157,6 +159,33 @@ def loadgen_returning(port: int, key: str, rate: float, seconds: float, users: i
     return drive(port, rate, seconds, mixed, b'"items"|"written"')
 
 
+def loadgen_arriving(port: int, key: str, rate: float, seconds: float, first_user: int, tag: str) -> tuple[dict, int]:
+    """Visitors no server has seen, who view an item about two seconds of requests before their first
+    recommendation request (a one-event POST /v1/events): user first_user + i. Both kinds count in the
+    rate. Returns the figures and how many users it used."""
+    n = int(rate * seconds)
+    lead = max(1, int(rate))
+    rng = random.Random(int(rate) + 7)
+    base = datetime.now(timezone.utc)
+
+    def get(j: int) -> bytes:
+        return (f"GET /v1/users/u{first_user + j}/recommendations?k=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"X-API-Key: {key}\r\n\r\n").encode()
+
+    def view(j: int) -> bytes:
+        body = json.dumps([{"event_id": f"a{tag}-{int(rate)}-{j}", "user_id": f"u{first_user + j}", "type": "view",
+                            "item_id": f"i{rng.randrange(ITEMS[0])}",
+                            "ts": (base + timedelta(milliseconds=j)).isoformat()}]).encode()
+        return raw_post("/v1/events", key, body)
+
+    mixed = [view(j) for j in range(min(lead, n))]
+    for j in range(n):
+        if j + lead < n:
+            mixed.append(view(j + lead))
+        mixed.append(get(j))
+    return drive(port, rate, seconds, mixed, b'"items"|"written"'), n
+
+
 ITEMS = [100_000]  # the catalog size of this run (set by main), for loadgen_returning's item ids
 
 
@@ -168,6 +197,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--cold-rates", default="25,50,100", help="first requests: each user asked once")
     parser.add_argument("--cold-seconds", type=float, default=10)
+    parser.add_argument("--arriving-rates", default="",
+                        help="visitors never asked before who view an item about two seconds before their first request")
     parser.add_argument("--returning-rates", default="",
                         help="repeat visitors who view one more item about 2 s before each request (--seconds each)")
     parser.add_argument("--workers", type=int, default=1, help="API processes (above 1 needs --cache-url redis://)")
@@ -190,7 +221,8 @@ def main() -> None:
                                                for part in server[2:])):
             parser.error(f"--servers: {':'.join(server)!r} is not THREADS:BATCH[:f32|bf16][:eager|traced]"
                          "[:refresh|norefresh]")
-    n_cold = int(sum(r * args.cold_seconds for r in cold_rates)) * len(servers)
+    arriving = [float(r) for r in args.arriving_rates.split(",") if r]
+    n_cold = int(sum(r * args.cold_seconds for r in cold_rates + arriving)) * len(servers)
     if args.cache_url.startswith("redis"):
         import redis
 
@@ -236,6 +268,11 @@ def main() -> None:
                     results.append({"server": label, "visitors": "first",
                                     **loadgen(port, key, rate, args.cold_seconds, first, count)})
                     first += count
+                    print(json.dumps(results[-1]), flush=True)
+                for rate in arriving:
+                    figures, used = loadgen_arriving(port, key, rate, args.cold_seconds, first, str(len(results)))
+                    results.append({"server": label, "visitors": "first request after a view", **figures})
+                    first += used
                     print(json.dumps(results[-1]), flush=True)
                 for rate in [float(r) for r in args.returning_rates.split(",") if r]:
                     results.append({"server": label, "visitors": "returning after a view",
