@@ -132,21 +132,21 @@ def loadgen(port: int, key: str, rate: float, seconds: float, first_user: int, u
     return drive(port, rate, seconds, requests, b'"items"')
 
 
-def loadgen_returning(port: int, key: str, rate: float, seconds: float, users: int, tag: str) -> dict:
-    """Repeat visitors who come back after viewing one more item: request i asks for user i mod users,
-    and that user's view (a one-event POST /v1/events) is sent about two seconds of requests earlier, so
-    the cached answer is stale when the view arrives. Both kinds count in the rate."""
+def _views_then_gets(port: int, key: str, rate: float, seconds: float, user, event_prefix: str, seed: int) -> dict:
+    """Request j asks for recommendations for user(j), whose one-event view (POST /v1/events, an item drawn
+    with `seed`) is sent about two seconds of requests earlier (`rate` requests). Both kinds count in
+    the rate."""
     n = int(rate * seconds)
     lead = max(1, int(rate))
-    rng = random.Random(int(rate))
+    rng = random.Random(seed)
     base = datetime.now(timezone.utc)
 
     def get(j: int) -> bytes:
-        return (f"GET /v1/users/u{j % users}/recommendations?k=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        return (f"GET /v1/users/{user(j)}/recommendations?k=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 f"X-API-Key: {key}\r\n\r\n").encode()
 
     def view(j: int) -> bytes:
-        body = json.dumps([{"event_id": f"r{tag}-{int(rate)}-{j}", "user_id": f"u{j % users}", "type": "view",
+        body = json.dumps([{"event_id": f"{event_prefix}-{int(rate)}-{j}", "user_id": user(j), "type": "view",
                             "item_id": f"i{rng.randrange(ITEMS[0])}",
                             "ts": (base + timedelta(milliseconds=j)).isoformat()}]).encode()
         return raw_post("/v1/events", key, body)
@@ -159,31 +159,18 @@ def loadgen_returning(port: int, key: str, rate: float, seconds: float, users: i
     return drive(port, rate, seconds, mixed, b'"items"|"written"')
 
 
+def loadgen_returning(port: int, key: str, rate: float, seconds: float, users: int, tag: str) -> dict:
+    """Repeat visitors who come back after viewing one more item: request i asks for user i mod users,
+    and that user's view is sent about two seconds of requests earlier, so the cached answer is stale
+    when the view arrives."""
+    return _views_then_gets(port, key, rate, seconds, lambda j: f"u{j % users}", f"r{tag}", int(rate))
+
+
 def loadgen_arriving(port: int, key: str, rate: float, seconds: float, first_user: int, tag: str) -> tuple[dict, int]:
     """Visitors no server has seen, who view an item about two seconds of requests before their first
-    recommendation request (a one-event POST /v1/events): user first_user + i. Both kinds count in the
-    rate. Returns the figures and how many users it used."""
-    n = int(rate * seconds)
-    lead = max(1, int(rate))
-    rng = random.Random(int(rate) + 7)
-    base = datetime.now(timezone.utc)
-
-    def get(j: int) -> bytes:
-        return (f"GET /v1/users/u{first_user + j}/recommendations?k=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"X-API-Key: {key}\r\n\r\n").encode()
-
-    def view(j: int) -> bytes:
-        body = json.dumps([{"event_id": f"a{tag}-{int(rate)}-{j}", "user_id": f"u{first_user + j}", "type": "view",
-                            "item_id": f"i{rng.randrange(ITEMS[0])}",
-                            "ts": (base + timedelta(milliseconds=j)).isoformat()}]).encode()
-        return raw_post("/v1/events", key, body)
-
-    mixed = [view(j) for j in range(min(lead, n))]
-    for j in range(n):
-        if j + lead < n:
-            mixed.append(view(j + lead))
-        mixed.append(get(j))
-    return drive(port, rate, seconds, mixed, b'"items"|"written"'), n
+    recommendation request: user first_user + i. Returns the figures and how many users it used."""
+    figures = _views_then_gets(port, key, rate, seconds, lambda j: f"u{first_user + j}", f"a{tag}", int(rate) + 7)
+    return figures, int(rate * seconds)
 
 
 ITEMS = [100_000]  # the catalog size of this run (set by main), for loadgen_returning's item ids

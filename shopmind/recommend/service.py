@@ -121,11 +121,13 @@ class RecommendationService:
         with self._lock:
             cached = self._catalogs.get(version)
             if cached is None:
-                cached = self._build_catalog(model)
+                cached = self.build_catalog(model)
                 self._catalogs = {version: cached}  # keep only the live version's metadata
             return cached
 
-    def _build_catalog(self, model) -> Catalog:
+    def build_catalog(self, model) -> Catalog:
+        """A version's catalog: titles, categories and the item index (replays build one for a version
+        other than the live one and pass it to `unusualness(version=...)`)."""
         items = self._items_frame()
         meta = {r["item_id"]: r for r in items.iter_rows(named=True)}
         ids = model.item_ids_
@@ -240,7 +242,7 @@ class RecommendationService:
         very history, so a live decision computes what a replay of it computes (risk/backtest.py, whose
         states the risk model is trained on); otherwise a pass computes it, and it is cached for the
         user's next decisions. Above RANK_SAMPLE items the share is estimated on a fixed sample of the
-        catalog (ItemIndex.rank_fraction). `version` (its name, model and `replay_catalog`) computes it
+        catalog (ItemIndex.rank_fraction). `version` (its name, model and `build_catalog`) computes it
         with a version other than the live one, as replays do (risk/backtest.py)."""
         if version is None:
             loaded = self.behaviour()
@@ -258,10 +260,6 @@ class RecommendationService:
         if states[0] is None:
             return None
         return catalog.items.rank_fraction(states[0], targets)
-
-    def replay_catalog(self, model) -> Catalog:
-        """A version's catalog for `unusualness(version=...)`, built apart from the live one's."""
-        return self._build_catalog(model)
 
     def refresh(self, users: list[tuple[list[tuple[str, str, int | None]], set[str] | None, str]]) -> int:
         """Compute and cache, ahead of the user's next request, what it will read (StateRefresher, when

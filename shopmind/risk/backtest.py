@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from bisect import bisect_left
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
@@ -86,9 +87,6 @@ class AsOfUnusualness:
     feature (LightGBM's missing value), and is counted in `stats`."""
 
     def __init__(self, shop, versions: list[tuple[int, str]]):
-        from bisect import bisect_left
-
-        self._bisect = bisect_left
         self.shop = shop
         self.seen_until = [t for t, _ in versions]
         self.versions = [v for _, v in versions]
@@ -105,13 +103,13 @@ class AsOfUnusualness:
             items.append((item, kind, ts))
 
     def _version(self, ts_ms: int) -> tuple[str, Any, Any] | None:
-        j = self._bisect(self.seen_until, ts_ms) - 1  # the newest whose data ended strictly before
+        j = bisect_left(self.seen_until, ts_ms) - 1  # the newest whose data ended strictly before
         if j < 0:
             return None
         name = self.versions[j]
         if self._loaded is None or self._loaded[0] != name:
             model = self.shop.registry.load_version("behaviour", name)
-            self._loaded = (name, model, self.shop.recommender.replay_catalog(model))
+            self._loaded = (name, model, self.shop.recommender.build_catalog(model))
         return self._loaded
 
     def __call__(self, pseudonym: str, event: RiskEvent) -> float | None:
@@ -121,7 +119,7 @@ class AsOfUnusualness:
             self.stats["no_behaviour_version_before"] += 1
             return None
         times, items = self.by_user.get(pseudonym, ([], []))
-        k = self._bisect(times, ts)
+        k = bisect_left(times, ts)
         if k == 0:
             return None
         value = self.shop.recommender.unusualness(items[max(0, k - 51):k], [it.item_id for it in event.items],
@@ -206,8 +204,8 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
     counted_from = None  # the behaviour-feature counts cover the reported events only
     for event, tokens, label, _pattern in history(shop, 0, until_ms):
         reported = event.ts_ms is not None and event.ts_ms >= since_ms
-        if reported and counted_from is None and isinstance(engine.unusual_source, AsOfUnusualness):
-            counted_from = dict(engine.unusual_source.stats)
+        if reported and counted_from is None:
+            counted_from = behaviour_feature_counts(engine)
         out = engine.decide(event, tokens=tokens)  # earlier events only warm the windows
         if reported:
             scores.append(out.score)
@@ -216,8 +214,8 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
             decisions.append(out.decision)
             by_rule.append(any(h.action != "score" for h in out.hits) or "the account is frozen" in out.reasons)
             kinds.append(event.kind)
-    if counted_from is None and isinstance(engine.unusual_source, AsOfUnusualness):
-        counted_from = dict(engine.unusual_source.stats)  # nothing reported: nothing counted
+    if counted_from is None:
+        counted_from = behaviour_feature_counts(engine)  # nothing reported: nothing counted
     s, f, a = np.array(scores), np.array(fraud, dtype=bool), np.array(amounts)
     d, ruled = np.array(decisions, dtype=object), np.array(by_rule, dtype=bool)
     event_kinds = np.array(kinds, dtype=object)

@@ -193,6 +193,10 @@ def _behaviour_inputs(shop, events: pl.DataFrame, dp: dict[str, Any] | None = No
     return seqs, subjects, content
 
 
+def _config_card(model) -> dict[str, Any]:
+    return {**model.config_.__dict__, "learning_rate": model.learning_rate, "batch_size": model.batch_size}
+
+
 def as_of_training_refused(shop) -> str | None:
     """Why no as-of behaviour model should be trained now, or None. Without a serving behaviour model,
     live decisions have no behaviour feature, so replays must not have one either; a shop that serves a
@@ -230,11 +234,11 @@ def train_behaviour_as_of(shop, until_ms: int, actor: str, time_budget_s: float 
     window = [int(events["ts_ms"].min()), int(events["ts_ms"].max())]
     version = shop.registry.register(
         "behaviour", model,
-        card={"config": {**model.config_.__dict__, "learning_rate": model.learning_rate,
-                         "batch_size": model.batch_size},
+        card={"config": _config_card(model),
               "data_window_ms": window, "as_of_ms": int(until_ms), "n_interactions": seqs.n_interactions,
               "n_sequences": len(seqs.user_ids), "n_users": len(subjects), "n_items": seqs.n_items,
-              "purpose": "personalization", "use": "serving" if promote else "risk replays of later events", "item_text": content is not None,
+              "purpose": "personalization", "use": "serving" if promote else "risk replays of later events",
+              "item_text": content is not None,
               "metrics": {"valid_ndcg@10": model.valid_ndcg_}, "blend": None, "privacy": None,
               "best_epoch": model.best_epoch_, "train_seconds": round(time.perf_counter() - started, 1),
               "trained_by": actor},
@@ -316,8 +320,7 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
     promote = verdict.promoted or force_promote or replaces_public
     version = shop.registry.register(
         "behaviour", model,
-        card={"config": {**model.config_.__dict__, "learning_rate": model.learning_rate,
-                         "batch_size": model.batch_size},
+        card={"config": _config_card(model),
               # exact counts and the first and last event's times are facts about single users: a DP
               # model's card keeps only what its guarantee covers or the catalog gives
               **({} if dp is not None else {"data_window_ms": window, "n_interactions": seqs.n_interactions}),

@@ -72,7 +72,7 @@ def test_a_model_that_saw_the_orders_gives_them_no_feature_and_one_trained_befor
     assert unusual(early_with_history[0].user_pseudonym, event(early_with_history[0])) is None
     # a late order's feature is the as-of version's, from the user's events before the order only
     model = shop.registry.load_version("behaviour", trained["version"])
-    catalog = shop.recommender.replay_catalog(model)
+    catalog = shop.recommender.build_catalog(model)
     checked = differs = 0
     for o in late[:40]:
         e = schema.events
