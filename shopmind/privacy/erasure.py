@@ -131,6 +131,15 @@ class ErasureRegistry:
         with self.store.transaction() as conn:
             return int(conn.execute(select(func.coalesce(func.max(r.c.id), 0))).scalar_one())
 
+    def erased_times(self, pseudonym: str | None = None) -> dict[str, int]:
+        """pseudonym -> time of their latest erasure (ms), of everyone erased or of one pseudonym."""
+        r = schema.erasure_receipts
+        query = select(r.c.pseudonym, func.max(r.c.erased_ms)).group_by(r.c.pseudonym)
+        if pseudonym is not None:
+            query = query.where(r.c.pseudonym == pseudonym)
+        with self.store.transaction() as conn:
+            return {p: int(ms) for p, ms in conn.execute(query)}
+
     def receipts(self, pseudonym: str) -> list[ErasureReceipt]:
         r = schema.erasure_receipts
         with self.store.transaction() as conn:

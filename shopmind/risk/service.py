@@ -67,6 +67,8 @@ class RiskService:
         self._inflight: dict[str, concurrent.futures.Future] = {}      # event id -> answer being computed
         self._inflight_lock = threading.Lock()
         self._velocity_is_remote = not isinstance(self.velocity, MemoryVelocityStore)
+        # pseudonym -> latest erasure (ms), read on the first decision, then kept by forget_subject
+        self._erased_ms: dict[str, int] | None = None
 
     # -- engine state --------------------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class RiskService:
         with self._lock:
             self._engine = self._build()
             self._stamp = self._state_stamp()
+            self._erased_ms = None  # pseudonyms changed with the key
             with self._answered_lock:
                 self._answered.clear()
             self._checked = time.monotonic()
@@ -281,13 +284,33 @@ class RiskService:
         else:
             future.set_result(response)
 
+    def _erased(self) -> dict[str, int]:
+        if self._erased_ms is None:
+            self._erased_ms = self.shop.erasure.erased_times()
+        return self._erased_ms
+
+    def _refuse_late_retry(self, event: RiskEvent) -> None:
+        """An event of an erased user that predates their erasure is a late retry: deciding it would
+        put the user back into the decision log and the velocity windows, which erasure emptied.
+        Refused before anything is recorded, as ingestion drops such events."""
+        if event.user_id is None or event.ts_ms is None:
+            return
+        erased = self._erased()
+        if erased:
+            at = erased.get(self.shop.pseudonyms.user(event.user_id))
+            if at is not None and event.ts_ms <= at:
+                raise InvalidInputError("this user was erased after this event's time (ts_ms): a late retry of "
+                                        "an erased user's event is not decided, and nothing was recorded",
+                                        field="user_id")
+
     def decide(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
         """Decide, commit the decision (with its case or account freeze) durably, then answer. A retry
         of an event this process already answered (or is answering) gets the same answer, and is not
-        counted again."""
+        counted again; a retry of an erased user's event from before their erasure is refused."""
         answered = self._answered.get(event.event_id)
         if answered is not None:
             return answered[1]
+        self._refuse_late_retry(event)
         future, mine = self._claim(event.event_id)
         if not mine:
             answer = future.result(timeout=COMMIT_TIMEOUT_S + 30)
@@ -316,6 +339,7 @@ class RiskService:
         answered = self._answered.get(event.event_id)
         if answered is not None:
             return answered[1]
+        self._refuse_late_retry(event)
         future, mine = self._claim(event.event_id)
         if not mine:
             answer = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), COMMIT_TIMEOUT_S + 30)
@@ -543,6 +567,8 @@ class RiskService:
         of at most ANSWERED_KEEP entries, a few milliseconds, once per erasure). An answer being
         committed meanwhile is kept after the scan; the erasure follower of every server runs this
         again about a second later (it follows its own process's receipts too), which removes it."""
+        if self._erased_ms is not None:  # the receipt is committed before any store is erased
+            self._erased_ms.update(self.shop.erasure.erased_times(pseudonym))
         was = pseudonym in self._frozen
         self._frozen.discard(pseudonym)
         with self._answered_lock:

@@ -185,6 +185,53 @@ def test_erasure_reaches_decisions_cases_labels_and_velocity(shop):
     assert fresh["card_count_30d"] == 1  # only the probe itself: alice's use of the card is gone
 
 
+def _card_uses(shop) -> int:
+    from shopmind.risk.velocity import Observation
+
+    probe = Observation("probe", NOW + 10**9, 1.0, {"card": shop.pseudonyms.token("instrument", "card-4242")})
+    return shop.risk.engine().velocity.query(probe)["card_count_30d"] - 1  # less the probe itself
+
+
+def test_a_late_retry_of_an_erased_users_event_is_refused_and_records_nothing(shop, client, keys):
+    import asyncio
+
+    shop.risk.put_rule(Rule("all", "event.amount > 1.0", "review", mode="enforce"), actor="t")
+    shop.risk.decide(RiskEvent(**order(1)))
+    shop.erase_user("alice", actor="t")
+    assert shop.store.count("risk_decisions") == 0 and _card_uses(shop) == 0
+
+    with pytest.raises(InvalidInputError) as refused:
+        shop.risk.decide(RiskEvent(**order(1)))           # the same event again, after the erasure
+    assert refused.value.field == "user_id" and "alice" not in str(refused.value)
+    with pytest.raises(InvalidInputError):
+        asyncio.run(shop.risk.decide_async(RiskEvent(**order(2))))  # a different one, also from before
+    r = client.post("/v1/risk/decisions", json=order(3), headers=auth(keys["risk"]))
+    assert r.status_code == 422 and r.json()["field"] == "user_id"
+    for table in ("risk_decisions", "risk_cases"):
+        assert shop.store.count(table) == 0, table
+    assert _card_uses(shop) == 0  # nothing reached the velocity windows either
+
+    # the same person ordering after the erasure is a new customer, decided and logged as any other
+    fresh = shop.risk.decide(RiskEvent(**order(4, ts_ms=None)))
+    assert fresh.decision == "review" and shop.store.count("risk_decisions") == 1
+
+
+def test_a_server_refuses_late_retries_of_users_another_process_erased(shop, tmp_path):
+    from shopmind.shop import Shop
+
+    shop.risk.decide(RiskEvent(**order(1)))               # this process has read the erasures (none) already
+    follower = shop.follow_erasures(interval_s=3600)      # polled by hand below
+    other = Shop.open(shop.settings)                      # `shopmind erase-user`, from the command line
+    try:
+        other.erase_user("alice", actor="cli")
+    finally:
+        other.close()
+    assert follower.poll() == 1
+    with pytest.raises(InvalidInputError):
+        shop.risk.decide(RiskEvent(**order(2)))
+    assert shop.store.count("risk_decisions") == 0
+
+
 _KILL_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
