@@ -59,6 +59,7 @@ if neural:
     row["seed"], row["reads_context"], row["params"] = seed, model.reads_context, json.loads(sys.argv[7])
     row["best_epoch"] = net.best_epoch_
     row["epochs_run"] = len(net.history_)
+    row["valid_ndcg@10"] = round(net.valid_ndcg_, 5)  # what a probe is chosen by (never the test figure)
 if name == "blend":  # and its behaviour model alone, the same trained network, for the paired comparison
     alone = evaluate_ranking(model.behaviour_.score, split, "test")[0]
     row["blend"] = {"kind": model.kind_, "weight": model.weight_, "valid_ndcg@10": round(model.valid_ndcg_, 5),

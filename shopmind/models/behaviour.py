@@ -275,7 +275,7 @@ class BehaviourModel(nn.Module):
                     module.weight[module.padding_idx].zero_()
 
     def next_item_loss(self, items: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None,
-                       n_negatives: int = 0) -> torch.Tensor:
+                       n_negatives: int = 0, label_smoothing: float = 0.0) -> torch.Tensor:
         """Cross-entropy of the next item at every real position.
 
         n_negatives = 0: full softmax over the catalog. Otherwise sampled softmax: the target against
@@ -285,7 +285,7 @@ class BehaviourModel(nn.Module):
         h, y = hidden[keep], targets[keep]                                   # (N, d), (N,)
         head = self.heads["next_item"]
         if n_negatives <= 0:
-            return F.cross_entropy(head(h), y - 1)
+            return F.cross_entropy(head(h), y - 1, label_smoothing=label_smoothing)
         negatives = torch.randint(1, self.config.n_items + 1, (n_negatives,), device=items.device)
         pos = head.score_pairs(h, y)[:, None]                                # (N, 1)
         neg = head(h, negatives)                                             # (N, n_negatives)

@@ -110,6 +110,14 @@ def _pad_histories(histories: Seq[np.ndarray], max_len: int,
     return torch.from_numpy(out), (torch.from_numpy(feats) if feats is not None else None)
 
 
+def _substitute_items(items: torch.Tensor, rate: float, n_items: int) -> torch.Tensor:
+    """Training inputs with each real event's item replaced, with probability `rate`, by one drawn
+    uniformly from the catalog (stochastic shared embeddings, Wu et al. 2019): a regulariser for short
+    histories that a model otherwise memorises. Targets are untouched."""
+    swap = (items != 0) & (torch.rand(items.shape) < rate)
+    return torch.where(swap, torch.randint(1, n_items + 1, items.shape), items)
+
+
 def _length_bucketed(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Random batches of similar length: shuffle, sort within pools of 50 batches by length, cut into
     batches, shuffle the batches. Each batch is then trimmed to its longest window, so short histories
@@ -133,7 +141,7 @@ class BehaviourRecommender(SequenceRecommender):
                  max_epochs: int = 200, patience: int = 5, n_negatives: int = 0, weight_decay: float = 0.0,
                  time_budget_s: float | None = None, valid_users: int = 5000, train_unused_valid: bool = True,
                  threads: int | None = None, window_step: int = 10, use_context: bool = True, seed: int = 0,
-                 verbose: bool = False):
+                 label_smoothing: float = 0.0, item_noise: float = 0.0, verbose: bool = False):
         self.max_len = max_len
         self.use_context = use_context
         self.window_step = window_step
@@ -152,6 +160,8 @@ class BehaviourRecommender(SequenceRecommender):
         self.train_unused_valid = train_unused_valid
         self.threads = threads
         self.seed = seed
+        self.label_smoothing = label_smoothing
+        self.item_noise = item_noise
         self.verbose = verbose
 
     # -- fitting -----------------------------------------------------------------------------------
@@ -221,8 +231,12 @@ class BehaviourRecommender(SequenceRecommender):
                 width = int(window_lengths[idx].max())
                 idx = torch.from_numpy(idx)
                 context = f_all[idx, -width:].long() if f_all is not None else None
-                loss = model.next_item_loss(x_all[idx, -width:], y_all[idx, -width:], context,
-                                            n_negatives=self.n_negatives)
+                inputs = x_all[idx, -width:]
+                if self.item_noise > 0:
+                    inputs = _substitute_items(inputs, self.item_noise, data.n_items)
+                loss = model.next_item_loss(inputs, y_all[idx, -width:], context,
+                                            n_negatives=self.n_negatives,
+                                            label_smoothing=self.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

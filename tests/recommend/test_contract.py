@@ -107,3 +107,26 @@ def test_training_windows_use_each_interaction_once_with_context(length, step):
         assert (inputs[first:] - 1 == np.arange(inputs[first] - 1, inputs[first] - 1 + 50 - first)).all()  # in order
         if inputs[first] != 1:  # a window that does not start at the beginning of the history
             assert (np.flatnonzero(targets) - first + 1).min() >= 50 - step  # at least max_len - step of context
+
+
+def test_item_noise_replaces_real_inputs_only_at_its_rate():
+    import torch
+
+    from shopmind.recommend.behaviour import _substitute_items
+
+    torch.manual_seed(0)
+    items = torch.zeros(400, 50, dtype=torch.long)
+    items[:, 25:] = torch.randint(1, 1001, (400, 25))          # left padding, then 25 real events each
+    assert torch.equal(_substitute_items(items, 0.0, 1000), items)
+    noisy = _substitute_items(items, 0.2, 1000)
+    assert (noisy[:, :25] == 0).all()                          # padding stays padding
+    changed = (noisy != items).float()[:, 25:].mean().item()
+    assert 0.18 < changed < 0.22                               # 10,000 draws: 0.2 +- 0.008 (two sd: 0.004 each)
+    assert ((noisy[:, 25:] >= 1) & (noisy[:, 25:] <= 1000)).all()
+
+
+def test_the_regularisers_are_parameters_that_survive_save_and_load(tmp_path):
+    model = BehaviourRecommender(max_epochs=1, label_smoothing=0.1, item_noise=0.1, d_model=16).fit(chains(60))
+    model.save(tmp_path / "m")
+    again = BehaviourRecommender.load(tmp_path / "m")
+    assert (again.label_smoothing, again.item_noise) == (0.1, 0.1)
