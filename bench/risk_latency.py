@@ -26,6 +26,7 @@ Medians and p99 in milliseconds. The machine's two cores are shared by the serve
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -138,17 +139,44 @@ def build(home: Path, users: int, days: int, behaviour: bool = False, train_budg
     return key, n_rules
 
 
-def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
+class GcPauses:
+    """Every cycle collection that runs while registered: its generation and how long it held the GIL."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._started) * 1000))
+
+    def summary(self) -> dict:
+        out = {}
+        for generation in (0, 1, 2):
+            ms = [p for g, p in self.pauses if g == generation]
+            out[f"gen{generation}"] = {"count": len(ms), "max_ms": round(max(ms), 2) if ms else 0.0,
+                                       "total_ms": round(sum(ms), 1)}
+        return out
+
+
+def _percentiles(lat: list[float]) -> dict:
+    lat = sorted(lat)
+    return {"n": len(lat), "p50_ms": round(statistics.median(lat), 3), "p99_ms": round(lat[int(0.99 * len(lat))], 3),
+            "p99.9_ms": round(lat[int(0.999 * len(lat))], 3), "max_ms": round(lat[-1], 3)}
+
+
+def in_process(home: Path, users: int, n: int, catalog: list[str], gc_freeze: bool = True,
+               gc_thresholds: tuple[int, ...] | None = None) -> dict:
     from shopmind.config import load_settings
     from shopmind.risk.features import vector
     from shopmind.risk.schemas import RiskEvent
     from shopmind.shop import Shop
 
-    import gc
+    from shopmind.api.main import SERVING_GC_THRESHOLDS
 
-    from shopmind.api.main import SERVING_GC_THRESHOLD
-
-    gc.set_threshold(SERVING_GC_THRESHOLD, 20, 100)  # what the server sets at startup
+    gc.set_threshold(*(gc_thresholds or SERVING_GC_THRESHOLDS))  # what the server sets at startup
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -157,6 +185,11 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
     torch.set_num_threads(1)
     threadpool_limits(1)
     shop = Shop.open(load_settings(home=home, cache_url="memory://"))
+    if gc_freeze:  # as `shopmind serve` does once its shop is open
+        from shopmind.api.main import freeze_startup_objects
+
+        freeze_startup_objects()
+    pauses = GcPauses()
     rng = random.Random(1)
     now = int(time.time() * 1000)
     run_tag = f"{now}-"  # unique ids per invocation: a repeated event id is a retry, answered from the log
@@ -214,14 +247,16 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
                 done = shop.refresher.stats["computed"] - computed
                 if done:
                     refresh_ms.append((time.perf_counter() - t) * 1000 / done)
+            gc.callbacks.append(pauses)
             for e in chunk:
                 t = time.perf_counter()
                 fn(e)
                 lat.append((time.perf_counter() - t) * 1000)
-        lat.sort()
-        results[name] = {"n": len(lat), "p50_ms": round(statistics.median(lat), 3),
-                         "p99_ms": round(lat[int(0.99 * len(lat))], 3), "rules": len(engine.rules),
-                         "model": engine.model_version is not None, "behaviour_model": behaviour}
+            gc.callbacks.remove(pauses)
+        results[name] = {**_percentiles(lat), "rules": len(engine.rules),
+                         "model": engine.model_version is not None, "behaviour_model": behaviour,
+                         "gc_pauses": pauses.summary()}
+        pauses.pauses.clear()
         if browsed:
             results[name]["refresh_ms_per_user_median"] = round(statistics.median(refresh_ms), 3)
             results[name]["refresh_stats"] = dict(shop.refresher.stats)
@@ -233,10 +268,10 @@ def in_process(home: Path, users: int, n: int, catalog: list[str]) -> dict:
             t = time.perf_counter()
             engine.model.explain(row, exact=exact)
             lat.append((time.perf_counter() - t) * 1000)
-        lat.sort()
-        results[name] = {"n": len(lat), "p50_ms": round(statistics.median(lat), 3),
-                         "p99_ms": round(lat[int(0.99 * len(lat))], 3)}
+        results[name] = _percentiles(lat)
     trees = engine.model.booster_.dump_model()["tree_info"]
+    results["gc"] = {"thresholds": list(gc.get_threshold()), "frozen_objects": gc.get_freeze_count(),
+                     "tracked_objects": len(gc.get_objects())}
     results["model size"] = {"trees": len(trees), "mean_leaves": round(sum(t["num_leaves"] for t in trees) / len(trees), 1)}
     shop.close()
     return results
@@ -264,6 +299,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--home", type=Path, help="build the shop here once and reuse it on later runs")
     ap.add_argument("--http-only", action="store_true", help="skip the in-process measurements")
+    ap.add_argument("--no-gc-freeze", action="store_true",
+                    help="in process and in the server, leave the shop's startup objects to the cycle collector "
+                         "(serve_gc_freeze off), to measure what freezing them changes")
+    ap.add_argument("--gc-thresholds", help="in process only: young,middle,old collector thresholds instead of "
+                                            "the server's (SERVING_GC_THRESHOLDS), to compare them")
     ap.add_argument("--behaviour", action="store_true",
                     help="train a behaviour model first, so decisions on orders compute its feature")
     ap.add_argument("--train-budget", type=float, default=120, help="with --behaviour: its training budget, seconds")
@@ -271,6 +311,7 @@ def main() -> None:
                     help="over HTTP, each order's user adds an item to their cart (POST /v1/events) about 1 s "
                          "of requests before the order")
     args = ap.parse_args()
+    thresholds = tuple(int(x) for x in args.gc_thresholds.split(",")) if args.gc_thresholds else None
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or Path(tmp)
         built, with_behaviour = home / "bench-key.txt", home / "bench-behaviour.txt"
@@ -288,12 +329,16 @@ def main() -> None:
 
         catalog = pl.read_parquet(home / "data" / "items.parquet", columns=["item_id"])["item_id"].to_list()
         report = {"rules": n_rules, "behaviour_model": args.behaviour, "http": [],
-                  "in_process": {} if args.http_only else in_process(home, args.users, args.decisions, catalog)}
+                  "in_process": {} if args.http_only else in_process(home, args.users, args.decisions, catalog,
+                                                                         gc_freeze=not args.no_gc_freeze,
+                                                                         gc_thresholds=thresholds)}
         print(json.dumps(report["in_process"], indent=2), flush=True)
         ingest_key = _ingest_key(home) if args.browse else None
         marker = b'"decision"|"written"' if args.browse else b'"decision"'
         report["browse"] = args.browse
-        env = {**os.environ, "SHOPMIND_HOME": str(home), "SHOPMIND_CACHE_URL": "memory://", "SHOPMIND_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "SHOPMIND_HOME": str(home), "SHOPMIND_CACHE_URL": "memory://", "SHOPMIND_LOG_LEVEL": "WARNING",
+               "SHOPMIND_SERVE_GC_FREEZE": "false" if args.no_gc_freeze else "true"}
+        report["gc_freeze"] = not args.no_gc_freeze
         with running_server(env) as port:
             # untimed warm-up: the engine is built and the first users' profiles are read on first use
             drive(port, 50, 5, requests(key, 50, 250, args.users, catalog), b'"decision"')

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="API processes; more than one needs a redis:// cache_url.")
     api_threads: int = Field(32, ge=1, le=256, description="Worker threads per API process for blocking work "
                              "(database reads; first visits then wait for their batch's model pass).")
+    serve_gc_freeze: bool = Field(True, description="At startup, move the opened shop's objects out of the "
+                                  "cycle collector's reach, so its full collections stop scanning them.")
     recommend_batch: int = Field(32, ge=1, le=1024, description="Most first-visit recommendations ranked "
                                  "together in one transformer pass and catalog scan; 1 ranks each alone.")
     recommend_bf16_scan: bool = Field(True, description="Batched first visits over 20,000 items or more scan "

@@ -19,7 +19,8 @@ from shopmind.config import Settings, load_settings
 from shopmind.shop import Shop
 
 log = logging.getLogger(__name__)
-SERVING_GC_THRESHOLD = 50_000
+# (young, middle, old) collection thresholds of a server: see create_app's lifespan for why
+SERVING_GC_THRESHOLDS = (10_000, 10, 100)
 
 
 async def _risk_alerts(shop: Shop) -> None:
@@ -35,6 +36,21 @@ async def _risk_alerts(shop: Shop) -> None:
             log.warning("risk alert check failed: %s", type(exc).__name__)
 
 
+def freeze_startup_objects() -> None:
+    """Move every object alive now (modules, models, catalog, the shop's stores) out of the cycle
+    collector's reach, so a full collection later scans only what serving created since.
+
+    Why: an opened shop holds a few hundred thousand tracked objects that live as long as the process,
+    and every full collection walked all of them while holding the GIL, stalling whatever request was
+    running (one full collection took 588 ms unfrozen and 453 ms frozen: docs/benchmarks.md, "Decision
+    latency"). Reference counting still frees frozen objects; only reference cycles among them are
+    never collected, so a model replaced by a later promotion can keep its cycles (once: models loaded
+    after startup are not frozen). Only a server that opened its own shop freezes: tests build many
+    apps in one process."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None, shop: Shop | None = None) -> FastAPI:
     """Build the app. With `shop` given, the caller owns it (tests); otherwise it opens one at startup."""
     settings = settings or (shop.settings if shop else load_settings())
@@ -42,12 +58,18 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = shop is None
-        # A risk decision or a recommendation allocates a few thousand short-lived objects, so with
-        # CPython's default (a young collection every 700 allocations) collections ran during most
-        # requests and scanned the long-lived velocity windows and caches: risk decisions measured p50
-        # 0.96 / p99 2.61 ms in process with the default and 0.73 / 1.69 ms with this (bench/risk_latency.py).
-        gc.set_threshold(SERVING_GC_THRESHOLD, 20, 100)
+        # A risk decision or a recommendation allocates a few thousand short-lived objects. CPython's
+        # default (700, 10, 10) collected during most requests and ran a full collection of the
+        # long-lived velocity windows and caches every few thousand decisions (about 300 ms each
+        # once they hold a million objects). A young threshold of 50,000 (until 2026-12-07) made young
+        # collections rare but let the middle generation grow to a million objects: one middle
+        # collection held the GIL for 240-365 ms. 10,000 young, 10 middle, 100 old: no collection
+        # over 38 ms in nine runs, and less time in the collector than with either where compared
+        # (docs/benchmarks.md, "Decision latency", 2026-12-07; bench/gc_thresholds.py).
+        gc.set_threshold(*SERVING_GC_THRESHOLDS)
         app.state.shop = shop or Shop.open(settings)
+        if owned and settings.serve_gc_freeze:
+            freeze_startup_objects()
         # Worker threads for the sync routes: anyio's default of 40 let that many requests contend for
         # the GIL at once, and a first-visit recommendation (a run of short torch and numpy calls, each
         # giving up and taking back the GIL) then waited most of its time for it: 84 first visits/s

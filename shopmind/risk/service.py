@@ -61,8 +61,11 @@ class RiskService:
         self._reloading = False   # a background check for changes made elsewhere is running
         self._frozen: set[str] = set()
         self._lock = threading.Lock()
-        # event id -> (user pseudonym, answer), for retries; the pseudonym lets erasure drop the answers
-        self._answered: OrderedDict[str, tuple[str | None, RiskDecision]] = OrderedDict()
+        # event id -> (user pseudonym, answer as JSON), for retries; the pseudonym lets erasure drop the
+        # answers. JSON, not the RiskDecision: its lists and contribution models are a dozen objects the
+        # cycle collector tracks, 100,000 answers a million of them, which every full collection walked
+        # (a JSON string and the tuple holding it are untracked).
+        self._answered: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
         self._answered_lock = threading.Lock()  # writers and erasure's scan (reads are single operations)
         self._inflight: dict[str, concurrent.futures.Future] = {}      # event id -> answer being computed
         self._inflight_lock = threading.Lock()
@@ -252,10 +255,15 @@ class RiskService:
         if freeze is not None:
             self._frozen.add(freeze["pseudonym"])
         with self._answered_lock:
-            self._answered[event.event_id] = (out.tokens.get("user"), response)
+            self._answered[event.event_id] = (out.tokens.get("user"), response.model_dump_json())
             if len(self._answered) > ANSWERED_KEEP:
                 self._answered.popitem(last=False)
         return response
+
+    def _answer(self, event_id: str) -> RiskDecision | None:
+        """The answer this process gave the event, if it still keeps it."""
+        answered = self._answered.get(event_id)
+        return None if answered is None else RiskDecision.model_validate_json(answered[1])
 
     def _claim(self, event_id: str) -> tuple[concurrent.futures.Future, bool]:
         """The future of this event's answer, and whether the caller is the one to compute it. A retry
@@ -266,9 +274,9 @@ class RiskService:
             if running is not None:
                 return running, False
             future: concurrent.futures.Future = concurrent.futures.Future()
-            answered = self._answered.get(event_id)  # answered between the caller's check and now
+            answered = self._answer(event_id)  # answered between the caller's check and now
             if answered is not None:
-                future.set_result(answered[1])
+                future.set_result(answered)
                 return future, False
             self._inflight[event_id] = future
             return future, True
@@ -307,9 +315,9 @@ class RiskService:
         """Decide, commit the decision (with its case or account freeze) durably, then answer. A retry
         of an event this process already answered (or is answering) gets the same answer, and is not
         counted again; a retry of an erased user's event from before their erasure is refused."""
-        answered = self._answered.get(event.event_id)
+        answered = self._answer(event.event_id)
         if answered is not None:
-            return answered[1]
+            return answered
         self._refuse_late_retry(event)
         future, mine = self._claim(event.event_id)
         if not mine:
@@ -336,9 +344,9 @@ class RiskService:
         decision commits still has it committed; one cancelled before (during that feature) has none."""
         import asyncio
 
-        answered = self._answered.get(event.event_id)
+        answered = self._answer(event.event_id)
         if answered is not None:
-            return answered[1]
+            return answered
         self._refuse_late_retry(event)
         future, mine = self._claim(event.event_id)
         if not mine:

@@ -507,6 +507,20 @@ def test_rule_and_list_names_are_checked_whole(shop, name):
         shop.risk.add_to_list(name, "card", ["c-1"], actor="t")
 
 
+def test_a_retry_after_the_answer_gets_the_same_answer_and_is_not_counted_again(shop):
+    import asyncio
+
+    shop.risk.put_rule(Rule("big", "event.amount > 50.0", "review", mode="enforce"), actor="t")
+    shop.risk.put_rule(Rule("watch", "card.count_1h >= 0", "score", weight=0.1, mode="shadow"), actor="t")
+    first = shop.risk.decide(RiskEvent(**order(1)))
+    assert first.rules and first.shadow_rules and first.case_id is not None
+    again = shop.risk.decide(RiskEvent(**order(1)))
+    assert again == first                                      # kept as JSON, read back field for field
+    assert asyncio.run(shop.risk.decide_async(RiskEvent(**order(1)))) == first
+    assert shop.store.count("risk_decisions") == 1 and shop.store.count("risk_cases") == 1
+    assert _card_uses(shop) == 1
+
+
 def test_a_retry_that_arrives_while_the_first_request_commits_is_not_decided_again(shop, monkeypatch):
     """Two requests with one event id, the second while the first is still committing: one decision, one
     log row, one case, one count in the velocity windows, and the same answer for both."""
