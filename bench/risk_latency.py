@@ -3,6 +3,7 @@
     .venv/bin/python bench/risk_latency.py [--rates 500,1000,2000,3000] [--seconds 15] [--decisions 5000]
                                            [--users 20000] [--days 60] [--home DIR] [--http-only]
                                            [--behaviour [--train-budget 120]] [--browse]
+                                           [--no-gc-freeze] [--gc-thresholds YOUNG,MIDDLE,OLD]
 
 Builds a shop (20,000 generated users over 60 days: a model of full-grown trees, as a real shop's
 history gives; a small shop's model is much cheaper to explain), replays its orders and payments into the decision
@@ -20,7 +21,10 @@ block list of 1,000 cards), then:
     5-second warm-up at 50/s; with --browse, each order's user also adds an item to their cart about
     a second of requests before the order (an ingestion request, counted in the rate; figures per
     route too).
-Medians and p99 in milliseconds. The machine's two cores are shared by the server and the load generator.
+Medians and p99 in milliseconds (in process also p99.9, the maximum and every cycle collection that ran
+in the timed loops, by generation). The machine's two cores are shared by the server and the load
+generator. --no-gc-freeze and --gc-thresholds compare the collector settings the server uses
+(bench/gc_thresholds.py does so for the engine alone, in fresh processes).
 """
 
 from __future__ import annotations
