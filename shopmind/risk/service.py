@@ -575,8 +575,9 @@ class RiskService:
         of at most ANSWERED_KEEP entries, a few milliseconds, once per erasure). An answer being
         committed meanwhile is kept after the scan; the erasure follower of every server runs this
         again about a second later (it follows its own process's receipts too), which removes it."""
-        if self._erased_ms is not None:  # the receipt is committed before any store is erased
-            self._erased_ms.update(self.shop.erasure.erased_times(pseudonym))
+        erased = self._erased_ms  # a rebuild may drop it meanwhile: the next decision reads the receipts
+        if erased is not None:    # again, this one among them (it is committed before any store is erased)
+            erased.update(self.shop.erasure.erased_times(pseudonym))
         was = pseudonym in self._frozen
         self._frozen.discard(pseudonym)
         with self._answered_lock:
