@@ -151,6 +151,40 @@ def test_numbers_that_are_not_numbers_exit_2(home, args):
     assert r.exit_code == 2, r.output
 
 
+def test_a_schedule_retrains_every_interval_and_outlives_a_failed_run(home, monkeypatch):
+    from shopmind.exceptions import StorageError
+    from shopmind.shop import Shop
+
+    assert run("init").exit_code == 0
+    trainings, sleeps = [], []
+
+    def train(self, actor, **kwargs):
+        trainings.append(actor)
+        if len(trainings) == 2:
+            raise StorageError("database unreachable")
+        return {"popularity": {"version": f"v{len(trainings)}"}}
+
+    class Stop(Exception):
+        pass
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            raise Stop
+
+    monkeypatch.setattr(Shop, "train", train)
+    monkeypatch.setattr("time.sleep", sleep)
+    r = run("train", "--schedule", "30m")
+    assert isinstance(r.exception, Stop), r.output
+    assert len(trainings) == 3 and sleeps == [1800.0, 1800.0, 1800.0]  # the failed second run did not end it
+    assert "training failed (exit 1)" in r.output and '"v3"' in r.output
+
+
+def test_a_schedule_stops_on_bad_configuration(home):
+    r = run("train", "--schedule", "30m")                 # no `shopmind init`: no key file
+    assert r.exit_code == 2 and "key file" in r.output
+
+
 def test_a_malformed_keyring_is_a_clear_error(home, monkeypatch):
     monkeypatch.setenv("SHOPMIND_KEYRING", json.dumps({kind: {"active": "k1", "keys": ["x"]}
                                                        for kind in ("pseudonym", "token", "encryption")}))

@@ -220,7 +220,13 @@ def train(
         _run(once)
         return
     while True:  # a plain loop: cron or systemd timers can run `shopmind train` instead
-        _run(once)
+        try:
+            _run(once)
+        except typer.Exit as exc:
+            if exc.exit_code == 2:  # bad input or configuration: the next run would fail the same way
+                raise
+            # the database unreachable, no data yet: a scheduler keeps going, as a cron job would
+            console.print(f"training failed (exit {exc.exit_code}); trying again at the next interval")
         console.print(f"next training in {schedule}")
         time.sleep(interval)
 
