@@ -297,19 +297,21 @@ class RiskService:
             self._erased_ms = self.shop.erasure.erased_times()
         return self._erased_ms
 
-    def _refuse_late_retry(self, event: RiskEvent) -> None:
-        """An event of an erased user that predates their erasure is a late retry: deciding it would
-        put the user back into the decision log and the velocity windows, which erasure emptied.
-        Refused before anything is recorded, as ingestion drops such events."""
-        if event.user_id is None or event.ts_ms is None:
-            return
-        erased = self._erased()
-        if erased:
-            at = erased.get(self.shop.pseudonyms.user(event.user_id))
+    def _checked_tokens(self, event: RiskEvent, engine: RiskEngine) -> dict[str, str]:
+        """The event's keyed tokens, computed once for the whole decision. An event of an erased user
+        that predates their erasure is a late retry: deciding it would put the user back into the
+        decision log and the velocity windows, which erasure emptied. Refused before anything is
+        recorded, as ingestion drops such events."""
+        tokens = tokens_of(event, engine.pseudonyms)
+        user = tokens.get("user")
+        if user is not None and event.ts_ms is not None:
+            erased = self._erased()
+            at = erased.get(user) if erased else None
             if at is not None and event.ts_ms <= at:
                 raise InvalidInputError("this user was erased after this event's time (ts_ms): a late retry of "
                                         "an erased user's event is not decided, and nothing was recorded",
                                         field="user_id")
+        return tokens
 
     def decide(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
         """Decide, commit the decision (with its case or account freeze) durably, then answer. A retry
@@ -318,14 +320,13 @@ class RiskService:
         answered = self._answer(event.event_id)
         if answered is not None:
             return answered
-        self._refuse_late_retry(event)
         future, mine = self._claim(event.event_id)
         if not mine:
             answer = future.result(timeout=COMMIT_TIMEOUT_S + 30)
             return answer if answer is not None else self.decide(event, actor)
         try:
             engine = self.engine()
-            out = engine.decide(event)
+            out = engine.decide(event, tokens=self._checked_tokens(event, engine))
             row, case = self._rows(event, out, engine)
             freeze = self._freeze_row(out, actor)
             self.log.write(row, case, freeze)
@@ -347,7 +348,6 @@ class RiskService:
         answered = self._answer(event.event_id)
         if answered is not None:
             return answered
-        self._refuse_late_retry(event)
         future, mine = self._claim(event.event_id)
         if not mine:
             answer = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), COMMIT_TIMEOUT_S + 30)
@@ -364,17 +364,17 @@ class RiskService:
         import asyncio
 
         engine = self.engine()
+        tokens = self._checked_tokens(event, engine)
         if self._velocity_is_remote:
-            out = await asyncio.to_thread(engine.decide, event)
+            out = await asyncio.to_thread(engine.decide, event, tokens=tokens)
         elif event.items and self.shop.registry.current_version("behaviour") is not None:
             # The behaviour-model feature can need a model pass (about 2 ms at width 256 when the user's
             # state is not cached): in a worker thread, where the traced pass runs without the GIL, so the
             # event loop goes on deciding other events on the other core meanwhile.
-            tokens = tokens_of(event, engine.pseudonyms)
             unusual = await asyncio.to_thread(engine.unusualness, tokens.get("user"), event)
             out = engine.decide(event, tokens=tokens, unusual=unusual)
         else:
-            out = engine.decide(event)
+            out = engine.decide(event, tokens=tokens)
         row, case = self._rows(event, out, engine)
         freeze = self._freeze_row(out, actor)
         committed = asyncio.wrap_future(self.log.submit(row, case, freeze))
