@@ -1,7 +1,7 @@
 """Cost of one velocity observation (record + all features of the event), in process and in Redis.
 
     .venv/bin/python bench/risk_velocity.py [--events 100000] [--days 30] [--terminals 400]
-        [--stores memory,redis] [--redis-url redis://127.0.0.1:6379/0]
+        [--stores memory,memory-indexed,redis] [--redis-url redis://127.0.0.1:6379/0]
 
 Simulates --events payment events spread over --days with five entities each and cardinalities of a
 mid-sized shop: 25,000 users whose activity is heavy-tailed (Zipf), 1-2 cards and 1-3 devices per
@@ -12,12 +12,16 @@ median, p90 and p99 in µs over all events, and separately over the last 20% (wh
 full), for each store; for Redis also the mean time spent inside the Lua script (from INFO commandstats
 deltas). The in-process store's cost grows with the size of the observed entities, so the largest
 entities are printed too; the Redis store reads at most an hour of events per window edge. Redis keys go under a fresh prefix
-that is deleted afterwards. Results go to stdout as Markdown and to bench/out/risk_velocity.json.
+that is deleted afterwards. For the in-process stores the run also reports how many objects the cycle
+collector tracks for the store and how long one full collection takes with it alive (median of five):
+`memory-indexed` is the in-process store with every series indexed from its first event (the layout
+before small series were kept as tuples, `_Series.SMALL = 0`), to compare the two in one run. Results go to stdout as Markdown and to bench/out/risk_velocity.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import random
@@ -31,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shopmind.risk.velocity import DAY_MS, MemoryVelocityStore, Observation  # noqa: E402
+from shopmind.risk.velocity import DAY_MS, MemoryVelocityStore, Observation, _Series  # noqa: E402
 from shopmind.risk.velocity_redis import RedisVelocityStore  # noqa: E402
 
 T0 = 1_767_225_600_000
@@ -93,7 +97,12 @@ def main() -> None:
 
     rows = []
     for name in args.stores.split(","):
-        if name == "memory":
+        small = _Series.SMALL
+        gc.collect()
+        tracked_before = len(gc.get_objects())
+        if name.startswith("memory"):
+            if name == "memory-indexed":
+                _Series.SMALL = 0
             store = MemoryVelocityStore()
         else:
             store = RedisVelocityStore(args.redis_url, prefix=f"bench{uuid.uuid4().hex[:8]}-vel")
@@ -104,7 +113,16 @@ def main() -> None:
                 after = store._r.info("commandstats").get("cmdstat_evalsha", {})
                 calls = after.get("calls", 0) - (before or {}).get("calls", 0)
                 server_us = (after.get("usec", 0) - (before or {}).get("usec", 0)) / max(calls, 1)
+            if name.startswith("memory"):
+                gc.collect()
+                tracked = len(gc.get_objects()) - tracked_before
+                pauses = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    gc.collect()
+                    pauses.append((time.perf_counter() - start) * 1000)
         finally:
+            _Series.SMALL = small
             if name == "redis":
                 keys = list(store._r.scan_iter(match=store._prefix + b":*", count=5000))
                 for i in range(0, len(keys), 5000):
@@ -114,6 +132,10 @@ def main() -> None:
                      "total_s": round(sum(us) / 1e6, 2)})
         if name == "redis":
             rows[-1]["server_script_mean_us"] = round(server_us, 1)
+        else:
+            rows[-1]["gc_tracked_objects"] = tracked
+            rows[-1]["gc_full_collection_ms"] = round(statistics.median(pauses), 1)
+        del store
         if len(rows) == 1:
             print("\n| store | median µs | p90 µs | p99 µs | median µs (last 20%) | p99 µs (last 20%) | total s |")
             print("|---|---:|---:|---:|---:|---:|---:|")
@@ -121,6 +143,9 @@ def main() -> None:
         print(f"| {name} | {a['median_us']} | {a['p90_us']} | {a['p99_us']} | {t['median_us']} | {t['p99_us']} | {rows[-1]['total_s']} |",
               flush=True)
     for row in rows:
+        if "gc_tracked_objects" in row:
+            print(f"\n{row['store']}: {row['gc_tracked_objects']:,} objects tracked by the cycle collector, "
+                  f"one full collection {row['gc_full_collection_ms']} ms (median of 5)")
         if "server_script_mean_us" in row:
             print(f"\nredis: mean time inside the Lua script {row['server_script_mean_us']} µs per observe "
                   "(the rest is the round trip and the client)")

@@ -14,10 +14,11 @@ exact 30-day window. Recording is idempotent: the same event_id at the same ts c
 
 Amounts are kept as integer micro-units, so sums do not depend on insertion order. `window_features`
 is the definition, one pass over an entity's last 30 days. The Redis store computes the features inside
-its Lua script (velocity_redis.RedisVelocityStore has the layout and costs). The in-process store keeps incremental
-structures instead (prefix sums, hourly maxima, last
-occurrence of each distinct value), because that pass costs too much for hot terminals and NAT IPs
-inside a 2 ms decision; the tests hold both stores bit-identical to each other and to a brute force.
+its Lua script (velocity_redis.RedisVelocityStore has the layout and costs). The in-process store runs
+that pass for entities with few events and keeps incremental structures for busier ones (prefix sums,
+hourly maxima, last occurrence of each distinct value; `_Series` says why there are two layouts),
+because the pass costs too much for hot terminals and NAT IPs inside a 2 ms decision; the tests hold
+both stores and both layouts bit-identical to each other and to a brute force.
 
 Erasure removes the user's own series and every entry the user's events left in other entities
 (those say "this user used this card"), found through a per-user index of what was written.
@@ -31,6 +32,8 @@ from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import accumulate
+from operator import itemgetter
 from numbers import Integral
 from typing import Any, Protocol
 
@@ -53,6 +56,10 @@ DEFAULT_DISTINCT: dict[str, tuple[str, ...]] = {
 MICRO = 1_000_000
 SEP = "\x1f"                                  # field separator in Redis members; refused inside ids
 TS_LIMIT = 2 ** 46                            # |ts_ms| below this (2200 years): Redis score bands stay exact
+INDEX_SMALL = 32                              # a user's erasure index is a tuple up to this many entries
+
+_TS = itemgetter(0)                           # a small series' row -> its ts
+_Entry = tuple[str, str, str, int]            # (kind, key, event_id, ts) of an entry a user left in an entity
 
 
 @dataclass(frozen=True)
@@ -157,33 +164,86 @@ def _last_upto(occurrences: list[int], t: int) -> int:
 
 
 class _Series:
-    """One entity's events as parallel lists sorted by ts, plus what spares a pass over 30 days per
-    feature (measured at 0.4-0.7 ms median with hot terminals and NAT IPs): prefix sums of the integer
-    amounts, the max per clock hour (a window's max reads at most two hours of events and 720 hourly
-    maxima), and per distinct kind each value's occurrence times, values ordered by last occurrence."""
+    """One entity's events, sorted by ts, in one of two layouts.
 
-    __slots__ = ("ts", "eid", "amt", "user", "cols", "pre", "hours", "hmax", "occ", "lts", "lvs")
+    Small (up to SMALL events, as most entities are: a user's orders, a card's payments): one list of
+    rows (ts, event_id, amount, user, *distinct values), features computed by `window_features`. Rows
+    are tuples of strings and ints, which CPython's cycle collector stops tracking once it has seen
+    them, so a small series costs the collector two containers and one reference per event. The large
+    layout below costs it some twenty containers and about ten references per event, and a full
+    collection holds the GIL while it walks all of them (half a second with a million containers,
+    docs/benchmarks.md). Rows are inserted in place, not rebuilt: a rebuilt tuple per insert would be
+    new, so young, every time, and the young collections that walk them grew fivefold when tried.
 
-    def __init__(self, width: int):
-        self.ts: list[int] = []
-        self.eid: list[str] = []
-        self.amt: list[int] = []
-        self.user: list[str] = []
-        self.cols: list[list[str]] = [[] for _ in range(width)]
-        self.pre: list[int] = [0]                          # pre[k] - pre[j] = sum(amt[j:k])
-        self.hours: list[int] = []                         # clock hours holding events, sorted
-        self.hmax: list[int] = []                          # the largest amount of each of those hours
-        self.occ: list[dict[str, list[int]]] = [{} for _ in range(width)]
-        self.lts: list[list[int]] = [[] for _ in range(width)]   # last occurrence of each value, sorted
-        self.lvs: list[list[str]] = [[] for _ in range(width)]   # ... and the value, in the same order
+    Large (past SMALL; it stays large if it shrinks again): parallel lists plus what spares a pass over
+    30 days per feature (measured at 0.4-0.7 ms median with hot terminals and NAT IPs): prefix sums of
+    the integer amounts, the max per clock hour (a window's max reads at most two hours of events and
+    720 hourly maxima), and per distinct kind each value's occurrence times, values ordered by last
+    occurrence."""
+
+    __slots__ = ("rows", "ts", "eid", "amt", "user", "cols", "pre", "hours", "hmax", "occ", "lts", "lvs")
+    SMALL = 32
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] | None = []                 # the small layout; None once large
+        # The large layout, None while small (built by _grow):
+        self.ts: list[int] | None = None
+        self.eid: list[str] | None = None
+        self.amt: list[int] | None = None
+        self.user: list[str] | None = None
+        self.cols: list[list[str]] | None = None
+        self.pre: list[int] | None = None                  # pre[k] - pre[j] = sum(amt[j:k])
+        self.hours: list[int] | None = None                # clock hours holding events, sorted
+        self.hmax: list[int] | None = None                 # the largest amount of each of those hours
+        self.occ: list[dict[str, list[int]]] | None = None  # per distinct kind: value -> its times
+        self.lts: list[list[int]] | None = None            # last occurrence of each value, sorted
+        self.lvs: list[list[str]] | None = None            # ... and the value, in the same order
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.ts)
+
+    def entry(self, j: int) -> tuple[int, str, str]:
+        """(ts, event_id, user) of the j-th event."""
+        if self.rows is not None:
+            row = self.rows[j]
+            return row[0], row[1], row[3]
+        return self.ts[j], self.eid[j], self.user[j]
+
+    def events(self) -> list[tuple]:
+        """Every event as (ts, event_id, amount, user, *distinct values), oldest first."""
+        if self.rows is not None:
+            return list(self.rows)
+        return list(zip(self.ts, self.eid, self.amt, self.user, *self.cols))
+
+    def expired(self) -> int:
+        """How many of the oldest events are more than RETAIN_MS behind the newest."""
+        if self.rows is not None:
+            return bisect_left(self.rows, self.rows[-1][0] - RETAIN_MS, key=_TS)
+        return bisect_left(self.ts, self.ts[-1] - RETAIN_MS)
 
     def find(self, t: int, eid: str) -> int:
+        if self.rows is not None:
+            rows = self.rows
+            for j in range(bisect_left(rows, t, key=_TS), bisect_right(rows, t, key=_TS)):
+                if rows[j][1] == eid:
+                    return j
+            return -1
         for j in range(bisect_left(self.ts, t), bisect_right(self.ts, t)):
             if self.eid[j] == eid:
                 return j
         return -1
 
     def insert(self, t: int, eid: str, amount: int, user: str, values: tuple[str, ...]) -> None:
+        rows = self.rows
+        if rows is not None:
+            row = (t, eid, amount, user, *values)
+            if rows and rows[-1][0] > t:                     # late: insert in place
+                rows.insert(bisect_right(rows, t, key=_TS), row)
+            else:
+                rows.append(row)
+            if len(rows) > self.SMALL:
+                self._grow()
+            return
         ts, pre = self.ts, self.pre
         i = len(ts)
         if i and ts[-1] > t:                                 # late: insert in place
@@ -215,6 +275,30 @@ class _Series:
                     self.lts[d].insert(k, t)
                     self.lvs[d].insert(k, v)
 
+    def _grow(self) -> None:
+        """Small to large: the rows as columns, and the structures built from them."""
+        ts, eid, amt, user, *cols = (list(col) for col in zip(*self.rows))
+        self.rows = None
+        self.ts, self.eid, self.amt, self.user, self.cols = ts, eid, amt, user, cols
+        self.pre = [0, *accumulate(amt)]
+        self.hours, self.hmax, self.occ, self.lts, self.lvs = [], [], [], [], []
+        for t, amount in zip(ts, amt):
+            h = t // HOUR_MS
+            if self.hours and self.hours[-1] == h:
+                self.hmax[-1] = max(self.hmax[-1], amount)
+            else:
+                self.hours.append(h)
+                self.hmax.append(amount)
+        for col in cols:
+            occ: dict[str, list[int]] = {}
+            for t, v in zip(ts, col):
+                if v:
+                    occ.setdefault(v, []).append(t)
+            last = sorted((o[-1], v) for v, o in occ.items())
+            self.occ.append(occ)
+            self.lts.append([t for t, _ in last])
+            self.lvs.append([v for _, v in last])
+
     def _unlast(self, d: int, t: int, v: str) -> None:
         k = bisect_left(self.lts[d], t)
         while self.lvs[d][k] != v:
@@ -232,6 +316,9 @@ class _Series:
 
     def remove(self, j: int) -> None:
         """Delete one event (erasure)."""
+        if self.rows is not None:
+            del self.rows[j]
+            return
         t, amount = self.ts[j], self.amt[j]
         for d, col in enumerate(self.cols):
             v = col.pop(j)
@@ -253,6 +340,9 @@ class _Series:
 
     def trim(self, cut: int) -> None:
         """Drop the `cut` oldest events (retention)."""
+        if self.rows is not None:
+            del self.rows[:cut]
+            return
         horizon = self.ts[cut]
         for d, col in enumerate(self.cols):
             for v in set(col[:cut]):
@@ -285,6 +375,13 @@ class _Series:
         """Exactly what `window_features` returns for these events (the tests hold them equal), into
         `out`. Written for the interpreter: windows holding the same events as the previous one are
         copied, and the late-value correction of distinct counts only runs when t is in the past."""
+        if self.rows is not None:
+            if self.rows:
+                ts, _, amt, _, *cols = zip(*self.rows)
+            else:
+                ts, amt, cols = (), (), [()] * len(distinct)
+            out.update(window_features(kind, distinct, ts, amt, cols, t, extra))
+            return
         since, per_window = _names(kind, distinct)
         ts, pre, amt = self.ts, self.pre, self.amt
         hi = bisect_right(ts, t)
@@ -346,8 +443,9 @@ class MemoryVelocityStore(WindowStore):
         self._max = max_entities
         self._data: OrderedDict[tuple[str, str], _Series] = OrderedDict()
         # user -> (kind, key, event_id, ts) of every entry the user's events left in other entities;
-        # kept exactly in step with trimming and eviction, so erasure finds everything.
-        self._index: dict[str, set[tuple[str, str, str, int]]] = {}
+        # kept exactly in step with trimming and eviction, so erasure finds everything. A tuple while
+        # short (the collector stops tracking it, as a small series'), a set past INDEX_SMALL entries.
+        self._index: dict[str, tuple[_Entry, ...] | set[_Entry]] = {}
         self._lock = threading.Lock()
 
     def _run(self, obs: Observation, record: bool) -> dict[str, float]:
@@ -361,7 +459,7 @@ class MemoryVelocityStore(WindowStore):
                 values = tuple(ents.get(d, "") for d in dkinds)
                 s = self._data.get((kind, key))
                 if s is None:
-                    s = _Series(len(dkinds))
+                    s = _Series()
                     if record:
                         self._data[(kind, key)] = s
                 elif record:
@@ -372,35 +470,51 @@ class MemoryVelocityStore(WindowStore):
                     owner = user if kind != "user" else ""
                     s.insert(t, eid, amount, owner, values)
                     if owner:
-                        self._index.setdefault(owner, set()).add((kind, key, eid, t))
-                    cut = bisect_left(s.ts, s.ts[-1] - RETAIN_MS)
+                        self._index_add(owner, (kind, key, eid, t))
+                    cut = s.expired()
                     if cut:
                         self._unindex(kind, key, s, cut)
                         s.trim(cut)
             while len(self._data) > self._max:
                 (kind, key), s = self._data.popitem(last=False)
-                self._unindex(kind, key, s, len(s.ts))
+                self._unindex(kind, key, s, len(s))
         return out
+
+    def _index_add(self, owner: str, entry: _Entry) -> None:
+        ptrs = self._index.get(owner)
+        if ptrs is None:
+            self._index[owner] = (entry,)
+        elif type(ptrs) is tuple:
+            if entry not in ptrs:
+                self._index[owner] = ptrs + (entry,) if len(ptrs) < INDEX_SMALL else {*ptrs, entry}
+        else:
+            ptrs.add(entry)
 
     def _unindex(self, kind: str, key: str, s: _Series, hi: int) -> None:
         for j in range(hi):
-            owner = s.user[j]
+            t, eid, owner = s.entry(j)
             if owner and (ptrs := self._index.get(owner)) is not None:
-                ptrs.discard((kind, key, s.eid[j], s.ts[j]))
+                entry = (kind, key, eid, t)
+                if type(ptrs) is tuple:
+                    ptrs = tuple(p for p in ptrs if p != entry)
+                    if ptrs:
+                        self._index[owner] = ptrs
+                else:
+                    ptrs.discard(entry)
                 if not ptrs:
                     del self._index[owner]
 
     def erase_subject(self, pseudonym: str) -> dict[str, int]:
         with self._lock:
             own = self._data.pop(("user", pseudonym), None)
-            entries = len(own.ts) if own is not None else 0
+            entries = len(own) if own is not None else 0
             for kind, key, eid, t in self._index.pop(pseudonym, ()):
                 s = self._data.get((kind, key))
                 j = s.find(t, eid) if s is not None else -1
                 if j >= 0:
                     s.remove(j)
                     entries += 1
-                    if not s.ts:
+                    if not len(s):
                         del self._data[(kind, key)]
         return {"velocity_entities": int(own is not None), "velocity_entries": entries}
 

@@ -16,6 +16,7 @@ from shopmind.risk.velocity import (
     WINDOWS,
     MemoryVelocityStore,
     Observation,
+    _Series,
     feature_names,
     open_velocity_store,
 )
@@ -31,9 +32,11 @@ def _cleanup(store: RedisVelocityStore) -> None:
         r.delete(*keys)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def store(request) -> Iterator:
-    if request.param == "memory":
+@pytest.fixture(params=["memory", "memory-large", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request, monkeypatch) -> Iterator:
+    if request.param.startswith("memory"):
+        if request.param == "memory-large":       # every series past SMALL from its first event
+            monkeypatch.setattr(_Series, "SMALL", 0)
         yield open_velocity_store("memory://")
         return
     s = open_velocity_store(request.getfixturevalue("redis_url"))
@@ -188,7 +191,8 @@ def _leftovers(store, needle: str) -> list[str]:
     found = []
     if isinstance(store, MemoryVelocityStore):
         for (kind, key), s in store._data.items():
-            if needle in key or any(needle in str(v) for col in (s.eid, s.amt, s.user, *s.cols) for v in col):
+            columns = (*s.events(), *(s.lvs or ()), *(s.occ or ()))
+            if needle in key or any(needle in str(v) for col in columns for v in col):
                 found.append(kind)
         found += [u for u in store._index if needle in u]
         return found
@@ -284,6 +288,56 @@ def test_memory_and_redis_agree_on_a_random_stream_with_shuffled_arrival(redis_u
             assert memory.query(probe) == redis_store.query(probe) == pytest.approx(_brute(kept, k, v, end, probe))
     finally:
         _cleanup(redis_store)
+
+
+def _index_of(store: MemoryVelocityStore) -> dict[str, set]:
+    return {user: set(entries) for user, entries in store._index.items()}
+
+
+def _entries_of(store: MemoryVelocityStore) -> dict[str, set]:
+    """What the erasure index should hold: every entry a user's event left in another entity."""
+    expected: dict[str, set] = {}
+    for (kind, key), s in store._data.items():
+        for t, eid, _, owner, *_ in s.events():
+            if owner:
+                expected.setdefault(owner, set()).add((kind, key, eid, t))
+    return expected
+
+
+def test_small_and_large_series_answer_alike_through_growth_retention_and_erasure(monkeypatch):
+    """A series is tuples up to _Series.SMALL events and indexed lists past it: a stream longer than the
+    retention, arriving shuffled, gets the same answers with every series small, every series large, and
+    the default (series growing from one to the other mid-stream), and they match the definition."""
+    events = _random_events(7, 500, 45 * DAY_MS)
+    rng = random.Random(8)
+    arrival = sorted(events, key=lambda e: e.ts_ms + rng.uniform(0, 3 * DAY_MS))
+    stores = {}
+    for name, small in (("default", _Series.SMALL), ("all large", 0), ("all small", 10**6)):
+        monkeypatch.setattr(_Series, "SMALL", small)
+        store = MemoryVelocityStore()
+        stores[name] = store, [store.observe(e) for e in arrival]
+    (default, answers), *others = stores.values()
+    assert all(other_answers == answers for _, other_answers in others)
+    large = [s for s in default._data.values() if s.pre is not None]
+    assert large and len(large) < len(default._data)               # the default run holds both kinds
+    end = max(e.ts_ms for e in events) + 1
+    unique = list({(e.event_id, e.ts_ms): e for e in events}.values())
+    kept = [e for e in unique if e.entities.get("user") not in ("user3", "user5")]
+    keys = [(k, v) for k in DEFAULT_DISTINCT for v in sorted({e.entities[k] for e in events if k in e.entities})]
+    for store, _ in stores.values():
+        assert _index_of(store) == _entries_of(store)           # erasure's index in step with retention
+    assert any(type(p) is tuple for p in default._index.values())
+    assert any(type(p) is set for p in default._index.values())  # ... in both of its forms
+    erased = [[store.erase_subject(u) for u in ("user3", "user5")] for store, _ in stores.values()]
+    assert erased[0] == erased[1] == erased[2] and erased[0][0]["velocity_entries"] > 0
+    for store, _ in stores.values():
+        assert _index_of(store) == _entries_of(store)
+        assert _leftovers(store, "user3") == _leftovers(store, "user5") == []
+    for k, v in keys:
+        probe = Observation("probe", end, 1.5, {k: v})
+        expected = _brute(kept, k, v, end, probe)
+        for store, _ in stores.values():
+            assert store.query(probe) == pytest.approx(expected), (k, v)
 
 
 def test_memory_store_evicts_whole_entities_past_its_bound():
