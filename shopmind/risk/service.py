@@ -305,8 +305,7 @@ class RiskService:
         tokens = tokens_of(event, engine.pseudonyms)
         user = tokens.get("user")
         if user is not None and event.ts_ms is not None:
-            erased = self._erased()
-            at = erased.get(user) if erased else None
+            at = self._erased().get(user)
             if at is not None and event.ts_ms <= at:
                 raise InvalidInputError("this user was erased after this event's time (ts_ms): a late retry of "
                                         "an erased user's event is not decided, and nothing was recorded",

@@ -103,15 +103,18 @@ def feature_names(distinct: dict[str, tuple[str, ...]] | None = None) -> list[st
 
 
 def window_features(kind: str, distinct: tuple[str, ...], ts: list[int], amounts: list[int],
-                    cols: list[list[Any]], t: int, extra: tuple[int, tuple[Any, ...]] | None = None) -> dict[str, float]:
+                    cols: list[list[Any]], t: int, extra: tuple[int, tuple[Any, ...]] | None = None,
+                    out: dict[str, float] | None = None) -> dict[str, float]:
     """Features at time t of one entity from its events sorted by ts (amounts in micro-units, one
     column of values per distinct kind, "" or b"" meaning absent). `extra` = (amount, values) is one
-    more event at t that is not in the lists (the event being observed). Windows are nested, so one
-    backward pass over the 30 days serves all four, with the slicing and set work done in C."""
+    more event at t that is not in the lists (the event being observed). Written into `out` when given
+    (and returned). Windows are nested, so one backward pass over the 30 days serves all four, with
+    the slicing and set work done in C."""
     since, per_window = _names(kind, distinct)
     hi = bisect_right(ts, t)
     before = bisect_left(ts, t, 0, hi)
-    out: dict[str, float] = {since: (t - ts[before - 1]) / 1000 if before and ts[before - 1] >= t - RETAIN_MS else -1.0}
+    out = {} if out is None else out
+    out[since] = (t - ts[before - 1]) / 1000 if before and ts[before - 1] >= t - RETAIN_MS else -1.0
     sets: list[set[Any]] = [set() for _ in cols]
     n = total = 0
     top: int | None = None
@@ -380,7 +383,7 @@ class _Series:
                 ts, _, amt, _, *cols = zip(*self.rows)
             else:
                 ts, amt, cols = (), (), [()] * len(distinct)
-            out.update(window_features(kind, distinct, ts, amt, cols, t, extra))
+            window_features(kind, distinct, ts, amt, cols, t, extra, out)
             return
         since, per_window = _names(kind, distinct)
         ts, pre, amt = self.ts, self.pre, self.amt
