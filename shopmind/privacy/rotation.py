@@ -6,8 +6,9 @@ and with `retire` the keys that no longer seal anything leave the keyring.
 Pseudonym: a new key is added (not yet active) and saved; one database transaction recomputes every
 user's pseudonym from the raw id in the identity vault and rewrites it in every table; then the new key
 becomes active. A crash between the two steps is finished by running the command again: the vault
-records which key each pseudonym was made with. Derived stores (cache, model lineage) are remapped or
-dropped through the callbacks given.
+records which key each pseudonym was made with, and the rerun rebuilds the old-to-new mapping from it.
+Derived stores (cache, model lineage, velocity windows) are remapped or dropped through the callbacks
+given, after the transaction, on the first run and again on a rerun.
 """
 
 from __future__ import annotations
@@ -103,8 +104,17 @@ def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | Non
         key_ids = {kid for (kid,) in conn.execute(select(vault.c.pseudonym_key_id).distinct())}
     pending = next((k for k in key_ids if k != keyring.pseudonym.active and k in keyring.pseudonym.keys), None)
     if pending is not None and key_ids == {pending}:
-        new_id = pending  # an earlier run committed the remap but stopped before activating the key
-        mapping: dict[str, str] = {}
+        # An earlier run committed the remap but stopped before activating the key, perhaps before or
+        # while remapping the derived stores: rebuild its mapping (the old key is still the active one)
+        # so they are remapped now. Remapping is idempotent, so stores done before the crash are safe.
+        new_id = pending
+        cipher = FieldCipher(keyring.encryption)
+        previous = Pseudonymizer(keyring.pseudonym, keyring.token, key_id=keyring.pseudonym.active)
+        with store.transaction() as conn:
+            mapping: dict[str, str] = {
+                previous.user(cipher.decrypt("identity_vault.raw_id", enc)): new
+                for new, enc in conn.execute(select(vault.c.pseudonym, vault.c.raw_id_enc))
+            }
     else:
         old_active = keyring.pseudonym.active
         new_id = keyring.pseudonym.add(Keyring.PREFIXES["pseudonym"])

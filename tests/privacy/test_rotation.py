@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 from sqlalchemy import select
 
@@ -23,6 +24,13 @@ def _seed(shop, n=30):
                             "amount": 10.0 + i} for i in range(n)], actor="t")
     shop.ingest("payments", [{"payment_id": f"p{i}", "order_id": f"o{i}", "user_id": f"user-{i}",
                               "ts": "2026-01-05T10:00:01Z", "amount": 10.0 + i} for i in range(n)], actor="t")
+
+
+def _lineage(shop) -> set[str]:
+    """Every pseudonym in any model version's lineage file (read as parquet: the file is compressed)."""
+    files = list(shop.registry.root.glob("*/*/subjects.parquet"))
+    assert files, "no model version was trained"
+    return {p for f in files for p in pl.read_parquet(f)["pseudonym"].to_list()}
 
 
 def test_encryption_rotation_reencrypts_and_retires(shop):
@@ -62,7 +70,8 @@ def test_pseudonym_rotation_remaps_every_table(shop, monkeypatch):
     assert after != before and result["users_remapped"] == 30
     assert before in forgotten and len(set(forgotten)) == 30 and after not in forgotten
     with shop.store.transaction() as conn:
-        for table, column in schema.SUBJECT_TABLES.items():
+        # the audit trail too: a data-access export after rotation still finds the user's earlier entries
+        for table, column in {**schema.SUBJECT_TABLES, "audit_log": "subject_pseudonym"}.items():
             tbl = schema.metadata.tables[table]
             values = {v for (v,) in conn.execute(select(tbl.c[column])) if v is not None}
             assert before not in values, table
@@ -77,8 +86,7 @@ def test_pseudonym_rotation_remaps_every_table(shop, monkeypatch):
     assert shop.export_user("user-5", actor="t")["user_id"] == "user-5"
     assert len(shop.export_user("user-5", actor="t")["events"]) == 3
     # Model lineage was remapped too, and new events land under the new pseudonym.
-    lineage = shop.registry.root.glob("popularity/*/subjects.parquet")
-    assert all(before.encode() not in p.read_bytes() for p in lineage)
+    assert before not in _lineage(shop) and after in _lineage(shop)
     shop.ingest("events", [event(999, user="user-5", item="item-9")], actor="t")
     assert len(shop.export_user("user-5", actor="t")["events"]) == 4
     # A fresh process with the saved keyring computes the same pseudonyms.
@@ -87,6 +95,9 @@ def test_pseudonym_rotation_remaps_every_table(shop, monkeypatch):
 
 def test_interrupted_pseudonym_rotation_is_finished_by_a_rerun(shop, monkeypatch):
     _seed(shop, n=5)
+    shop.train(actor="t")
+    old = shop.pseudonym("user-2")
+    assert old in _lineage(shop)
     calls = []
 
     def crash_after_commit(mapping):
@@ -105,10 +116,17 @@ def test_interrupted_pseudonym_rotation_is_finished_by_a_rerun(shop, monkeypatch
     assert len(pending) == 1
     from shopmind.shop import Shop
 
+    shop.close()
     reopened = Shop.open(shop.settings)
     result = reopened.rotate_keys("pseudonym", actor="t")
-    assert result["active"] == pending[0]
+    assert result["active"] == pending[0] and result["users_remapped"] == 5
     assert reopened.export_user("user-2", actor="t")["user_id"] == "user-2"
+    # the derived stores the crash skipped are remapped by the rerun, so erasure reaches them
+    new = reopened.pseudonym("user-2")
+    assert new != old and old not in _lineage(reopened) and new in _lineage(reopened)
+    reopened.erase_user("user-2", actor="t")
+    assert not {old, new} & _lineage(reopened)
+    reopened.close()
 
 
 def test_inline_keyring_cannot_be_rotated_in_place(tmp_path, database_url):
