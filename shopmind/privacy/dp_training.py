@@ -126,6 +126,15 @@ class _SampledLogits(nn.Module):
         return self.model.heads["next_item"].sampled_logits(self.model.trunk(items), targets, negatives)
 
 
+def _noise_only_step(optimizer) -> None:
+    """One DP-SGD step on an empty batch: the clipped gradients sum to zero, so the update is the noise,
+    scaled and accounted (Opacus's step hook) as every other step."""
+    optimizer.zero_grad(set_to_none=True)
+    for param in optimizer.params:
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+
+
 def one_example_per_user(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Left-padded (inputs, targets) with one row per user: the user's last max_len + 1 items give
     max_len next-item targets. Targets are item index (0-based) or -1 for padding."""
@@ -255,12 +264,18 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         self.history_ = []
         # Opacus's ghost clipping backpropagates from the loss twice; torch warns about that each step.
         warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+        steps = 0
         for epoch in range(1, self.epochs + 1):
             dp_model.train()
             total, batches = 0.0, 0
             for xb, yb in dp_loader:
-                if len(xb) == 0:  # Poisson sampling drew nobody (probability (1 - q)^n): no update, and
-                    continue      # the accountant counts only the steps taken
+                steps += 1
+                if len(xb) == 0:
+                    # Poisson sampling drew nobody (probability (1 - q)^n). DP-SGD still takes the step, with
+                    # noise alone: the subsampled Gaussian's analysis counts every step, and a skipped step
+                    # would tell whether anyone was drawn.
+                    _noise_only_step(dp_optimizer)
+                    continue
                 width = max(1, int((xb != 0).sum(dim=1).max()))
                 xb, yb = xb[:, -width:].contiguous(), yb[:, -width:].contiguous()
                 negatives = torch.randint(1, config.n_items + 1, (1, self.n_negatives)).expand(len(xb), -1).contiguous()
@@ -278,8 +293,8 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
                 print({"epoch": epoch, "loss": total / max(batches, 1), "valid_ndcg@10": report.ndcg,
                        "epsilon": engine.get_epsilon(delta), "seconds": round(time.perf_counter() - started, 1)},
                       flush=True)
-            self.history_.append({"epoch": epoch, "loss": total / max(batches, 1),
-                                  "seconds": round(time.perf_counter() - started, 1)})
+            # no training loss: an exact average over the users' data, which the guarantee does not cover
+            self.history_.append({"epoch": epoch, "seconds": round(time.perf_counter() - started, 1)})
         # A fresh module with the trained weights: nothing of Opacus's hooks stays in the served model.
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.model_ = BehaviourModel(config)
@@ -298,7 +313,7 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
             "epsilon": round(spent, 4), "target_epsilon": self.epsilon,
             "delta": delta, "accountant": self.accountant, "noise_multiplier": float(dp_optimizer.noise_multiplier),
             "max_grad_norm": self.max_grad_norm, "sample_rate": 1.0 / len(dp_loader), "epochs": self.epochs,
-            "steps": self.epochs * len(dp_loader), "n_users": n_users, "secure_mode": self.secure_mode,
+            "steps": steps, "n_users": n_users, "secure_mode": self.secure_mode,
             "max_events_per_user": self.max_len + 1,
             "item_pairs": None if pairs is None else {**pairs[1], "blend": list(COOCCURRENCE_BLEND)}}
         return self

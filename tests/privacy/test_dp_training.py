@@ -282,6 +282,57 @@ def test_the_noise_is_secret_and_secure_mode_says_what_it_needs():
             PrivateBehaviourRecommender(secure_mode=True, epochs=1, cooccurrence_share=0).fit(data)
 
 
+def test_an_empty_poisson_batch_is_a_noise_only_step_the_accountant_counts():
+    """With one user expected per batch, about a third of Poisson batches are empty. Each is still a
+    DP-SGD step (noise alone, counted by the accountant): skipping them left the recorded epsilon at 3.2
+    of a planned 4 while the card claimed every step, and a skipped step says that nobody was drawn."""
+    rng = np.random.default_rng(3)
+    data = Sequences([f"u{n}" for n in range(60)], [f"i{n}" for n in range(20)],
+                     [rng.integers(0, 20, size=5).astype(np.int64) for _ in range(60)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PrivateBehaviourRecommender(epsilon=4.0, epochs=2, batch_size=1, d_model=16, threads=1,
+                                            cooccurrence_share=0).fit(data)
+    privacy = model.privacy_
+    assert privacy["steps"] == 2 * round(1 / privacy["sample_rate"])
+    assert 3.9 <= privacy["epsilon"] <= 4.0
+    # the training loss is an exact average over the users' data: not kept with a private model
+    assert model.history_ and all(set(row) == {"epoch", "seconds"} for row in model.history_)
+
+
+def test_both_attacks_find_the_members_of_a_model_that_memorises_and_not_of_one_that_learns_nothing():
+    from shopmind.evaluation import leave_one_out
+
+    class Memoriser:  # scores high exactly the item that followed this history in a training sequence
+        def fit(self, data):
+            self.next = {}
+            for seq in leave_one_out(data).train:
+                for k in range(1, len(seq)):
+                    self.next.setdefault(tuple(seq[:k].tolist()), set()).add(int(seq[k]))
+            self.n_items = data.n_items
+            return self
+
+        def score(self, histories):
+            scores = np.zeros((len(histories), self.n_items))
+            for row, h in enumerate(histories):
+                scores[row, list(self.next.get(tuple(h.tolist()), ()))] = 20.0
+            return scores
+
+    class Ignorant(Memoriser):
+        def score(self, histories):
+            return np.zeros((len(histories), self.n_items))
+
+    rng = np.random.default_rng(1)
+    data = Sequences([f"u{n}" for n in range(150)], [f"i{n}" for n in range(300)],
+                     [rng.integers(0, 300, size=int(rng.integers(6, 15))).astype(np.int64) for _ in range(150)])
+    memorised = membership_audit(data, Memoriser, n_bootstrap=50)
+    for attack in ("loss_attack", "reference_attack"):
+        assert memorised[attack]["auc"] > 0.95 and memorised[attack]["tpr_at_1pct_fpr"] > 0.5, (attack, memorised)
+    ignorant = membership_audit(data, Ignorant, n_bootstrap=50)
+    for attack in ("loss_attack", "reference_attack"):
+        assert ignorant[attack]["auc"] == pytest.approx(0.5), (attack, ignorant)
+
+
 def test_the_audit_scores_members_on_what_they_were_trained_on():
     """Every next-item target the membership attack scores for a member was a training target of the
     audited model (its last two events were held out by leave-one-out, and must not be scored)."""

@@ -46,6 +46,7 @@ def test_a_late_retry_brings_back_no_row_and_no_raw_id(shop):
     shop.ingest("orders", orders, actor="t")
     shop.ingest("payments", payments, actor="t")
     pseudonym = shop.pseudonym(USER)
+    assert shop.recent_items(pseudonym) and shop.cache.get(RECENT, pseudonym) is not None  # cached before
     shop.erase_user(USER, actor="dpo")
     assert _count(shop, "identity_vault", "pseudonym", pseudonym) == 0
 
