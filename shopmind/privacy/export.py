@@ -18,7 +18,10 @@ PII_FIELDS = ("email", "phone", "address")
 
 
 def export_subject(store: SqlStore, cipher: FieldCipher, pseudonym: str, actor: str) -> dict[str, Any]:
-    """The subject's profile, consent, events, orders, payments and the audit trail about them."""
+    """The subject's profile and consent, their rows in every other table that holds rows about a user
+    (events, orders, payments, risk decisions with their features, labels, cases, the account's freeze
+    state: schema.SUBJECT_TABLES, which erasure walks too), the risk lists naming them, and the audit
+    trail about them."""
     with store.transaction() as conn:
         vault = conn.execute(select(schema.identity_vault).where(schema.identity_vault.c.pseudonym == pseudonym)).first()
         if vault is None:
@@ -32,10 +35,18 @@ def export_subject(store: SqlStore, cipher: FieldCipher, pseudonym: str, actor: 
                            consent={p: m[f"consent_{p}"] for p in PURPOSES},
                            created_ms=m["created_ms"], updated_ms=m["updated_ms"])
         held: dict[str, list[dict[str, Any]]] = {}
-        for table in ("events", "orders", "payments"):
+        for table, column in schema.SUBJECT_TABLES.items():
+            if table in ("users", "identity_vault"):  # the profile and the raw id, above and below
+                continue
             tbl = schema.metadata.tables[table]
-            rows = conn.execute(select(tbl).where(tbl.c.user_pseudonym == pseudonym).order_by(tbl.c.ts_ms)).all()
-            held[table] = [{k: v for k, v in r._mapping.items() if k != "user_pseudonym"} for r in rows]
+            query = select(tbl).where(tbl.c[column] == pseudonym)
+            order = next((c for c in ("ts_ms", "labelled_ms", "opened_ms", "updated_ms") if c in tbl.c), None)
+            rows = conn.execute(query.order_by(tbl.c[order]) if order else query).all()
+            held[table] = [{k: v for k, v in r._mapping.items() if k != column} for r in rows]
+        lists = schema.risk_list_entries
+        held["risk_list_entries"] = [  # lists of kind "user" hold the pseudonym as their token
+            {k: v for k, v in r._mapping.items() if k != "token"} for r in conn.execute(
+                select(lists).where(lists.c.kind == "user", lists.c.token == pseudonym).order_by(lists.c.added_ms))]
         record_audit(conn, actor, "user.export", [pseudonym])
         trail = audit_entries(conn, subject=pseudonym)
     return {

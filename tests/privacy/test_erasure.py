@@ -89,6 +89,19 @@ def _assert_gone(shop, pseudonym: str, home: Path) -> None:
     assert shop.cache.find(pseudonym) == []
 
 
+def test_the_access_export_holds_the_users_rows_in_every_subject_table(shop):
+    """Export walks the tables erasure walks: what erasure would remove, the user can first see."""
+    _fan_out(shop)
+    export = shop.export_user(RAW_ID, actor="t")
+    assert export["user_id"] == RAW_ID and export["profile"]["email"] == EMAIL
+    for table in set(schema.SUBJECT_TABLES) - {"users", "identity_vault"}:
+        assert export[table], table
+    assert export["risk_decisions"][0]["event_id"] == "risk-1" and export["risk_labels"][0]["fraud"] is True
+    assert export["risk_accounts"][0]["frozen"] is True
+    assert [e["list_name"] for e in export["risk_list_entries"]] == ["watched_users"]
+    assert not _files_containing(shop.settings.home, RAW_ID)  # the export is returned, not written
+
+
 def test_erasure_reaches_every_store(shop):
     home = shop.settings.home
     pseudonym = _fan_out(shop)
