@@ -96,19 +96,60 @@ class RuleHit:
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _MEMBER = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
-_INDEXED = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\[\s*[\"']([^\"']*)[\"']\s*\]")  # lists["name"]
 _MACRO_VARIABLE = re.compile(r"\.\s*(?:exists_one|exists|all|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
+# CEL's lexis (cel-spec), enough to walk an expression that has parsed: raw strings end at their first
+# quote, other strings honour escapes, and // comments are blanks.
+_TOKEN = re.compile(
+    r"(?P<skip>\s+|//[^\n]*)"
+    r"|(?P<string>[bB]?[rR](?:" '"""' r"[\s\S]*?" '"""' r"|'''[\s\S]*?'''|" r'"[^"\n\r]*"' r"|'[^'\n\r]*')"
+    r"|[bB]?(?:" '"""' r"(?:\\[\s\S]|[^\\])*?" '"""' r"|'''(?:\\[\s\S]|[^\\])*?'''"
+    r'|"(?:\\.|[^"\\\n\r])*"' r"|'(?:\\.|[^'\\\n\r])*'))"
+    r"|(?P<number>0[xX][0-9a-fA-F]+[uU]?|\d*\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d+[uU]?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<op>.)")
+_PLAIN_NAME = re.compile(r"""(["'])([^"'\\]*)\1""")  # lists["name"]: quoted, nothing escaped
+_NONE = ("", "")
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    """(kind, text) of each token of the expression, blanks and comments left out."""
+    return [(m.lastgroup, m.group()) for m in _TOKEN.finditer(text) if m.lastgroup != "skip"]
+
+
+def _uses(tokens: list[tuple[str, str]], names) -> list[int]:
+    """Where the tokens use one of these variables (in x.event, event is a field that shares the name)."""
+    return [i for i, (kind, text) in enumerate(tokens)
+            if kind == "name" and text in names and (i == 0 or tokens[i - 1] != ("op", "."))]
+
+
+def _selected(tokens: list[tuple[str, str]], i: int) -> tuple[str | None, int]:
+    """The field selected by name from the variable at tokens[i] (`v.f`, `v["f"]`), and where that ends;
+    None where nothing is selected from it, "" where it is indexed by anything but a plain name."""
+    nxt = tokens[i + 1:i + 4] + [_NONE] * 3
+    if nxt[0] == ("op", ".") and nxt[1][0] == "name":
+        return nxt[1][1], i + 3
+    if nxt[0] == ("op", "["):
+        plain = _PLAIN_NAME.fullmatch(nxt[1][1]) if nxt[1][0] == "string" and nxt[2] == ("op", "]") else None
+        return (plain.group(2), i + 4) if plain else ("", i + 1)
+    return None, i + 1
+
+
+def _whole(tokens: list[tuple[str, str]], i: int) -> bool:
+    """Whether the variable at tokens[i] is only tested as a whole (`"x" in lists`, `size(event)`), which
+    reads none of its fields."""
+    before = tokens[i - 1] if i else _NONE
+    after = tokens[i + 1] if i + 1 < len(tokens) else _NONE
+    return before == ("name", "in") or (before == ("op", "(") and i > 1 and tokens[i - 2] == ("name", "size")
+                                        and after == ("op", ")"))
 
 
 def referenced_lists(rules: list[Rule]) -> set[str]:
-    """The list names the rules read (`lists.NAME`)."""
-    return {member for rule in rules for owner, member in _MEMBER.findall(_STRING.sub('""', rule.expression))
-            if owner == "lists"}
-
-
-def _known_fields(list_names: tuple[str, ...]) -> dict[str, set[str]]:
-    context = sample_context(list_names)
-    return {name: set(value) for name, value in context.items()}
+    """The list names the rules read (`lists.NAME`, `lists["NAME"]`)."""
+    names = set()
+    for rule in rules:
+        tokens = _tokens(rule.expression)
+        names.update(member for i in _uses(tokens, ("lists",)) if (member := _selected(tokens, i)[0]))
+    return names
 
 
 def compile_rule(rule: Rule, list_names: tuple[str, ...] = ()) -> "cel.Program":
@@ -136,20 +177,39 @@ def compile_rule(rule: Rule, list_names: tuple[str, ...] = ()) -> "cel.Program":
     if strange:
         raise InvalidInputError(f"expression calls unknown function(s) {', '.join(strange)}; "
                                 f"allowed: {', '.join(sorted(CEL_FUNCTIONS))}", field="expression")
-    known = _known_fields(list_names)
+    sample = sample_context(list_names)
+    known = {name: set(value) for name, value in sample.items()}
     bound = set(_MACRO_VARIABLE.findall(_STRING.sub('""', text)))  # e.g. x in [..].exists(x, ...)
     unknown = sorted(set(program.variables()) - set(known) - bound)
     if unknown:
         raise InvalidInputError(f"expression uses unknown variable(s) {', '.join(unknown)}; "
                                 f"known: {', '.join(VARIABLES)}", field="expression")
-    # Fields are checked statically too: a dry run does not reach terms behind a short-circuit.
-    members = _MEMBER.findall(_STRING.sub('""', text)) + _INDEXED.findall(text)
-    for owner, member in members:
-        if owner in known and member not in known[owner]:
+    # Fields are checked statically too: a dry run does not reach terms behind a short-circuit. So each use
+    # of a variable must name its field right there: put in a list or map, in parentheses or a condition,
+    # the variable can be selected from further on where no check sees the field ({"a": event}.a.nope).
+    tokens = _tokens(text)
+    for i in _uses(tokens, known):
+        owner = tokens[i][1]
+        member, end = _selected(tokens, i)
+        if member is None and _whole(tokens, i):
+            continue
+        if member is None:
+            raise InvalidInputError(f"expression uses {owner} other than as {owner}.<field> (inside a list, map, "
+                                    f"parentheses or condition, say), where its fields cannot be checked: "
+                                    f"name the field directly", field="expression")
+        if not member:
+            raise InvalidInputError(f"expression indexes {owner} with something other than a quoted name, "
+                                    f"which cannot be checked: write {owner}.<field>", field="expression")
+        if member not in known[owner]:
             where = "list" if owner == "lists" else f"field of {owner}"
             raise InvalidInputError(f"expression uses unknown {where} '{member}'", field="expression")
+        after = tokens[end:end + 3] + [_NONE] * 3       # a method of the value is fine: .startsWith(...)
+        if not isinstance(sample[owner][member], dict) and (
+                after[0] == ("op", "[") or after[0] == ("op", ".") and after[2] != ("op", "(")):
+            raise InvalidInputError(f"expression selects from {owner}.{member}, a single value without fields",
+                                    field="expression")
     try:
-        result = program.execute(cel.Context(sample_context(list_names)))
+        result = program.execute(cel.Context(sample))
     except Exception as exc:
         raise InvalidInputError(f"expression fails on a typical event: {type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:200]}", field="expression") from None

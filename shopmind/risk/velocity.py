@@ -57,6 +57,7 @@ MICRO = 1_000_000
 SEP = "\x1f"                                  # field separator in Redis members; refused inside ids
 TS_LIMIT = 2 ** 46                            # |ts_ms| below this (2200 years): Redis score bands stay exact
 INDEX_SMALL = 32                              # a user's erasure index is a tuple up to this many entries
+NEVER = -(2 ** 62)                            # "no occurrence": below every window start, even before the epoch
 
 _TS = itemgetter(0)                           # a small series' row -> its ts
 _Entry = tuple[str, str, str, int]            # (kind, key, event_id, ts) of an entry a user left in an entity
@@ -161,9 +162,9 @@ def _check(obs: Observation) -> int:
 
 
 def _last_upto(occurrences: list[int], t: int) -> int:
-    """The last of the sorted occurrences that is <= t, or -1."""
+    """The last of the sorted occurrences that is <= t, or NEVER (not -1: a window can start before it)."""
     p = bisect_right(occurrences, t)
-    return occurrences[p - 1] if p else -1
+    return occurrences[p - 1] if p else NEVER
 
 
 class _Series:
@@ -395,7 +396,7 @@ class _Series:
             lts, occ = self.lts[d], self.occ[d]
             upto = bisect_right(lts, t)
             late = [] if upto == len(lts) else [_last_upto(occ[x], t) for x in self.lvs[d][upto:]]
-            own = _last_upto(occ[v], t) if v and v in occ else (-1 if v else None)
+            own = _last_upto(occ[v], t) if v and v in occ else (NEVER if v else None)
             dprep.append((lts, upto, late, own))
         ex = extra[0] if extra is not None else None
         prev_lo, n, total, top, counts = -1, 0, 0, None, [0] * len(distinct)

@@ -40,6 +40,7 @@ from shopmind.risk.velocity import (
 _LUA_LIB = r"""
 local H, MAXL, RETAIN, OFF, BAND, TSMAX = 3600000, 9, __RETAIN__, 1000000000000000, 140737488355328, 70368744177664
 local WH = {1, 24, 168, 720}
+local NEVER = -math.huge                 -- "no occurrence": below every window start, even before the epoch
 local DIRECT = __DIRECT__
 local S = '\31'
 local function fmt(x) return string.format('%d', x) end
@@ -138,11 +139,11 @@ local function tree_remove(E, T, evs)
     end
   end
 end
--- the last occurrence <= t of value v of distinct kind d, or -1
+-- the last occurrence <= t of value v of distinct kind d, or NEVER
 local function lastle(O, d, v, t)
   local p = d .. S .. v .. S
   local r = redis.call('ZREVRANGEBYLEX', O, '(' .. p .. pad(t + 1), '[' .. p, 'LIMIT', 0, 1)
-  if #r == 0 then return -1 end
+  if #r == 0 then return NEVER end
   return tonumber(string.sub(r[1], #p + 1, #p + 16)) - OFF
 end
 -- the tree and the distinct-value sets of a busy entity, from all of its events
@@ -379,7 +380,7 @@ local function features(E, T, O, L, k, vals, t, targ, eid, extra, out)
           own = t                                 -- seen within the hour: in every window already
         else
           local z = redis.call('ZSCORE', L, pre .. v)
-          own = z and tonumber(z) - d * BAND or -1
+          own = z and tonumber(z) - d * BAND or NEVER
         end
       end
       for wi = 2, 4 do

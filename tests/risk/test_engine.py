@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from shopmind.exceptions import InvalidInputError
 from shopmind.privacy.audit import audit_entries
-from shopmind.risk.rules import Rule
+from shopmind.risk.features import logged_vector
+from shopmind.risk.rules import Rule, compile_rule
 from shopmind.risk.schemas import RiskEvent
 from shopmind.risk.training import DAY_MS, training_set
 from shopmind.storage import schema
@@ -43,12 +44,29 @@ def order(i: int, **extra) -> dict:
     ("false && event.no_such_field > 1", "unknown field of event"),
     ("lists.never_created", "unknown list"),
     ("card.count_2h > 3", "unknown field of card"),
+    # a variable put in a map, a list, parentheses or a condition is selected from where no check sees it
+    ('event.amount > 1.0 && {"a": event}.a.nope > 1', "uses event other than as event.<field>"),
+    ("event.amount > 1.0 && [event][0].nope > 1", "uses event other than as event.<field>"),
+    ("false && (true ? card : user).nope > 1", "uses card other than as card.<field>"),
+    ('false && event["no" + "pe"] > 1', "indexes event with something other than a quoted name"),
+    ("false && event // a comment\n.nope > 1", "unknown field of event 'nope'"),
+    ("false && event.kind.nope > 1", "selects from event.kind"),
 ])
 def test_rule_language_rejects_unsafe_or_malformed_rules(shop, expression, problem):
     with pytest.raises(InvalidInputError) as err:
         shop.risk.put_rule(Rule("r1", expression, "review"), actor="t")
     assert err.value.field == "expression" and problem in str(err.value)
     assert shop.risk.rules(include_inactive=True) == []  # nothing was written
+
+
+@pytest.mark.parametrize("expression", [
+    "event . amount > 1.0", "event // why\n.amount > 1.0", 'event["amount"] > 1.0', 'lists["stolen"]',
+    '"stolen" in lists', "size(event) > 0", 'event.email_domain.endsWith(".ru")',
+    "'event.nope' == event.kind || event.amount > 1.0", 'r"\\" == event.kind || event.amount > 1.0',
+    "[1, 2].exists(x, x > 1) && card.count_1h >= 3",
+])
+def test_rule_language_accepts_fields_named_where_they_are_used(expression):
+    compile_rule(Rule("r1", expression, "review"), ("stolen",))
 
 
 def test_bad_rule_over_http_is_422_naming_the_field_and_changes_nothing(client, keys):
@@ -283,6 +301,59 @@ def test_acknowledged_decisions_survive_sigkill(tmp_path, path):
     assert set(acknowledged) <= stored
 
 
+def test_no_decision_is_answered_before_its_commit_finished(shop, monkeypatch):
+    """What the SIGKILL test catches by luck, made deterministic: the decision log's commit is held open,
+    and no caller (decide, decide_async, a submitted row's future) may have its answer until it ends."""
+    import asyncio
+    import threading
+    from contextlib import contextmanager
+
+    log = shop.risk.log
+    store = log.store
+    inside, release, committed = threading.Event(), threading.Event(), threading.Event()
+
+    class HeldStore:  # the log's store, whose commit waits for `release` once the group's rows are in
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        @contextmanager
+        def transaction(self):
+            with store.transaction() as conn:
+                yield conn
+                inside.set()
+                release.wait(30)
+            committed.set()
+
+    monkeypatch.setattr(log, "store", HeldStore())
+
+    def held(call) -> None:
+        inside.clear(), release.clear(), committed.clear()
+        answered, seen = threading.Event(), []
+
+        def run():
+            call()
+            seen.append(committed.is_set())
+            answered.set()
+
+        threading.Thread(target=run, daemon=True).start()
+        assert inside.wait(30), "the decision never reached its commit"
+        assert not answered.wait(0.3), "answered while its commit was held"
+        release.set()
+        assert answered.wait(30) and seen == [True]
+
+    answers = []
+    held(lambda: answers.append(shop.risk.decide(RiskEvent(**order(1)))))
+    held(lambda: answers.append(asyncio.run(shop.risk.decide_async(RiskEvent(**order(2))))))
+    row = {"decision_id": "direct", "event_id": "o-direct", "kind": "order", "user_pseudonym": None, "ts_ms": NOW,
+           "decided_ms": NOW, "decision": "allow", "score": 0.0, "model_score": None, "model_version": None,
+           "rules_version": 0, "amount": 1.0, "rules": "{}", "features": "{}", "latency_us": 0}
+    held(lambda: answers.append(log.submit(row).result(30)))
+    assert [a.event_id for a in answers[:2]] == ["o-1", "o-2"] and answers[2] is None
+    with shop.store.transaction() as conn:
+        logged = {e for (e,) in conn.execute(select(schema.risk_decisions.c.event_id))}
+    assert logged == {"o-1", "o-2", "o-direct"}
+
+
 def test_training_ignores_labels_recorded_after_the_cutoff_and_unsettled_events(shop):
     start = int(time.time() * 1000) - 10 * DAY_MS
     for i in range(6):  # events of day 0 .. 5, decided now
@@ -302,6 +373,26 @@ def test_training_ignores_labels_recorded_after_the_cutoff_and_unsettled_events(
     assert "o-4" not in labelled                      # still unsettled: left out, not guessed legitimate
     # features are the ones logged at decision time, untouched by the later label
     np.testing.assert_array_equal(after.X[after.event_ids.index("o-1")], before.X[before.event_ids.index("o-1")])
+    # o-1 decided again after the cut-off, on other features, and an event from after the cut-off decided
+    # (a client clock ahead) and labelled in time: neither is known at the cut-off
+    d = schema.risk_decisions
+    with shop.store.transaction() as conn:
+        logged = conn.execute(select(d).where(d.c.event_id == "o-1")).one()._asdict()
+        features = json.loads(logged["features"])
+        redone = {k: v + 1.0 if isinstance(v, (int, float)) else v for k, v in features.items()}
+        conn.execute(insert(d), [
+            {**logged, "decision_id": "o-1-again", "decided_ms": cutoff + 1, "features": json.dumps(redone)},
+            {**logged, "decision_id": "ahead", "event_id": "o-ahead", "ts_ms": cutoff + 1, "decided_ms": cutoff - 1}])
+    shop.risk.add_labels([{"event_id": "o-ahead", "fraud": True, "labelled_ms": cutoff - 1}], actor="t")
+    planted = training_set(shop.store, cutoff, label_delay_days=7)
+    assert planted.event_ids == after.event_ids and planted.left_out_unknown == after.left_out_unknown
+    np.testing.assert_array_equal(planted.X, after.X)
+    np.testing.assert_array_equal(planted.y, after.y)
+    np.testing.assert_array_equal(planted.X[planted.event_ids.index("o-1")], logged_vector(features))
+    # a later cut-off knows both: the planted rows are real candidates, left out above only by time
+    later = training_set(shop.store, cutoff + 1, label_delay_days=7)
+    assert "o-ahead" in later.event_ids
+    np.testing.assert_array_equal(later.X[later.event_ids.index("o-1")], logged_vector(redone))
 
 
 def test_model_from_replayed_history_scores_explains_and_backtests(shop, tmp_path):

@@ -49,17 +49,45 @@ def obs(eid: str, ts: int, amount: float = 10.0, **entities: str) -> Observation
     return Observation(eid, ts, amount, entities)
 
 
+def _window(f: dict[str, float], kind: str, name: str) -> tuple[float, ...]:
+    return tuple(f[f"{kind}_{agg}_{name}"] for agg in ("count", "sum", "mean", "max"))
+
+
 def test_window_edges_are_half_open_on_the_left(store):
-    store.observe(obs("a", T0, 5.0, user="u"))
+    store.observe(obs("a", T0, 5.0, user="u", card="c0", device="d0", ip="i0"))
+    store.observe(obs("b", T0 + 1, 2.0, user="u", card="c1", device="d0"))
     for name, w in WINDOWS.items():
-        at_edge = store.query(obs("q", T0 + w, 1.0, user="u"))
-        assert at_edge[f"user_count_{name}"] == 1, name          # exactly w old: out
-        assert at_edge[f"user_sum_{name}"] == 1.0
-        inside = store.query(obs("q", T0 + w - 1, 1.0, user="u"))
-        assert inside[f"user_count_{name}"] == 2, name           # 1 ms younger: in
-        assert inside[f"user_sum_{name}"] == 6.0
+        probe = dict(user="u", card="c1", device="d1")
+        at_edge = store.query(obs("q", T0 + w, 1.0, **probe))          # "a" exactly w old: out
+        assert _window(at_edge, "user", name) == pytest.approx((2, 3.0, 1.5, 2.0)), name
+        assert [at_edge[f"user_distinct_{d}_{name}"] for d in ("card", "device", "ip")] == [1, 2, 0], name
+        assert at_edge["user_seconds_since_prev"] == (w - 1) / 1000
+        inside = store.query(obs("q", T0 + w - 1, 1.0, **probe))       # 1 ms younger: in
+        assert _window(inside, "user", name) == pytest.approx((3, 8.0, 8.0 / 3, 5.0)), name
+        assert [inside[f"user_distinct_{d}_{name}"] for d in ("card", "device", "ip")] == [2, 2, 1], name
+        assert inside["user_seconds_since_prev"] == (w - 2) / 1000
     at_hour = store.query(obs("q", T0 + HOUR_MS, 1.0, user="u"))
-    assert at_hour["user_count_1d"] == at_hour["user_count_7d"] == at_hour["user_count_30d"] == 2
+    assert at_hour["user_count_1d"] == at_hour["user_count_7d"] == at_hour["user_count_30d"] == 3
+
+
+def test_window_edges_of_a_busy_entity(store):
+    """90 events over 4.5 hours, the first one the largest and the only one with its card, device and ip:
+    past the in-process store's small layout and Redis's DIRECT, with windows of more than 64 events
+    (the hourly maxima), so each edge goes through the indexed structures rather than the definition."""
+    events = [obs("first", T0, 500.0, user="busy", card="c-first", device="d-first", ip="i-first")]
+    events += [obs(f"e{i}", T0 + i * 3 * 60_000, 10.0 + i % 11, user="busy", card=f"c{i % 7}", device=f"d{i % 5}")
+               for i in range(1, 90)]
+    for e in events:
+        store.observe(e)
+    for name, w in WINDOWS.items():
+        for t, first_in in ((T0 + w, False), (T0 + w - 1, True)):
+            probe = obs("q", t, 1.0, user="busy", card="c-new", device="d0")
+            got = {k: v for k, v in store.query(probe).items() if k.startswith("user_")}
+            assert got == pytest.approx(_brute(events, "user", "busy", t, probe)), (name, first_in)
+            assert (got[f"user_max_{name}"] == 500.0) is first_in, name
+            assert got[f"user_distinct_card_{name}"] == 8 + first_in, name         # c0..c6, c-new
+            assert got[f"user_distinct_device_{name}"] == 5 + first_in, name
+            assert got[f"user_distinct_ip_{name}"] == first_in, name
 
 
 def test_observe_counts_the_event_itself_and_query_records_nothing(store):
@@ -147,25 +175,40 @@ def _brute(events: list[Observation], kind: str, key: str, t: int, extra: Observ
     return out
 
 
-def _random_events(seed: int, n: int, span_ms: int) -> list[Observation]:
+def _random_events(seed: int, n: int, span_ms: int, start: int = T0) -> list[Observation]:
     rng = random.Random(seed)
     pools = {"user": 20, "card": 25, "device": 12, "ip": 8, "terminal": 3}
     events = []
     for i in range(n):
         ents = {k: f"{k}{rng.randrange(size)}" for k, size in pools.items() if rng.random() < 0.8}
-        ts = T0 + rng.randrange(span_ms) if rng.random() > 0.1 or not events else events[-1].ts_ms  # some ties
+        ts = start + rng.randrange(span_ms) if rng.random() > 0.1 or not events else events[-1].ts_ms  # some ties
         events.append(Observation(f"ev{i}", ts, round(rng.uniform(0.5, 900), 2), ents))
     return events + rng.sample(events, n // 20)                    # retries of the same events
 
 
-def test_out_of_order_arrival_matches_in_order_and_the_definition(store):
-    events = _random_events(1, 200, 20 * DAY_MS)
+def _observed(seen: dict[tuple[str, int], Observation], e: Observation) -> dict[str, float]:
+    """What observing e answers by the definition, after the events in `seen` (e counts once, if seen)."""
+    before = [x for k, x in seen.items() if k != (e.event_id, e.ts_ms)]
+    return {name: v for kind, key in e.entities.items() for name, v in _brute(before, kind, key, e.ts_ms, e).items()}
+
+
+# A stream from the epoch has windows that start before it: "no occurrence" must not read as a time there.
+STARTS = pytest.mark.parametrize("start", [T0, 0], ids=["2026", "epoch"])
+
+
+@STARTS
+def test_out_of_order_arrival_matches_in_order_and_the_definition(store, start):
+    events = _random_events(1, 200, 20 * DAY_MS, start)
     in_order = sorted(events, key=lambda e: e.ts_ms)
     shuffled = random.Random(2).sample(events, len(events))
     end = max(e.ts_ms for e in events) + 1
     for arrival, tag in ((in_order, "a"), (shuffled, "b")):
+        seen: dict[tuple[str, int], Observation] = {}
         for e in arrival:
-            store.observe(Observation(e.event_id, e.ts_ms, e.amount, {k: f"{tag}{v}" for k, v in e.entities.items()}))
+            tagged = {k: f"{tag}{v}" for k, v in e.entities.items()}
+            got = store.observe(Observation(e.event_id, e.ts_ms, e.amount, tagged))
+            assert got == pytest.approx(_observed(seen, e)), (tag, e.event_id)
+            seen[(e.event_id, e.ts_ms)] = e
     unique = list({(e.event_id, e.ts_ms): e for e in events}.values())
     for kind in DEFAULT_DISTINCT:
         for key in sorted({e.entities[kind] for e in events if kind in e.entities}):
@@ -255,9 +298,10 @@ class _AlwaysBusy(RedisVelocityStore):
 
 
 @pytest.mark.redis
+@STARTS
 @pytest.mark.parametrize("busy", [False, True], ids=["default", "tree-path"])
-def test_memory_and_redis_agree_on_a_random_stream_with_shuffled_arrival(redis_url, busy):
-    events = _random_events(7, 500, 45 * DAY_MS)                  # longer than the retention
+def test_memory_and_redis_agree_on_a_random_stream_with_shuffled_arrival(redis_url, busy, start):
+    events = _random_events(7, 500, 45 * DAY_MS, start)           # longer than the retention
     rng = random.Random(8)
     arrival = sorted(events, key=lambda e: e.ts_ms + rng.uniform(0, 3 * DAY_MS))
     memory = MemoryVelocityStore()
@@ -304,11 +348,12 @@ def _entries_of(store: MemoryVelocityStore) -> dict[str, set]:
     return expected
 
 
-def test_small_and_large_series_answer_alike_through_growth_retention_and_erasure(monkeypatch):
+@STARTS
+def test_small_and_large_series_answer_alike_through_growth_retention_and_erasure(monkeypatch, start):
     """A series is tuples up to _Series.SMALL events and indexed lists past it: a stream longer than the
     retention, arriving shuffled, gets the same answers with every series small, every series large, and
     the default (series growing from one to the other mid-stream), and they match the definition."""
-    events = _random_events(7, 500, 45 * DAY_MS)
+    events = _random_events(7, 500, 45 * DAY_MS, start)
     rng = random.Random(8)
     arrival = sorted(events, key=lambda e: e.ts_ms + rng.uniform(0, 3 * DAY_MS))
     stores = {}
