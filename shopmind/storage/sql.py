@@ -9,6 +9,7 @@ Reads for training come out as Polars frames.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -195,8 +196,18 @@ class SqlStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(schema.metadata.tables[table])).scalar_one())
 
-    def checkpoint(self) -> None:
-        """SQLite: fold the WAL into the database file and truncate it (after erasure, so no old page lingers)."""
-        if self.dialect == "sqlite":
+    def checkpoint(self, attempts: int = 20, wait_s: float = 0.05) -> bool:
+        """SQLite: fold the WAL into the database file and truncate it (after erasure, so no old page
+        lingers). A reader in the middle of a transaction holds the WAL: the checkpoint is then busy and
+        is tried again for about a second. Returns whether it completed (always True elsewhere); if not,
+        the next checkpoint (SQLite's automatic ones, or the next erasure) finishes it."""
+        if self.dialect != "sqlite":
+            return True
+        for attempt in range(attempts):
             with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]
+            if not busy:
+                return True
+            time.sleep(wait_s)
+        log.warning("the WAL checkpoint after an erasure stayed busy (a long reader); it completes later")
+        return False
