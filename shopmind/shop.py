@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -237,7 +238,9 @@ class Shop:
         touched: list[str] = []
         for raw_user_id, items in by_user.items():  # one HMAC per user, not per event (hot path)
             pseudonym = self.pseudonyms.user(raw_user_id)
-            self.cache.append_if_present(RECENT, pseudonym, items, RECENT_KEEP)
+            items.sort(key=itemgetter(2))  # a batch may list the newest first; the list is oldest first
+            # an event older than the cached list's newest drops the list: read again, in order
+            self.cache.append_if_present(RECENT, pseudonym, items, RECENT_KEEP, order=2)
             bought = [item for item, kind, _ in items if kind == "purchase"]
             if bought:
                 self.cache.append_if_present(BOUGHT, pseudonym, bought, BOUGHT_KEEP)

@@ -96,7 +96,8 @@ class Cache(Protocol):
              generation: Any = NO_CHECK) -> bool: ...
     def generation(self, namespace: str, subject: str) -> int | None: ...
     def fence(self, subjects: list[str], ttl_s: float, namespace: str | None = None) -> None: ...
-    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None: ...
+    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int,
+                          order: int | None = None) -> None: ...
     def delete(self, namespace: str, subjects: list[str]) -> None: ...
     def erase_subject(self, subject: str) -> int: ...
     def find(self, needle: str) -> list[str]: ...
@@ -196,12 +197,15 @@ class MemoryCache:
             self._generations = {k: g for k, g in self._generations.items() if g[1] > now}
             self._generations_prune_at = max(10_000, 2 * len(self._generations))
 
-    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None:
+    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int,
+                          order: int | None = None) -> None:
         """Extend a cached list, keeping its last `keep` values. A missing list stays missing, so a
         partial list is never mistaken for the whole history (the reader loads it from the database).
         Values already in the list are not added again: a reader may have read them from the database
         between their commit and this append, and a client may resend a batch. Either way the list's
-        generation moves on."""
+        generation moves on. With `order`, the list is sorted by each value's element `order` (a time):
+        a new value that sorts before the list's last one (a late event) drops the list instead, so the
+        next reader loads it from the database in order rather than read it with the late value last."""
         with self._lock:
             key = self._key(namespace, subject)
             self._bump(key, subject, time.monotonic())
@@ -211,6 +215,9 @@ class MemoryCache:
             current = json.loads(entry[1])
             for value in values:
                 if value not in current:
+                    if order is not None and current and value[order] < current[-1][order]:
+                        del self._data[key]
+                        return
                     current.append(value)
             self._data[key] = (entry[0], json.dumps(current[-keep:]))
 
@@ -308,21 +315,26 @@ class RedisCache:
                 + [self._key(namespace, s) for s in subjects])
         self._call(self._bump_script, keys=keys, args=[len(subjects), int(GENERATION_TTL_S * 1000), int(delete)])
 
-    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int) -> None:
+    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int,
+                          order: int | None = None) -> None:
         # Stored as one JSON string so get/set stay uniform; a small Lua script keeps it atomic. The
         # generation moves on first (a reader that fills in between is refused, and the append then
-        # finds nothing or the list it read, which it extends).
+        # finds nothing or the list it read, which it extends). `order` as in MemoryCache.
         self._bump(namespace, [subject])
         script = (
             "local v = redis.call('GET', KEYS[1]) if not v then return 0 end "
             "local l = cjson.decode(v) local seen = {} for _, y in ipairs(l) do seen[cjson.encode(y)] = true end "
+            "local o = tonumber(ARGV[3]) "
             "for _, x in ipairs(cjson.decode(ARGV[1])) do local k = cjson.encode(x) "
-            "if not seen[k] then seen[k] = true table.insert(l, x) end end "
+            "if not seen[k] then "
+            "if o > 0 and #l > 0 and x[o] < l[#l][o] then redis.call('DEL', KEYS[1]) return 0 end "
+            "seen[k] = true table.insert(l, x) end end "
             "local keep = tonumber(ARGV[2]) local out = {} "
             "for i = math.max(1, #l - keep + 1), #l do table.insert(out, l[i]) end "
             "redis.call('SET', KEYS[1], cjson.encode(out), 'KEEPTTL') return 1"
         )
-        self._call(self._r.eval, script, 1, self._key(namespace, subject), json.dumps(values), keep)
+        self._call(self._r.eval, script, 1, self._key(namespace, subject), json.dumps(values), keep,
+                   0 if order is None else order + 1)
 
     def delete(self, namespace: str, subjects: list[str]) -> None:
         for start in range(0, len(subjects), 1000):  # bumps and deletions, one script per 1,000

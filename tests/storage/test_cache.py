@@ -83,6 +83,35 @@ def test_an_append_adds_no_value_the_list_already_holds(cache_url):
     assert cache.get(RECENT, "p") == [["i1", "view", 1], ["i2", "view", 2], ["i3", "cart", 3]]
 
 
+def test_a_value_older_than_the_lists_last_drops_an_ordered_list(cache_url):
+    """A late event appended last would be read as the newest: an ordered list is dropped instead, and
+    the next reader loads it from the database in order. In-order values still extend it."""
+    cache = open_cache(cache_url)
+    assert cache.fill(RECENT, "p", [["i1", "view", 10], ["i2", "view", 20]], generation=None)
+    cache.append_if_present(RECENT, "p", [["i3", "view", 20], ["i4", "view", 30]], keep=51, order=2)
+    assert [v[0] for v in cache.get(RECENT, "p")] == ["i1", "i2", "i3", "i4"]
+    cache.append_if_present(RECENT, "p", [["i5", "view", 40], ["late", "view", 15]], keep=51, order=2)
+    assert cache.get(RECENT, "p") is None
+    assert cache.fill(RECENT, "q", [["i1", "view", 10]], generation=None)
+    cache.append_if_present(RECENT, "q", [["late", "view", 5]], keep=51)  # unordered lists just append
+    assert [v[0] for v in cache.get(RECENT, "q")] == ["i1", "late"]
+
+
+def test_a_late_event_leaves_no_history_out_of_order(tmp_path, cache_url):
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}", cache_url=cache_url)
+    try:
+        shop.ingest("events", [event(10 * i, USER, item=f"i{i}") for i in range(6)], actor="t")
+        pseudonym = shop.pseudonym(USER)
+        assert [r[0] for r in shop.recent_items(pseudonym)] == [f"i{i}" for i in range(6)]
+        shop.ingest("events", [event(25, USER, item="late"), event(60, USER, item="i6")], actor="t")
+        history = [r[0] for r in shop.recent_items(pseudonym)]
+        assert history == ["i0", "i1", "i2", "late", "i3", "i4", "i5", "i6"]
+        shop.ingest("events", [event(80, USER, item="i8"), event(70, USER, item="i7")], actor="t")  # newest first
+        assert [r[0] for r in shop.cache.get(RECENT, pseudonym)][-2:] == ["i7", "i8"]  # sorted, kept cached
+    finally:
+        shop.close()
+
+
 def test_a_generation_that_expired_comes_back_as_a_new_number(cache_url):
     cache = open_cache(cache_url)
     cache.append_if_present(RECENT, "q", [1], keep=5)
