@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shopmind.cli.main import app
+from shopmind.exceptions import BatchValidationError
 
 runner = CliRunner()
 
@@ -62,6 +63,45 @@ def test_bad_file_exits_2_and_writes_nothing(home, tmp_path):
     r = run("import", str(bad))
     assert r.exit_code == 2
     assert "row 1: type" in r.output and "row 2: ts" in r.output
+    assert json.loads(run("stats").stdout)["rows"]["events"] == 0
+
+
+
+def test_a_bad_last_row_writes_nothing_across_chunks(shop, tmp_path):
+    """A file is one transaction even when it spans many chunks: rows of chunks that were valid and already
+    handed to the database are not committed when a later chunk has a bad row."""
+    good = {"event_id": "e1", "user_id": "u1", "type": "view", "item_id": "i1", "ts": "2026-01-05T10:00:00Z"}
+    rows = [good, {**good, "event_id": "e2", "user_id": "u2"}, {**good, "event_id": "e3", "type": "fly"}]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(BatchValidationError) as caught:
+        shop.import_file(path, "events", "test", chunk=1)
+    assert [(e.index, e.field) for e in caught.value.errors] == [(2, "type")]
+    assert shop.store.count("events") == 0
+    assert shop.store.count("identity_vault") == 0
+
+
+def test_a_nul_character_in_a_file_exits_2_on_every_backend(home, tmp_path, monkeypatch, database_url):
+    """PostgreSQL cannot store NUL: the import died with psycopg.DataError (exit 1); SQLite stored it."""
+    monkeypatch.setenv("SHOPMIND_DATABASE_URL", database_url)
+    assert run("init").exit_code == 0
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"item_id": "i1", "title": "Mug"}) + "\n"
+                     + json.dumps({"item_id": "i2", "title": "Mu\u0000g"}) + "\n")
+    r = run("import", str(items))
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert "row 1: title" in r.output and "NUL" in r.output
+    assert json.loads(run("stats").stdout)["rows"]["items"] == 0
+
+
+def test_a_file_that_is_not_utf8_exits_2_naming_file_and_line(home, tmp_path):
+    assert run("init").exit_code == 0
+    good = {"event_id": "e1", "user_id": "u1", "type": "view", "item_id": "i1", "ts": "2026-01-05T10:00:00Z"}
+    bad = tmp_path / "events.jsonl"
+    bad.write_bytes(json.dumps(good).encode() + b"\n" + b'{"event_id": "e\xff2"}\n')
+    r = run("import", str(bad))
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert "events.jsonl" in r.output and "line 2" in r.output and "UTF-8" in r.output
     assert json.loads(run("stats").stdout)["rows"]["events"] == 0
 
 

@@ -33,7 +33,7 @@ from shopmind.api.errors import STATUS
 from shopmind.api.schemas import RecommendationsResponse
 from shopmind.auth import Principal, Scope
 from shopmind.events.validation import _field_and_message
-from shopmind.exceptions import BodyTooLarge, InvalidInputError, ShopmindError
+from shopmind.exceptions import InvalidInputError, ShopmindError
 from shopmind.risk.schemas import RiskEvent
 from shopmind.storage.cache import CacheMiss
 
@@ -105,11 +105,17 @@ class FastRoutes:
                     await _send_json(send, status, {"detail": str(exc)}, auth=status == 401)
                     return
                 declared = _content_length(scope["headers"])
+                if declared is None:
+                    # No length declared (a chunked upload): read the body here, up to the limit, so that
+                    # one past it gets the same 413 as a declared one. Raised from inside `receive`, the
+                    # error would reach FastAPI's body parsing, which answers any error there with 400.
+                    receive = await _read_body(receive, MAX_REQUEST_BODY)
+                    if receive is None:
+                        declared = MAX_REQUEST_BODY + 1
                 if declared is not None and declared > MAX_REQUEST_BODY:
                     await _send_json(send, 413, {"detail": f"request body is larger than {MAX_REQUEST_BODY} bytes",
                                                  "field": "body"})
                     return
-                receive = _limited(receive, MAX_REQUEST_BODY)
                 if method == "POST" and path == RISK_PATH:
                     await self._risk_decision(scope, receive, send, principal)
                     return
@@ -186,19 +192,30 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-def _limited(receive, limit: int):
-    """`receive` that stops a body once it passes `limit` bytes (chunked uploads declare no length)."""
-    seen = 0
-
-    async def bounded():
-        nonlocal seen
+async def _read_body(receive, limit: int):
+    """Read a request body of undeclared length whole; return a `receive` that hands it on in one
+    message (then passes on what comes after, such as a disconnect), or None once it passes `limit`
+    bytes (the rest is not read). The server enforces a declared Content-Length itself."""
+    chunks, size = [], 0
+    while True:
         message = await receive()
-        seen += len(message.get("body", b""))
-        if seen > limit:
-            raise BodyTooLarge(f"request body is larger than {limit} bytes", field="body")
-        return message
+        if message["type"] != "http.request":  # the client went away mid-body: passed on as it came
+            first = message
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            break
+    pending = [first]
 
-    return bounded
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 async def _body(receive) -> bytes:

@@ -55,8 +55,13 @@ def iter_rows(path: Path, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]
             yield [_drop_nulls(r) for r in part.to_dicts()]
     else:
         rows: list[dict[str, Any]] = []
-        with open(path) as fh:
-            for number, line in enumerate(fh, start=1):
+        with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 is named, like one that is not JSON
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidInputError(f"{path.name}: line {number} is not valid UTF-8 (byte {exc.start + 1} "
+                                            "of the line); JSONL files must be UTF-8", field="line") from None
                 if not line.strip():
                     continue
                 try:

@@ -38,9 +38,30 @@ ITEM_EVENTS = {EventType.view, EventType.click, EventType.add_to_cart, EventType
                EventType.purchase, EventType.rating}
 
 
+def _has_nul(value: Any) -> bool:
+    """Whether a NUL character is in a string, or in any key or value of a JSON object or list."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class _Row(BaseModel):
     # Unknown fields are errors: a misspelt field must not be silently dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """PostgreSQL cannot store a NUL character in text (SQLite can): it is refused in every string
+        field, attributes included, so a row means the same on every backend. Nested rows (an order's
+        items) check their own fields."""
+        if (type(value) is str and "\x00" in value) or (type(value) in (dict, list) and _has_nul(value)):
+            raise ValueError("must not contain a NUL character (\\u0000)")
+        return value
 
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)

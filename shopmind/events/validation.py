@@ -38,15 +38,30 @@ def validate_rows(kind: str, rows: Sequence[dict[str, Any]], max_rows: int) -> l
             for err in exc.errors(include_url=False, include_input=False):
                 field, message = _field_and_message(err)
                 errors.append(RowError(index, field, message))
-    id_field = f"{kind.rstrip('s')}_id" if kind != "users" else "user_id"
-    if not errors and kind in {"items", "users"}:
-        # The same id twice in one batch is ambiguous for profile data (which one wins?): reject it.
-        seen: dict[str, int] = {}
-        for index, m in enumerate(valid):
-            key = getattr(m, id_field)
-            if key in seen:
-                errors.append(RowError(index, id_field, f"duplicate of row {seen[key]} in the same batch"))
-            seen.setdefault(key, index)
     if errors:
         raise BatchValidationError(errors)
+    check_unique_ids(kind, valid)
     return valid
+
+
+UNIQUE_IDS = {"items": "item_id", "users": "user_id"}
+
+
+def check_unique_ids(kind: str, rows: Sequence[BaseModel]) -> None:
+    """Raise BatchValidationError when an item or user id is given twice in one batch of validated rows.
+
+    The same id twice is ambiguous for profile data (which one wins?). Part of `validate_rows`; the HTTP
+    routes, whose rows FastAPI validates while parsing, call it themselves."""
+    id_field = UNIQUE_IDS.get(kind)
+    if id_field is None:
+        return
+    seen: dict[str, int] = {}
+    errors: list[RowError] = []
+    for index, m in enumerate(rows):
+        key = getattr(m, id_field)
+        if key in seen:
+            errors.append(RowError(index, id_field, f"duplicate of row {seen[key]} in the same batch"))
+        else:
+            seen[key] = index
+    if errors:
+        raise BatchValidationError(errors)

@@ -12,12 +12,24 @@ DECISIONS = ("allow", "review", "block", "freeze_account")
 COUNTRY = r"^[A-Z]{2}$"
 
 
+def _without_nul(value: str) -> str:
+    # stored as text (the decision log): PostgreSQL cannot hold a NUL, so it is refused on every backend
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    return value
+
+
 class RiskItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_id: str = Field(min_length=1, max_length=128)
     price: float = Field(0.0, ge=0, le=1e7)
     quantity: int = Field(1, ge=1, le=10_000)
+
+    @field_validator("item_id")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        return _without_nul(value)
 
 
 class RiskEvent(BaseModel):
@@ -42,6 +54,11 @@ class RiskEvent(BaseModel):
     shipping_country: str | None = Field(None, pattern=COUNTRY)
     billing_country: str | None = Field(None, pattern=COUNTRY)
     items: list[RiskItem] = Field(default_factory=list, max_length=500)
+
+    @field_validator("event_id")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        return _without_nul(value)
 
     @field_validator("email")
     @classmethod

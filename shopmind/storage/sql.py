@@ -92,7 +92,9 @@ class SqlStore:
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
+        # The bulk writes call the driver directly (executemany, COPY): its errors do not pass through
+        # SQLAlchemy and are wrapped too (the DBAPI's base exception, PEP 249: sqlite3.Error, psycopg.Error).
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise StorageError(f"database operation failed ({type(exc).__name__}); nothing was written") from exc
 
     def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

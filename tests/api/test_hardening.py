@@ -25,6 +25,34 @@ def test_the_key_is_checked_before_the_body_is_read(client, keys, shop):
     assert shop.store.count("events") == 0
 
 
+
+def _chunks(rows: int):
+    """A JSON array of events sent without a Content-Length (Transfer-Encoding: chunked)."""
+    yield b"["
+    for i in range(rows):
+        yield (b'{"event_id":"e%d","user_id":"u","type":"view","item_id":"i","ts":"2026-01-01T00:00:00Z"}' % i
+               + (b"," if i < rows - 1 else b""))
+    yield b"]"
+
+
+def test_a_chunked_body_over_the_limit_is_413_like_a_declared_one(client, keys, shop, monkeypatch):
+    """Without a Content-Length the limit is found while reading: the answer is the same 413 naming `body`
+    as for a declared length, not FastAPI's 400 "There was an error parsing the body" (review, 2026-12-08)."""
+    import shopmind.api.fast_routes as fast_routes
+
+    headers = {**auth(keys["ingest"]), "content-type": "application/json"}
+    monkeypatch.setattr(fast_routes, "MAX_REQUEST_BODY", 1000)   # stands in for 64 MiB
+    declared = client.post("/v1/events", content=b"[]", headers={**headers, "content-length": "1001"})
+    for path in ("/v1/events", "/v1/risk/decisions", "/v1/keys"):
+        r = client.post(path, content=_chunks(50), headers={**auth(keys["admin"]), "content-type": "application/json"})
+        assert r.status_code == 413, (path, r.text)
+        assert r.json() == declared.json() == {"detail": "request body is larger than 1000 bytes", "field": "body"}
+    assert shop.store.count("events") == 0
+    # under the limit, a chunked body is read and written as before
+    r = client.post("/v1/events", content=_chunks(5), headers=headers)
+    assert r.status_code == 200 and r.json()["written"] == 5, r.text
+
+
 def test_a_body_that_is_not_json_is_named_as_such(client, keys):
     r = client.post("/v1/events", content=b'[{"event_id": ', headers={**auth(keys["ingest"]),
                                                                     "content-type": "application/json"})

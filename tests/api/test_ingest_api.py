@@ -71,3 +71,44 @@ def test_health_and_readiness(client, keys):
 def test_dashboard_page_is_served_without_data(client):
     r = client.get("/dashboard")
     assert r.status_code == 200 and "shopmind" in r.text and "/v1/stats" in r.text
+
+
+def test_a_nul_character_is_422_naming_the_field_on_every_backend(client, keys, shop):
+    """PostgreSQL cannot store NUL in text: it was a 500 there and stored on SQLite (review, 2026-12-08)."""
+    cases = [
+        ("items", [{"item_id": "ok1", "title": "fine"}, {"item_id": "i2", "title": "a\u0000b"}], 1, "title"),
+        ("events", [event(1), {**event(2, kind="search", item=None), "query": "sec\u0000ret"}], 1, "query"),
+        ("users", [{"user_id": "secret-raw-user", "address": "Rosen\u0000weg"}], 0, "address"),
+        ("orders", [{"order_id": "o1", "user_id": "u1", "ts": "2026-01-01T00:00:00Z", "amount": 1.0,
+                     "items": [{"item_id": "i\u00001"}]}], 0, "items.0.item_id"),
+    ]
+    for kind, rows, index, field in cases:
+        r = client.post(f"/v1/{kind}", json=rows, headers=auth(keys["ingest"]))
+        assert r.status_code == 422, (kind, r.text)
+        assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(index, field)], r.text
+        assert "secret" not in r.text and "Rosen" not in r.text
+    for table in ("items", "events", "users", "orders", "identity_vault"):
+        assert shop.store.count(table) == 0, table
+
+
+def test_the_same_id_twice_in_one_batch_is_422_and_writes_nothing(client, keys, shop):
+    """The HTTP path holds a batch to the same rule as a file import: an id given twice is ambiguous."""
+    audited = shop.store.count("audit_log")
+    r = client.post("/v1/items", json=[{"item_id": "dup", "title": "A"}, {"item_id": "ok", "title": "C"},
+                                       {"item_id": "dup", "title": "B"}], headers=auth(keys["ingest"]))
+    assert r.status_code == 422, r.text
+    assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(2, "item_id")]
+    assert "duplicate of row 0" in r.json()["errors"][0]["message"]
+    r = client.post("/v1/users", json=[{"user_id": "dupu", "email": "a@x"}, {"user_id": "dupu", "email": "b@x"}],
+                    headers=auth(keys["ingest"]))
+    assert r.status_code == 422, r.text
+    assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(1, "user_id")]
+    assert "dupu" not in r.text
+    for table in ("items", "users", "identity_vault"):
+        assert shop.store.count(table) == 0, table
+    assert shop.store.count("audit_log") == audited
+    # the same id in separate batches is an update, as before
+    for title in ("A", "B"):
+        assert client.post("/v1/items", json=[{"item_id": "dup", "title": title}],
+                           headers=auth(keys["ingest"])).status_code == 200
+    assert shop.store.count("items") == 1

@@ -118,6 +118,11 @@ def test_block_list_rule_blocks_with_reasons_and_the_decision_is_logged(client, 
 def test_bad_event_is_422_naming_the_field_and_logs_nothing(client, keys, shop):
     r = client.post("/v1/risk/decisions", json=order(1, amount=-5), headers=auth(keys["risk"]))
     assert r.status_code == 422 and "amount" in r.text
+    # a NUL in a stored text field: PostgreSQL cannot store it, so it is refused on every backend
+    for bad, field in ((order(2, event_id="o-\u0000"), "event_id"),
+                       (order(3, items=[{"item_id": "i\u0000"}]), "item_id")):
+        r = client.post("/v1/risk/decisions", json=bad, headers=auth(keys["risk"]))
+        assert r.status_code == 422 and field in r.text, r.text
     assert shop.store.count("risk_decisions") == 0
 
 

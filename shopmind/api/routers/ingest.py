@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from shopmind.api.deps import Ingest, ShopDep
 from shopmind.api.schemas import IngestResponse
 from shopmind.events.schemas import EventIn, ItemIn, OrderIn, PaymentIn, UserIn
+from shopmind.events.validation import check_unique_ids
 from shopmind.exceptions import InvalidInputError
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -17,6 +18,7 @@ router = APIRouter(prefix="/v1", tags=["ingest"])
 def _write(shop, request: Request, kind: str, rows: Sequence[Any], actor: str) -> IngestResponse:
     if len(rows) > shop.settings.max_batch:
         raise InvalidInputError(f"batch has {len(rows)} rows; at most {shop.settings.max_batch} per request", field="body")
+    check_unique_ids(kind, rows)  # what validate_rows checks after the schema, which FastAPI applied on parse
     result = shop.ingest_valid(kind, rows, actor)
     metrics = request.app.state.metrics
     metrics.ingested.labels(kind).inc(result.written)
