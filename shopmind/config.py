@@ -9,6 +9,7 @@ See docs/configuration.md for every key.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -66,15 +68,15 @@ class Settings(BaseSettings):
                                               "(needs the 'text' extra), so untouched items can be recommended.")
     log_level: str = "INFO"
     docs_public: bool = Field(True, description="Serve /docs and /openapi.json without a key (they hold no data).")
-    dp_budget_analytics: float = Field(10.0, ge=0, description="Total epsilon that differentially private reports "
+    dp_budget_analytics: float = Field(10.0, ge=0, allow_inf_nan=False, description="Total epsilon that differentially private reports "
                                                             "for the analytics purpose may spend (privacy ledger).")
-    dp_budget_advertising: float = Field(5.0, ge=0, description="Total epsilon for reports released to advertisers.")
+    dp_budget_advertising: float = Field(5.0, ge=0, allow_inf_nan=False, description="Total epsilon for reports released to advertisers.")
     risk_alert_webhooks: list[str] = Field(default_factory=list, description="URLs that receive risk alerts "
                                            "(rule hit-rate or fraud-rate jumps) as JSON POSTs, retried with backoff.")
-    risk_alert_interval_s: float = Field(60.0, gt=0, description="How often the service checks for risk alerts.")
+    risk_alert_interval_s: float = Field(60.0, gt=0, allow_inf_nan=False, description="How often the service checks for risk alerts.")
     dp_delta_budget: float = Field(1e-5, ge=0, lt=1, description="Total delta per purpose (the noisy threshold's "
                                                                  "small chance of releasing a rare group).")
-    dp_budget_training: float = Field(16.0, ge=0, description="Total epsilon that differentially private trainings "
+    dp_budget_training: float = Field(16.0, ge=0, allow_inf_nan=False, description="Total epsilon that differentially private trainings "
                                       "of the behaviour model may spend, summed over runs (each sees the same users).")
     dp_delta_budget_training: float = Field(0.01, ge=0, lt=1, description="Total delta of those trainings (each run's "
                                             "delta defaults to 1 / number of users).")
@@ -111,8 +113,20 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from overrides, environment and shopmind.toml; a bad value raises ConfigError naming the key."""
+    if "SHOPMIND_CONFIG" in os.environ and not _config_file().is_file():
+        # named on purpose: silently falling back to the defaults would open a fresh embedded database
+        raise ConfigError(f"SHOPMIND_CONFIG names {_config_file()}, which is not a file")
+    toml = _config_file()
     try:
+        if toml.is_file() and "keyring" in tomllib.loads(toml.read_text()):
+            # a config file is easily committed with the code: keys come from the environment or a key file
+            raise ConfigError(f"{toml} sets keyring: give keys through SHOPMIND_KEYRING or a key file, "
+                              "never in the config file")
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from exc
+    except SettingsError as exc:  # an environment value that is not the JSON a list or dict setting needs
+        raise ConfigError(f"invalid configuration: {str(exc).splitlines()[0]}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid configuration: {toml} is not valid TOML ({exc})") from exc

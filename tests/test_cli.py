@@ -230,3 +230,26 @@ def test_a_malformed_keyring_is_a_clear_error(home, monkeypatch):
                                                        for kind in ("pseudonym", "token", "encryption")}))
     r = run("stats")
     assert r.exit_code == 2 and "malformed" in r.output
+
+
+def test_bad_option_values_exit_2_not_with_a_traceback(home, tmp_path):
+    not_utf8 = tmp_path / "seqs.txt"
+    not_utf8.write_bytes(b"u1 i1 i2\nu2 \xff\xfe i3\n")
+    for args, name in ((["evaluate", "--sequences", str(tmp_path)], "not a file"),
+                       (["evaluate", "--sequences", str(not_utf8)], "UTF-8"),
+                       (["privacy", "curve", "--sequences", str(not_utf8), "--epsilons", "nan"], "--epsilons"),
+                       (["train", "--schedule", "300000d"], "--schedule")):
+        result = run(*args)
+        assert result.exit_code == 2 and name in result.output, (args, result.output)
+
+
+def test_json_output_stays_parseable_however_long_a_value():
+    """The consoles that print --json do not wrap lines (rich wraps at 80 columns off a terminal)."""
+    import json
+
+    from shopmind.cli import main, privacy
+
+    for console in (main.out, privacy.out):
+        with console.capture() as captured:
+            console.print(json.dumps({"path": "/very/long/" + "x" * 300}, indent=2), highlight=False)
+        assert json.loads(captured.get())["path"].endswith("x" * 300)

@@ -37,6 +37,29 @@ def test_unknown_or_bad_keys_are_refused_by_name(monkeypatch, tmp_path):
         load_settings()
 
 
+def test_malformed_values_files_and_infinite_budgets_are_config_errors(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHOPMIND_RISK_ALERT_WEBHOOKS", "https://x")  # a list setting needs JSON
+    with pytest.raises(ConfigError, match="risk_alert_webhooks"):
+        load_settings()
+    monkeypatch.delenv("SHOPMIND_RISK_ALERT_WEBHOOKS")
+    (tmp_path / "shopmind.toml").write_text("port = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings()
+    (tmp_path / "shopmind.toml").write_text('keyring = "{}"\n')
+    with pytest.raises(ConfigError, match="never in the config file"):
+        load_settings()
+    (tmp_path / "shopmind.toml").unlink()
+    for name in ("SHOPMIND_DP_BUDGET_ANALYTICS", "SHOPMIND_DP_BUDGET_TRAINING"):
+        monkeypatch.setenv(name, "inf")  # an unlimited budget is a choice to make explicitly, not by accident
+        with pytest.raises(ConfigError, match=name.removeprefix("SHOPMIND_").lower()):
+            load_settings()
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SHOPMIND_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="missing.toml"):
+        load_settings()
+
+
 def test_unknown_backends_are_refused_by_scheme():
     with pytest.raises(ConfigError, match="mysql"):
         SqlStore("mysql://localhost/db")

@@ -29,7 +29,7 @@ app = typer.Typer(help="shopmind: a self-hosted, privacy-first AI engine for e-c
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)  # never wrap: --json output must stay parseable at any width
 
 IMPORT_ORDER = ("items", "users", "events", "orders", "payments")
 
@@ -237,8 +237,8 @@ def _parse_interval(text: str) -> float:
         value, unit = float(text[:-1]), units[text[-1]]
     except (ValueError, KeyError, IndexError):
         _fail(f"--schedule must look like 30m, 6h or 1d, got {text!r}", 2)
-    if not math.isfinite(value) or value <= 0:
-        _fail("--schedule must be a positive number of s, m, h or d", 2)
+    if not math.isfinite(value) or value <= 0 or value * unit > 366 * 86400:
+        _fail("--schedule must be a positive number of s, m, h or d, at most a year", 2)
     return value * unit
 
 

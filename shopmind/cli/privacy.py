@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +14,7 @@ from rich.table import Table
 from shopmind.exceptions import InvalidInputError
 
 app = typer.Typer(help="Differential privacy: trade-off curves and membership-inference audits.", no_args_is_help=True)
-out = Console()
+out = Console(soft_wrap=True)  # never wrap: --json output must stay parseable at any width
 console = Console(stderr=True)
 
 
@@ -22,8 +23,8 @@ def _epsilons(text: str) -> list[float]:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise InvalidInputError(f"--epsilons must be numbers separated by commas, got {text!r}", field="epsilons")
-    if not values or any(v <= 0 for v in values):
-        raise InvalidInputError("--epsilons needs at least one positive number", field="epsilons")
+    if not values or not all(0 < v < math.inf for v in values):  # nan fails every comparison
+        raise InvalidInputError("--epsilons needs positive, finite numbers", field="epsilons")
     return values
 
 

@@ -99,12 +99,17 @@ def load_sequences(path: Path | str) -> Sequences:
     path = Path(path)
     if not path.exists():
         raise InvalidInputError(f"{path}: no such file", field="sequences")
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: not a file", field="sequences")
     users: list[str] = []
     lists: list[list[str]] = []
     index: dict[str, int] = {}
-    with open(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            parts = line.split()
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                parts = raw.decode("utf-8").split()
+            except UnicodeDecodeError:
+                raise InvalidInputError(f"{path.name}: line {number} is not valid UTF-8", field="sequences") from None
             if not parts:
                 continue
             if len(parts) < 2:
