@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from shopmind.events.schemas import EventType
 from shopmind.exceptions import InvalidInputError
 
 METRICS = ("count", "sum", "mean", "histogram")
@@ -89,6 +90,10 @@ class ReportQuery:
             raise bad("max_groups", "must be between 1 and 1000")
         if not 1 <= self.max_rows_per_group <= 1000:
             raise bad("max_rows_per_group", "must be between 1 and 1000")
+        unknown = sorted(set(self.types) - {t.value for t in EventType})
+        if unknown:  # a misspelt type would select nothing, and the empty report would still spend epsilon
+            raise bad("types", f"unknown event type(s) {', '.join(unknown)}; known: "
+                               f"{', '.join(t.value for t in EventType)}")
         if self.metric == "count":
             if self.value is not None or self.bounds is not None:
                 raise bad("value", "count takes no value column or bounds")

@@ -122,7 +122,7 @@ def test_a_histogram_group_whose_name_holds_the_bin_separator_is_released():
 @pytest.mark.parametrize("field, change", [
     ("metric", {"metric": "median"}), ("by", {"by": "colour"}), ("epsilon", {"epsilon": 0}),
     ("value", {"metric": "sum"}), ("bounds", {"metric": "sum", "value": "price", "bounds": (5, 1)}),
-    ("noise", {"noise": "uniform"}),
+    ("noise", {"noise": "uniform"}), ("types", {"types": ("purchase", "purchse")}),
 ])
 def test_bad_queries_name_the_field(field, change):
     with pytest.raises(InvalidInputError) as err:
