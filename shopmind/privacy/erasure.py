@@ -118,17 +118,30 @@ class ErasureRegistry:
 
     def reapply(self, erasable: Erasable, since_id: int) -> int:
         """Apply to `erasable` every erasure recorded after receipt `since_id`; how many. A training job
-        notes the newest receipt before it reads its data and calls this on the registry once its model
-        is registered: a user erased meanwhile was read, so their pseudonym is in the new version's
-        lineage, which the erasure could not reach before the version existed."""
+        notes `newest_receipt()` before it reads its data and calls this on the registry once its model
+        is registered: a user erased meanwhile (or whose erasure was still running when the job read)
+        was read, so their pseudonym is in the new version's lineage, which the erasure could not reach
+        before the version existed."""
         _, pseudonyms = self.receipts_after(since_id)
         for pseudonym in pseudonyms:
             erasable.erase_subject(pseudonym)
         return len(pseudonyms)
 
     def newest_receipt(self) -> int:
+        """The receipt a reader of per-user data starts from (a training's `reapply`, a follower's first
+        poll): every erasure up to it had finished, so what is read next holds none of their subjects.
+        That is the newest receipt, unless an erasure is still running (its receipt is committed before
+        the stores forget the subject, `erase`): then the one before the oldest such receipt, since the
+        subject's rows may still be read. A receipt left empty by an interrupted erasure counts as
+        running until a later erasure of the same subject finishes."""
         r = schema.erasure_receipts
+        later = schema.erasure_receipts.alias("later")
+        finished_later = (select(later.c.id).where(later.c.pseudonym == r.c.pseudonym, later.c.id > r.c.id,
+                                                   later.c.removed != "{}").exists())
         with self.store.transaction() as conn:
+            running = conn.execute(select(func.min(r.c.id)).where(r.c.removed == "{}", ~finished_later)).scalar()
+            if running is not None:
+                return int(running) - 1
             return int(conn.execute(select(func.coalesce(func.max(r.c.id), 0))).scalar_one())
 
     def erased_times(self, pseudonym: str | None = None) -> dict[str, int]:

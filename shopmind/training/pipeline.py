@@ -255,7 +255,7 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
     (privacy/dp_training.py); its guarantee goes into the model card. A private model replaces a
     non-private champion whatever the gate says (the shop asked for the guarantee); between private
     models the gate decides as usual."""
-    erasures_seen = shop.erasure.newest_receipt()  # users erased after this may be in what is read next
+    erasures_seen = shop.erasure.newest_receipt()  # users erased after this (or being erased) may be read next
     events = shop.training_events("personalization")
     window = [int(events["ts_ms"].min()), int(events["ts_ms"].max())] if events.height else None
     result: dict[str, Any] = {}

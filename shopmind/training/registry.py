@@ -8,16 +8,26 @@
 Lineage lets erasure reach models: an erased pseudonym is removed from every lineage file, models that
 keep per-user state forget it (`erase_subject` on the model), and the card counts erasures since
 training, so retraining can be scheduled. Pointer files are replaced atomically.
+
+Writers (registering, promoting, rolling back, erasing, remapping) hold the registry's lock: a thread lock
+in the process and an exclusive `flock` on `<root>/.lock` across processes (`shopmind erase-user` beside
+the server, two API workers). Every file is written to a temporary file of its own and renamed into
+place, and a version is staged in a folder of its own and renamed in under the lock, so a reader (which
+takes no lock) sees a file or a version whole or not at all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import re
 import os
 import shutil
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +56,33 @@ def model_class(kind: str) -> type:
     return TrendingPopularity
 
 
+def _replace_with(path: Path, write) -> None:
+    """Write `path` through `write(temporary path)` to a temporary file of its own in the same folder, then
+    rename it into place: a reader sees the old file or the new one, and two writers never share a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o644)  # what a plain open() gives, not mkstemp's 0600
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    _replace_with(path, write)
+
+
+def _write_lineage(path: Path, subjects: pl.DataFrame) -> None:
+    _replace_with(path, lambda tmp: subjects.write_parquet(tmp))
 
 
 class ModelRegistry:
@@ -62,7 +92,33 @@ class ModelRegistry:
         self.root = Path(root)
         self._loaded: dict[str, tuple[str, Any]] = {}
         self._pointers: dict[str, tuple[tuple[int, int, int], str, float]] = {}  # kind -> (stat, version, read at)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the loaded-model cache
+        self._write_lock = threading.RLock()  # writers in this process; `_locked` adds the file lock
+        self._lock_depth = 0
+        self._lock_file: int | None = None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the registry for a read-modify-write: the thread lock, then an exclusive flock on
+        `<root>/.lock` (other processes, and other ModelRegistry objects on the same root). Re-entrant."""
+        with self._write_lock:
+            if self._lock_depth == 0:
+                self.root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._lock_file = fd
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    fd, self._lock_file = self._lock_file, None
+                    os.close(fd)  # closing releases the flock
 
     def _kind_dir(self, kind: str) -> Path:
         if kind not in MODEL_KINDS:
@@ -72,21 +128,28 @@ class ModelRegistry:
     def register(self, kind: str, model: Any, card: dict[str, Any], subjects: list[str], promote: bool = True) -> str:
         base = self._kind_dir(kind)
         base.mkdir(parents=True, exist_ok=True)
-        version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
-        n = 1
-        while (base / f"{version}-{n}").exists():
-            n += 1
-        version = f"{version}-{n}"
-        staging = base / f".{version}.partial"
-        model.save(staging / "model")
-        pl.DataFrame({"pseudonym": sorted(set(subjects))}, schema={"pseudonym": pl.Utf8}).write_parquet(
-            staging / "subjects.parquet")
-        full_card = {"kind": kind, "version": version, "created_ms": int(time.time() * 1000),
-                     "erased_since_training": 0, **card}
-        (staging / "card.json").write_text(json.dumps(full_card, indent=2, sort_keys=True))
-        os.replace(staging, base / version)
-        if promote:
-            self.promote(kind, version)
+        # staged in a folder of its own (hidden: not a version, not in lineage), named under the lock
+        staging = Path(tempfile.mkdtemp(dir=base, prefix=".staging-"))
+        try:
+            model.save(staging / "model")
+            pl.DataFrame({"pseudonym": sorted(set(subjects))}, schema={"pseudonym": pl.Utf8}).write_parquet(
+                staging / "subjects.parquet")
+            with self._locked():
+                version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
+                n = 1
+                while (base / f"{version}-{n}").exists():
+                    n += 1
+                version = f"{version}-{n}"
+                full_card = {"kind": kind, "version": version, "created_ms": int(time.time() * 1000),
+                             "erased_since_training": 0, **card}
+                (staging / "card.json").write_text(json.dumps(full_card, indent=2, sort_keys=True))
+                os.chmod(staging, 0o755)  # mkdtemp's 0700 otherwise
+                os.rename(staging, base / version)
+                if promote:
+                    self.promote(kind, version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return version
 
     def versions(self, kind: str) -> list[dict[str, Any]]:
@@ -135,26 +198,31 @@ class ModelRegistry:
 
     def promote(self, kind: str, version: str) -> None:
         base = self._kind_dir(kind)
-        if not (base / version / "card.json").exists():
-            raise NotFoundError(f"no {kind} model version {version!r}")
-        history_file = base / "history.json"
-        history = json.loads(history_file.read_text()) if history_file.exists() else []
-        previous = self.current_version(kind)
-        if previous and previous != version:
-            history.append(previous)
-        _write_atomic(history_file, json.dumps(history))
-        _write_atomic(base / "CURRENT", version)
+        if not VERSION_PATTERN.fullmatch(version):
+            raise InvalidInputError("a model version looks like v20260101-120000-1", field="version")
+        with self._locked():
+            if not (base / version / "card.json").exists():
+                raise NotFoundError(f"no {kind} model version {version!r}")
+            history_file = base / "history.json"
+            history = json.loads(history_file.read_text()) if history_file.exists() else []
+            pointer = base / "CURRENT"
+            previous = pointer.read_text().strip() if pointer.exists() else None  # not the cached pointer
+            if previous and previous != version:
+                history.append(previous)
+            _write_atomic(history_file, json.dumps(history))
+            _write_atomic(pointer, version)
 
     def rollback(self, kind: str) -> str:
         base = self._kind_dir(kind)
-        history_file = base / "history.json"
-        history = json.loads(history_file.read_text()) if history_file.exists() else []
-        if not history:
-            raise NotFoundError(f"no earlier {kind} version to roll back to")
-        version = history.pop()
-        _write_atomic(base / "CURRENT", version)
-        _write_atomic(history_file, json.dumps(history))
-        return version
+        with self._locked():
+            history_file = base / "history.json"
+            history = json.loads(history_file.read_text()) if history_file.exists() else []
+            if not history:
+                raise NotFoundError(f"no earlier {kind} version to roll back to")
+            version = history.pop()
+            _write_atomic(base / "CURRENT", version)
+            _write_atomic(history_file, json.dumps(history))
+            return version
 
     def load_current(self, kind: str, cached_only: bool = False) -> tuple[str, Any] | None:
         """The promoted model, loaded once per version (a new promotion is picked up on the next call).
@@ -188,8 +256,8 @@ class ModelRegistry:
         for kind in MODEL_KINDS:
             base = self.root / kind
             if base.exists():
-                for d in base.iterdir():
-                    if d.is_dir() and (d / "subjects.parquet").exists():
+                for d in base.iterdir():  # not a staging folder: `reapply` reaches it once it is a version
+                    if d.is_dir() and not d.name.startswith(".") and (d / "subjects.parquet").exists():
                         yield kind, d
 
     @staticmethod
@@ -204,27 +272,31 @@ class ModelRegistry:
 
     def erase_subject(self, pseudonym: str) -> dict[str, int]:
         touched = 0
-        for kind, d in self._version_dirs():
-            subjects = pl.read_parquet(d / "subjects.parquet")
-            if pseudonym not in set(subjects["pseudonym"].to_list()):
-                continue
-            subjects.filter(pl.col("pseudonym") != pseudonym).write_parquet(d / "subjects.parquet")
-            self._rewrite_model(kind, d, "erase_subject", pseudonym)
-            card = json.loads((d / "card.json").read_text())
-            card["erased_since_training"] = card.get("erased_since_training", 0) + 1
-            _write_atomic(d / "card.json", json.dumps(card, indent=2, sort_keys=True))
-            touched += 1
+        if not self.root.exists():
+            return {"models.versions": 0}
+        with self._locked():
+            for kind, d in self._version_dirs():
+                subjects = pl.read_parquet(d / "subjects.parquet")
+                if pseudonym not in set(subjects["pseudonym"].to_list()):
+                    continue
+                _write_lineage(d / "subjects.parquet", subjects.filter(pl.col("pseudonym") != pseudonym))
+                self._rewrite_model(kind, d, "erase_subject", pseudonym)
+                card = json.loads((d / "card.json").read_text())
+                card["erased_since_training"] = card.get("erased_since_training", 0) + 1
+                _write_atomic(d / "card.json", json.dumps(card, indent=2, sort_keys=True))
+                touched += 1
         with self._lock:
             self._loaded.clear()
         return {"models.versions": touched}
 
     def remap_subjects(self, mapping: dict[str, str]) -> None:
         """After pseudonym-key rotation: rewrite lineage (and per-user model state) to the new pseudonyms."""
-        if not mapping:
+        if not mapping or not self.root.exists():
             return
-        for kind, d in self._version_dirs():
-            subjects = pl.read_parquet(d / "subjects.parquet")
-            subjects.with_columns(pl.col("pseudonym").replace(mapping)).write_parquet(d / "subjects.parquet")
-            self._rewrite_model(kind, d, "remap_subjects", mapping)
+        with self._locked():
+            for kind, d in self._version_dirs():
+                subjects = pl.read_parquet(d / "subjects.parquet")
+                _write_lineage(d / "subjects.parquet", subjects.with_columns(pl.col("pseudonym").replace(mapping)))
+                self._rewrite_model(kind, d, "remap_subjects", mapping)
         with self._lock:
             self._loaded.clear()
