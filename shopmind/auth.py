@@ -63,6 +63,8 @@ def create_key(store: SqlStore, name: str, scopes: frozenset[Scope]) -> str:
     """Create a key and return it in full. It cannot be shown again."""
     if not scopes:
         raise InvalidInputError("a key needs at least one scope", field="scopes")
+    if not 1 <= len(name) <= 200 or "\x00" in name:  # what the column and every backend hold
+        raise InvalidInputError("a key's name must be 1 to 200 characters, without NUL", field="name")
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     with store.transaction() as conn:

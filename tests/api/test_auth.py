@@ -170,3 +170,14 @@ def test_keys_are_stored_hashed(shop, keys):
         stored = " ".join(" ".join(map(str, r)) for r in conn.execute(select(schema.api_keys)))
     for key in keys.values():
         assert key.split("_", 2)[2] not in stored
+
+
+def test_a_key_name_the_database_cannot_hold_is_refused_by_name(shop):
+    from shopmind.auth import Scope, create_key
+    from shopmind.exceptions import InvalidInputError
+
+    for name in ("", "x" * 201, "a\x00b"):
+        with pytest.raises(InvalidInputError) as err:
+            create_key(shop.store, name, frozenset({Scope.analyst}))
+        assert err.value.field == "name"
+    assert create_key(shop.store, "x" * 200, frozenset({Scope.analyst})).startswith("sm_")
