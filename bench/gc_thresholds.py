@@ -42,7 +42,7 @@ rng, now = random.Random(1), int(time.time() * 1000)
 
 def event(i):
     kind = "payment" if i % 3 else "order"
-    return RiskEvent(event_id=f"gc{now}-{i}", kind=kind, ts_ms=now + i * 50, user_id=f"u{rng.randrange(20000) + 1:07d}",
+    return RiskEvent(event_id=f"gc{now}-{i}", kind=kind, ts_ms=int(time.time() * 1000), user_id=f"u{rng.randrange(20000) + 1:07d}",
                      amount=round(rng.lognormvariate(3.5, 1.0), 2), card=f"card-{rng.randrange(5000)}",
                      device_id=f"dev-{rng.randrange(3000)}", ip=f"10.0.{rng.randrange(12)}.{rng.randrange(250)}",
                      ip_country="DE", shipping_country="DE",

@@ -203,7 +203,8 @@ def in_process(home: Path, users: int, n: int, catalog: list[str], gc_freeze: bo
         the runs of users not decided before share none (whose behaviour states an earlier run cached)."""
         kind = "payment" if i % 3 else "order"
         user = user or f"u{part * (users // 3) + rng.randrange(users // 3) + 1:07d}"
-        return RiskEvent(event_id=f"{run_tag}{tag}{i}", kind=kind, ts_ms=now + i * 50,
+        # the clock at creation: never ahead of the server, which refuses times over 5 minutes ahead
+        return RiskEvent(event_id=f"{run_tag}{tag}{i}", kind=kind, ts_ms=int(time.time() * 1000),
                          user_id=user, amount=round(rng.lognormvariate(3.5, 1.0), 2),
                          card=f"card-{rng.randrange(5000)}", device_id=f"dev-{rng.randrange(3000)}",
                          ip=f"10.0.{rng.randrange(12)}.{rng.randrange(250)}", ip_country=rng.choice(["DE", "FR", "NG"]),

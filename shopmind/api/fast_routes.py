@@ -157,6 +157,10 @@ class FastRoutes:
             except ValidationError as exc:
                 errors = []
                 for err in exc.errors():
+                    if err.get("type") == "json_invalid":  # as api/errors.py answers: about the body, no row
+                        message = f"invalid JSON: {err.get('msg', '')}"
+                        errors.append({"index": None, "field": "body", "message": message})
+                        continue
                     field, message = _field_and_message({"loc": err.get("loc", ()), "msg": err.get("msg", "invalid")})
                     errors.append({"index": None, "field": field, "message": message})
                 await _send_json(send, 422, {"detail": "invalid request", "errors": errors})

@@ -28,7 +28,7 @@ app = typer.Typer(help="shopmind: a self-hosted, privacy-first AI engine for e-c
                   pretty_exceptions_enable=False)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message names paths whole, never broken
 out = Console(soft_wrap=True)  # never wrap: --json output must stay parseable at any width
 
 IMPORT_ORDER = ("items", "users", "events", "orders", "payments")

@@ -15,7 +15,7 @@ from shopmind.exceptions import InvalidInputError
 
 app = typer.Typer(help="Differential privacy: trade-off curves and membership-inference audits.", no_args_is_help=True)
 out = Console(soft_wrap=True)  # never wrap: --json output must stay parseable at any width
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message names paths whole, never broken
 
 
 def _epsilons(text: str) -> list[float]:

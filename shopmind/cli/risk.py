@@ -230,11 +230,22 @@ def alerts(
     min_hits: Annotated[int, typer.Option(help="...and at least this many hits in the window.")] = 10,
 ):
     """Check rule hit rates and the fraud rate for jumps, and deliver pending alerts (retried with backoff)."""
+    import math
+
+    from shopmind.exceptions import InvalidInputError
     from shopmind.risk import alerts as risk_alerts
 
     m = _main()
 
     def body():
+        # checked before the shop opens, naming the options (AlertPolicy names its own fields)
+        if min_hits < 1:
+            raise InvalidInputError(f"--min-hits must be at least 1, got {min_hits}", field="min_hits")
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise InvalidInputError(f"--ratio must be a number above 0, got {ratio}", field="ratio")
+        if not (math.isfinite(window_minutes) and window_minutes * 60_000 >= 1):
+            raise InvalidInputError(f"--window-minutes must be a positive number of minutes, got {window_minutes}",
+                                    field="window_minutes")
         shop = m._shop()
         policy = risk_alerts.AlertPolicy(window_ms=int(window_minutes * 60_000), ratio=ratio, min_hits=min_hits)
         raised = risk_alerts.check(shop.store, policy)

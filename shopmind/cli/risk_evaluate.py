@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -65,7 +66,9 @@ def evaluate(
                                         field="scores_out") from exc
             report["scores_out"] = str(scores_out)
         if json_out:
-            out.print(json.dumps(_json_safe(report), indent=2), highlight=False)
+            # written as is: a console wraps lines at the terminal's width, inside strings too (a long
+            # --scores-out path), which other programs would not read as JSON
+            sys.stdout.write(json.dumps(_json_safe(report), indent=2) + "\n")
             return
         metrics, counts, windows = report["metrics"], report["counts"], report["windows"]
         table = Table("metric", "value", title="fraud detection (handbook protocol, LightGBM)")

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import Integer, func, select, update
 
+from shopmind.exceptions import InvalidInputError
 from shopmind.storage import schema
 
 HOUR_MS = 3_600_000
@@ -35,6 +37,17 @@ class AlertPolicy:
     min_hits: int = 10        # ...and the rule fired (or fraud was labelled) at least this often in the window
     max_attempts: int = 6
     backoff_s: float = 2.0    # first retry after this, doubling each time
+
+    def __post_init__(self) -> None:
+        # Refused here rather than met mid-check: min_hits 0 alerts on an empty window (and divided by
+        # its zero decisions), a ratio of 0 alerts on every rule, an empty window cannot be keyed.
+        if not self.min_hits >= 1:
+            raise InvalidInputError(f"min_hits must be at least 1, got {self.min_hits!r}", field="min_hits")
+        if not (math.isfinite(self.ratio) and self.ratio > 0):
+            raise InvalidInputError(f"ratio must be a number above 0, got {self.ratio!r}", field="ratio")
+        for name in ("window_ms", "baseline_ms"):
+            if not getattr(self, name) >= 1:
+                raise InvalidInputError(f"{name} must be at least 1 ms, got {getattr(self, name)!r}", field=name)
 
 
 def _rates(store, start: int, end: int) -> tuple[int, dict[str, int]]:
@@ -78,7 +91,7 @@ def check(store, policy: AlertPolicy = AlertPolicy(), now_ms: int | None = None)
                            "rate": round(rate, 6), "baseline_rate": round(base_rate, 6)})
     labelled, fraud = _fraud(store, w_start, now)
     base_labelled, base_fraud = _fraud(store, b_start, w_start)
-    if fraud >= policy.min_hits:
+    if labelled and fraud >= policy.min_hits:
         rate = fraud / labelled
         base_rate = base_fraud / base_labelled if base_labelled else 0.0
         if base_rate == 0.0 or rate >= policy.ratio * base_rate:

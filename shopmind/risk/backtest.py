@@ -12,12 +12,12 @@ import json
 import logging
 from bisect import bisect_left
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy import select
 
-from shopmind.risk.engine import RiskEngine
+from shopmind.risk.engine import RiskEngine, Thresholds
 from shopmind.risk.schemas import RiskEvent
 from shopmind.risk.velocity import MemoryVelocityStore
 from shopmind.storage import schema
@@ -167,22 +167,77 @@ def by_thresholds(scores: np.ndarray, review: float, block: float) -> np.ndarray
 
 
 def tune_thresholds(scores: np.ndarray, fraud: np.ndarray, amounts: np.ndarray, cost: CostModel,
-                    current: tuple[float, float], max_review_share: float = 0.05) -> dict[str, float]:
-    """The (review, block) pair with the least cost over these events (those no rule decided), from a
-    grid of score quantiles plus the current pair, sending at most `max_review_share` of them to review
-    (the analysts' capacity); the current pair is kept when nothing on the grid beats it."""
-    grid = np.unique(np.concatenate([np.quantile(scores, np.linspace(0.80, 1.0, 81)), current, [1.0 + 1e-9]]))
-    best = {"review": current[0], "block": current[1],
+                    current: tuple[float, float], max_review_share: float = 0.05,
+                    also: Iterable[tuple[float, float]] = ()) -> dict[str, float]:
+    """The (review, block) pair with the least cost over these events (those no rule decided), sending at
+    most `max_review_share` of them to review (the analysts' capacity); the current pair, and the pairs
+    in `also`, are candidates whatever they review, and the current pair is kept when nothing beats it.
+
+    Every settable pair is searched: each distinct score as either threshold (`score >= t` then splits the
+    events between that score and the one below), and 1.0 while no score reaches it (a threshold that then
+    applies to no event; thresholds stop at 1, and 1.0 blocks a score of 1.0). The cost of the cheapest
+    pair is recomputed from the decisions it makes, so the reported cost is that of the reported pair."""
+    scores, fraud, amounts = np.asarray(scores, dtype=np.float64), np.asarray(fraud, dtype=bool), np.asarray(amounts)
+    best = {"review": float(current[0]), "block": float(current[1]),
             "cost": decision_cost(by_thresholds(scores, *current), fraud, amounts, cost)}
-    for review in grid:
-        for block in grid[grid >= review]:
-            decisions = by_thresholds(scores, float(review), float(block))
-            if float((decisions == "review").mean()) > max_review_share:
-                continue
-            c = decision_cost(decisions, fraud, amounts, cost)
-            if c < best["cost"]:
-                best = {"review": float(min(review, 1.0)), "block": float(min(block, 1.0)), "cost": c}
+    candidates = [*also]
+    if len(scores):
+        candidates.append(_cheapest_pair(scores, fraud, amounts, cost, max_review_share))
+    for review, block in candidates:
+        c = decision_cost(by_thresholds(scores, review, block), fraud, amounts, cost)
+        if c < best["cost"]:
+            best = {"review": float(review), "block": float(block), "cost": c}
     return best
+
+
+def _cheapest_pair(scores: np.ndarray, fraud: np.ndarray, amounts: np.ndarray, cost: CostModel,
+                   max_review_share: float) -> tuple[float, float]:
+    """The least costly settable (review, block) pair that reviews at most `max_review_share` of the
+    events, in O(n log n): one sort, then running sums over the sorted events.
+
+    With the events sorted by score, a threshold is a cut: the events from position `i` on have a score
+    of at least the i-th lowest. Cutting at r for review and b >= r for block costs
+        allowed[:r] + reviewed[r:b] + blocked[b:] = (A[r] - R[r]) + (R[b] + B[n] - B[b])
+    with A, R and B the running sums of what each event costs allowed, reviewed and blocked. For each
+    block cut the best review cut is the least A - R over the cuts at most `cap` events below it (the
+    review capacity): a sliding-window minimum."""
+    n = len(scores)
+    order = np.argsort(scores, kind="stable")
+    s, f, a = scores[order], fraud[order], amounts[order]
+
+    def running(per_event: np.ndarray) -> np.ndarray:  # running[i]: the total over the i lowest scores
+        return np.concatenate([[0.0], np.cumsum(per_event)])
+
+    allowed = running(np.where(f, a, 0.0))
+    reviewed = running(cost.review_cost + np.where(f, (1 - cost.reviewed_fraud_caught) * a, 0.0))
+    blocked = running(np.where(f, 0.0, cost.margin * a))
+    threshold = np.concatenate([s, [1.0]])             # the threshold that cuts at each position
+    cuts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))  # where a distinct score starts
+    if s[-1] < 1.0:
+        cuts = np.append(cuts, n)                      # 1.0 is above every score: nothing past it
+    # the review cut's part of the cost, at the positions that are cuts (elsewhere no threshold cuts)
+    review_part = np.full(n + 1, np.inf)
+    review_part[cuts] = (allowed - reviewed)[cuts]
+    cap = int(max_review_share * n + 1e-9)             # events the analysts can take (n * share, whole)
+    best_review_part = _sliding_min(review_part, cap + 1)[cuts]
+    total = best_review_part + (reviewed + blocked[n] - blocked)[cuts]
+    block_cut = int(cuts[int(np.argmin(total))])
+    low = max(0, block_cut - cap)
+    review_cut = low + int(np.argmin(review_part[low:block_cut + 1]))
+    return float(threshold[review_cut]), float(threshold[block_cut])
+
+
+def _sliding_min(values: np.ndarray, width: int) -> np.ndarray:
+    """out[i] = min(values[max(0, i - width + 1):i + 1]), with array operations only (van Herk / Gil-Werman):
+    split into blocks of `width`; a window then spans the end of one block and the start of the next, so
+    its minimum is the lesser of that block's suffix minimum and the next block's prefix minimum."""
+    n = len(values)
+    padded = np.concatenate([np.full(width - 1, np.inf), values, np.full(-(n + width - 1) % width, np.inf)])
+    blocks = padded.reshape(-1, width)
+    prefix = np.minimum.accumulate(blocks, axis=1).ravel()
+    suffix = np.minimum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].ravel()
+    # the window ending at values[i] is padded[i:i + width]
+    return np.minimum(suffix[:n], prefix[width - 1:width - 1 + n])
 
 
 def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version: str | None = None,
@@ -225,6 +280,7 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
     stopped = np.isin(d, ("block", "freeze_account"))
     reviewed = d == "review"
     thresholds = live.thresholds
+    shared, by_kind = _suggestions(s, f, a, d, ruled, event_kinds, cost, thresholds)
     return {
         "events": int(len(s)), "fraud": int(f.sum()), "model_version": engine.model_version,
         "in_sample": trained_until is not None and since_ms < trained_until,  # optimistic figures if true
@@ -239,18 +295,29 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         # orders that had the behaviour-model feature, and those no version trained before them
         **behaviour_feature_counts(engine, counted_from),
         # thresholds only decide what no rule decided; the rules' share of the cost stays as it is
-        "suggested_thresholds": _suggest(s, f, a, d, ruled, cost, (thresholds.review, thresholds.block)),
+        "suggested_thresholds": shared,
         # the same per event kind (set with `shopmind risk thresholds --kind`): each kind's cost alone
-        "suggested_thresholds_by_kind": {
-            kind: _suggest(*(x[event_kinds == kind] for x in (s, f, a, d, ruled)), cost, thresholds.pair(kind))
-            for kind in sorted(set(kinds))},
+        "suggested_thresholds_by_kind": by_kind,
     }
 
 
-def _suggest(s, f, a, d, ruled, cost: CostModel, current: tuple[float, float]) -> dict[str, float] | None:
+def _suggestions(s, f, a, d, ruled, kinds, cost: CostModel, thresholds: Thresholds
+                 ) -> tuple[dict[str, float] | None, dict[str, dict[str, float] | None]]:
+    """The shared suggestion, and each event kind's. A kind's search reviews at most 5% of that kind's
+    events, where the shared pair may review more of one kind (5% of all events): the shared pair is
+    a candidate for every kind too, so the kinds tuned separately never cost more in total than it."""
+    shared = _suggest(s, f, a, d, ruled, cost, (thresholds.review, thresholds.block))
+    also = [(shared["review"], shared["block"])] if shared is not None else []
+    by_kind = {kind: _suggest(*(x[kinds == kind] for x in (s, f, a, d, ruled)), cost, thresholds.pair(kind), also)
+               for kind in sorted(set(kinds.tolist()))}
+    return shared, by_kind
+
+
+def _suggest(s, f, a, d, ruled, cost: CostModel, current: tuple[float, float],
+             also: Iterable[tuple[float, float]] = ()) -> dict[str, float] | None:
     free = ~ruled
     if not free.any() or not f[free].any():
         return None
-    best = tune_thresholds(s[free], f[free], a[free], cost, current)
+    best = tune_thresholds(s[free], f[free], a[free], cost, current, also=also)
     best["cost"] += decision_cost(d[ruled], f[ruled], a[ruled], cost)
     return best

@@ -41,7 +41,9 @@ class RiskEvent(BaseModel):
     event_id: str = Field(min_length=1, max_length=128, description="The shop's id of this order/payment/login; "
                                                                      "deciding the same id twice counts it once.")
     kind: Literal["order", "payment", "login"]
-    ts_ms: int | None = Field(None, ge=0, le=LATEST_MS, description="Event time; default: now.")
+    ts_ms: int | None = Field(None, ge=0, le=LATEST_MS, description="Event time (ms since 1970, UTC); default: now. "
+                                                                   "Refused more than 5 minutes ahead of the "
+                                                                   "server's clock.")
     user_id: str | None = Field(None, min_length=1, max_length=128)
     amount: float = Field(0.0, ge=0, le=1e9)
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")

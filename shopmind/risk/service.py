@@ -1,7 +1,8 @@
 """The risk service: the engine plus its state in the database, the decision log, cases and audits.
 
 Rules, lists and thresholds live in the database as versioned rows; every change is written to the
-audit log with its before and after, in the same transaction. Each process rebuilds its engine when it
+audit log with what it changed (its before and after; for lists, the entries added or removed), in the
+same transaction. Each process rebuilds its engine when it
 changes something itself and otherwise checks the database for changes every few seconds, so several
 API workers converge within `RELOAD_S`.
 """
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 RELOAD_S = 5.0
 ANSWERED_KEEP = 100_000   # recent answers kept per process, so a retried event is neither re-decided nor re-counted
 COMMIT_TIMEOUT_S = 30.0
+# How far an event's time may be ahead of this server's clock (clients' clocks drift). A time further
+# ahead would move the entity's velocity windows into the future, and every real event after it would
+# look old enough to fall out of them.
+MAX_AHEAD_MS = 5 * 60_000
 PROFILE = "riskprofile"  # cache namespace: a user's country and signup time
 PROFILE_TTL_S = 600
 LIST_NAME = r"^[a-z][a-z0-9_]{0,63}$"
@@ -251,14 +256,13 @@ class RiskService:
         return {"pseudonym": user, "frozen": True, "updated_ms": _now(), "actor": f"risk:{actor}",
                 "reason": f"decision {out.decision_id}"}
 
-    def _remember(self, event: RiskEvent, out: Outcome, response: RiskDecision, freeze: dict | None) -> RiskDecision:
+    def _remember(self, event: RiskEvent, out: Outcome, response: RiskDecision, freeze: dict | None) -> None:
         if freeze is not None:
             self._frozen.add(freeze["pseudonym"])
         with self._answered_lock:
             self._answered[event.event_id] = (out.tokens.get("user"), response.model_dump_json())
             if len(self._answered) > ANSWERED_KEEP:
                 self._answered.popitem(last=False)
-        return response
 
     def _answer(self, event_id: str) -> RiskDecision | None:
         """The answer this process gave the event, if it still keeps it."""
@@ -282,15 +286,49 @@ class RiskService:
             return future, True
 
     def _settle(self, event_id: str, future: concurrent.futures.Future, response: RiskDecision | None,
-                error: BaseException | None) -> None:
+                error: BaseException | None = None) -> None:
+        """Release the retries waiting for this event: with its answer; with the error that kept it from
+        being decided (theirs would meet it too); or with None when nothing of it was logged, so they
+        decide it themselves."""
         with self._inflight_lock:
             self._inflight.pop(event_id, None)
-        if error is not None and not isinstance(error, Exception):  # cancelled, not failed: waiters decide
-            future.set_result(None)
-        elif error is not None:
+        if error is not None:
             future.set_exception(error)
         else:
             future.set_result(response)
+
+    def _failed_before_logging(self, event_id: str, future: concurrent.futures.Future, exc: BaseException) -> None:
+        """The caller ended before its decision went to the log: a failure is the waiting retries' answer
+        too; a cancellation (or an interrupt) is not theirs, so they decide the event themselves."""
+        self._settle(event_id, future, None, exc if isinstance(exc, Exception) else None)
+
+    def _log(self, event: RiskEvent, out: Outcome, row: dict, case: dict | None, freeze: dict | None,
+             response: RiskDecision, future: concurrent.futures.Future) -> concurrent.futures.Future:
+        """Hand the decision to the log; the returned future resolves once it is committed. Remembering
+        the answer and releasing the waiting retries follow the commit itself, not the request: a request
+        that ends first (its client disconnected, or it waited COMMIT_TIMEOUT_S) still has its decision
+        committed, and that decision is the event's answer. Only a failed commit, which logged nothing,
+        leaves the event to be decided again."""
+        committed = self.log.submit(row, case, freeze)
+
+        def settle(done: concurrent.futures.Future) -> None:
+            if done.cancelled() or done.exception() is not None:
+                self._settle(event.event_id, future, None)
+                return
+            try:
+                self._remember(event, out, response, freeze)
+            finally:
+                self._settle(event.event_id, future, response)
+
+        committed.add_done_callback(settle)
+        return committed
+
+    @staticmethod
+    def _refuse_future(event: RiskEvent) -> None:
+        if event.ts_ms is not None and event.ts_ms > _now() + MAX_AHEAD_MS:
+            raise InvalidInputError(f"ts_ms is more than {MAX_AHEAD_MS // 60_000} minutes ahead of the server's "
+                                    "clock: send the event's time (in ms since 1970, UTC); nothing was recorded",
+                                    field="ts_ms")
 
     def _erased(self) -> dict[str, int]:
         if self._erased_ms is None:
@@ -315,7 +353,9 @@ class RiskService:
     def decide(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
         """Decide, commit the decision (with its case or account freeze) durably, then answer. A retry
         of an event this process already answered (or is answering) gets the same answer, and is not
-        counted again; a retry of an erased user's event from before their erasure is refused."""
+        counted again; a retry of an erased user's event from before their erasure is refused, as is an
+        event time more than MAX_AHEAD_MS ahead of the clock."""
+        self._refuse_future(event)
         answered = self._answer(event.event_id)
         if answered is not None:
             return answered
@@ -328,22 +368,27 @@ class RiskService:
             out = engine.decide(event, tokens=self._checked_tokens(event, engine))
             row, case = self._rows(event, out, engine)
             freeze = self._freeze_row(out, actor)
-            self.log.write(row, case, freeze)
-            response = self._remember(event, out, self._response(event, out, engine, case), freeze)
+            response = self._response(event, out, engine, case)
+            committed = self._log(event, out, row, case, freeze, response, future)
         except BaseException as exc:
-            self._settle(event.event_id, future, None, exc)
+            self._failed_before_logging(event.event_id, future, exc)
             raise
-        self._settle(event.event_id, future, response, None)
-        return response
+        # From here on the commit settles the retries, however this call ends. What failed the commit
+        # is this caller's error; once it succeeded, `future` is set as soon as the answer is remembered
+        # (and a freeze known), before this caller may send the user's next event.
+        committed.result(timeout=COMMIT_TIMEOUT_S)
+        return future.result(timeout=COMMIT_TIMEOUT_S)
 
     async def decide_async(self, event: RiskEvent, actor: str = "api") -> RiskDecision:
         """The same as `decide` without a thread per request: the CPU part runs on the event loop (about
         a millisecond) and the commit is awaited, so concurrent requests share group commits. With the
         Redis velocity store the decision runs in a worker thread, so its network wait blocks no other
         request; so does an order's behaviour-model feature. A request that is cancelled while its
-        decision commits still has it committed; one cancelled before (during that feature) has none."""
+        decision commits still has it committed, as the answer its retries get; one cancelled before
+        (during that feature) has none."""
         import asyncio
 
+        self._refuse_future(event)
         answered = self._answer(event.event_id)
         if answered is not None:
             return answered
@@ -352,14 +397,20 @@ class RiskService:
             answer = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), COMMIT_TIMEOUT_S + 30)
             return answer if answer is not None else await self.decide_async(event, actor)
         try:
-            response = await self._decide_async(event, actor)
+            committed = await self._decide_async(event, actor, future)
         except BaseException as exc:
-            self._settle(event.event_id, future, None, exc)
+            self._failed_before_logging(event.event_id, future, exc)
             raise
-        self._settle(event.event_id, future, response, None)
-        return response
+        # From here on the commit settles the retries, however this request ends (as in `decide`).
+        # Shielded: a cancelled request must not cancel the futures the retries wait for.
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(committed)), COMMIT_TIMEOUT_S)
+        if not future.done():  # the commit's callback is still remembering the answer (rarely)
+            await asyncio.shield(asyncio.wrap_future(future))
+        return future.result()
 
-    async def _decide_async(self, event: RiskEvent, actor: str) -> RiskDecision:
+    async def _decide_async(self, event: RiskEvent, actor: str,
+                            future: concurrent.futures.Future) -> concurrent.futures.Future:
+        """Decide and hand the decision to the log; the future of its commit (see `_log`)."""
         import asyncio
 
         engine = self.engine()
@@ -376,9 +427,7 @@ class RiskService:
             out = engine.decide(event, tokens=tokens)
         row, case = self._rows(event, out, engine)
         freeze = self._freeze_row(out, actor)
-        committed = asyncio.wrap_future(self.log.submit(row, case, freeze))
-        await asyncio.wait_for(asyncio.shield(committed), COMMIT_TIMEOUT_S)
-        return self._remember(event, out, self._response(event, out, engine, case), freeze)
+        return self._log(event, out, row, case, freeze, self._response(event, out, engine, case), future)
 
     def decision(self, decision_id: str, exact: bool = False) -> dict[str, Any]:
         """A logged decision with its features; with `exact`, the model's TreeSHAP contributions for those
@@ -479,10 +528,15 @@ class RiskService:
             existing_kind = conn.execute(select(e.c.kind).where(e.c.list_name == list_name).limit(1)).scalar()
             if existing_kind is not None and existing_kind != kind:
                 raise InvalidInputError(f"list {list_name!r} holds {existing_kind} values, not {kind}", field="kind")
+            # what is on the list already, for the audit entry (the count is the insert's own; an admin
+            # adding the same value at the same moment can have it in both entries)
+            listed = set(conn.execute(select(e.c.token).where(e.c.list_name == list_name, e.c.token.in_(tokens)))
+                         .scalars())
             now = _now()
             added = self.store.insert_ignore(conn, "risk_list_entries", [
                 {"list_name": list_name, "token": t, "kind": kind, "added_ms": now, "actor": actor} for t in tokens])
-            record_audit(conn, actor, "risk.list.add", [None], {"list": list_name, "kind": kind, "added": added})
+            _audit_list_change(conn, actor, "risk.list.add", list_name, kind, "added", added,
+                               [t for t in tokens if t not in listed])
         self.invalidate()
         return added
 
@@ -491,11 +545,11 @@ class RiskService:
         tokens = self._list_tokens(list_name, kind, values)
         e = schema.risk_list_entries
         with self.store.transaction() as conn:
-            removed = conn.execute(delete(e).where(e.c.list_name == list_name, e.c.kind == kind,
-                                                   e.c.token.in_(tokens))).rowcount
-            record_audit(conn, actor, "risk.list.remove", [None], {"list": list_name, "kind": kind, "removed": removed})
+            removed = sorted(conn.execute(delete(e).where(e.c.list_name == list_name, e.c.kind == kind,
+                                                          e.c.token.in_(tokens)).returning(e.c.token)).scalars())
+            _audit_list_change(conn, actor, "risk.list.remove", list_name, kind, "removed", len(removed), removed)
         self.invalidate()
-        return removed
+        return len(removed)
 
     def _token(self, kind: str, value: str) -> str:
         if kind == "user":
@@ -618,8 +672,10 @@ class RiskService:
             self._append_labels(conn, [{"event_id": case.event_id, "user_pseudonym": case.user_pseudonym,
                                         "fraud": verdict == "fraud", "source": "analyst", "labelled_ms": now,
                                         "actor": actor}])
-            record_audit(conn, actor, "risk.case.resolve", [case.user_pseudonym],
-                         {"case_id": case_id, "verdict": verdict})
+            record_audit(conn, actor, "risk.case.resolve", [case.user_pseudonym], {
+                "case_id": case_id, "verdict": verdict,
+                "before": {"status": case.status, "resolved_ms": case.resolved_ms, "resolved_by": case.resolved_by},
+                "after": {"status": verdict, "resolved_ms": now, "resolved_by": actor}})
         return {"case_id": case_id, "status": verdict, "resolved_ms": now}
 
     def add_labels(self, labels: list[dict[str, Any]], actor: str) -> int:
@@ -662,6 +718,18 @@ def _one_writer(what: str):
             raise InvalidInputError(f"{what} was changed by someone else at the same moment; "
                                     "read it again and retry", field="version") from None
         raise
+
+
+def _audit_list_change(conn, actor: str, action: str, list_name: str, kind: str, counted: str, count: int,
+                       tokens: list[str]) -> None:
+    """A list change with the entries it added or removed: keyed tokens, never the raw values. Entries
+    of a user list are users' pseudonyms, so each is its own audit entry about that user (their data
+    export shows it); other lists' tokens belong to no one and are listed in one entry."""
+    detail = {"list": list_name, "kind": kind, counted: count}
+    if kind == "user":
+        record_audit(conn, actor, action, tokens or [None], detail)
+    else:
+        record_audit(conn, actor, action, [None], {**detail, "tokens": tokens})
 
 
 def _rule_view(row: Any) -> dict[str, Any] | None:

@@ -6,8 +6,10 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import pytest
 from sqlalchemy import insert
 
+from shopmind.exceptions import InvalidInputError
 from shopmind.risk import alerts
 from shopmind.storage import schema
 
@@ -146,3 +148,29 @@ def test_a_retry_goes_only_to_the_webhook_that_failed(shop):
     with shop.store.transaction() as conn:
         stored = conn.execute(schema.risk_alerts.select()).one()
     assert "s3cret" not in str(stored._mapping)  # hook URLs (and their tokens) are not kept in the outbox
+
+
+@pytest.mark.parametrize("setting, field", [
+    ({"min_hits": 0}, "min_hits"), ({"min_hits": -1}, "min_hits"), ({"ratio": 0.0}, "ratio"),
+    ({"ratio": -2.0}, "ratio"), ({"ratio": float("nan")}, "ratio"), ({"window_ms": 0}, "window_ms"),
+    ({"baseline_ms": 0}, "baseline_ms"),
+])
+def test_a_policy_that_cannot_be_checked_is_refused_naming_the_setting(shop, setting, field):
+    with pytest.raises(InvalidInputError) as err:
+        alerts.check(shop.store, alerts.AlertPolicy(**setting), now_ms=NOW)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("option, value", [("--min-hits", "0"), ("--ratio", "0"), ("--ratio", "-1"),
+                                           ("--window-minutes", "0"), ("--window-minutes", "-5")])
+def test_the_alerts_command_refuses_settings_it_cannot_check_with_exit_2(tmp_path, monkeypatch, option, value):
+    from typer.testing import CliRunner
+
+    from shopmind.cli.main import app
+
+    monkeypatch.setenv("SHOPMIND_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    result = runner.invoke(app, ["risk", "alerts", option, value])
+    assert result.exit_code == 2, result.output
+    assert option in result.output and "Traceback" not in result.output

@@ -625,19 +625,14 @@ def test_a_retry_that_arrives_while_the_first_request_commits_is_not_decided_aga
 
     shop.risk.put_rule(Rule("always", "event.amount > 0.0", "review", mode="enforce"), actor="t")
     log = shop.risk.log
-    submit, write = log.submit, log.write
+    submit = log.submit
     gate = threading.Event()
 
-    def slow_submit(*args, **kwargs):  # the commit of the first request takes a while
+    def slow_submit(*args, **kwargs):  # the commit of the first request takes a while (both paths submit)
         gate.wait(5)
         return submit(*args, **kwargs)
 
-    def slow_write(*args, **kwargs):
-        gate.wait(5)
-        return write(*args, **kwargs)
-
     monkeypatch.setattr(log, "submit", slow_submit)
-    monkeypatch.setattr(log, "write", slow_write)
     event = RiskEvent(**{k: v for k, v in order(1).items() if k != "ts_ms"})  # no ts_ms: now, twice
 
     async def both():

@@ -267,6 +267,16 @@ def test_cli_json_and_scores(tmp_path, csv_file):
     assert table.exit_code == 0 and "average_precision" in table.stdout
 
 
+def test_cli_json_stays_valid_with_a_long_scores_path(tmp_path, csv_file):
+    """The report is JSON for other programs: no line of it may be wrapped at the terminal's width."""
+    folder = tmp_path / ("a_fairly_long_output_directory_name_for_the_scores_of_the_evaluation_run" * 2)
+    folder.mkdir()
+    scores = folder / "scores.csv"
+    res = CliRunner().invoke(_app(), ["--transactions", str(csv_file), "--json", "--scores-out", str(scores)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["scores_out"] == str(scores)
+
+
 def test_cli_bad_input_exits_2_naming_the_field(tmp_path, data):
     bad = tmp_path / "bad.csv"
     data.drop("TX_AMOUNT").write_csv(bad)
