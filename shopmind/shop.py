@@ -289,7 +289,7 @@ class Shop:
         generation = self.cache.generation(RECENT, pseudonym)  # before the read: see storage/cache.py
         rows = self.store.fetch_all(
             "SELECT item_id, type, ts_ms FROM events WHERE user_pseudonym = ? AND item_id IS NOT NULL"
-            " ORDER BY ts_ms DESC LIMIT ?", (pseudonym, RECENT_KEEP))
+            " ORDER BY ts_ms DESC, event_id DESC LIMIT ?", (pseudonym, RECENT_KEEP))  # ties: one order
         recent = [list(r) for r in reversed(rows)]
         self.cache.fill(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S, generation=generation)
         return recent

@@ -203,9 +203,11 @@ class MemoryCache:
         partial list is never mistaken for the whole history (the reader loads it from the database).
         Values already in the list are not added again: a reader may have read them from the database
         between their commit and this append, and a client may resend a batch. Either way the list's
-        generation moves on. With `order`, the list is sorted by each value's element `order` (a time):
-        a new value that sorts before the list's last one (a late event) drops the list instead, so the
-        next reader loads it from the database in order rather than read it with the late value last."""
+        generation moves on. With `order`, the list is sorted by each value's element `order` (a time),
+        and a value extends it in place only if it is strictly later than the list's last one. Any other
+        drops the list, so the next reader loads it from the database: a late event (it would be read as
+        the newest); a value equal to one in the list (without an event id, a resent event and a second
+        real one look alike, and the database holds both); a tie (the database orders ties its own way)."""
         with self._lock:
             key = self._key(namespace, subject)
             self._bump(key, subject, time.monotonic())
@@ -214,10 +216,10 @@ class MemoryCache:
                 return
             current = json.loads(entry[1])
             for value in values:
+                if order is not None and current and value[order] <= current[-1][order]:
+                    del self._data[key]
+                    return
                 if value not in current:
-                    if order is not None and current and value[order] < current[-1][order]:
-                        del self._data[key]
-                        return
                     current.append(value)
             self._data[key] = (entry[0], json.dumps(current[-keep:]))
 
@@ -326,9 +328,8 @@ class RedisCache:
             "local l = cjson.decode(v) local seen = {} for _, y in ipairs(l) do seen[cjson.encode(y)] = true end "
             "local o = tonumber(ARGV[3]) "
             "for _, x in ipairs(cjson.decode(ARGV[1])) do local k = cjson.encode(x) "
-            "if not seen[k] then "
-            "if o > 0 and #l > 0 and x[o] < l[#l][o] then redis.call('DEL', KEYS[1]) return 0 end "
-            "seen[k] = true table.insert(l, x) end end "
+            "if o > 0 and #l > 0 and x[o] <= l[#l][o] then redis.call('DEL', KEYS[1]) return 0 end "
+            "if not seen[k] then seen[k] = true table.insert(l, x) end end "
             "local keep = tonumber(ARGV[2]) local out = {} "
             "for i = math.max(1, #l - keep + 1), #l do table.insert(out, l[i]) end "
             "redis.call('SET', KEYS[1], cjson.encode(out), 'KEEPTTL') return 1"

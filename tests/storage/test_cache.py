@@ -88,10 +88,16 @@ def test_a_value_older_than_the_lists_last_drops_an_ordered_list(cache_url):
     the next reader loads it from the database in order. In-order values still extend it."""
     cache = open_cache(cache_url)
     assert cache.fill(RECENT, "p", [["i1", "view", 10], ["i2", "view", 20]], generation=None)
-    cache.append_if_present(RECENT, "p", [["i3", "view", 20], ["i4", "view", 30]], keep=51, order=2)
+    cache.append_if_present(RECENT, "p", [["i3", "view", 25], ["i4", "view", 30]], keep=51, order=2)
     assert [v[0] for v in cache.get(RECENT, "p")] == ["i1", "i2", "i3", "i4"]
     cache.append_if_present(RECENT, "p", [["i5", "view", 40], ["late", "view", 15]], keep=51, order=2)
     assert cache.get(RECENT, "p") is None
+    # a value equal to one in the list (a resend, or a second real event: the database holds both) and
+    # a tie drop it too
+    for subject, again in (("r1", ["i2", "view", 20]), ("r2", ["other", "view", 20])):
+        assert cache.fill(RECENT, subject, [["i1", "view", 10], ["i2", "view", 20]], generation=None)
+        cache.append_if_present(RECENT, subject, [again], keep=51, order=2)
+        assert cache.get(RECENT, subject) is None, again
     assert cache.fill(RECENT, "q", [["i1", "view", 10]], generation=None)
     cache.append_if_present(RECENT, "q", [["late", "view", 5]], keep=51)  # unordered lists just append
     assert [v[0] for v in cache.get(RECENT, "q")] == ["i1", "late"]
