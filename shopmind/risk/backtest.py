@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+from scipy.ndimage import minimum_filter1d
 from sqlalchemy import select
 
 from shopmind.risk.engine import RiskEngine, Thresholds
@@ -228,16 +229,9 @@ def _cheapest_pair(scores: np.ndarray, fraud: np.ndarray, amounts: np.ndarray, c
 
 
 def _sliding_min(values: np.ndarray, width: int) -> np.ndarray:
-    """out[i] = min(values[max(0, i - width + 1):i + 1]), with array operations only (van Herk / Gil-Werman):
-    split into blocks of `width`; a window then spans the end of one block and the start of the next, so
-    its minimum is the lesser of that block's suffix minimum and the next block's prefix minimum."""
-    n = len(values)
-    padded = np.concatenate([np.full(width - 1, np.inf), values, np.full(-(n + width - 1) % width, np.inf)])
-    blocks = padded.reshape(-1, width)
-    prefix = np.minimum.accumulate(blocks, axis=1).ravel()
-    suffix = np.minimum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].ravel()
-    # the window ending at values[i] is padded[i:i + width]
-    return np.minimum(suffix[:n], prefix[width - 1:width - 1 + n])
+    """out[i] = min(values[max(0, i - width + 1):i + 1]): SciPy's running minimum, its window shifted to
+    end at i (an origin of (width - 1) // 2 moves the centred window that far left)."""
+    return minimum_filter1d(values, size=width, mode="constant", cval=np.inf, origin=(width - 1) // 2)
 
 
 def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version: str | None = None,
