@@ -105,10 +105,11 @@ class FastRoutes:
                     await _send_json(send, status, {"detail": str(exc)}, auth=status == 401)
                     return
                 declared = _content_length(scope["headers"])
-                if declared is None:
+                if declared is None and _chunked(scope["headers"]):
                     # No length declared (a chunked upload): read the body here, up to the limit, so that
                     # one past it gets the same 413 as a declared one. Raised from inside `receive`, the
                     # error would reach FastAPI's body parsing, which answers any error there with 400.
+                    # A request with neither header has no body (a GET): nothing to read.
                     receive = await _read_body(receive, MAX_REQUEST_BODY)
                     if receive is None:
                         declared = MAX_REQUEST_BODY + 1
@@ -194,6 +195,10 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"transfer-encoding" for name, _ in headers)
 
 
 async def _read_body(receive, limit: int):

@@ -38,6 +38,14 @@ ITEM_EVENTS = {EventType.view, EventType.click, EventType.add_to_cart, EventType
                EventType.purchase, EventType.rating}
 
 
+def refuse_nul(value: str) -> str:
+    """A field validator's body for text stored as is: PostgreSQL cannot hold a NUL (SQLite can), so it
+    is refused on every backend."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    return value
+
+
 def _has_nul(value: Any) -> bool:
     """Whether a NUL character is in a string, or in any key or value of a JSON object or list."""
     if isinstance(value, str):

@@ -6,17 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shopmind.events.schemas import LATEST_MS
+from shopmind.events.schemas import LATEST_MS, refuse_nul
 
 DECISIONS = ("allow", "review", "block", "freeze_account")
 COUNTRY = r"^[A-Z]{2}$"
-
-
-def _without_nul(value: str) -> str:
-    # stored as text (the decision log): PostgreSQL cannot hold a NUL, so it is refused on every backend
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character (\\u0000)")
-    return value
 
 
 class RiskItem(BaseModel):
@@ -29,7 +22,7 @@ class RiskItem(BaseModel):
     @field_validator("item_id")
     @classmethod
     def _no_nul(cls, value: str) -> str:
-        return _without_nul(value)
+        return refuse_nul(value)  # stored as text in the decision log
 
 
 class RiskEvent(BaseModel):
@@ -60,7 +53,7 @@ class RiskEvent(BaseModel):
     @field_validator("event_id")
     @classmethod
     def _no_nul(cls, value: str) -> str:
-        return _without_nul(value)
+        return refuse_nul(value)  # stored as text in the decision log
 
     @field_validator("email")
     @classmethod
