@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from bisect import bisect_left
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 from scipy.ndimage import minimum_filter1d
 from sqlalchemy import select
 
-from shopmind.risk.engine import RiskEngine, Thresholds
+from shopmind.risk.engine import Lists, RiskEngine, Thresholds
 from shopmind.risk.schemas import RiskEvent
 from shopmind.risk.velocity import MemoryVelocityStore
 from shopmind.storage import schema
@@ -145,10 +145,48 @@ def behaviour_feature_counts(engine: RiskEngine, since: dict[str, int] | None = 
     return {k: v - (since or {}).get(k, 0) for k, v in stats.items()}
 
 
+@dataclass
+class ListsAsOf(Lists):
+    """Block/allow lists as they stood when each replayed event happened: an entry counts from the moment
+    it was added. A card put on a block list after its chargeback was on no list when it paid, so a replay
+    must not stop those payments with it (a backtest that did would report fraud caught that the live
+    service could not have caught). Entries removed since are not known here (a removal says the entry was
+    a mistake) and count for no event."""
+
+    added_ms: dict[str, dict[str, int]] = field(default_factory=dict)  # list name -> token -> when added
+
+    def membership(self, tokens: dict[str, str], ts_ms: int | None = None) -> dict[str, bool]:
+        if ts_ms is None:
+            raise ValueError("a list of the past needs the event's time")
+        out = {}
+        for name, (kind, _members) in self.entries.items():
+            added = self.added_ms.get(name, {}).get(tokens.get(kind))  # type: ignore[arg-type]
+            out[name] = added is not None and added <= ts_ms
+        return out
+
+    @classmethod
+    def load(cls, shop, names: Iterable[str]) -> "ListsAsOf":
+        """The stored entries of the lists `names` (the live engine's, which its rules were compiled
+        against; a list that rules read and that has no entries left is kept, empty) with their times."""
+        e = schema.risk_list_entries
+        names = set(names)
+        lists = cls(entries={name: ("", set()) for name in names})
+        with shop.store.transaction() as conn:
+            for name, kind, token, added in conn.execute(select(e.c.list_name, e.c.kind, e.c.token, e.c.added_ms)
+                                                         .where(e.c.list_name.in_(names))):
+                members = lists.entries[name][1]
+                members.add(token)
+                lists.entries[name] = (kind, members)
+                lists.added_ms.setdefault(name, {})[token] = int(added)
+        return lists
+
+
 def history_engine(shop, velocity, model=None, model_version: str | None = None) -> RiskEngine:
-    """An engine over the live rules, lists and thresholds for replaying the past (as-of features)."""
+    """An engine over the live rules and thresholds, and the lists as of each event, for replaying the
+    past (as-of features)."""
     live = shop.risk.engine()
-    return RiskEngine(shop.pseudonyms, velocity, live.rules, live.lists, live.thresholds,
+    lists = ListsAsOf.load(shop, live.lists.names)
+    return RiskEngine(shop.pseudonyms, velocity, live.rules, lists, live.thresholds,
                       model=model if model is not None else live.model,
                       model_version=model_version or live.model_version, profile=shop.risk._profile,
                       unusual=as_of_unusualness(shop))

@@ -72,7 +72,8 @@ class Lists:
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self.entries))
 
-    def membership(self, tokens: dict[str, str]) -> dict[str, bool]:
+    def membership(self, tokens: dict[str, str], ts_ms: int | None = None) -> dict[str, bool]:
+        """Is each list's kind of token on it? (`ts_ms`, the event's time, matters to lists of the past.)"""
         return {name: tokens.get(kind) in members for name, (kind, members) in self.entries.items()}
 
 
@@ -183,7 +184,7 @@ class RiskEngine:
                     name = FEATURE_NAMES[i]
                     contributions.append({"feature": name, "value": features[name], "contribution": float(contrib[i])})
 
-        context = rule_context(event, features, velocity, profile, self.lists.membership(tokens), model_score,
+        context = rule_context(event, features, velocity, profile, self.lists.membership(tokens, ts_ms), model_score,
                                self.lists.names)
         fired, failed = self.rules.evaluate(context)
         hits = [h for h in fired if not h.shadow]

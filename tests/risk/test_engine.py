@@ -694,3 +694,27 @@ def test_a_later_replay_counts_the_history_it_replayed_before(tmp_path):
         assert features["user_count_1h"] == 4 and features["new_card"] == 0
     finally:
         later.close()
+
+
+def test_a_backtest_applies_a_list_entry_only_from_when_it_was_added(shop):
+    """A card put on a block list after its chargeback was on no list when it paid: a backtest that
+    stopped its past orders with today's list would report fraud the live service could not have caught."""
+    from sqlalchemy import update
+
+    from shopmind.risk.backtest import backtest
+
+    shop.ingest("orders", [{"order_id": f"o{i}", "user_id": f"u{i}", "ts": f"2026-03-01T10:0{i}:00Z", "amount": 50.0,
+                            "payment_instrument": f"card-{i}", "label_fraud": i == 0} for i in range(3)], actor="t")
+    shop.risk.add_to_list("stolen", "card", ["card-0"], actor="t")  # today: after the orders
+    shop.risk.put_rule(Rule("stolen", "lists.stolen", "block", mode="enforce"), actor="t")
+    report = backtest(shop)
+    assert report["events"] == 3 and report["fraud"] == 1
+    assert report["decisions"]["block"] == 0 and report["fraud_stopped"] == 0
+    o0_ms = 1772359200000  # 2026-03-01T10:00:00Z
+    for added_ms, blocked in ((o0_ms + 1, 0), (o0_ms, 1), (o0_ms - 60_000, 1)):
+        with shop.store.transaction() as conn:
+            conn.execute(update(schema.risk_list_entries).values(added_ms=added_ms))
+        report = backtest(shop)
+        assert report["decisions"]["block"] == blocked and report["fraud_stopped"] == blocked
+    # the live service, deciding now, sees the list as it is
+    assert shop.risk.decide(RiskEvent(**order(1, card="card-0"))).decision == "block"
