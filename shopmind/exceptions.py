@@ -52,11 +52,12 @@ class RowError:
 class BatchValidationError(InvalidInputError):
     """One or more rows are invalid; nothing of the batch was written."""
 
-    def __init__(self, errors: list[RowError], kind: str = "row"):
+    def __init__(self, errors: list[RowError], kind: str = "row", source: str | None = None):
         self.errors = errors
         shown = "; ".join(f"{kind} {e.index}: {e.field}: {e.message}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        super().__init__(f"{len(errors)} invalid {kind}(s), nothing was written: {shown}{more}")
+        where = f"{source}: " if source else ""  # the file, when the rows came from one
+        super().__init__(f"{where}{len(errors)} invalid {kind}(s), nothing was written: {shown}{more}")
 
 
 class BudgetExceededError(InvalidInputError):

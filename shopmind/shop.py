@@ -22,7 +22,7 @@ from shopmind import storage
 from shopmind.config import Settings, load_settings
 from shopmind.events.files import iter_rows
 from shopmind.events.ingest import IngestResult, Ingestor
-from shopmind.events.validation import validate_rows
+from shopmind.events.validation import duplicate_ids, validate_rows
 from shopmind.exceptions import BatchValidationError, InvalidInputError, NotFoundError, RowError
 from shopmind.privacy import consent
 from shopmind.privacy.audit import record_audit
@@ -192,36 +192,54 @@ class Shop:
     def import_file(self, path: Path, kind: str, actor: str,
                     progress: Callable[[int], None] | None = None, chunk: int = 10_000) -> IngestResult:
         """Import a whole file in one transaction: every row is valid and written, or nothing is."""
+        return self.import_files([(path, kind)], actor, [progress], chunk)[0]
+
+    def import_files(self, files: Sequence[tuple[Path, str]], actor: str,
+                     progress: Sequence[Callable[[int], None] | None] | None = None,
+                     chunk: int = 10_000) -> list[IngestResult]:
+        """Import (path, kind) files, in order, in one transaction: every row of every file is valid and
+        written, or nothing is (a folder from `generate` whose events file is broken leaves no items or
+        users behind). An error names the file and its rows."""
+        results: list[IngestResult] = []
+        touched: dict[str, set[str]] = {"events": set(), "users": set()}
+        with self.store.transaction() as conn:
+            for n, (path, kind) in enumerate(files):
+                report = progress[n] if progress else None
+                results.append(self._import_into(conn, path, kind, actor, touched, report, chunk))
+        # Cached per-user state that these files changed is reloaded from the database on next use.
+        if touched["events"]:
+            self.cache.delete(RECENT, sorted(touched["events"]))
+            self.cache.delete(BOUGHT, sorted(touched["events"]))
+        if touched["users"]:
+            self._consent_changed(sorted(touched["users"]))
+        return results
+
+    def _import_into(self, conn, path: Path, kind: str, actor: str, touched: dict[str, set[str]],
+                     progress: Callable[[int], None] | None, chunk: int) -> IngestResult:
         total = IngestResult(kind, 0, 0, 0)
         errors: list[RowError] = []
-        touched: set[str] = set()
+        first_rows: dict[str, int] = {}  # item or user id -> its first row: the same id twice is an error
         offset = 0
-        with self.store.transaction() as conn:
-            for rows in iter_rows(path, chunk):
-                try:
-                    valid = validate_rows(kind, rows, max_rows=len(rows))
-                except BatchValidationError as exc:
-                    errors.extend(RowError(e.index + offset, e.field, e.message) for e in exc.errors)
-                    if len(errors) >= MAX_IMPORT_ERRORS:
-                        break
-                if not errors:
-                    part = self.ingestor.write(conn, kind, valid, actor)
-                    if kind in ("events", "users"):
-                        raw_users = {e.user_id for e in valid if e.user_id is not None}
-                        touched.update(self.pseudonyms.user(u) for u in raw_users)
-                    total = IngestResult(kind, total.received + part.received, total.written + part.written,
-                                         total.duplicates + part.duplicates, total.dropped_erased + part.dropped_erased)
-                offset += len(rows)
-                if progress:
-                    progress(len(rows))
-            if errors:
-                raise BatchValidationError(errors[:MAX_IMPORT_ERRORS])
-        # Cached per-user state that this file changed is reloaded from the database on next use.
-        if kind == "events":
-            self.cache.delete(RECENT, sorted(touched))
-            self.cache.delete(BOUGHT, sorted(touched))
-        elif kind == "users":
-            self._consent_changed(sorted(touched))
+        for rows in iter_rows(path, chunk):
+            try:
+                valid = validate_rows(kind, rows, max_rows=len(rows), unique_ids=False)
+                errors.extend(duplicate_ids(kind, valid, first_rows, offset, scope="file"))
+            except BatchValidationError as exc:
+                errors.extend(RowError(e.index + offset, e.field, e.message) for e in exc.errors)
+            if len(errors) >= MAX_IMPORT_ERRORS:
+                break
+            if not errors:
+                part = self.ingestor.write(conn, kind, valid, actor)
+                if kind in touched:
+                    raw_users = {e.user_id for e in valid if e.user_id is not None}
+                    touched[kind].update(self.pseudonyms.user(u) for u in raw_users)
+                total = IngestResult(kind, total.received + part.received, total.written + part.written,
+                                     total.duplicates + part.duplicates, total.dropped_erased + part.dropped_erased)
+            offset += len(rows)
+            if progress:
+                progress(len(rows))
+        if errors:
+            raise BatchValidationError(errors[:MAX_IMPORT_ERRORS], source=path.name)
         return total
 
     def _consent_changed(self, pseudonyms: list[str]) -> None:

@@ -66,6 +66,25 @@ def test_bad_file_exits_2_and_writes_nothing(home, tmp_path):
     assert json.loads(run("stats").stdout)["rows"]["events"] == 0
 
 
+def test_a_folder_with_one_bad_file_writes_nothing_and_names_it(home, tmp_path):
+    """A folder is one import: its items and users must not stay behind when its events file is bad."""
+    assert run("init").exit_code == 0
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "items.jsonl").write_text(json.dumps({"item_id": "i1", "title": "Mug"}) + "\n")
+    (data / "users.jsonl").write_text(json.dumps({"user_id": "u1"}) + "\n")
+    good = {"event_id": "e1", "user_id": "u1", "type": "view", "item_id": "i1", "ts": "2026-01-05T10:00:00Z"}
+    (data / "events.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({**good, "event_id": "e2", "type": "fly"}))
+    r = run("import", str(data))
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert "events.jsonl: 1 invalid row(s)" in r.output and "row 1: type" in r.output
+    rows = json.loads(run("stats").stdout)["rows"]
+    assert (rows["items"], rows["users"], rows["events"]) == (0, 0, 0)
+    (data / "events.jsonl").write_text(json.dumps(good) + "\n")  # fixed: all three files go in
+    assert run("import", str(data)).exit_code == 0
+    rows = json.loads(run("stats").stdout)["rows"]
+    assert (rows["items"], rows["users"], rows["events"]) == (1, 1, 1)
+
 
 def test_a_bad_last_row_writes_nothing_across_chunks(shop, tmp_path):
     """A file is one transaction even when it spans many chunks: rows of chunks that were valid and already
@@ -253,3 +272,17 @@ def test_json_output_stays_parseable_however_long_a_value():
         with console.capture() as captured:
             console.print(json.dumps({"path": "/very/long/" + "x" * 300}, indent=2), highlight=False)
         assert json.loads(captured.get())["path"].endswith("x" * 300)
+
+
+def test_an_id_given_twice_in_a_file_is_refused_across_chunks(shop, tmp_path):
+    """The same user id twice in one file is ambiguous (which profile wins?): refused whether the two rows
+    fall in one chunk or in two, with the file's row numbers."""
+    rows = [{"user_id": "u1", "country": "DE"}, {"user_id": "u2"}, {"user_id": "u1", "country": "FR"}]
+    path = tmp_path / "users.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    for chunk in (1, 2, 10):
+        with pytest.raises(BatchValidationError) as caught:
+            shop.import_file(path, "users", "test", chunk=chunk)
+        assert [(e.index, e.field, e.message) for e in caught.value.errors] == [
+            (2, "user_id", "duplicate of row 0 in the same file")]
+        assert shop.store.count("users") == 0

@@ -130,7 +130,8 @@ def import_(
     kind: Annotated[Optional[str], typer.Option(help="items, users, events, orders or payments "
                                                      "(default: from the file name).")] = None,
 ):
-    """Import files of items, users, events, orders or payments. A file is imported whole or not at all."""
+    """Import files of items, users, events, orders or payments, all in one transaction: every row of
+    every file is written, or (one bad row anywhere) nothing is."""
     from shopmind.events.files import FORMATS
 
     def plan() -> list[tuple[str, Path]]:
@@ -157,12 +158,11 @@ def import_(
         shop = _shop()
         from shopmind.events.files import count_rows
 
-        results = []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
-            for name, path in jobs:
-                task = progress.add_task(f"{name:<8} {path.name}", total=count_rows(path))
-                results.append(shop.import_file(path, name, _actor(), progress=lambda n, t=task: progress.advance(t, n)))
+            tasks = [progress.add_task(f"{name:<8} {path.name}", total=count_rows(path)) for name, path in jobs]
+            results = shop.import_files([(path, name) for name, path in jobs], _actor(),
+                                        [lambda n, t=task: progress.advance(t, n) for task in tasks])
         table = Table("kind", "received", "written", "duplicates", "dropped (erased)")
         for r in results:
             table.add_row(r.kind, f"{r.received:,}", f"{r.written:,}", f"{r.duplicates:,}", f"{r.dropped_erased:,}")

@@ -19,8 +19,9 @@ def _field_and_message(error: dict[str, Any]) -> tuple[str, str]:
     return loc or "row", message
 
 
-def validate_rows(kind: str, rows: Sequence[dict[str, Any]], max_rows: int) -> list[BaseModel]:
-    """Return validated models, or raise BatchValidationError listing each invalid row."""
+def validate_rows(kind: str, rows: Sequence[dict[str, Any]], max_rows: int, unique_ids: bool = True) -> list[BaseModel]:
+    """Return validated models, or raise BatchValidationError listing each invalid row. `unique_ids=False`
+    leaves the check that no item or user id is given twice to the caller (a file checks it whole)."""
     model = ROW_MODELS.get(kind)
     if model is None:
         raise InvalidInputError(f"unknown kind {kind!r}: expected one of {sorted(ROW_MODELS)}", field="kind")
@@ -40,7 +41,8 @@ def validate_rows(kind: str, rows: Sequence[dict[str, Any]], max_rows: int) -> l
                 errors.append(RowError(index, field, message))
     if errors:
         raise BatchValidationError(errors)
-    check_unique_ids(kind, valid)
+    if unique_ids:
+        check_unique_ids(kind, valid)
     return valid
 
 
@@ -52,16 +54,21 @@ def check_unique_ids(kind: str, rows: Sequence[BaseModel]) -> None:
 
     The same id twice is ambiguous for profile data (which one wins?). Part of `validate_rows`; the HTTP
     routes, whose rows FastAPI validates while parsing, call it themselves."""
-    id_field = UNIQUE_IDS.get(kind)
-    if id_field is None:
-        return
-    seen: dict[str, int] = {}
-    errors: list[RowError] = []
-    for index, m in enumerate(rows):
-        key = getattr(m, id_field)
-        if key in seen:
-            errors.append(RowError(index, id_field, f"duplicate of row {seen[key]} in the same batch"))
-        else:
-            seen[key] = index
+    errors = duplicate_ids(kind, rows, {})
     if errors:
         raise BatchValidationError(errors)
+
+
+def duplicate_ids(kind: str, rows: Sequence[BaseModel], seen: dict[str, int], offset: int = 0,
+                  scope: str = "batch") -> list[RowError]:
+    """An error for each row whose item or user id an earlier row gave (numbered from `offset`); `seen`
+    maps each id to its first row and is updated, so a file read in chunks is checked whole."""
+    id_field = UNIQUE_IDS.get(kind)
+    if id_field is None:
+        return []
+    errors: list[RowError] = []
+    for index, m in enumerate(rows, start=offset):
+        first = seen.setdefault(getattr(m, id_field), index)
+        if first != index:
+            errors.append(RowError(index, id_field, f"duplicate of row {first} in the same {scope}"))
+    return errors
