@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopmind.events.validation import _field_and_message
 from shopmind.exceptions import (
@@ -46,6 +48,17 @@ def _request_validation(request: Request, exc: RequestValidationError) -> JSONRe
     return JSONResponse(status_code=422, content={"detail": summary, "errors": errors})
 
 
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    """FastAPI answers a JSON body that is not UTF-8 with a bare 400 naming nothing; it is bad input in
+    the body like any invalid JSON, so it gets the same 422 naming the field."""
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": [
+            {"index": None, "field": "body",
+             "message": f"invalid JSON: not UTF-8 text (byte {cause.start} cannot be decoded)"}]})
+    return await http_exception_handler(request, exc)
+
+
 def _shopmind_error(request: Request, exc: ShopmindError) -> JSONResponse:
     status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
     body: dict = {"detail": str(exc)}
@@ -61,4 +74,5 @@ def _shopmind_error(request: Request, exc: ShopmindError) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ShopmindError, _shopmind_error)

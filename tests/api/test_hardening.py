@@ -61,6 +61,21 @@ def test_a_body_that_is_not_json_is_named_as_such(client, keys):
     assert "row" not in r.json()["detail"]
 
 
+@pytest.mark.parametrize("path, scope", [("/v1/events", "ingest"), ("/v1/users", "ingest"),
+                                         ("/v1/risk/decisions", "risk")])
+def test_a_body_that_is_not_utf8_is_named_as_such_and_writes_nothing(client, keys, shop, path, scope):
+    """FastAPI answered a bare 400 naming nothing for a JSON body with a byte that is not UTF-8."""
+    row = b'{"event_id": "e\xff1", "user_id": "u\xff1", "type": "view", "item_id": "i1", "ts": "2026-01-05T10:00:00Z"}'
+    body = row if path == "/v1/risk/decisions" else b"[" + row + b"]"  # the risk route takes one event
+    r = client.post(path, content=body, headers={**auth(keys[scope]), "content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    error = r.json()["errors"][0]
+    assert error["field"] == "body" and ("UTF-8" in error["message"] or "unicode" in error["message"])
+    assert shop.store.count("events") == shop.store.count("users") == 0
+    # other HTTP errors keep FastAPI's answers
+    assert client.get("/v1/no-such-route", headers=auth(keys[scope])).status_code == 404
+
+
 @pytest.mark.parametrize("kind, row, field", [
     ("events", event(1, ts="9999-12-31T23:00:00-05:00"), "ts"),
     ("events", event(1, ts="1950-01-01T00:00:00Z"), "ts"),
