@@ -181,10 +181,12 @@ class ALSRecommender(SequenceRecommender):
             items, counts = np.unique(np.asarray(h, dtype=np.int64), return_counts=True)
             if len(items) == 0:
                 continue
-            conf = self.alpha * counts  # c - 1 for observed items; p = 1 there
+            # implicit (0.5 and later) trains with confidence c = alpha * r on observed items, not the
+            # paper's 1 + alpha * r; the user step has to solve the objective the item factors came from
+            conf = self.alpha * counts
             Yi = Y[items]
-            A = yty + (Yi.T * conf) @ Yi + reg
-            b = (Yi.T * (1.0 + conf)).sum(axis=1)
+            A = yty + (Yi.T * (conf - 1.0)) @ Yi + reg
+            b = (Yi.T * conf).sum(axis=1)
             out[r] = np.linalg.solve(A, b)
         return out
 
