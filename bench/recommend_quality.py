@@ -6,7 +6,8 @@ SASRec peer scored by the same evaluator.
         [--peer-minutes MINUTES] [--peer-valid-users N]
 
 Protocol (shopmind.evaluation): per user, time-ordered leave-one-out (last item test, second last
-validation), full ranking over the whole catalog, history items excluded (except the target),
+validation), full ranking over the whole catalog, history items excluded (the target too, so a
+repeated target counts as a miss),
 ties ranked against the target. Where a data set carries event context (types, times: ml100k, taobao,
 shop), `behaviour` reads it and `behaviour-items` is the same model on the item ids alone, which is
 what the peer sees. Each model trains in its own process with its default configuration

@@ -268,12 +268,15 @@ class BehaviourRecommender(SequenceRecommender):
     @staticmethod
     @torch.no_grad()
     def _prepare_cold_items(model: BehaviourModel, split: Split) -> None:
-        """Items never seen in training only ever acted as negatives, which pushed their id vectors and
-        biases down. Serve them by content alone: zero id vector, the median bias of the seen items."""
+        """Catalog items that no sequence holds (nobody has touched them yet) only ever acted as
+        negatives, which pushed their id vectors and biases down. Serve them by content alone: zero id
+        vector, the median bias of the others. An item held only in held-out positions (some user's
+        validation or test item) is not one of them: in a benchmark, whose catalog is the data's items,
+        every such item is a held-out target, and lifting it would tell the model where the targets are."""
         if not model.config.tied_output:
             return
         seen = np.zeros(model.config.n_items, dtype=bool)
-        for seq in split.fit_sequences():
+        for seq in split.data.sequences:
             seen[seq] = True
         if seen.all():
             return
