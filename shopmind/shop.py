@@ -205,6 +205,8 @@ class Shop:
         with self.store.transaction() as conn:
             for n, (path, kind) in enumerate(files):
                 report = progress[n] if progress else None
+                if report:
+                    report(0)  # this file starts now (a progress bar's clock)
                 results.append(self._import_into(conn, path, kind, actor, touched, report, chunk))
         # Cached per-user state that these files changed is reloaded from the database on next use.
         if touched["events"]:

@@ -160,9 +160,17 @@ def import_(
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
-            tasks = [progress.add_task(f"{name:<8} {path.name}", total=count_rows(path)) for name, path in jobs]
-            results = shop.import_files([(path, name) for name, path in jobs], _actor(),
-                                        [lambda n, t=task: progress.advance(t, n) for task in tasks])
+            tasks = [progress.add_task(f"{name:<8} {path.name}", total=count_rows(path), start=False)
+                     for name, path in jobs]
+
+            def report(task):  # a file's clock starts when its rows start (0 rows first)
+                def advance(n: int) -> None:
+                    if n == 0:
+                        progress.start_task(task)
+                    progress.advance(task, n)
+                return advance
+
+            results = shop.import_files([(path, name) for name, path in jobs], _actor(), [report(t) for t in tasks])
         table = Table("kind", "received", "written", "duplicates", "dropped (erased)")
         for r in results:
             table.add_row(r.kind, f"{r.received:,}", f"{r.written:,}", f"{r.duplicates:,}", f"{r.dropped_erased:,}")
