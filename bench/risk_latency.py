@@ -226,6 +226,7 @@ def in_process(home: Path, users: int, n: int, catalog: list[str], gc_freeze: bo
         # runs in the background, and the decisions are timed once it is done
         runs.append(("engine.decide, new users who carted just before (state refreshed on ingest)", decide))
     refresh_ms: list[float] = []
+    used: set[str] = set()
     for run, (name, fn) in enumerate(runs):
         again = "decided before" in name
         browsed = "carted" in name
@@ -234,6 +235,7 @@ def in_process(home: Path, users: int, n: int, catalog: list[str], gc_freeze: bo
                         first_users[i] if again else None) for i in range(n)]
         if not first_users:
             first_users = [e.user_id for e in events]
+        used.update(e.user_id for e in events)
         for e in events[:200]:
             fn(e)  # warm-up
         lat = []
@@ -265,6 +267,8 @@ def in_process(home: Path, users: int, n: int, catalog: list[str], gc_freeze: bo
         if browsed:
             results[name]["refresh_ms_per_user_median"] = round(statistics.median(refresh_ms), 3)
             results[name]["refresh_stats"] = dict(shop.refresher.stats)
+    if behaviour:
+        results.update(after_warm_up(shop, users, used, lambda i, user: event(i, "warm", 0, user), decide))
     # the model's share alone, on the same events' feature vectors: path attributions (what a decision
     # carries) against exact TreeSHAP (on demand)
     for name, exact in (("model.explain, path attribution", False), ("model.explain, exact TreeSHAP", True)):
@@ -280,6 +284,36 @@ def in_process(home: Path, users: int, n: int, catalog: list[str], gc_freeze: bo
     results["model size"] = {"trees": len(trees), "mean_leaves": round(sum(t["num_leaves"] for t in trees) / len(trees), 1)}
     shop.close()
     return results
+
+
+def after_warm_up(shop, users: int, used: set[str], make_event, decide) -> dict:
+    """As after a restart of `shopmind serve`: its startup warm-up (`Shop.warm_states`: the background
+    refresh for users with events in the last `warm_states_days` before the newest event, under the
+    refresh's own rules: consent, open cart), run to the end, then orders and payments of users active
+    in that window whom no earlier run decided, timed. Users the warm-up passed over (no consent and no
+    open cart) are among them, as they would be."""
+    newest = shop.store.fetch_all("SELECT MAX(ts_ms) FROM events")[0][0]
+    active = {p for (p,) in shop.store.fetch_all(
+        "SELECT DISTINCT user_pseudonym FROM events WHERE ts_ms >= ? AND user_pseudonym IS NOT NULL",
+        (int(newest - shop.settings.warm_states_days * 86_400_000),))}
+    candidates = [u for u in (f"u{k:07d}" for k in range(1, users + 1))
+                  if u not in used and shop.pseudonym(u) in active]
+    wall, cpu = time.perf_counter(), time.process_time()
+    queued = shop.warm_states()
+    if not shop.refresher.wait_idle(900):
+        sys.exit("the startup warm-up did not finish in 900 s")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    events = [make_event(i, u) for i, u in enumerate(candidates)]
+    lat = []
+    for e in events:
+        t = time.perf_counter()
+        decide(e)
+        lat.append((time.perf_counter() - t) * 1000)
+    orders = [ms for e, ms in zip(events, lat) if e.kind == "order"]
+    return {"engine.decide, users active in the warm-up window, not decided before, after the warm-up": {
+        **_percentiles(lat), "orders": _percentiles(orders), "warm_up": {
+            "users_queued": queued, "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+            "window_days": shop.settings.warm_states_days}}}
 
 
 def _ingest_key(home: Path) -> str:

@@ -18,10 +18,15 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(env: dict[str, str]) -> Iterator[int]:
-    """Start the server with `env`, yield its port once it answers, terminate it afterwards."""
+    """Start the server with `env`, yield its port once it answers, terminate it afterwards. The
+    server's startup warm-up of recently active users' states is off unless `env` sets
+    SHOPMIND_WARM_STATES_DAYS."""
     import httpx
 
     port = free_port()
+    # The startup warm-up (Shop.warm_states) would run beside the timed load and turn the benchmarks'
+    # first visits and first orders into cached ones; off unless the caller sets it.
+    env = {"SHOPMIND_WARM_STATES_DAYS": "0", **env}
     server = subprocess.Popen([sys.executable, "-m", "shopmind.cli.main", "serve", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     refresh_states: bool = Field(True, description="When a user's events are ingested, recompute in a "
                                  "background thread what their next request reads: the behaviour-model state "
                                  "(risk decisions) and, with personalization consent, their recommendations.")
+    warm_states_days: float = Field(7.0, ge=0, le=3650, allow_inf_nan=False,
+                                    description="When the server starts, queue that background refresh for the "
+                                    "users with events in this many days before the newest event (newest first, "
+                                    "up to the refresher's queue of 10,000), so their first request after a "
+                                    "restart is answered as after their next event; 0 turns it off.")
     max_batch: int = Field(10_000, ge=1, le=100_000, description="Most rows accepted in one ingestion request.")
     default_consent: bool = Field(
         False, description="Consent assumed for users the shop never sent consent flags for (opt-in by default)."

@@ -268,6 +268,26 @@ class Shop:
         if touched and self.settings.refresh_states and self.registry.current_version("behaviour") is not None:
             self.refresher.submit(touched)
 
+    def warm_states(self) -> int:
+        """Queue the background refresh (`_refresh_states`, the same rules: states and candidates for
+        users who consented, the state alone for the others only while their cart is open) for the users
+        with events in the last `warm_states_days` before the newest event, most recent first, up to the
+        refresher's queue size. Run once when the server starts (api/main.py), in a thread: after a restart
+        every cached state is gone, and a returning user's first order would otherwise pay a model pass
+        in its decision. Returns how many users were queued."""
+        days = self.settings.warm_states_days
+        if not days or not self.settings.refresh_states or self.registry.current_version("behaviour") is None:
+            return 0
+        newest = self.store.fetch_all("SELECT MAX(ts_ms) FROM events")[0][0]
+        if newest is None:
+            return 0
+        rows = self.store.fetch_all(
+            "SELECT user_pseudonym FROM events WHERE ts_ms >= ? AND user_pseudonym IS NOT NULL "
+            "GROUP BY user_pseudonym ORDER BY MAX(ts_ms) DESC LIMIT ?",
+            (int(newest - days * 86_400_000), self.refresher.max_pending))
+        self.refresher.submit([p for (p,) in rows])
+        return len(rows)
+
     def _refresh_states(self, pseudonyms: list[str]) -> int:
         """The background refresh after these users' events arrived (StateRefresher): for users who
         consented to personalisation, the state and candidates their next recommendation reads (with

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -21,6 +22,16 @@ from shopmind.shop import Shop
 log = logging.getLogger(__name__)
 # (young, middle, old) collection thresholds of a server: see create_app's lifespan for why
 SERVING_GC_THRESHOLDS = (10_000, 10, 100)
+
+
+def _warm_states(shop: Shop) -> None:
+    """Shop.warm_states, off the startup path; a failure costs only the warm-up (logged without ids)."""
+    try:
+        queued = shop.warm_states()
+        if queued:
+            log.info("warming the behaviour states of %d recently active users in the background", queued)
+    except Exception as exc:  # noqa: BLE001 - serving goes on without it
+        log.warning("state warm-up failed: %s", type(exc).__name__)
 
 
 async def _risk_alerts(shop: Shop) -> None:
@@ -78,6 +89,9 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         app.state.keys = KeyVerifier(app.state.shop.store)
         app.state.metrics.watch_refresher(app.state.shop.refresher)
         app.state.shop.follow_erasures()  # erasures by the CLI or another worker reach this process's memory
+        if owned:  # the served shop: recently active users' states, computed in the background (docs/risk.md)
+            threading.Thread(target=_warm_states, args=(app.state.shop,), name="shopmind-warm-states",
+                             daemon=True).start()
         alerts = asyncio.create_task(_risk_alerts(app.state.shop)) if settings.risk_alert_webhooks else None
         yield
         if alerts is not None:

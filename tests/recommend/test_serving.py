@@ -653,3 +653,32 @@ def test_an_erasure_during_a_refresh_leaves_nothing_cached_about_the_user(traine
     assert shop.cache.find(pseudonym) == [] and shop.refresher.stats["discarded"] >= 1
     shop.refresher.submit([pseudonym])  # e.g. a late event: the erased user is not refreshed
     assert shop.refresher.wait_idle() and shop.cache.find(pseudonym) == []
+
+
+def test_a_restart_warms_the_states_of_recently_active_users(trained, monkeypatch):
+    """`warm_states` (run when the server starts) queues the background refresh for the users with events
+    in the last `warm_states_days` before the newest event, most recent first, so their first order after a
+    restart finds its state cached; the refresh's own rules (consent, open cart) then apply."""
+    shop, synthetic, _ = trained
+    assert shop.refresher.wait_idle()
+    rows = shop.store.fetch_all("SELECT user_pseudonym, MAX(ts_ms) FROM events WHERE user_pseudonym IS NOT NULL "
+                                "GROUP BY user_pseudonym")
+    last = dict(rows)
+    newest = max(last.values())
+    expected = {p for p, t in last.items() if t >= newest - 3 * 86_400_000}
+    assert 0 < len(expected) < len(last)  # a 20-day shop: some users were not active in its last 3 days
+    monkeypatch.setattr(shop, "settings", shop.settings.model_copy(update={"warm_states_days": 3.0}))
+    submitted: list[str] = []
+    real_submit = shop.refresher.submit
+    monkeypatch.setattr(shop.refresher, "submit", submitted.extend)
+    assert shop.warm_states() == len(submitted) and set(submitted) == expected
+    assert [last[p] for p in submitted] == sorted((last[p] for p in submitted), reverse=True)
+    # for real: a consenting user active in the window, whose cached state is gone (as after a restart)
+    consenting = {shop.pseudonym(u) for u in synthetic.users.filter(pl.col("consent_personalization"))["user_id"]}
+    pseudonym = next(p for p in submitted if p in consenting)
+    shop.cache.delete(STATE, [pseudonym])
+    monkeypatch.setattr(shop.refresher, "submit", real_submit)
+    shop.warm_states()
+    assert shop.refresher.wait_idle() and shop.cache.get(STATE, pseudonym) is not None
+    monkeypatch.setattr(shop, "settings", shop.settings.model_copy(update={"warm_states_days": 0.0}))
+    assert shop.warm_states() == 0
