@@ -169,7 +169,11 @@ class Ingestor:
             for f in PII_FIELDS:
                 row[f"{f}_enc"] = self.cipher.encrypt(f"users.{f}", getattr(u, f))
             out.append(row)
-        written = self.store.upsert(conn, "users", out, keep=("created_ms",))
+        # A field left out keeps what is stored: an update of the e-mail alone must not reset a consent
+        # the user gave or withdrew (nor drop the phone). Personal data goes through erasure, not null.
+        profile = ("consent_personalization", "consent_advertising", "consent_analytics", "country", "age_band",
+                   "signup_ms", *(f"{f}_enc" for f in PII_FIELDS))
+        written = self.store.upsert(conn, "users", out, keep=("created_ms",), fill=profile)
         record_audit(conn, actor, "user.write", [r["pseudonym"] for r in out], {"fields": "profile"})
         return IngestResult("users", len(rows), written, 0)
 

@@ -147,15 +147,19 @@ class SqlStore:
             return raw.total_changes - before
         return self._pg_copy_merge(conn, tbl.name, columns, rows, on_conflict="DO NOTHING")
 
-    def upsert(self, conn: Connection, table: str, rows: Sequence[dict[str, Any]], keep: Iterable[str] = ()) -> int:
-        """Insert or update rows by primary key. Columns in `keep` are not overwritten on update."""
+    def upsert(self, conn: Connection, table: str, rows: Sequence[dict[str, Any]], keep: Iterable[str] = (),
+               fill: Iterable[str] = ()) -> int:
+        """Insert or update rows by primary key. Columns in `keep` are not overwritten on update; columns
+        in `fill` are overwritten only by a value (a NULL, a field the update left out, keeps the stored one)."""
         if not rows:
             return 0
         tbl = schema.metadata.tables[table]
         key = [c.name for c in tbl.primary_key.columns]
         columns = [c.name for c in tbl.columns if c.name in rows[0]]
         updated = [c for c in columns if c not in key and c not in set(keep)]
-        assignments = ", ".join(f"{c} = excluded.{c}" for c in updated)
+        fill = set(fill)
+        assignments = ", ".join(f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c in fill else f"{c} = excluded.{c}"
+                                for c in updated)
         conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}" if updated else "ON CONFLICT DO NOTHING"
         if self.dialect == "sqlite":
             raw = conn.connection.driver_connection

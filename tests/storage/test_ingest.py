@@ -113,3 +113,24 @@ def test_import_refreshes_cached_user_state(shop, tmp_path):
     shop.import_file(path, "events", actor="t")
     assert [r[0] for r in shop.recent_items(pseudonym)] == ["i1", "i2"]
     assert shop.purchased_items(pseudonym) == {"i1", "i2"}
+
+
+@pytest.mark.parametrize("default_consent", [False, True])
+def test_a_profile_update_keeps_what_it_leaves_out(shop, monkeypatch, default_consent):
+    """An update of the e-mail alone (a CRM sync) must not undo a withdrawal made with PUT /consent, drop a
+    consent given, or erase the phone: a field left out keeps its stored value."""
+    monkeypatch.setattr(shop, "settings", shop.settings.model_copy(update={"default_consent": default_consent}))
+    user = "frank"
+    shop.ingest("users", [{"user_id": user, "email": "frank@example.com", "phone": "+49 30 1234567",
+                           "consent_personalization": not default_consent, "country": "DE"}], actor="t")
+    if default_consent:
+        shop.set_consent(user, {"personalization": False}, actor="t")  # the user withdraws
+    before = shop.has_consent(shop.pseudonym(user), "personalization")
+    shop.ingest("users", [{"user_id": user, "email": "frank.new@example.com"}], actor="crm")
+    assert shop.has_consent(shop.pseudonym(user), "personalization") == before == (not default_consent)
+    profile = shop.export_user(user, "t")["profile"]
+    assert profile["email"] == "frank.new@example.com" and profile["phone"] == "+49 30 1234567"
+    assert profile["country"] == "DE"
+    # a flag that is sent still changes it
+    shop.ingest("users", [{"user_id": user, "consent_personalization": default_consent}], actor="t")
+    assert shop.has_consent(shop.pseudonym(user), "personalization") == default_consent
