@@ -105,9 +105,11 @@ class Ingestor:
         return known
 
     def _erased_before(self, conn: Connection, pseudonyms: set[str]) -> dict[str, int]:
-        """Pseudonyms in this batch that were erased, with the time of their (latest) erasure."""
+        """Pseudonyms in this batch that were erased, with the time of their (latest) erasure. No erasure
+        can begin between this read and the batch's commit (SqlStore.hold_erasures)."""
         if not pseudonyms:
             return {}
+        self.store.hold_erasures(conn)
         r = schema.erasure_receipts
         erased: dict[str, int] = {}
         names = list(pseudonyms)

@@ -97,6 +97,20 @@ class SqlStore:
         except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise StorageError(f"database operation failed ({type(exc).__name__}); nothing was written") from exc
 
+    def hold_erasures(self, conn: Connection) -> None:
+        """Call in a write transaction before reading the erasure receipts: until it ends, no erasure can
+        record a receipt, so an erasure this batch did not see starts after the batch committed and
+        removes what it wrote (an erasure that completed between the batch's read and its first write
+        left the batch's rows behind it). SQLite: the write lock, taken now rather than at the first
+        insert (pysqlite opens the transaction only there), unless the transaction holds it already.
+        PostgreSQL: a SHARE lock on the receipts, which concurrent batches share and an erasure's
+        receipt insert waits for."""
+        if self.dialect == "sqlite":
+            if not conn.connection.driver_connection.in_transaction:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("LOCK TABLE erasure_receipts IN SHARE MODE")
+
     def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Rows of one read-only statement with `?` placeholders, on a pooled driver connection.
 

@@ -6,6 +6,8 @@ then checks that nothing about the user is left, or comes back, anywhere.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import func, select
 
@@ -214,3 +216,41 @@ def test_a_user_erased_while_a_model_trains_leaves_its_lineage(shop, monkeypatch
     lineage = pl.read_parquet(shop.registry.root / "popularity" / version / "subjects.parquet")["pseudonym"].to_list()
     assert pseudonym not in lineage and shop.pseudonym(OTHER) in lineage
     assert card["erased_since_training"] == 1
+
+
+def test_an_erasure_waits_for_a_batch_that_checked_the_receipts_before_it(shop, monkeypatch):
+    """Before: the erasure ran to completion (receipt, stores, final sweep) between the batch's receipt
+    check and its first write, and the batch then committed the erased user's event and raw id."""
+    user = "erin@example.com"
+    shop.ingest("events", [event(1, user=user)], actor="t")
+    checked, release = threading.Event(), threading.Event()
+    real = shop.ingestor._erased_before
+
+    def erased_before(conn, pseudonyms):
+        found = real(conn, pseudonyms)
+        checked.set()
+        assert release.wait(20)
+        return found
+
+    monkeypatch.setattr(shop.ingestor, "_erased_before", erased_before)
+    results = []
+    batch = threading.Thread(target=lambda: results.append(
+        shop.ingest("events", [event(2, user="newcomer"), event(3, user=user)], actor="etl")))
+    batch.start()
+    assert checked.wait(20)
+    erasure = threading.Thread(target=lambda: shop.erase_user(user, "dpo"))
+    erasure.start()
+    erasure.join(1.0)
+    assert erasure.is_alive()  # it waits for the batch, which did not see it
+    release.set()
+    batch.join(20)
+    erasure.join(30)
+    assert not batch.is_alive() and not erasure.is_alive() and results[0].written == 2
+    pseudonym = shop.pseudonym(user)
+    with shop.store.transaction() as conn:
+        events = conn.execute(select(func.count()).select_from(schema.events)
+                              .where(schema.events.c.user_pseudonym == pseudonym)).scalar_one()
+        vault = conn.execute(select(func.count()).select_from(schema.identity_vault)
+                             .where(schema.identity_vault.c.pseudonym == pseudonym)).scalar_one()
+    assert (events, vault) == (0, 0)
+    assert shop.store.count("events") == 1  # the newcomer's event stays
