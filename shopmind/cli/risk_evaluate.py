@@ -37,8 +37,9 @@ def evaluate(
                                                     "TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT, TX_FRAUD.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     train_days: Annotated[int, typer.Option(min=1, help="Days of training.")] = 7,
-    delay_days: Annotated[int, typer.Option(min=0, help="Days between train and test whose labels are not yet "
-                                                        "known; also the label delay of the features.")] = 7,
+    delay_days: Annotated[int, typer.Option(min=1, help="Days between train and test whose labels are not yet "
+                                                        "known; also the label delay of the features (at least 1: "
+                                                        "at 0 a transaction would read its own label).")] = 7,
     test_days: Annotated[int, typer.Option(min=1, help="Days of testing: the last days of the file.")] = 7,
     top_k: Annotated[int, typer.Option(min=1, help="k of card precision@k (cards per day).")] = 100,
     seed: Annotated[int, typer.Option(help="Random seed of the model.")] = 0,

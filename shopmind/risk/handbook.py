@@ -158,7 +158,9 @@ class Split:
 
 def handbook_split(df: pl.DataFrame, *, train_days: int = 7, delay_days: int = 7, test_days: int = 7) -> Split:
     """The handbook's time split, with the windows taken from the last days of `df` (loaded frame)."""
-    for name, value, low in (("train_days", train_days, 1), ("delay_days", delay_days, 0), ("test_days", test_days, 1)):
+    # delay_days is also the label delay of the features, whose label windows end at t - delay_days
+    # inclusive: at 0 each transaction would read its own label (AP 1.0). Chargebacks take days anyway.
+    for name, value, low in (("train_days", train_days, 1), ("delay_days", delay_days, 1), ("test_days", test_days, 1)):
         if not isinstance(value, int) or value < low:
             raise InvalidInputError(f"{name} must be an integer >= {low}", field=name)
     day = df["TX_DATETIME"].dt.date()

@@ -79,6 +79,10 @@ def test_split_windows_come_from_the_last_days(data):
     with pytest.raises(InvalidInputError) as err:
         handbook_split(df, train_days=30, delay_days=7, test_days=7)
     assert err.value.field == "TX_DATETIME"
+    # no label delay would let each transaction read its own label through the label features (AP 1.0)
+    with pytest.raises(InvalidInputError) as err:
+        handbook_split(df, train_days=7, delay_days=0, test_days=7)
+    assert err.value.field == "delay_days"
 
 
 def _tx(rows):
