@@ -291,7 +291,11 @@ def after_warm_up(shop, users: int, used: set[str], make_event, decide) -> dict:
     refresh for users with events in the last `warm_states_days` before the newest event, under the
     refresh's own rules: consent, open cart), run to the end, then orders and payments of users active
     in that window whom no earlier run decided, timed. Users the warm-up passed over (no consent and no
-    open cart) are among them, as they would be."""
+    open cart) are among them, as they would be. The add_to_cart events the run of carting users
+    ingested (dated now, while the generated history ends earlier) are deleted first, so that the window
+    is the generated history's last days, as after a restart of that shop."""
+    with shop.store.transaction() as conn:
+        conn.exec_driver_sql("DELETE FROM events WHERE event_id LIKE 'cart-%'")
     newest = shop.store.fetch_all("SELECT MAX(ts_ms) FROM events")[0][0]
     active = {p for (p,) in shop.store.fetch_all(
         "SELECT DISTINCT user_pseudonym FROM events WHERE ts_ms >= ? AND user_pseudonym IS NOT NULL",

@@ -6,6 +6,13 @@ one writer thread, which inserts whatever has queued up in one transaction and t
 callers at once. A caller is answered only after its transaction committed (SQLite runs with
 synchronous=FULL, PostgreSQL with its default synchronous_commit), so an acknowledged decision survives
 a crash or SIGKILL of the service; under load, many decisions share one commit.
+
+Erasure: a decision about a user whose erasure was recorded after the event's time is not written (the
+caller gets the error a late retry gets) and the user's velocity entries are erased again. The check
+reads the erasure receipts inside the group's transaction, which holds off erasures until it commits
+(SqlStore.hold_erasures), so a decision either commits before an erasure begins, and the erasure removes
+it, or sees the erasure. Each process's own copy of the receipts (RiskService) is up to a second behind
+erasures made elsewhere; this check is not.
 """
 
 from __future__ import annotations
@@ -15,12 +22,12 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from shopmind.exceptions import StorageError
+from shopmind.exceptions import InvalidInputError, StorageError
 from shopmind.privacy.audit import record_audit
 from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
@@ -42,8 +49,9 @@ class Entry:
 class DecisionLog:
     """Durable, group-committed appends to `risk_decisions` (with the cases and freezes they cause)."""
 
-    def __init__(self, store: SqlStore):
+    def __init__(self, store: SqlStore, forget: Callable[[str], Any] | None = None):
         self.store = store
+        self._forget = forget or (lambda _pseudonym: None)  # erase a refused user's velocity entries again
         self._queue: queue.Queue[Entry | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -90,9 +98,13 @@ class DecisionLog:
                 _settle(group, StorageError(f"decision log write failed: {type(exc).__name__}"))
 
     def _commit(self, group: list[Entry]) -> None:
+        refused: list[Entry] = []
         try:
             with self.store.transaction() as conn:
-                conn.execute(insert(schema.risk_decisions), [e.decision for e in group])
+                refused = self._erased_since(conn, group)
+                group = [e for e in group if e not in refused]
+                if group:
+                    conn.execute(insert(schema.risk_decisions), [e.decision for e in group])
                 cases = [e.case for e in group if e.case is not None]
                 if cases:
                     conn.execute(insert(schema.risk_cases), cases)
@@ -104,6 +116,7 @@ class DecisionLog:
                         record_audit(conn, row["actor"], "risk.account.freeze", [row["pseudonym"]],
                                      {"before": False, "after": True, "reason": row.get("reason", "")})
         except Exception as exc:  # nothing of the group was committed
+            group = group + refused  # nothing was committed: every caller is retried or failed
             if isinstance(exc.__cause__, IntegrityError) and len(group) > 1:
                 # One bad row (a duplicate decision id) must not fail its neighbours: retry one by one.
                 # Only then: with the database down, row-by-row retries would stall every caller.
@@ -116,6 +129,29 @@ class DecisionLog:
                     StorageError(f"decision log write failed: {type(exc).__name__}"))
             return
         _settle(group, None)
+        if refused:
+            for pseudonym in {e.decision["user_pseudonym"] for e in refused}:
+                try:  # what the decision added to the windows after the erasure emptied them
+                    self._forget(pseudonym)
+                except Exception as exc:  # noqa: BLE001 - the caller still gets its refusal
+                    log.error("risk decision log: erasing a refused user's velocity entries failed (%s)",
+                              type(exc).__name__)
+            _settle(refused, InvalidInputError(
+                "this user was erased after this event's time (ts_ms): a late retry of an erased user's event "
+                "is not decided, and nothing was recorded", field="user_id"))
+
+    def _erased_since(self, conn, group: list[Entry]) -> list[Entry]:
+        """The entries about users erased after their event's time (a late retry that reached this
+        process before it learnt of the erasure, or a decision made while the erasure ran)."""
+        users = {e.decision.get("user_pseudonym") for e in group} - {None}
+        if not users:
+            return []
+        self.store.hold_erasures(conn)
+        r = schema.erasure_receipts
+        erased = dict(conn.execute(select(r.c.pseudonym, func.max(r.c.erased_ms))
+                                   .where(r.c.pseudonym.in_(users)).group_by(r.c.pseudonym)).all())
+        return [e for e in group if e.decision.get("user_pseudonym") in erased
+                and e.decision["ts_ms"] <= erased[e.decision["user_pseudonym"]]]
 
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():

@@ -58,7 +58,7 @@ class RiskService:
         self.shop = shop
         self.store = shop.store
         self.velocity = shop.velocity
-        self.log = DecisionLog(self.store)
+        self.log = DecisionLog(self.store, forget=self.velocity.erase_subject)
         self._engine: RiskEngine | None = None
         self._stamp: tuple | None = None
         self._checked = 0.0

@@ -255,6 +255,28 @@ def test_a_server_refuses_late_retries_of_users_another_process_erased(shop, tmp
     assert shop.store.count("risk_decisions") == 0
 
 
+def test_a_late_retry_before_this_process_learnt_of_the_erasure_is_refused_at_its_commit(shop):
+    """Another process erased the user and this one has not polled the receipts yet (its follower runs
+    every second): the decision log's commit reads the receipts itself, so the late retry is refused,
+    logs nothing, and leaves nothing in this process's velocity windows."""
+    from shopmind.shop import Shop
+
+    shop.risk.decide(RiskEvent(**order(1)))               # this process has read the erasures (none) already
+    other = Shop.open(shop.settings)                      # `shopmind erase-user`, or another API worker
+    try:
+        other.erase_user("alice", actor="cli")
+    finally:
+        other.close()
+    assert shop.store.count("risk_decisions") == 0 and _card_uses(shop) == 1  # this process still holds it
+    with pytest.raises(InvalidInputError) as refused:
+        shop.risk.decide(RiskEvent(**order(2)))           # dated before the erasure
+    assert refused.value.field == "user_id" and "alice" not in str(refused.value)
+    assert shop.store.count("risk_decisions") == 0 and shop.store.count("risk_cases") == 0
+    assert _card_uses(shop) == 0  # the refused decision's entries, and the earlier one's, are gone
+    # an order after the erasure is a new customer's, decided and logged
+    assert shop.risk.decide(RiskEvent(**order(3, ts_ms=None))).decision and shop.store.count("risk_decisions") == 1
+
+
 _KILL_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
