@@ -186,7 +186,7 @@ class Shop:
             self._refresh_recent([e for e in rows if e.event_id not in result.dropped_ids]
                                  if result.dropped_ids else rows)
         elif kind == "users":  # profiles carry consent flags
-            self._consent_changed(sorted({self.pseudonyms.user(u.user_id) for u in rows}))
+            self._profiles_changed(sorted({self.pseudonyms.user(u.user_id) for u in rows}))
         return result
 
     def import_file(self, path: Path, kind: str, actor: str,
@@ -213,7 +213,7 @@ class Shop:
             self.cache.delete(RECENT, sorted(touched["events"]))
             self.cache.delete(BOUGHT, sorted(touched["events"]))
         if touched["users"]:
-            self._consent_changed(sorted(touched["users"]))
+            self._profiles_changed(sorted(touched["users"]))
         return results
 
     def _import_into(self, conn, path: Path, kind: str, actor: str, touched: dict[str, set[str]],
@@ -249,6 +249,15 @@ class Shop:
         old flags just before the change cannot cache them again after the deletion."""
         self.cache.fence(pseudonyms, CHANGE_FENCE_S, namespace=CONSENT)
         self.cache.delete(CONSENT, pseudonyms)
+
+    def _profiles_changed(self, pseudonyms: list[str]) -> None:
+        """After a profile write: its consent flags, and the country and sign-up time a risk decision
+        reads (cached for 10 minutes; a changed country was used stale until then), the same way."""
+        from shopmind.risk.service import PROFILE
+
+        self._consent_changed(pseudonyms)
+        self.cache.fence(pseudonyms, CHANGE_FENCE_S, namespace=PROFILE)
+        self.cache.delete(PROFILE, pseudonyms)
 
     def _refresh_recent(self, events: Sequence[Any]) -> None:
         by_user: dict[str, list[list[Any]]] = {}

@@ -740,3 +740,14 @@ def test_a_backtest_applies_a_list_entry_only_from_when_it_was_added(shop):
         assert report["decisions"]["block"] == blocked and report["fraud_stopped"] == blocked
     # the live service, deciding now, sees the list as it is
     assert shop.risk.decide(RiskEvent(**order(1, card="card-0"))).decision == "block"
+
+
+def test_a_profile_update_reaches_the_next_decision(shop):
+    """A user's country and sign-up time are cached for decisions (10 minutes); a profile update drops
+    them, so the next decision reads the new ones (it used the stale ones until the entry expired)."""
+    shop.ingest("users", [{"user_id": "alice", "signup_ts": "2026-01-01T00:00:00Z"}], actor="t")
+    first = shop.risk.decide(RiskEvent(**order(1)))
+    shop.ingest("users", [{"user_id": "alice", "signup_ts": "2026-05-01T00:00:00Z"}], actor="crm")
+    second = shop.risk.decide(RiskEvent(**order(2)))
+    ages = [shop.risk.decision(d.decision_id)["features"]["account_age_days"] for d in (first, second)]
+    assert ages[0] == pytest.approx(ages[1] + 120, abs=0.1)  # sign-up moved 120 days later
