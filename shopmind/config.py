@@ -61,7 +61,8 @@ class Settings(BaseSettings):
                                  "background thread what their next request reads: the behaviour-model state "
                                  "(risk decisions) and, with personalization consent, their recommendations.")
     warm_states_days: float = Field(7.0, ge=0, le=3650, allow_inf_nan=False,
-                                    description="When the server starts, queue that background refresh for the "
+                                    description="When the server starts (and when it loads a newly promoted "
+                                    "behaviour version), queue that background refresh for the "
                                     "users with events in this many days before the newest event (newest first, "
                                     "up to the refresher's queue of 10,000), so their first request after a "
                                     "restart is answered as after their next event; 0 turns it off.")

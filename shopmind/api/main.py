@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 SERVING_GC_THRESHOLDS = (10_000, 10, 100)
 
 
+def _start_warm_up(shop: Shop) -> None:
+    threading.Thread(target=_warm_states, args=(shop,), name="shopmind-warm-states", daemon=True).start()
+
+
 def _warm_states(shop: Shop) -> None:
     """Shop.warm_states, off the startup path; a failure costs only the warm-up (logged without ids)."""
     try:
@@ -90,8 +94,10 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         app.state.metrics.watch_refresher(app.state.shop.refresher)
         app.state.shop.follow_erasures()  # erasures by the CLI or another worker reach this process's memory
         if owned:  # the served shop: recently active users' states, computed in the background (docs/risk.md)
-            threading.Thread(target=_warm_states, args=(app.state.shop,), name="shopmind-warm-states",
-                             daemon=True).start()
+            served = app.state.shop
+            _start_warm_up(served)
+            # a promotion (or rollback) found on a later request leaves every cached state stale: again
+            served.registry.on_switch = lambda kind, _version: _start_warm_up(served) if kind == "behaviour" else None
         alerts = asyncio.create_task(_risk_alerts(app.state.shop)) if settings.risk_alert_webhooks else None
         yield
         if alerts is not None:

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,9 @@ class ModelRegistry:
         self._write_lock = threading.RLock()  # writers in this process; `_locked` adds the file lock
         self._lock_depth = 0
         self._lock_file: int | None = None
+        # Called as on_switch(kind, version) after this process replaced a loaded model by a newly
+        # promoted (or rolled back) version; the server warms the states the new version needs.
+        self.on_switch: Callable[[str, str], None] | None = None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -230,14 +233,18 @@ class ModelRegistry:
         version = self.current_version(kind)
         if version is None:
             return None
+        switched = False
         with self._lock:
             cached = self._loaded.get(kind)
             if cached is None or cached[0] != version:
                 if cached_only:
                     raise CacheMiss(kind)
+                switched = cached is not None
                 cached = (version, model_class(kind).load(self._kind_dir(kind) / version / "model"))
                 self._loaded[kind] = cached
-            return cached
+        if switched and self.on_switch is not None:
+            self.on_switch(kind, version)
+        return cached
 
     def load_version(self, kind: str, version: str) -> Any:
         """One registered version of a model (the promoted one comes from the cache)."""

@@ -140,3 +140,36 @@ def test_webhook_urls_are_not_logged_by_the_http_client(tmp_path):
             if handler not in before:
                 root.removeHandler(handler)
                 handler.close()
+
+
+def test_the_served_shop_warms_states_at_start_and_after_a_behaviour_promotion(tmp_path, monkeypatch):
+    """`shopmind serve` (an app that opens its own shop) starts the warm-up at startup and again when it
+    loads a newly promoted behaviour version; tests' apps, handed a shop, do not."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from shopmind.api.main import create_app
+    from shopmind.shop import Shop
+    from tests.conftest import make_shop
+
+    calls: list[str] = []
+    monkeypatch.setattr(Shop, "warm_states", lambda self: calls.append("warm") or 0)
+    home = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    settings = home.settings
+    home.close()
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(calls) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    with TestClient(create_app(settings=settings)) as client:
+        wait_for(1)
+        assert calls == ["warm"]
+        registry = client.app.state.shop.registry
+        registry.on_switch("popularity", "v20260101-000000-1")
+        registry.on_switch("behaviour", "v20260101-000000-1")
+        wait_for(2)
+        time.sleep(0.2)
+        assert calls == ["warm", "warm"]  # the behaviour version only

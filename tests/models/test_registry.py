@@ -36,3 +36,20 @@ def test_cached_only_load_refuses_to_read_a_model_from_disk(tmp_path):
         registry.load_current("popularity", cached_only=True)
     assert registry.load_current("popularity")[0] == version
     assert registry.load_current("popularity", cached_only=True)[0] == version
+
+
+def test_a_served_model_replaced_by_a_promotion_is_announced_once(tmp_path):
+    """The server warms the states a new behaviour version needs when it loads it (api/main.py): the
+    registry says when a loaded model was replaced, not on the first load nor on every read."""
+    serving, other = ModelRegistry(tmp_path), ModelRegistry(tmp_path)
+    switches: list[tuple[str, str]] = []
+    serving.on_switch = lambda kind, version: switches.append((kind, version))
+    first = other.register("popularity", _model("a"), card={}, subjects=[])
+    assert serving.load_current("popularity")[0] == first and switches == []  # the first load
+    second = other.register("popularity", _model("b"), card={}, subjects=[])
+    for _ in range(3):
+        assert serving.load_current("popularity")[0] == second
+    assert switches == [("popularity", second)]
+    other.rollback("popularity")
+    serving.load_current("popularity")
+    assert switches == [("popularity", second), ("popularity", first)]
