@@ -244,7 +244,7 @@ def in_process(home: Path, users: int, n: int, catalog: list[str], gc_freeze: bo
         used.update(e.user_id for e in events)
         for e in events[:200]:
             fn(e)  # warm-up
-        lat = []
+        lat, order_lat = [], []
         for start in range(200, n, 100):
             chunk = events[start:start + 100]
             if browsed:
@@ -265,8 +265,11 @@ def in_process(home: Path, users: int, n: int, catalog: list[str], gc_freeze: bo
                 t = time.perf_counter()
                 fn(e)
                 lat.append((time.perf_counter() - t) * 1000)
+                if e.kind == "order":
+                    order_lat.append(lat[-1])
             gc.callbacks.remove(pauses)
-        results[name] = {**_percentiles(lat), "rules": len(engine.rules),
+        # orders alone too: only they can need a behaviour-model pass, so runs compare like for like
+        results[name] = {**_percentiles(lat), "orders": _percentiles(order_lat), "rules": len(engine.rules),
                          "model": engine.model_version is not None, "behaviour_model": behaviour,
                          "gc_pauses": pauses.summary()}
         pauses.pauses.clear()
