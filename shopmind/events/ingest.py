@@ -19,6 +19,7 @@ from sqlalchemy import Connection, select
 from shopmind.events.schemas import EventIn, ItemIn, OrderIn, PaymentIn, UserIn
 from shopmind.privacy.audit import record_audit
 from shopmind.privacy.crypto import FieldCipher
+from shopmind.privacy.erasure import erased_in_transaction
 from shopmind.privacy.pseudonym import Pseudonymizer
 from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
@@ -107,17 +108,7 @@ class Ingestor:
     def _erased_before(self, conn: Connection, pseudonyms: set[str]) -> dict[str, int]:
         """Pseudonyms in this batch that were erased, with the time of their (latest) erasure. No erasure
         can begin between this read and the batch's commit (SqlStore.hold_erasures)."""
-        if not pseudonyms:
-            return {}
-        self.store.hold_erasures(conn)
-        r = schema.erasure_receipts
-        erased: dict[str, int] = {}
-        names = list(pseudonyms)
-        for start in range(0, len(names), 5000):
-            query = select(r.c.pseudonym, r.c.erased_ms).where(r.c.pseudonym.in_(names[start:start + 5000]))
-            for pseudonym, erased_ms in conn.execute(query):
-                erased[pseudonym] = max(erased_ms, erased.get(pseudonym, 0))
-        return erased
+        return erased_in_transaction(self.store, conn, pseudonyms)
 
     def _events(self, conn: Connection, rows: Sequence[EventIn], actor: str) -> IngestResult:
         users = self._pseudonyms({e.user_id for e in rows if e.user_id is not None})

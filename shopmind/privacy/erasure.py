@@ -25,6 +25,24 @@ from shopmind.storage.sql import SqlStore
 log = logging.getLogger(__name__)
 
 
+def erased_in_transaction(store: SqlStore, conn, pseudonyms: set[str]) -> dict[str, int]:
+    """Those of `pseudonyms` that were erased, with the time of their latest erasure, read in the caller's
+    write transaction after holding off erasures until it ends (SqlStore.hold_erasures): an erasure the
+    caller does not see here starts after its commit and removes what it wrote. For writers of a user's
+    data (ingestion, the risk decision log) that must drop what predates an erasure."""
+    if not pseudonyms:
+        return {}
+    store.hold_erasures(conn)
+    r = schema.erasure_receipts
+    erased: dict[str, int] = {}
+    names = list(pseudonyms)
+    for start in range(0, len(names), 5000):
+        query = select(r.c.pseudonym, func.max(r.c.erased_ms)).where(
+            r.c.pseudonym.in_(names[start:start + 5000])).group_by(r.c.pseudonym)
+        erased.update((pseudonym, int(erased_ms)) for pseudonym, erased_ms in conn.execute(query))
+    return erased
+
+
 class Erasable(Protocol):
     """A store that can forget one data subject. Returns what it removed, by location."""
 

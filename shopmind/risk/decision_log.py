@@ -24,11 +24,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from shopmind.exceptions import InvalidInputError, StorageError
 from shopmind.privacy.audit import record_audit
+from shopmind.privacy.erasure import erased_in_transaction
 from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
 
@@ -101,8 +102,7 @@ class DecisionLog:
         refused: list[Entry] = []
         try:
             with self.store.transaction() as conn:
-                refused = self._erased_since(conn, group)
-                group = [e for e in group if e not in refused]
+                group, refused = self._split_erased(conn, group)
                 if group:
                     conn.execute(insert(schema.risk_decisions), [e.decision for e in group])
                 cases = [e.case for e in group if e.case is not None]
@@ -140,18 +140,17 @@ class DecisionLog:
                 "this user was erased after this event's time (ts_ms): a late retry of an erased user's event "
                 "is not decided, and nothing was recorded", field="user_id"))
 
-    def _erased_since(self, conn, group: list[Entry]) -> list[Entry]:
-        """The entries about users erased after their event's time (a late retry that reached this
-        process before it learnt of the erasure, or a decision made while the erasure ran)."""
-        users = {e.decision.get("user_pseudonym") for e in group} - {None}
-        if not users:
-            return []
-        self.store.hold_erasures(conn)
-        r = schema.erasure_receipts
-        erased = dict(conn.execute(select(r.c.pseudonym, func.max(r.c.erased_ms))
-                                   .where(r.c.pseudonym.in_(users)).group_by(r.c.pseudonym)).all())
-        return [e for e in group if e.decision.get("user_pseudonym") in erased
-                and e.decision["ts_ms"] <= erased[e.decision["user_pseudonym"]]]
+    def _split_erased(self, conn, group: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+        """(the entries to write, those about users erased after their event's time: a late retry that
+        reached this process before it learnt of the erasure, or a decision made while the erasure ran)."""
+        erased = erased_in_transaction(self.store, conn, {e.decision.get("user_pseudonym") for e in group} - {None})
+        if not erased:
+            return group, []
+        kept, refused = [], []
+        for e in group:
+            user = e.decision.get("user_pseudonym")
+            (refused if user in erased and e.decision["ts_ms"] <= erased[user] else kept).append(e)
+        return kept, refused
 
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():

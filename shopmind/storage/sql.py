@@ -170,8 +170,8 @@ class SqlStore:
         tbl = schema.metadata.tables[table]
         key = [c.name for c in tbl.primary_key.columns]
         columns = [c.name for c in tbl.columns if c.name in rows[0]]
-        updated = [c for c in columns if c not in key and c not in set(keep)]
-        fill = set(fill)
+        keep, fill = set(keep), set(fill)
+        updated = [c for c in columns if c not in key and c not in keep]
         assignments = ", ".join(f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c in fill else f"{c} = excluded.{c}"
                                 for c in updated)
         conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}" if updated else "ON CONFLICT DO NOTHING"
