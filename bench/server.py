@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -21,6 +22,30 @@ def running_server(env: dict[str, str]) -> Iterator[int]:
     """Start the server with `env`, yield its port once it answers, terminate it afterwards. The
     server's startup warm-up of recently active users' states is off unless `env` sets
     SHOPMIND_WARM_STATES_DAYS."""
+    with running_server_process(env) as (port, _pid):
+        yield port
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a live process and its live descendants (uvicorn's
+    worker processes), from /proc: Linux only."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended between the listing and the read
+    return total
+
+
+@contextmanager
+def running_server_process(env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    """`running_server` that also yields the server's process id."""
     import httpx
 
     port = free_port()
@@ -38,7 +63,7 @@ def running_server(env: dict[str, str]) -> Iterator[int]:
                 time.sleep(0.1)
         else:
             raise RuntimeError("shopmind serve did not answer within 30 s")
-        yield port
+        yield port, server.pid
     finally:
         server.terminate()
         server.wait(timeout=30)
