@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from operator import itemgetter
 from pathlib import Path
@@ -32,6 +33,7 @@ from shopmind.privacy.erasure import (CacheSubjectData, ErasureFollower, Erasure
 from shopmind.privacy.export import export_subject
 from shopmind.privacy.keys import Keyring, load_keyring
 from shopmind.privacy.pseudonym import Pseudonymizer
+from shopmind.privacy.vault import store_in_vault
 from shopmind.privacy import rotation
 from shopmind.storage import schema
 from shopmind.storage.cache import CHANGE_FENCE_S, CacheMiss
@@ -382,6 +384,13 @@ class Shop:
     def set_consent(self, raw_user_id: str, flags: dict[str, bool | None], actor: str) -> dict[str, bool | None]:
         pseudonym = self.pseudonym(raw_user_id)
         with self.store.transaction() as conn:
+            if any(v is not None for v in flags.values()):
+                # A choice can come before any profile (a consent banner; a user known by events alone):
+                # it creates the user's row, so a withdrawal is never refused for want of one.
+                now_ms = int(time.time() * 1000)
+                self.store.insert_ignore(conn, "users", [{"pseudonym": pseudonym, "attributes": "{}",
+                                                          "created_ms": now_ms, "updated_ms": now_ms}])
+                store_in_vault(self.store, conn, self.cipher, self.pseudonyms.key_id, {raw_user_id: pseudonym})
             now = consent.set_consent(conn, pseudonym, flags)
             record_audit(conn, actor, "user.consent", [pseudonym], {k: v for k, v in flags.items() if v is not None})
         self._consent_changed([pseudonym])
@@ -390,7 +399,7 @@ class Shop:
     # -- data-subject rights -------------------------------------------------------------------------
 
     def export_user(self, raw_user_id: str, actor: str) -> dict[str, Any]:
-        return export_subject(self.store, self.cipher, self.pseudonym(raw_user_id), actor)
+        return export_subject(self.store, self.cipher, self.pseudonym(raw_user_id), actor, raw_user_id)
 
     def erase_user(self, raw_user_id: str, actor: str) -> ErasureReceipt:
         """Remove the user from every registered store. Safe to repeat (finishes an interrupted erasure)."""

@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from shopmind.events.schemas import EventIn, ItemIn, OrderIn, PaymentIn, UserIn
 from shopmind.privacy.audit import record_audit
 from shopmind.privacy.crypto import FieldCipher
 from shopmind.privacy.erasure import erased_in_transaction
 from shopmind.privacy.pseudonym import Pseudonymizer
+from shopmind.privacy.vault import store_in_vault
 from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
 
@@ -83,27 +84,13 @@ class Ingestor:
         return mapping
 
     def _store_in_vault(self, conn: Connection, mapping: dict[str, str]) -> None:
-        known = self._in_vault(conn, list(mapping.values()))
-        self.store.insert_ignore(conn, "identity_vault", [
-            {"pseudonym": p, "raw_id_enc": self.cipher.encrypt("identity_vault.raw_id", raw),
-             "pseudonym_key_id": self.pseudonyms.key_id}
-            for raw, p in mapping.items() if p not in known
-        ])
+        store_in_vault(self.store, conn, self.cipher, self.pseudonyms.key_id, mapping)
 
     def _vault_kept(self, conn: Connection, mapping: dict[str, str], rows: list[dict[str, Any]]) -> None:
         """Vault the raw ids of the users who have a row left to write. A late retry of an erased
         user's rows is dropped whole, and must not bring their raw id back into the vault either."""
         kept = {row["user_pseudonym"] for row in rows}
         self._store_in_vault(conn, {raw: p for raw, p in mapping.items() if p in kept})
-
-    @staticmethod
-    def _in_vault(conn: Connection, pseudonyms: list[str]) -> set[str]:
-        v = schema.identity_vault
-        known: set[str] = set()
-        for start in range(0, len(pseudonyms), 5000):
-            part = pseudonyms[start:start + 5000]
-            known.update(p for (p,) in conn.execute(select(v.c.pseudonym).where(v.c.pseudonym.in_(part))))
-        return known
 
     def _erased_before(self, conn: Connection, pseudonyms: set[str]) -> dict[str, int]:
         """Pseudonyms in this batch that were erased, with the time of their (latest) erasure. No erasure

@@ -17,15 +17,15 @@ from shopmind.storage.sql import SqlStore
 PII_FIELDS = ("email", "phone", "address")
 
 
-def export_subject(store: SqlStore, cipher: FieldCipher, pseudonym: str, actor: str) -> dict[str, Any]:
+def export_subject(store: SqlStore, cipher: FieldCipher, pseudonym: str, actor: str,
+                   raw_user_id: str | None = None) -> dict[str, Any]:
     """The subject's profile and consent, their rows in every other table that holds rows about a user
     (events, orders, payments, risk decisions with their features, labels, cases, the account's freeze
     state: schema.SUBJECT_TABLES, which erasure walks too), the risk lists naming them, and the audit
-    trail about them."""
+    trail about them. `raw_user_id`, the id asked for, names a user whose raw id was never vaulted (rows
+    written before every writer vaulted it: privacy/vault.py)."""
     with store.transaction() as conn:
         vault = conn.execute(select(schema.identity_vault).where(schema.identity_vault.c.pseudonym == pseudonym)).first()
-        if vault is None:
-            raise NotFoundError("no data is held for this user")
         profile_row = conn.execute(select(schema.users).where(schema.users.c.pseudonym == pseudonym)).first()
         profile: dict[str, Any] | None = None
         if profile_row is not None:
@@ -47,10 +47,12 @@ def export_subject(store: SqlStore, cipher: FieldCipher, pseudonym: str, actor: 
         held["risk_list_entries"] = [  # lists of kind "user" hold the pseudonym as their token
             {k: v for k, v in r._mapping.items() if k != "token"} for r in conn.execute(
                 select(lists).where(lists.c.kind == "user", lists.c.token == pseudonym).order_by(lists.c.added_ms))]
+        if vault is None and profile_row is None and not any(held.values()):
+            raise NotFoundError("no data is held for this user")
         record_audit(conn, actor, "user.export", [pseudonym])
         trail = audit_entries(conn, subject=pseudonym)
     return {
-        "user_id": cipher.decrypt("identity_vault.raw_id", vault.raw_id_enc),
+        "user_id": cipher.decrypt("identity_vault.raw_id", vault.raw_id_enc) if vault is not None else raw_user_id,
         "pseudonym": pseudonym,
         "profile": profile,
         **held,

@@ -103,6 +103,7 @@ def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | Non
     with store.transaction() as conn:
         key_ids = {kid for (kid,) in conn.execute(select(vault.c.pseudonym_key_id).distinct())}
     pending = next((k for k in key_ids if k != keyring.pseudonym.active and k in keyring.pseudonym.keys), None)
+    stranded: int | None = None
     if pending is not None and key_ids == {pending}:
         # An earlier run committed the remap but stopped before activating the key, perhaps before or
         # while remapping the derived stores: rebuild its mapping (the old key is still the active one)
@@ -131,15 +132,32 @@ def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | Non
             if mapping:
                 conn.execute(text("INSERT INTO _pseudonym_map (old, new) VALUES (:old, :new)"),
                              [{"old": o, "new": n} for o, n in mapping.items()])
+            stranded = _without_raw_id(conn)
             for table, column in {**schema.SUBJECT_TABLES, **schema.ACCOUNTABILITY_TABLES}.items():
                 _remap_table(conn, table, column)
             # risk lists of kind "user" hold pseudonyms as their tokens (other kinds hold token-key hashes)
             _remap_table(conn, "risk_list_entries", "token", only=" AND kind = 'user'")
             conn.execute(update(vault).values(pseudonym_key_id=new_id))
             conn.execute(text("DROP TABLE _pseudonym_map"))
-            record_audit(conn, actor, "keys.rotate_pseudonym", [None], {"new_key": new_id, "users": len(mapping)})
+            record_audit(conn, actor, "keys.rotate_pseudonym", [None], {"new_key": new_id, "users": len(mapping),
+                                                                        "without_raw_id": stranded})
     for remap in remappers:
         remap(mapping)
     keyring.pseudonym.active = new_id
     keyring.save(path)
-    return {"active": new_id, "users_remapped": len(mapping)}
+    result: dict = {"active": new_id, "users_remapped": len(mapping)}
+    if stranded is not None:  # not known on a rerun: the first run remapped what it could
+        result["pseudonyms_without_raw_id"] = stranded
+    return result
+
+
+def _without_raw_id(conn: Connection) -> int:
+    """Pseudonyms that rows are about but the vault cannot map: written before every writer vaulted the
+    raw id (privacy/vault.py). Their rows keep the old pseudonym, which an erasure by raw id no longer
+    computes; the count is reported so that a shop can erase or re-vault them (docs/privacy.md)."""
+    parts = [f"SELECT {column} AS p FROM {table} WHERE {column} IS NOT NULL"
+             for table, column in schema.SUBJECT_TABLES.items() if table != "identity_vault"]
+    parts.append("SELECT token AS p FROM risk_list_entries WHERE kind = 'user'")
+    return int(conn.execute(text(
+        f"SELECT COUNT(*) FROM ({' UNION '.join(parts)}) AS held "
+        "WHERE p NOT IN (SELECT pseudonym FROM identity_vault)")).scalar())

@@ -44,15 +44,18 @@ class Entry:
     decision: dict[str, Any]
     case: dict[str, Any] | None = None
     freeze: dict[str, Any] | None = None    # a risk_accounts row; its audit entry is written alongside
+    raw_user: str | None = None             # the user's raw id, vaulted with the decision (privacy/vault.py)
     done: Future = field(default_factory=Future)
 
 
 class DecisionLog:
     """Durable, group-committed appends to `risk_decisions` (with the cases and freezes they cause)."""
 
-    def __init__(self, store: SqlStore, forget: Callable[[str], Any] | None = None):
+    def __init__(self, store: SqlStore, forget: Callable[[str], Any] | None = None,
+                 vault: Callable[[Any, dict[str, str]], None] | None = None):
         self.store = store
         self._forget = forget or (lambda _pseudonym: None)  # erase a refused user's velocity entries again
+        self._vault = vault or (lambda _conn, _mapping: None)  # (conn, raw id -> pseudonym) into the vault
         self._queue: queue.Queue[Entry | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -65,11 +68,11 @@ class DecisionLog:
                     self._thread.start()
 
     def submit(self, decision: dict[str, Any], case: dict[str, Any] | None = None,
-               freeze: dict[str, Any] | None = None) -> Future:
-        """Queue a decision row (and the case it opens, the freeze it causes); the future resolves once
-        all of them are committed, in one transaction."""
+               freeze: dict[str, Any] | None = None, raw_user: str | None = None) -> Future:
+        """Queue a decision row (and the case it opens, the freeze it causes, the vault row of its user's
+        raw id); the future resolves once all of them are committed, in one transaction."""
         self._ensure_writer()
-        entry = Entry(decision, case, freeze)
+        entry = Entry(decision, case, freeze, raw_user)
         self._queue.put(entry)
         return entry.done
 
@@ -105,6 +108,8 @@ class DecisionLog:
                 group, refused = self._split_erased(conn, group)
                 if group:
                     conn.execute(insert(schema.risk_decisions), [e.decision for e in group])
+                    self._vault(conn, {e.raw_user: e.decision["user_pseudonym"] for e in group
+                                       if e.raw_user is not None and e.decision.get("user_pseudonym")})
                 cases = [e.case for e in group if e.case is not None]
                 if cases:
                     conn.execute(insert(schema.risk_cases), cases)

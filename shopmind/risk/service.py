@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shopmind.exceptions import InvalidInputError, NotFoundError, StorageError
 from shopmind.privacy.audit import record_audit
+from shopmind.privacy.vault import store_in_vault
 from shopmind.risk.decision_log import DecisionLog
 from shopmind.risk.engine import EVENT_KINDS, LIST_KINDS, Lists, Outcome, RiskEngine, Thresholds, tokens_of
 from shopmind.risk.features import FEATURE_NAMES, logged_vector
@@ -58,7 +59,7 @@ class RiskService:
         self.shop = shop
         self.store = shop.store
         self.velocity = shop.velocity
-        self.log = DecisionLog(self.store, forget=self.velocity.erase_subject)
+        self.log = DecisionLog(self.store, forget=self.velocity.erase_subject, vault=self._vault)
         self._engine: RiskEngine | None = None
         self._stamp: tuple | None = None
         self._checked = 0.0
@@ -309,7 +310,7 @@ class RiskService:
         that ends first (its client disconnected, or it waited COMMIT_TIMEOUT_S) still has its decision
         committed, and that decision is the event's answer. Only a failed commit, which logged nothing,
         leaves the event to be decided again."""
-        committed = self.log.submit(row, case, freeze)
+        committed = self.log.submit(row, case, freeze, raw_user=event.user_id)
 
         def settle(done: concurrent.futures.Future) -> None:
             if done.cancelled() or done.exception() is not None:
@@ -522,6 +523,7 @@ class RiskService:
 
     def add_to_list(self, list_name: str, kind: str, values: Iterable[str], actor: str) -> int:
         """Add raw values (cards, devices, e-mails, IPs, user ids) to a list; only keyed tokens are stored."""
+        values = list(values)
         tokens = self._list_tokens(list_name, kind, values)
         e = schema.risk_list_entries
         with self.store.transaction() as conn:
@@ -532,6 +534,8 @@ class RiskService:
             # adding the same value at the same moment can have it in both entries)
             listed = set(conn.execute(select(e.c.token).where(e.c.list_name == list_name, e.c.token.in_(tokens)))
                          .scalars())
+            if kind == "user":  # the list holds their pseudonyms: vaulted, so rotation and export reach them
+                self._vault(conn, {v: self._token(kind, v) for v in values})
             now = _now()
             added = self.store.insert_ignore(conn, "risk_list_entries", [
                 {"list_name": list_name, "token": t, "kind": kind, "added_ms": now, "actor": actor} for t in tokens])
@@ -550,6 +554,10 @@ class RiskService:
             _audit_list_change(conn, actor, "risk.list.remove", list_name, kind, "removed", len(removed), removed)
         self.invalidate()
         return len(removed)
+
+    def _vault(self, conn, mapping: dict[str, str]) -> None:
+        """Vault raw user ids whose pseudonyms a risk table is about to hold (privacy/vault.py)."""
+        store_in_vault(self.store, conn, self.shop.cipher, self.shop.pseudonyms.key_id, mapping)
 
     def _token(self, kind: str, value: str) -> str:
         if kind == "user":
@@ -603,9 +611,10 @@ class RiskService:
 
     # -- accounts, cases, labels ---------------------------------------------------------------------
 
-    def _set_frozen(self, pseudonym: str, frozen: bool, actor: str, reason: str = "") -> None:
+    def _set_frozen(self, raw_user_id: str, pseudonym: str, frozen: bool, actor: str, reason: str = "") -> None:
         a = schema.risk_accounts
         with self.store.transaction() as conn:
+            self._vault(conn, {raw_user_id: pseudonym})
             before = conn.execute(select(a.c.frozen).where(a.c.pseudonym == pseudonym)).scalar()
             self.store.upsert(conn, "risk_accounts", [{"pseudonym": pseudonym, "frozen": frozen,
                                                        "updated_ms": _now(), "actor": actor}])
@@ -615,13 +624,13 @@ class RiskService:
         self.invalidate()
 
     def freeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
-        self._set_frozen(self.shop.pseudonyms.user(raw_user_id), True, actor, reason)
+        self._set_frozen(raw_user_id, self.shop.pseudonyms.user(raw_user_id), True, actor, reason)
 
     def unfreeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
         pseudonym = self.shop.pseudonyms.user(raw_user_id)
         if pseudonym not in self._frozen and not self._is_frozen_in_db(pseudonym):
             raise NotFoundError("this account is not frozen")
-        self._set_frozen(pseudonym, False, actor, reason)
+        self._set_frozen(raw_user_id, pseudonym, False, actor, reason)
 
     def forget_subject(self, pseudonym: str) -> dict[str, int]:
         """Erasure: drop the user from the in-memory frozen set and the answers kept for retries (a scan

@@ -51,3 +51,29 @@ def test_recommendations_without_consent_are_not_personalised(client, keys, shop
     client.put("/v1/users/yes/consent", json={"personalization": False}, headers=auth(keys["admin"]))
     r = client.get("/v1/users/yes/recommendations?k=4", headers=auth(keys["recommend"])).json()
     assert r["personalised"] is False and r["items"][0]["item_id"] == "i1"
+
+
+def test_consent_is_recorded_for_a_user_without_a_profile(shop):
+    """A withdrawal for a user known by events alone (or not known yet) is recorded and honoured, not
+    refused with 'no such user' (before, with default_consent on, such a user's events stayed in training)."""
+    from shopmind.privacy import consent as consent_module
+
+    shop.ingest("events", [event(i, user="carol", kind="view", item=f"i{i}") for i in range(3)], actor="t")
+    assert shop.set_consent("carol", {"personalization": False}, actor="t")["personalization"] is False
+    assert consent_module.consent_flags(shop.store, shop.pseudonym("carol"), True)["personalization"] is False
+    assert shop.set_consent("dave", {"analytics": True}, actor="t")["analytics"] is True  # not known at all yet
+    assert shop.export_user("dave", actor="t")["user_id"] == "dave"  # vaulted: export and rotation reach it
+
+
+def test_export_lists_a_user_known_only_to_the_risk_engine(shop):
+    """Risk decisions and a freeze are data held about the user: the export lists them (it answered 'no
+    data is held' when the user had no vault row)."""
+    import time
+
+    from shopmind.risk.schemas import RiskEvent
+
+    shop.risk.decide(RiskEvent(event_id="e1", kind="order", user_id="erin", amount=5.0,
+                               ts_ms=int(time.time() * 1000) - 1000))
+    shop.risk.freeze("erin", actor="analyst")
+    out = shop.export_user("erin", actor="t")
+    assert out["user_id"] == "erin" and len(out["risk_decisions"]) == 1 and len(out["risk_accounts"]) == 1

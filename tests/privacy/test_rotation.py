@@ -142,3 +142,45 @@ def test_inline_keyring_cannot_be_rotated_in_place(tmp_path, database_url):
 def test_key_file_is_owner_only(shop):
     assert shop.settings.key_file.stat().st_mode & 0o777 == 0o600
     assert set(json.loads(shop.settings.key_file.read_text())) == {"version", "pseudonym", "encryption", "token"}
+
+
+def test_users_known_only_to_the_risk_engine_are_rotated_and_then_erased(shop):
+    """A user with a risk decision, a freeze and a user-list entry and nothing else: every writer vaults
+    the raw id, so rotation remaps their rows and an erasure by raw id afterwards finds them all (before,
+    their rows stayed under the old pseudonym, which the erasure no longer computed)."""
+    import time
+
+    from shopmind.risk.schemas import RiskEvent
+
+    raw, now = "risk-only-user", int(time.time() * 1000)
+    old = shop.pseudonym(raw)
+    shop.risk.decide(RiskEvent(event_id="e1", kind="order", user_id=raw, amount=50.0, ts_ms=now - 1000, card="c1"))
+    shop.risk.freeze(raw, actor="analyst", reason="test")
+    shop.risk.add_to_list("blocked_users", "user", [raw], actor="analyst")
+    shop.rotate_keys("pseudonym", actor="t")
+    new = shop.pseudonym(raw)
+    assert new != old
+    d, a, e = schema.risk_decisions, schema.risk_accounts, schema.risk_list_entries
+
+    def held(p):
+        with shop.store.transaction() as conn:
+            return (len(conn.execute(select(d.c.decision_id).where(d.c.user_pseudonym == p)).all()),
+                    len(conn.execute(select(a.c.pseudonym).where(a.c.pseudonym == p)).all()),
+                    len(conn.execute(select(e.c.token).where(e.c.token == p, e.c.kind == "user")).all()))
+
+    assert held(old) == (0, 0, 0) and held(new) == (1, 1, 1)
+    assert shop.velocity.erase_subject(old)["velocity_entries"] == 0  # the windows followed too
+    receipt = shop.erase_user(raw, actor="dpo")
+    assert receipt.removed["database.risk_decisions"] == 1 and receipt.removed["database.risk_accounts"] == 1
+    assert held(new) == (0, 0, 0)
+
+
+def test_rotation_reports_rows_whose_raw_id_was_never_vaulted(shop):
+    """Rows about a pseudonym the vault cannot map (written before every writer vaulted raw ids) cannot
+    follow a rotation; the rotation says how many such pseudonyms there are instead of passing over them."""
+    _seed(shop, n=3)
+    with shop.store.transaction() as conn:
+        conn.execute(schema.risk_accounts.insert().values(pseudonym="legacy-pseudonym", frozen=True, updated_ms=1,
+                                                          actor="t"))
+    result = shop.rotate_keys("pseudonym", actor="t")
+    assert result["users_remapped"] == 3 and result["pseudonyms_without_raw_id"] == 1
