@@ -50,13 +50,15 @@ MAX_K, MAX_CATEGORY = 200, 500  # the bounds api/routers/recommend.py declares
 
 
 def _key(headers: list[tuple[bytes, bytes]]) -> str | None:
-    bearer = api_key = None
-    for name, value in headers:
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            bearer = value[7:].decode("latin-1").strip() or None  # empty: fall back to X-API-Key, as FastAPI does
-        elif name == b"x-api-key":
-            api_key = value.decode("latin-1").strip()
-    return bearer if bearer is not None else api_key
+    """The key as the FastAPI dependencies read it: from the first Authorization and the first X-API-Key
+    header (Starlette's `headers.get`), the bearer token first."""
+    authorization = next((value for name, value in headers if name == b"authorization"), None)
+    api_key = next((value for name, value in headers if name == b"x-api-key"), None)
+    if authorization is not None and authorization[:7].lower() == b"bearer ":
+        bearer = authorization[7:].decode("latin-1").strip()
+        if bearer:  # empty: fall back to X-API-Key, as FastAPI does
+            return bearer
+    return api_key.decode("latin-1").strip() if api_key is not None else None
 
 
 def recommendation_query(query_string: bytes) -> dict[str, Any] | None:

@@ -12,12 +12,23 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+
+
+def _not_bool(value: Any) -> Any:
+    # JSON true/false would pass as 1/0 (Pydantic's lax mode): a flag sent into a numeric field is a
+    # client bug, refused rather than stored as a plausible amount, quantity or time.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+NotBool = BeforeValidator(_not_bool)
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-Money = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+Money = Annotated[float, NotBool, Field(ge=0, le=1e9, allow_inf_nan=False)]
 
 
 class EventType(str, Enum):
@@ -109,7 +120,7 @@ class ItemIn(_Row):
     brand: Annotated[str, Field(max_length=200)] = ""
     price: Money | None = None
     currency: CurrencyCode = "EUR"
-    stock: Annotated[int, Field(ge=0, le=10**12)] | None = None
+    stock: Annotated[int, NotBool, Field(ge=0, le=10**12)] | None = None
     consumable: bool = False  # bought again and again (groceries, cosmetics): not excluded once purchased
     attributes: dict[str, Any] = Field(default_factory=dict)
 
@@ -144,8 +155,8 @@ class EventIn(_Row):
     item_id: Id | None = None
     query: Annotated[str, Field(max_length=1000)] | None = None
     price: Money | None = None
-    quantity: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    rating: Annotated[float, Field(ge=0, le=5)] | None = None
+    quantity: Annotated[int, NotBool, Field(ge=1, le=100_000)] | None = None
+    rating: Annotated[float, NotBool, Field(ge=0, le=5)] | None = None
     device: Annotated[str, Field(max_length=32)] | None = None
     country: CountryCode | None = None
     ts: datetime
@@ -172,8 +183,8 @@ class OrderItemIn(_Row):
     order can be replayed through it."""
 
     item_id: Annotated[str, Field(min_length=1, max_length=128)]
-    quantity: Annotated[int, Field(ge=1, le=10_000)] = 1
-    price: Annotated[float, Field(ge=0, le=1e7, allow_inf_nan=False)] = 0.0
+    quantity: Annotated[int, NotBool, Field(ge=1, le=10_000)] = 1
+    price: Annotated[float, NotBool, Field(ge=0, le=1e7, allow_inf_nan=False)] = 0.0
 
     @field_validator("item_id", mode="before")
     @classmethod

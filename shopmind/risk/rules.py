@@ -94,9 +94,7 @@ class RuleHit:
         return asdict(self)
 
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
-_MEMBER = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
-_MACRO_VARIABLE = re.compile(r"\.\s*(?:exists_one|exists|all|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
+_MACROS = ("exists_one", "exists", "all", "map", "filter")  # x.all(v, ...) binds v
 # CEL's lexis (cel-spec), enough to walk an expression that has parsed: raw strings end at their first
 # quote, other strings honour escapes, and // comments are blanks.
 _TOKEN = re.compile(
@@ -132,6 +130,13 @@ def _selected(tokens: list[tuple[str, str]], i: int) -> tuple[str | None, int]:
         plain = _PLAIN_NAME.fullmatch(nxt[1][1]) if nxt[1][0] == "string" and nxt[2] == ("op", "]") else None
         return (plain.group(2), i + 4) if plain else ("", i + 1)
     return None, i + 1
+
+
+def _macro_variables(tokens: list[tuple[str, str]]) -> set[str]:
+    """Names the expression binds in a macro (`[..].exists(x, x > 1)`), which are not context variables."""
+    return {tokens[i + 3][1] for i in range(len(tokens) - 4)
+            if tokens[i] == ("op", ".") and tokens[i + 1][0] == "name" and tokens[i + 1][1] in _MACROS
+            and tokens[i + 2] == ("op", "(") and tokens[i + 3][0] == "name" and tokens[i + 4] == ("op", ",")}
 
 
 def _whole(tokens: list[tuple[str, str]], i: int) -> bool:
@@ -179,15 +184,14 @@ def compile_rule(rule: Rule, list_names: tuple[str, ...] = ()) -> "cel.Program":
                                 f"allowed: {', '.join(sorted(CEL_FUNCTIONS))}", field="expression")
     sample = sample_context(list_names)
     known = {name: set(value) for name, value in sample.items()}
-    bound = set(_MACRO_VARIABLE.findall(_STRING.sub('""', text)))  # e.g. x in [..].exists(x, ...)
-    unknown = sorted(set(program.variables()) - set(known) - bound)
+    tokens = _tokens(text)
+    unknown = sorted(set(program.variables()) - set(known) - _macro_variables(tokens))
     if unknown:
         raise InvalidInputError(f"expression uses unknown variable(s) {', '.join(unknown)}; "
                                 f"known: {', '.join(VARIABLES)}", field="expression")
     # Fields are checked statically too: a dry run does not reach terms behind a short-circuit. So each use
     # of a variable must name its field right there: put in a list or map, in parentheses or a condition,
     # the variable can be selected from further on where no check sees the field ({"a": event}.a.nope).
-    tokens = _tokens(text)
     for i in _uses(tokens, known):
         owner = tokens[i][1]
         member, end = _selected(tokens, i)
@@ -243,16 +247,19 @@ class RuleSet:
         self._programs = [program for _, program in compiled]
         # Handing a context to the CEL evaluator costs time per value, so only what the rules read is
         # handed over: the fields they name, or a whole variable where one is used without a field.
+        # Read from the same tokens the validation walks (comments and strings are lexed as CEL does:
+        # an apostrophe in a // comment once hid the fields after it, and the rule failed on every event).
         needed: dict[str, set[str] | None] = {}
         for rule, program in zip(self.rules, self._programs):
-            members = _MEMBER.findall(_STRING.sub('""', rule.expression))
-            named = {owner for owner, _ in members}
-            for variable in program.variables():
-                if variable not in named or re.search(rf"\b{variable}\b(?!\s*\.)", _STRING.sub('""', rule.expression)):
+            tokens, variables = _tokens(rule.expression), set(program.variables()) & set(VARIABLES)
+            for variable in variables - set(needed):
+                needed[variable] = set()
+            for i in _uses(tokens, variables):
+                variable, (member, _) = tokens[i][1], _selected(tokens, i)
+                if not member:  # used whole, or indexed by something other than a plain name
                     needed[variable] = None
-            for owner, member in members:
-                if owner in VARIABLES and needed.get(owner, set()) is not None:
-                    needed.setdefault(owner, set()).add(member)  # type: ignore[union-attr]
+                elif needed[variable] is not None:
+                    needed[variable].add(member)  # type: ignore[union-attr]
         self._needed = needed
 
     def __len__(self) -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shopmind.events.schemas import LATEST_MS, refuse_nul
+from shopmind.events.schemas import LATEST_MS, NotBool, refuse_nul
 
 DECISIONS = ("allow", "review", "block", "freeze_account")
 COUNTRY = r"^[A-Z]{2}$"
@@ -16,8 +16,8 @@ class RiskItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_id: str = Field(min_length=1, max_length=128)
-    price: float = Field(0.0, ge=0, le=1e7)
-    quantity: int = Field(1, ge=1, le=10_000)
+    price: Annotated[float, NotBool] = Field(0.0, ge=0, le=1e7)
+    quantity: Annotated[int, NotBool] = Field(1, ge=1, le=10_000)
 
     @field_validator("item_id")
     @classmethod
@@ -34,11 +34,11 @@ class RiskEvent(BaseModel):
     event_id: str = Field(min_length=1, max_length=128, description="The shop's id of this order/payment/login; "
                                                                      "deciding the same id twice counts it once.")
     kind: Literal["order", "payment", "login"]
-    ts_ms: int | None = Field(None, ge=0, le=LATEST_MS, description="Event time (ms since 1970, UTC); default: now. "
+    ts_ms: Annotated[int, NotBool] | None = Field(None, ge=0, le=LATEST_MS, description="Event time (ms since 1970, UTC); default: now. "
                                                                    "Refused more than 5 minutes ahead of the "
                                                                    "server's clock.")
     user_id: str | None = Field(None, min_length=1, max_length=128)
-    amount: float = Field(0.0, ge=0, le=1e9)
+    amount: Annotated[float, NotBool] = Field(0.0, ge=0, le=1e9)
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     card: str | None = Field(None, min_length=1, max_length=128, description="Payment instrument fingerprint.")
     device_id: str | None = Field(None, min_length=1, max_length=128)

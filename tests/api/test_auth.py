@@ -181,3 +181,27 @@ def test_a_key_name_the_database_cannot_hold_is_refused_by_name(shop):
             create_key(shop.store, name, frozenset({Scope.analyst}))
         assert err.value.field == "name"
     assert create_key(shop.store, "x" * 200, frozenset({Scope.analyst})).startswith("sm_")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_key_header_sent_twice_is_read_as_the_fastapi_route_reads_it(shop, keys, fast):
+    """The first header counts (Starlette's headers.get) on the fast path too; it took the last one, so
+    a request whose first key lacked the risk scope was decided there and refused by the route."""
+    import json as _json
+
+    from fastapi.testclient import TestClient
+
+    from shopmind.api.fast_routes import FastRoutes
+
+    app = create_app(shop=shop)
+    if not fast:
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not FastRoutes]
+    body = _json.dumps({"event_id": "o-1", "kind": "order", "user_id": "alice", "amount": 8.0}).encode()
+    with TestClient(app) as client:
+        for first, second, status in (("recommend", "risk", 403), ("risk", "recommend", 200)):
+            for name in ("X-API-Key", "Authorization"):
+                prefix = "Bearer " if name == "Authorization" else ""
+                headers = [(name, prefix + keys[first]), (name, prefix + keys[second]),
+                           ("Content-Type", "application/json")]
+                r = client.post("/v1/risk/decisions", content=body, headers=headers)
+                assert r.status_code == status, (name, first, r.text)

@@ -91,6 +91,23 @@ def test_a_nul_character_is_422_naming_the_field_on_every_backend(client, keys, 
         assert shop.store.count(table) == 0, table
 
 
+def test_true_or_false_in_a_numeric_field_is_422_naming_it(client, keys, shop):
+    """Pydantic's lax mode read JSON true/false as 1/0: a price of 1, a quantity of 1 were stored."""
+    cases = [
+        ("events", [{**event(1, kind="purchase"), "price": True}], "price"),
+        ("events", [{**event(2, kind="purchase"), "quantity": False}], "quantity"),
+        ("orders", [{"order_id": "o1", "user_id": "u1", "ts": "2026-01-01T00:00:00Z", "amount": True}], "amount"),
+        ("items", [{"item_id": "i1", "title": "t", "stock": True}], "stock"),
+    ]
+    for kind, rows, field in cases:
+        r = client.post(f"/v1/{kind}", json=rows, headers=auth(keys["ingest"]))
+        assert r.status_code == 422, (kind, r.text)
+        assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(0, field)], r.text
+        assert "not true or false" in r.text
+    for table in ("items", "events", "orders"):
+        assert shop.store.count(table) == 0, table
+
+
 def test_the_same_id_twice_in_one_batch_is_422_and_writes_nothing(client, keys, shop):
     """The HTTP path holds a batch to the same rule as a file import: an id given twice is ambiguous."""
     audited = shop.store.count("audit_log")

@@ -119,10 +119,14 @@ def test_bad_event_is_422_naming_the_field_and_logs_nothing(client, keys, shop):
     r = client.post("/v1/risk/decisions", json=order(1, amount=-5), headers=auth(keys["risk"]))
     assert r.status_code == 422 and "amount" in r.text
     # a NUL in a stored text field: PostgreSQL cannot store it, so it is refused on every backend
-    for bad, field in ((order(2, event_id="o-\u0000"), "event_id"),
-                       (order(3, items=[{"item_id": "i\u0000"}]), "item_id")):
+    for bad, field, problem in ((order(2, event_id="o-\u0000"), "event_id", "NUL"),
+                                (order(3, items=[{"item_id": "i\u0000"}]), "item_id", "NUL"),
+                                # JSON true/false would pass as 1/0: an event at 1 ms after 1970, an amount of 1
+                                (order(4, ts_ms=True), "ts_ms", "not true or false"),
+                                (order(5, amount=False), "amount", "not true or false"),
+                                (order(6, items=[{"item_id": "i1", "quantity": True}]), "quantity", "not true or false")):
         r = client.post("/v1/risk/decisions", json=bad, headers=auth(keys["risk"]))
-        assert r.status_code == 422 and field in r.text, r.text
+        assert r.status_code == 422 and field in r.text and problem in r.text, r.text
     assert shop.store.count("risk_decisions") == 0
 
 
@@ -131,6 +135,21 @@ def test_shadow_rules_are_logged_but_not_enforced(shop):
     out = shop.risk.decide(RiskEvent(**order(1)))
     assert out.decision == "allow" and [h.rule_id for h in out.shadow_rules] == ["big"]
     assert shop.risk.decision(out.decision_id)["rules"]["shadow"] == ["big"]
+
+
+@pytest.mark.parametrize("expression", [
+    "event.amount > 50.0 // don't let big orders through\n && event.kind == 'order'",
+    'event.amount > 50.0 && "it\'s" != event.kind && event.kind == "order"',
+    "event.kind != 'a//b' && event.amount > 50.0 && event.kind == 'order'",
+    "['a'].exists(x, x == 'a') && event.amount > 50.0 // it's\n && event.kind == 'order'",
+])
+def test_an_enforced_rule_reads_every_field_it_names_whatever_its_comments_and_strings_hold(shop, expression):
+    """The fields handed to the evaluator are read from the same tokens the validation walks: an
+    apostrophe in a // comment once opened a 'string' that hid event.kind, and the rule failed on every
+    event (a block rule that looked enforced stopped nothing)."""
+    shop.risk.put_rule(Rule("big_order", expression, "block", mode="enforce"), actor="t")
+    out = shop.risk.decide(RiskEvent(**order(1)))
+    assert out.failed_rules == [] and out.decision == "block"
 
 
 def test_score_rules_add_up_against_thresholds(shop):
