@@ -124,7 +124,8 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"SHOPMIND_CONFIG names {_config_file()}, which is not a file")
     toml = _config_file()
     try:
-        if toml.is_file() and "keyring" in tomllib.loads(toml.read_text()):
+        # pydantic-settings matches keys whatever their case (Keyring, KEYRING), so this does too
+        if toml.is_file() and any(k.lower() == "keyring" for k in tomllib.loads(toml.read_text())):
             # a config file is easily committed with the code: keys come from the environment or a key file
             raise ConfigError(f"{toml} sets keyring: give keys through SHOPMIND_KEYRING or a key file, "
                               "never in the config file")

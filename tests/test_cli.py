@@ -286,3 +286,71 @@ def test_an_id_given_twice_in_a_file_is_refused_across_chunks(shop, tmp_path):
         assert [(e.index, e.field, e.message) for e in caught.value.errors] == [
             (2, "user_id", "duplicate of row 0 in the same file")]
         assert shop.store.count("users") == 0
+
+
+def _count(home: Path, table: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(home / "shopmind.db") as db:
+        return db.execute(f"select count(*) from {table}").fetchone()[0]
+
+
+@pytest.mark.parametrize("name, content", [
+    # valid JSON, but the NUL check recursed through it (a RecursionError, exit 1 with a traceback)
+    ("items.jsonl", '{"item_id": "i1", "title": "t", "attributes": ' + '{"a": ' * 400 + "1" + "}" * 400 + "}\n"),
+    # lines json.loads cannot read for reasons other than syntax
+    ("items.jsonl", '{"item_id": "i1", "title": "t", "attributes": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}\n"),
+    ("items.jsonl", '{"item_id": "i1", "title": "t", "stock": ' + "9" * 5000 + "}\n"),
+    ("items.csv", b"item_id,title\ni1,ok\ni2,caf\xe9\n"),  # not UTF-8: named by its line now
+])
+def test_files_that_cannot_be_read_exit_2_naming_the_problem(home, tmp_path, name, content):
+    assert run("init").exit_code == 0
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    r = run("import", str(path))
+    assert r.exit_code == 2 and ("line" in r.output or "attributes" in r.output), r.output
+    assert _count(home, "items") == 0
+
+
+def test_a_parquet_file_with_a_damaged_data_page_exits_2(home, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert run("init").exit_code == 0
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"item_id": [f"i{i}" for i in range(5000)], "title": [f"title {i}" * 5 for i in range(5000)]}),
+                   good, compression="snappy", row_group_size=1000)
+    damaged = bytearray(good.read_bytes())
+    for i in range(len(damaged) // 3, len(damaged) // 3 + 200):  # inside a data page; the footer stays intact
+        damaged[i] ^= 0xFF
+    (tmp_path / "items.parquet").write_bytes(bytes(damaged))
+    r = run("import", str(tmp_path / "items.parquet"))
+    assert r.exit_code == 2 and "not a readable Parquet file" in r.output, r.output
+    assert _count(home, "items") == 0
+
+
+def test_a_folder_with_two_files_of_one_kind_exits_2_instead_of_importing_one(home, tmp_path):
+    assert run("init").exit_code == 0
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "items.csv").write_text("item_id,title\ni1,a\n")
+    (folder / "items.jsonl").write_text('{"item_id": "i2", "title": "b"}\n')
+    r = run("import", str(folder))
+    assert r.exit_code == 2 and "items.csv and items.jsonl" in r.output, r.output
+    assert _count(home, "items") == 0
+
+
+def test_output_paths_that_cannot_be_written_exit_2_and_change_nothing(home, tmp_path):
+    """Tracebacks before; `init` had already committed an admin key whose secret no one saw."""
+    assert run("init").exit_code == 0
+    keys_before = _count(home, "api_keys")
+    r = run("init", "--admin-key-file", str(tmp_path / "missing" / "admin.key"))
+    assert r.exit_code == 2 and "--admin-key-file" in r.output and _count(home, "api_keys") == keys_before, r.output
+    (tmp_path / "users.jsonl").write_text('{"user_id": "u1", "country": "DE"}\n')
+    assert run("import", str(tmp_path / "users.jsonl")).exit_code == 0
+    audit_before = _count(home, "audit_log")
+    r = run("export-user", "u1", "--out", str(tmp_path / "missing" / "u1.json"))
+    assert r.exit_code == 2 and "--out" in r.output and _count(home, "audit_log") == audit_before, r.output
+    (tmp_path / "a-file").write_text("")
+    r = run("generate", "--out", str(tmp_path / "a-file"), "--users", "100", "--days", "1")
+    assert r.exit_code == 2 and "is a file" in r.output, r.output

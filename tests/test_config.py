@@ -46,9 +46,10 @@ def test_malformed_values_files_and_infinite_budgets_are_config_errors(monkeypat
     (tmp_path / "shopmind.toml").write_text("port = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings()
-    (tmp_path / "shopmind.toml").write_text('keyring = "{}"\n')
-    with pytest.raises(ConfigError, match="never in the config file"):
-        load_settings()
+    for name in ("keyring", "Keyring", "KEYRING"):  # pydantic-settings reads the key whatever its case
+        (tmp_path / "shopmind.toml").write_text(f'{name} = "{{}}"\n')
+        with pytest.raises(ConfigError, match="never in the config file"):
+            load_settings()
     (tmp_path / "shopmind.toml").unlink()
     for name in ("SHOPMIND_DP_BUDGET_ANALYTICS", "SHOPMIND_DP_BUDGET_TRAINING"):
         monkeypatch.setenv(name, "inf")  # an unlimited budget is a choice to make explicitly, not by accident

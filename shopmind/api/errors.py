@@ -42,6 +42,8 @@ def _request_validation(request: Request, exc: RequestValidationError) -> JSONRe
         where = loc.pop(0) if loc else "body"
         index = loc.pop(0) if loc and isinstance(loc[0], int) else None
         field, message = _field_and_message({"loc": loc, "msg": err.get("msg", "invalid")})
+        if where == "body" and index is None and not loc:  # the body as a whole (an object, not a list)
+            field = "body"
         errors.append({"index": index, "field": field if where == "body" else f"{where}.{field}", "message": message})
     rows = sorted({e["index"] for e in errors if e["index"] is not None})
     summary = f"{len(rows)} invalid row(s), nothing was written" if rows else "invalid request"
@@ -49,13 +51,19 @@ def _request_validation(request: Request, exc: RequestValidationError) -> JSONRe
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException):
-    """FastAPI answers a JSON body that is not UTF-8 with a bare 400 naming nothing; it is bad input in
-    the body like any invalid JSON, so it gets the same 422 naming the field."""
+    """FastAPI answers a JSON body its parser cannot read (not UTF-8, nested past the recursion limit, a
+    number of thousands of digits) with a bare 400 naming nothing; it is bad input in the body like any
+    invalid JSON, so it gets the same 422 naming the field."""
     cause = exc.__cause__
-    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+    if exc.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
+        if isinstance(cause, UnicodeDecodeError):
+            problem = f"not UTF-8 text (byte {cause.start} cannot be decoded)"
+        elif isinstance(cause, RecursionError):
+            problem = "nested too deeply"
+        else:  # e.g. an integer past Python's 4,300-digit limit for conversions
+            problem = str(cause).split(";")[0]
         return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": [
-            {"index": None, "field": "body",
-             "message": f"invalid JSON: not UTF-8 text (byte {cause.start} cannot be decoded)"}]})
+            {"index": None, "field": "body", "message": f"invalid JSON: {problem}"}]})
     return await http_exception_handler(request, exc)
 
 

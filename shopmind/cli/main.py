@@ -5,6 +5,7 @@ Bad input exits with code 2 and a one-line message naming the field; nothing is 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -57,6 +58,22 @@ def _run(fn):
         _fail(f"{type(exc).__name__}: {exc}", 1)
 
 
+@contextlib.contextmanager
+def _private_file(path: Path, option: str):
+    """An owner-only file opened for writing, or exit 2 naming the option when the path cannot be written.
+    Removed again when the body fails, so no empty or partial file is left behind."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise InvalidInputError(f"--{option} {path}: cannot write there ({exc.strerror})", field=option) from None
+    try:
+        with os.fdopen(fd, "w") as fh:
+            yield fh
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def _settings():
     from shopmind.config import load_settings
 
@@ -92,10 +109,8 @@ def init(
         if list_keys(shop.store) and target.exists():
             console.print(f"admin key: kept existing ({target})")
             return
-        key = create_key(shop.store, "admin (shopmind init)", frozenset({Scope.admin}))
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key + "\n")
+        with _private_file(target, "admin-key-file") as fh:  # opened first: a path that fails creates no key
+            fh.write(create_key(shop.store, "admin (shopmind init)", frozenset({Scope.admin})) + "\n")
         console.print(f"admin key written to {target} (owner-only); it is not shown anywhere else")
 
     _run(body)
@@ -116,6 +131,8 @@ def generate(
 
     if fmt not in {"csv", "jsonl", "parquet"}:
         _fail(f"--format must be csv, jsonl or parquet, got {fmt!r}", 2)
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(f"--out {out_dir} is a file, not a folder", 2)
     with console.status(f"generating {users:,} users over {days} days"):
         paths = stream_shop(out_dir, ShopConfig(n_users=users, days=days, seed=seed), fmt=fmt)
     table = Table("file", "rows")
@@ -140,7 +157,10 @@ def import_(
             if path.is_dir():
                 for name in IMPORT_ORDER:
                     found = [p for p in sorted(path.iterdir()) if p.stem == name and p.suffix.lower() in FORMATS]
-                    jobs.extend((name, p) for p in found[:1])
+                    if len(found) > 1:  # importing one and passing over the other would lose rows unsaid
+                        raise InvalidInputError(f"{path}: {' and '.join(p.name for p in found)} both hold {name}; "
+                                                "import them one by one", field="paths")
+                    jobs.extend((name, p) for p in found)
                 continue
             if not path.exists():
                 raise InvalidInputError(f"{path}: no such file or folder", field="paths")
@@ -385,14 +405,14 @@ def export_user(
     """Everything held about a user, as JSON (data-subject access request)."""
 
     def body():
-        text = json.dumps(_shop().export_user(user_id, _actor()), indent=2, default=str)
-        if output:
-            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            console.print(f"written to {output}")
-        else:
-            out.print(text, highlight=False)
+        # the file is opened first: a path that cannot be written fails before the export is made and audited
+        with _private_file(output, "out") if output else contextlib.nullcontext() as fh:
+            text = json.dumps(_shop().export_user(user_id, _actor()), indent=2, default=str)
+            if fh is None:
+                out.print(text, highlight=False)
+                return
+            fh.write(text)
+        console.print(f"written to {output}")
 
     _run(body)
 

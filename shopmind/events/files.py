@@ -44,12 +44,24 @@ def iter_rows(path: Path, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]
         raise InvalidInputError(f"{path}: no such file", field="path")
     fmt = file_format(path)
     if fmt == "parquet":
-        for batch in _parquet(path).iter_batches(batch_size=chunk):
+        batches = _parquet(path).iter_batches(batch_size=chunk)
+        while True:
+            try:  # a damaged data page surfaces while its batch is read, after the footer opened fine
+                batch = next(batches, None)
+            except (OSError, ValueError) as exc:  # pyarrow's ArrowException types derive from these
+                raise InvalidInputError(f"{path.name}: not a readable Parquet file ({exc.__class__.__name__})",
+                                        field="path") from None
+            if batch is None:
+                break
             yield [_drop_nulls(r) for r in batch.to_pylist()]
     elif fmt == "csv":
         try:
             frame = pl.read_csv(path, infer_schema=False)
         except pl.exceptions.PolarsError as exc:
+            line = _first_line_not_utf8(path)
+            if line is not None:
+                raise InvalidInputError(f"{path.name}: line {line[0]} is not valid UTF-8 (byte {line[1]} of the line); "
+                                        "CSV files must be UTF-8", field="line") from None
             raise InvalidInputError(f"{path.name}: not a readable CSV file ({exc.__class__.__name__})", field="path") from exc
         for part in frame.iter_slices(chunk):
             yield [_drop_nulls(r) for r in part.to_dicts()]
@@ -68,11 +80,27 @@ def iter_rows(path: Path, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({exc.msg})", field="line") from None
+                except (ValueError, RecursionError) as exc:  # a number of thousands of digits; deep nesting
+                    problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+                    raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({problem})",
+                                            field="line") from None
                 if len(rows) == chunk:
                     yield [_drop_nulls(r) if isinstance(r, dict) else r for r in rows]
                     rows = []
         if rows:
             yield [_drop_nulls(r) if isinstance(r, dict) else r for r in rows]
+
+
+def _first_line_not_utf8(path: Path) -> tuple[int, int] | None:
+    """(line number, byte within the line) of the first line that is not UTF-8, read only once a file
+    failed to parse, to name where."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, exc.start + 1
+    return None
 
 
 def count_rows(path: Path) -> int | None:

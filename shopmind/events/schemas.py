@@ -57,14 +57,24 @@ def refuse_nul(value: str) -> str:
     return value
 
 
+MAX_DEPTH = 32  # objects and lists inside attributes; a deeper one is refused, not walked
+
+
 def _has_nul(value: Any) -> bool:
-    """Whether a NUL character is in a string, or in any key or value of a JSON object or list."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+    """Whether a NUL character is in a string, or in any key or value of a JSON object or list. Walked
+    with a stack, not recursion: a body nested a few hundred levels deep is valid JSON and must get a
+    422, not exhaust the interpreter's recursion limit (a 500)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return True
+        elif isinstance(v, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"must not nest objects or lists more than {MAX_DEPTH} levels deep")
+            for child in (x for pair in v.items() for x in pair) if isinstance(v, dict) else v:
+                stack.append((child, depth + 1))
     return False
 
 
@@ -106,7 +116,10 @@ def _json_object(value: Any) -> dict[str, Any]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):
-        value = json.loads(value)
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):  # JSONDecodeError, a 5,000-digit number, deep nesting
+            raise ValueError("must be a JSON object") from None
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
     return value

@@ -189,7 +189,11 @@ def _smallest_scale(make: Callable[[float], Any], d_in: Any, epsilon: float) -> 
             return False
         return (spent[0] if isinstance(spent, tuple) else spent) <= epsilon
 
-    return dp.binary_search(enough, bounds=(1e-6, 1e9))
+    try:
+        return dp.binary_search(enough, bounds=(1e-6, 1e9))
+    except ValueError:  # no scale up to 1e9 is enough: an epsilon of about 1e-9 or less
+        raise InvalidInputError(f"epsilon {epsilon:g} is too small: the noise it needs is beyond what a "
+                                "release can carry; use a larger epsilon", field="epsilon") from None
 
 
 def threshold_for(scale: float) -> int:

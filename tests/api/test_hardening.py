@@ -61,6 +61,37 @@ def test_a_body_that_is_not_json_is_named_as_such(client, keys):
     assert "row" not in r.json()["detail"]
 
 
+@pytest.mark.parametrize("body, problem", [
+    ("[" * 3000 + "]" * 3000, "nested too deeply"),                                     # past json's recursion
+    ('[{"item_id": "i9", "title": "t", "stock": ' + "9" * 5000 + "}]", "4300 digits"),  # past int conversion
+    ('{"item_id": "i9", "title": "t"}', "valid list"),                                   # not a list
+])
+def test_a_json_body_python_cannot_read_or_that_is_not_a_list_names_the_body(client, keys, shop, body, problem):
+    """These were a bare 400 naming nothing (or, for an object, an error about field "row")."""
+    r = client.post("/v1/items", content=body, headers={**auth(keys["ingest"]), "content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(None, "body")] and problem in r.text, r.text
+    assert shop.store.count("items") == 0
+
+
+@pytest.mark.parametrize("kind", ["items", "users"])
+def test_attributes_nested_hundreds_of_levels_deep_are_422_not_500(client, keys, shop, kind):
+    """Valid JSON, but the NUL check walked it by recursion: a RecursionError and a 500."""
+    deep = '{"a": ' * 450 + "1" + "}" * 450
+    row = ('{"item_id": "i1", "title": "t", "attributes": %s}' if kind == "items"
+           else '{"user_id": "u1", "attributes": %s}') % deep
+    r = client.post(f"/v1/{kind}", content=f"[{row}]", headers={**auth(keys["ingest"]), "content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "attributes", r.text
+    assert "levels deep" in r.text and shop.store.count(kind) == 0
+
+
+@pytest.mark.parametrize("epsilon", [1e-9, 1e-12])
+def test_an_epsilon_too_small_to_calibrate_is_422_naming_it(client, keys, epsilon):
+    """OpenDP's search for a noise scale found none under its bound: a ValueError and a 500."""
+    r = client.post("/v1/analytics/reports", json={"metric": "count", "epsilon": epsilon}, headers=auth(keys["analyst"]))
+    assert r.status_code == 422 and r.json()["field"] == "epsilon", r.text
+
+
 @pytest.mark.parametrize("path, scope", [("/v1/events", "ingest"), ("/v1/users", "ingest"),
                                          ("/v1/risk/decisions", "risk")])
 def test_a_body_that_is_not_utf8_is_named_as_such_and_writes_nothing(client, keys, shop, path, scope):
