@@ -354,3 +354,10 @@ def test_output_paths_that_cannot_be_written_exit_2_and_change_nothing(home, tmp
     (tmp_path / "a-file").write_text("")
     r = run("generate", "--out", str(tmp_path / "a-file"), "--users", "100", "--days", "1")
     assert r.exit_code == 2 and "is a file" in r.output, r.output
+
+
+def test_an_unknown_kind_is_named_as_such(home, tmp_path):
+    assert run("init").exit_code == 0
+    (tmp_path / "items.jsonl").write_text('{"item_id": "i1", "title": "t"}\n')
+    r = run("import", str(tmp_path / "items.jsonl"), "--kind", "bogus")
+    assert r.exit_code == 2 and "--kind must be one of" in r.output, r.output

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from shopmind.auth import Scope
+
 
 class IngestResponse(BaseModel):
     kind: str
@@ -46,7 +48,7 @@ class ConsentResponse(BaseModel):
 
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)   # the column's width
-    scopes: list[str] = Field(min_length=1, max_length=20)
+    scopes: list[Scope] = Field(min_length=1, max_length=20)  # one scope per element ("ingest,admin" is refused)
 
 
 class KeyCreated(BaseModel):

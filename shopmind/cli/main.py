@@ -165,6 +165,8 @@ def import_(
             if not path.exists():
                 raise InvalidInputError(f"{path}: no such file or folder", field="paths")
             name = kind or path.stem
+            if kind is not None and kind not in IMPORT_ORDER:
+                raise InvalidInputError(f"--kind must be one of {', '.join(IMPORT_ORDER)}, got {kind!r}", field="kind")
             if name not in IMPORT_ORDER:
                 raise InvalidInputError(f"{path.name}: cannot tell what it holds; pass --kind "
                                         f"({', '.join(IMPORT_ORDER)})", field="kind")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import time
 import warnings
@@ -124,6 +125,12 @@ class _SampledLogits(nn.Module):
 
     def forward(self, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         return self.model.heads["next_item"].sampled_logits(self.model.trunk(items), targets, negatives)
+
+
+def round_up(epsilon: float, places: int = 4) -> float:
+    """An epsilon shortened for the model card and the ledger, never below what was spent (round() could
+    record up to half a unit in the last place less)."""
+    return math.ceil(epsilon * 10 ** places - 1e-9) / 10 ** places
 
 
 def _noise_only_step(optimizer) -> None:
@@ -310,7 +317,7 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         self.privacy_ = {
             "mechanism": "DP-SGD (Opacus, ghost clipping), user-level: one example per user"
                          + ("" if pairs is None else "; composed with one Gaussian release of item pairs"),
-            "epsilon": round(spent, 4), "target_epsilon": self.epsilon,
+            "epsilon": round_up(spent), "target_epsilon": self.epsilon,
             "delta": delta, "accountant": self.accountant, "noise_multiplier": float(dp_optimizer.noise_multiplier),
             "max_grad_norm": self.max_grad_norm, "sample_rate": 1.0 / len(dp_loader), "epochs": self.epochs,
             "steps": steps, "n_users": n_users, "secure_mode": self.secure_mode,
@@ -327,7 +334,7 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
         release_sigma = release_noise_multiplier(self.epsilon * self.cooccurrence_share, delta, self.accountant)
         table, facts = private_cooccurrence(sequences, n_items, release_sigma, np.random.default_rng(secret_seed()),
                                             max_len=self.max_len + 1)
-        return table, {**facts, "epsilon_alone": round(self.epsilon * self.cooccurrence_share, 4),
+        return table, {**facts, "epsilon_alone": round_up(self.epsilon * self.cooccurrence_share),
                        "n_users": n_users}
 
     def _pairs_blend(self, table, data: Sequences):

@@ -205,3 +205,14 @@ def test_a_key_header_sent_twice_is_read_as_the_fastapi_route_reads_it(shop, key
                            ("Content-Type", "application/json")]
                 r = client.post("/v1/risk/decisions", content=body, headers=headers)
                 assert r.status_code == status, (name, first, r.text)
+
+
+def test_a_new_keys_scopes_are_one_per_element(client, keys):
+    """"ingest,admin" as one element was split into two scopes; each element is one scope now."""
+    admin = auth(keys["admin"])
+    r = client.post("/v1/keys", json={"name": "x", "scopes": ["ingest,admin"]}, headers=admin)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "scopes.0", r.text
+    r = client.post("/v1/keys", json={"name": "x", "scopes": ["ingest", "risk"]}, headers=admin)
+    assert r.status_code == 200
+    new = r.json()["key"]
+    assert client.get("/v1/stats", headers=auth(new)).status_code == 403  # analyst scope not given

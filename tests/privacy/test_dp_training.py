@@ -16,7 +16,7 @@ from shopmind.api.main import create_app
 from shopmind.auth import Scope, create_key
 from shopmind.evaluation import Sequences
 from shopmind.exceptions import BudgetExceededError, InvalidInputError
-from shopmind.privacy.dp_training import PrivateBehaviourRecommender, one_example_per_user
+from shopmind.privacy.dp_training import PrivateBehaviourRecommender, one_example_per_user, round_up
 from shopmind.privacy.membership import auc, dp_tpr_bound, membership_audit
 from shopmind.recommend.behaviour import BehaviourRecommender
 from shopmind.synth import generate_shop, write_shop
@@ -361,3 +361,10 @@ def test_the_audit_scores_members_on_what_they_were_trained_on():
         for k in range(max(1, len(seq) - 10), len(seq)):
             assert seq[:k] in target.scored
     assert not any(h == seq for seq in target.trained for h in target.scored)  # no held-out target scored
+
+
+def test_the_recorded_epsilon_is_rounded_up_never_below_what_was_spent():
+    """round(x, 4) recorded up to 5e-5 less than the accountant's epsilon in the card and the ledger."""
+    for spent in (7.99994, 0.123449, 1.0, 3.00001, 2.5e-5):
+        assert spent <= round_up(spent) < spent + 1e-4
+    assert round_up(7.99994) == 8.0 and round_up(1.0) == 1.0

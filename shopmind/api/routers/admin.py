@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shopmind.api.deps import Admin, Analyst, AnyKey, ShopDep
 from shopmind.api.schemas import Health, KeyCreate, KeyCreated
-from shopmind.auth import create_key, parse_scopes
+from shopmind.auth import create_key
 from shopmind.training.registry import MODEL_KINDS
 
 router = APIRouter(tags=["operations"])
@@ -52,4 +52,4 @@ def model_versions(name: str, shop: ShopDep, key: Analyst) -> dict[str, Any]:
 
 @router.post("/v1/keys", response_model=KeyCreated, summary="Create an API key (admin)")
 def new_key(body: KeyCreate, shop: ShopDep, key: Admin) -> KeyCreated:
-    return KeyCreated(key=create_key(shop.store, body.name, parse_scopes(",".join(body.scopes))))
+    return KeyCreated(key=create_key(shop.store, body.name, frozenset(body.scopes)))
