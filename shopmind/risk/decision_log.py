@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shopmind.exceptions import InvalidInputError, StorageError
@@ -115,11 +115,16 @@ class DecisionLog:
                     conn.execute(insert(schema.risk_cases), cases)
                 freezes = {e.freeze["pseudonym"]: e.freeze for e in group if e.freeze is not None}
                 if freezes:
+                    # what the table holds, not this process's memory: another worker or an analyst may
+                    # have frozen the account since this process last read the table
+                    a = schema.risk_accounts
+                    before = dict(conn.execute(select(a.c.pseudonym, a.c.frozen).where(a.c.pseudonym.in_(list(freezes)))).all())
                     columns = ("pseudonym", "frozen", "updated_ms", "actor")
                     self.store.upsert(conn, "risk_accounts", [{c: r[c] for c in columns} for r in freezes.values()])
                     for row in freezes.values():
                         record_audit(conn, row["actor"], "risk.account.freeze", [row["pseudonym"]],
-                                     {"before": False, "after": True, "reason": row.get("reason", "")})
+                                     {"before": bool(before.get(row["pseudonym"])), "after": True,
+                                      "reason": row.get("reason", "")})
         except Exception as exc:  # nothing of the group was committed
             group = group + refused  # nothing was committed: every caller is retried or failed
             if isinstance(exc.__cause__, IntegrityError) and len(group) > 1:

@@ -213,6 +213,21 @@ def test_a_freeze_rule_freezes_the_account_for_later_events(shop):
     assert shop.risk.decide(RiskEvent(**order(2))).decision == "freeze_account"  # frozen now
 
 
+def test_a_rule_freezing_an_account_another_process_froze_audits_what_the_table_held(shop):
+    """The audit entry said before: false whatever the table held: this process's memory of frozen
+    accounts is up to a reload behind another worker's (or an analyst's CLI) freeze."""
+    shop.risk.put_rule(Rule("takeover", "event.kind == 'login' && event.ip_country == 'KP'", "freeze_account",
+                            mode="enforce"), actor="t")
+    shop.risk.decide(RiskEvent(**order(1, amount=5.0)))  # the engine is built: its frozen set read
+    with shop.store.transaction() as conn:  # another process freezes alice
+        conn.execute(insert(schema.risk_accounts).values(pseudonym=shop.pseudonym("alice"), frozen=True,
+                                                         updated_ms=NOW, actor="key:other"))
+    assert shop.risk.decide(RiskEvent(**order(2, kind="login", amount=0.0, ip_country="KP"))).decision == "freeze_account"
+    with shop.store.transaction() as conn:
+        entry = next(e for e in audit_entries(conn, subject=shop.pseudonym("alice")) if e["action"] == "risk.account.freeze")
+    assert json.loads(entry["detail"])["before"] is True
+
+
 def test_erasure_reaches_decisions_cases_labels_and_velocity(shop):
     shop.risk.put_rule(Rule("all", "event.amount > 1.0", "review", mode="enforce"), actor="t")
     out = shop.risk.decide(RiskEvent(**order(1)))
