@@ -122,7 +122,10 @@ def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now
     a retry with backoff."""
     import httpx
 
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    def clock() -> int:  # read again for each claim and outcome: posting to a slow hook takes seconds each
+        return now_ms if now_ms is not None else int(time.time() * 1000)
+
+    now = clock()
     a = schema.risk_alerts
     with store.transaction() as conn:
         due = conn.execute(select(a).where(a.c.delivered_ms.is_(None), a.c.attempts < policy.max_attempts,
@@ -133,10 +136,11 @@ def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now
         for alert in due:
             # Claim it first: another API worker delivering at the same time skips a claimed alert, and
             # a worker that dies holding the claim leaves it due again when the claim runs out.
+            claimed_until = clock() + CLAIM_MS  # a claim made late in a long run still lasts its minute
             with store.transaction() as conn:
                 claimed = conn.execute(update(a).where(a.c.id == alert.id, a.c.next_ms == alert.next_ms,
                                                        a.c.delivered_ms.is_(None))
-                                       .values(next_ms=now + CLAIM_MS)).rowcount
+                                       .values(next_ms=claimed_until)).rowcount
             if not claimed:
                 continue
             accepted = set(json.loads(alert.delivered_to or "[]"))
@@ -153,16 +157,16 @@ def deliver(store, webhooks: list[str], policy: AlertPolicy = AlertPolicy(), now
                         accepted.add(fingerprint)
                 except Exception as exc:  # a bad URL or a refused connection: retry later, go on
                     error = type(exc).__name__
-            attempts = alert.attempts + 1
+            attempts, ended = alert.attempts + 1, clock()
             outcome = {"attempts": attempts, "last_error": error, "delivered_to": json.dumps(sorted(accepted))}
             if error is None:
-                outcome["delivered_ms"] = now
+                outcome["delivered_ms"] = ended
                 delivered += 1
-            else:
-                outcome["next_ms"] = now + int(policy.backoff_s * 1000 * 2 ** (attempts - 1))
+            else:  # the backoff runs from the failure, not from the start of this run
+                outcome["next_ms"] = ended + int(policy.backoff_s * 1000 * 2 ** (attempts - 1))
                 failed += 1
-            with store.transaction() as conn:
-                conn.execute(update(a).where(a.c.id == alert.id).values(**outcome))
+            with store.transaction() as conn:  # only while the claim holds: after it ran out, another worker owns it
+                conn.execute(update(a).where(a.c.id == alert.id, a.c.next_ms == claimed_until).values(**outcome))
     finally:
         if client is None:
             http.close()

@@ -121,6 +121,35 @@ def test_workers_checking_and_delivering_at_once_raise_and_send_one_alert(shop, 
     assert len(_Hook.received) == 1 and sum(r["delivered"] for r in results) == 1
 
 
+def test_a_slow_webhook_does_not_let_another_worker_send_an_alert_again(shop, monkeypatch):
+    """Claims were made for the run's start + 60 s: 14 alerts at 5 s per post, and the 13th was claimed
+    already expired, so a second worker's loop claimed and posted it too."""
+    with shop.store.transaction() as conn:
+        conn.execute(insert(schema.risk_alerts), [
+            {"created_ms": NOW, "payload": json.dumps({"kind": "rule_hit_rate", "rule_id": f"r{i}"}), "attempts": 0,
+             "next_ms": NOW, "delivered_ms": None, "last_error": None, "dedup_key": f"k{i}", "delivered_to": None}
+            for i in range(14)])
+    clock = {"ms": NOW}
+    monkeypatch.setattr(alerts.time, "time", lambda: clock["ms"] / 1000)
+    posts: list[tuple[str, str]] = []
+
+    class Client:
+        def __init__(self, name: str, latency_ms: int):
+            self.name, self.latency_ms, self.other_ran = name, latency_ms, False
+
+        def post(self, url, content, headers):
+            posts.append((self.name, json.loads(content)["rule_id"]))
+            clock["ms"] += self.latency_ms
+            if self.name == "A" and clock["ms"] >= NOW + 62_000 and not self.other_ran:
+                self.other_ran = True  # the other worker's loop comes round while this one still posts
+                alerts.deliver(shop.store, ["https://hooks.example/risk"], client=Client("B", 10))
+            return type("Response", (), {"status_code": 204})()
+
+    alerts.deliver(shop.store, ["https://hooks.example/risk"], client=Client("A", 5_000))
+    rules = [rule for _, rule in posts]
+    assert sorted(rules) == sorted(f"r{i}" for i in range(14)) and len(rules) == len(set(rules)), posts
+
+
 def test_a_retry_goes_only_to_the_webhook_that_failed(shop):
     rows = [_decision(i, NOW - i * 30_000, ["card_burst"]) for i in range(20)]
     for row in rows:
