@@ -183,13 +183,15 @@ class ListsAsOf(Lists):
 
 def history_engine(shop, velocity, model=None, model_version: str | None = None) -> RiskEngine:
     """An engine over the live rules and thresholds, and the lists as of each event, for replaying the
-    past (as-of features)."""
+    past (as-of features). An account a replayed decision freezes stays frozen for its later events, as
+    live; freezes made by analysts are not replayed (the table keeps only the current state)."""
     live = shop.risk.engine()
     lists = ListsAsOf.load(shop, live.lists.names)
+    frozen: set[str] = set()
     return RiskEngine(shop.pseudonyms, velocity, live.rules, lists, live.thresholds,
                       model=model if model is not None else live.model,
                       model_version=model_version or live.model_version, profile=shop.risk._profile,
-                      unusual=as_of_unusualness(shop))
+                      unusual=as_of_unusualness(shop), frozen=frozen.__contains__, on_freeze=frozen.add)
 
 
 def decision_cost(decisions: np.ndarray, fraud: np.ndarray, amounts: np.ndarray, cost: CostModel) -> float:

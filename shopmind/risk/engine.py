@@ -130,7 +130,8 @@ class RiskEngine:
                  thresholds: Thresholds, model: Any = None, model_version: str | None = None,
                  profile: Callable[[str], dict[str, Any] | None] | None = None,
                  frozen: Callable[[str], bool] | None = None,
-                 unusual: Callable[[str, RiskEvent], float | None] | None = None):
+                 unusual: Callable[[str, RiskEvent], float | None] | None = None,
+                 on_freeze: Callable[[str], None] | None = None):
         self.pseudonyms = pseudonyms
         self.velocity = velocity
         self.rules = rules
@@ -140,6 +141,7 @@ class RiskEngine:
         self.model_version = model_version
         self._profile = profile or (lambda _user: None)
         self._frozen = frozen or (lambda _user: False)
+        self._on_freeze = on_freeze  # replays: the account is frozen for the user's later events, as live
         self._unusual = unusual
         if model is not None and list(model.feature_names_) != list(FEATURE_NAMES):
             raise ValueError("the risk model was trained on a different feature set; retrain it")
@@ -171,6 +173,10 @@ class RiskEngine:
         obs = _observation(event, ts_ms, tokens)
         velocity = self.velocity.observe(obs) if record else self.velocity.query(obs)
         profile = self._profile(user) if user else None
+        if profile and (profile.get("signup_ms") or 0) > ts_ms:
+            # the account did not exist yet at the event's time (a replay of a guest order whose user
+            # signed up later): no profile, as the live decision had none, not a negative account age
+            profile = None
         if unusual is COMPUTE:
             unusual = self.unusualness(user, event)
         features = event_features(event, ts_ms, velocity, profile, unusual)
@@ -208,6 +214,8 @@ class RiskEngine:
             decision = self.thresholds.decide(score, event.kind)
             if decision != "allow":
                 reasons.append(f"score {score:.3f} is at or above the {event.kind} {decision} threshold")
+        if decision == "freeze_account" and user and record and self._on_freeze is not None:
+            self._on_freeze(user)
         reasons += [f"rule {h.rule_id}: {h.description or h.action}" for h in hits]
         reasons += [f"model: {_describe(c['feature'], c['value'])} ({c['contribution']:+.2f})"  # type: ignore[arg-type]
                     for c in contributions[:3]]

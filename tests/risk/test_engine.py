@@ -785,3 +785,32 @@ def test_a_profile_update_reaches_the_next_decision(shop):
     second = shop.risk.decide(RiskEvent(**order(2)))
     ages = [shop.risk.decision(d.decision_id)["features"]["account_age_days"] for d in (first, second)]
     assert ages[0] == pytest.approx(ages[1] + 120, abs=0.1)  # sign-up moved 120 days later
+
+
+def test_a_backtest_keeps_an_account_a_rule_froze_frozen_for_its_later_events(shop):
+    """Live, a freeze_account decision freezes the account and the user's later events are frozen too;
+    the backtest's engine had no frozen state and reported those later frauds as allowed."""
+    from shopmind.risk.backtest import backtest
+
+    orders = [("o0", 950.0), ("o1", 60.0), ("o2", 70.0)]
+    shop.ingest("orders", [{"order_id": oid, "user_id": "mallory", "ts": f"2026-03-01T10:0{i}:00Z", "amount": amount,
+                            "payment_instrument": "card-9", "label_fraud": True}
+                           for i, (oid, amount) in enumerate(orders)], actor="t")
+    shop.risk.put_rule(Rule("huge", "event.amount > 900.0", "freeze_account", mode="enforce"), actor="t")
+    report = backtest(shop)
+    assert report["decisions"]["freeze_account"] == 3 and report["fraud_stopped"] == 3, report["decisions"]
+
+
+def test_a_replayed_guest_order_of_a_user_who_signed_up_later_has_no_profile(shop):
+    """Replays read today's profile: a guest order followed by a sign-up days later got a negative
+    account age, a value no live decision could have had (live, there was no profile yet)."""
+    from shopmind.risk.training import replay_history
+
+    shop.ingest("orders", [{"order_id": "o0", "user_id": "guest1", "ts": "2026-03-01T10:00:00Z", "amount": 80.0,
+                            "shipping_country": "DE", "payment_instrument": "card-1"}], actor="t")
+    shop.ingest("users", [{"user_id": "guest1", "signup_ts": "2026-03-10T10:00:00Z", "country": "FR"}], actor="t")
+    replay_history(shop)
+    with shop.store.transaction() as conn:
+        features = json.loads(conn.execute(select(schema.risk_decisions.c.features)
+                                           .where(schema.risk_decisions.c.event_id == "order:o0")).scalar_one())
+    assert features["account_age_days"] is None and features["shipping_vs_user_country"] == 0.0, features
