@@ -74,7 +74,8 @@ def recommendation_query(query_string: bytes) -> dict[str, Any] | None:
     params: dict[str, Any] = {"k": 10, "category": None, "exclude_purchased": True}
     for name, value in pairs:
         if name == "k":
-            if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_K:
+            # a few digits at most: int() refuses strings over 4,300 digits (a ValueError, a 500)
+            if not (value.isascii() and value.isdigit() and len(value) <= 6) or not 1 <= int(value) <= MAX_K:
                 return None
             params["k"] = int(value)
         elif name == "category":

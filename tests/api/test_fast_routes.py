@@ -22,6 +22,7 @@ def test_reads_what_the_route_reads(query, expected):
 @pytest.mark.parametrize("query", [
     b"k=0", b"k=201", b"k=-1", b"k=five", b"k=", b"k=%C2%B2", b"k=1&k=2", b"category=",
     b"category=" + b"x" * 501, b"exclude_purchased=maybe", b"exclude_purchased=t", b"category=%FF",
+    b"k=" + b"9" * 4400, b"k=" + b"0" * 4400 + b"5",  # past int()'s 4,300 digits: a ValueError, a 500
 ])
 def test_declines_what_it_is_not_sure_about(query):
     assert recommendation_query(query) is None
