@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from shopmind import storage
 from shopmind.config import Settings, load_settings
 from shopmind.events.files import iter_rows
+from shopmind.events.schemas import BEHAVIOUR_EVENT_TYPES
 from shopmind.events.ingest import IngestResult, Ingestor
 from shopmind.events.validation import duplicate_ids, validate_rows
 from shopmind.exceptions import BatchValidationError, InvalidInputError, NotFoundError, RowError
@@ -71,6 +72,9 @@ class _RiskMemory:
         if risk is None:
             return {"risk.frozen_in_memory": 0, "risk.answers_in_memory": 0}
         return risk.forget_subject(pseudonym)
+
+
+_BEHAVIOUR_TYPES_SQL = ", ".join(f"'{t}'" for t in BEHAVIOUR_EVENT_TYPES)  # constants of this code, not input
 
 
 def _open_cart(recent: list[list[Any]]) -> bool:
@@ -264,7 +268,7 @@ class Shop:
     def _refresh_recent(self, events: Sequence[Any]) -> None:
         by_user: dict[str, list[list[Any]]] = {}
         for e in events:
-            if e.user_id is not None and e.item_id is not None:
+            if e.user_id is not None and e.item_id is not None and e.type.value in BEHAVIOUR_EVENT_TYPES:
                 by_user.setdefault(e.user_id, []).append([e.item_id, e.type.value, int(e.ts.timestamp() * 1000)])
         touched: list[str] = []
         for raw_user_id, items in by_user.items():  # one HMAC per user, not per event (hot path)
@@ -340,7 +344,8 @@ class Shop:
         generation = self.cache.generation(RECENT, pseudonym)  # before the read: see storage/cache.py
         rows = self.store.fetch_all(
             "SELECT item_id, type, ts_ms FROM events WHERE user_pseudonym = ? AND item_id IS NOT NULL"
-            " ORDER BY ts_ms DESC, event_id DESC LIMIT ?", (pseudonym, RECENT_KEEP))  # ties: one order
+            f" AND type IN ({_BEHAVIOUR_TYPES_SQL}) ORDER BY ts_ms DESC, event_id DESC LIMIT ?",
+            (pseudonym, RECENT_KEEP))  # ties: one order
         recent = [list(r) for r in reversed(rows)]
         self.cache.fill(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S, generation=generation)
         return recent
@@ -457,7 +462,8 @@ class Shop:
     def recommend_session(self, events: Sequence[dict[str, Any]], k: int = 10,
                           category: str | None = None) -> dict[str, Any]:
         """For an anonymous visitor: the events of their current session, oldest first."""
-        history = [(e["item_id"], e.get("type", "view"), e.get("ts_ms")) for e in events if e.get("item_id")]
+        history = [(e["item_id"], e.get("type", "view"), e.get("ts_ms")) for e in events
+                   if e.get("item_id") and e.get("type", "view") in BEHAVIOUR_EVENT_TYPES]
         bought = {item for item, kind, _ in history if kind == "purchase"}
         answer = self.recommender.for_history(history, k, category, bought)
         if answer is not None:

@@ -47,6 +47,9 @@ _ZERO = timedelta(0)
 
 ITEM_EVENTS = {EventType.view, EventType.click, EventType.add_to_cart, EventType.remove_from_cart,
                EventType.purchase, EventType.rating}
+# The events the behaviour model learns from and is served with: a user's choices, not what the shop
+# showed them (ad impressions) or took back (remove_from_cart). Training and serving read the same set.
+BEHAVIOUR_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "ad_click")
 
 
 def refuse_nul(value: str) -> str:

@@ -27,12 +27,13 @@ import numpy as np
 import polars as pl
 
 from shopmind.evaluation import Sequences, Split, evaluate_ranking, leave_one_out
+from shopmind.events.schemas import BEHAVIOUR_EVENT_TYPES
 from shopmind.models.popularity import TrendingPopularity
 from shopmind.models.text import available as text_available
 from shopmind.recommend.behaviour import BehaviourRecommender
 from shopmind.recommend.blend import attach_blend
 
-ITEM_EVENT_TYPES = ["view", "click", "add_to_cart", "purchase", "rating", "ad_click"]
+ITEM_EVENT_TYPES = list(BEHAVIOUR_EVENT_TYPES)
 # Sequences of at least 4 events keep 2 for training after leave-one-out. Below MIN_SEQUENCES of them there
 # is nothing for a sequence model to learn, and trending popularity serves alone.
 MIN_SEQUENCES = 20

@@ -682,3 +682,23 @@ def test_a_restart_warms_the_states_of_recently_active_users(trained, monkeypatc
     assert shop.refresher.wait_idle() and shop.cache.get(STATE, pseudonym) is not None
     monkeypatch.setattr(shop, "settings", shop.settings.model_copy(update={"warm_states_days": 0.0}))
     assert shop.warm_states() == 0
+
+
+def test_served_history_holds_the_event_types_training_reads(tmp_path):
+    """Ad impressions and cart removals entered the served history (read from the database and appended
+    on ingest), though training never reads them: an item merely shown was hidden from the user's
+    recommendations and cited as "because you viewed". Session recommendations drop them too."""
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'shopmind.db'}")
+    try:
+        def events(rows):
+            shop.ingest("events", [{"event_id": f"e-{kind}-{item}", "user_id": "u1", "type": kind, "item_id": item,
+                                    "ts": f"2026-03-0{day}T10:00:00Z"} for day, kind, item in rows], actor="t")
+
+        events([(1, "view", "i1"), (2, "ad_impression", "i2"), (3, "remove_from_cart", "i1"), (4, "click", "i3")])
+        pseudonym = shop.pseudonym("u1")
+        assert [(item, kind) for item, kind, _ in shop.recent_items(pseudonym)] == [("i1", "view"), ("i3", "click")]
+        events([(5, "ad_impression", "i4"), (6, "add_to_cart", "i5")])  # appended to the cached list
+        assert [(item, kind) for item, kind, _ in shop.recent_items(pseudonym, cached_only=True)] == [
+            ("i1", "view"), ("i3", "click"), ("i5", "add_to_cart")]
+    finally:
+        shop.close()
