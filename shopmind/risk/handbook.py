@@ -296,6 +296,9 @@ def run_evaluation(source: Any, *, train_days: int = 7, delay_days: int = 7, tes
     y = df["TX_FRAUD"].to_numpy().astype(np.int64)
     if y[split.train_mask].min() == y[split.train_mask].max():
         raise InvalidInputError("the train window needs both fraudulent and genuine transactions", field="TX_FRAUD")
+    if not split.test_mask.any():  # every card in the test window had a fraud known before it
+        raise InvalidInputError("no transaction is left to test: every card of the test window is known to be "
+                                "compromised before it (the handbook removes those); give more days", field="TX_DATETIME")
     features = compute_features(df, feature_set, delay_days)
     featured = time.perf_counter()
     x = features.to_numpy().astype(np.float32)

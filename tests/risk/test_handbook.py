@@ -288,3 +288,21 @@ def test_cli_bad_input_exits_2_naming_the_field(tmp_path, data):
     assert res.exit_code == 2 and "TX_AMOUNT" in res.output and len(res.output.strip().splitlines()) == 1
     short = CliRunner().invoke(_app(), ["--transactions", str(bad.with_name("none.csv"))])
     assert short.exit_code == 2 and "no such file" in short.output
+
+
+def test_a_test_window_left_empty_by_known_compromised_cards_exits_2(tmp_path):
+    """Valid data whose test window holds only cards with a fraud known before it: a ValueError and a
+    traceback (exit 1) from the metrics of an empty test set."""
+    rows, start = [], dt.datetime(2018, 4, 1)
+    for day in range(21):
+        for card in range(10):
+            if day >= 14 and card != 0:  # in the test window only card 0, compromised on day 2, pays
+                continue
+            fraud = (card == 0 and day == 2) or (card == 1 and day == 3)
+            rows.append({"TRANSACTION_ID": len(rows), "TX_DATETIME": start + dt.timedelta(days=day, hours=1 + card),
+                         "CUSTOMER_ID": card, "TERMINAL_ID": 100 + card, "TX_AMOUNT": 10.0 + card,
+                         "TX_FRAUD": int(fraud)})
+    path = tmp_path / "tx.csv"
+    pl.DataFrame(rows).write_csv(path)
+    res = CliRunner().invoke(_app(), ["--transactions", str(path), "--json"])
+    assert res.exit_code == 2 and "no transaction is left to test" in res.output, res.output
