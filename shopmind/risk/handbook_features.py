@@ -66,10 +66,20 @@ class WindowIndex:
         running = sorted_values.select(pl.col("v").cum_sum().over("g"))["v"].to_numpy()
         return np.concatenate([[0.0], running])
 
-    def window_sums(self, prefixes: list[np.ndarray], lo: np.ndarray, hi: np.ndarray,
+    def through_self(self) -> np.ndarray:
+        """Per row: index just past the row itself in the sorted rows: its entity's rows up to and
+        including it, and of the rows at its own time only those before it in the input (as a rolling
+        window over time-sorted rows counts them), never a later transaction of the same second."""
+        found = np.empty(len(self.order), dtype=np.int64)
+        found[self.order] = np.arange(1, len(self.order) + 1)
+        return found
+
+    def window_sums(self, prefixes: list[np.ndarray], lo: np.ndarray, hi: np.ndarray | None,
                     hi_inclusive: bool = True) -> list[np.ndarray]:
-        """Per row and prefix: the sum over its entity's rows with lo < time <= hi (< hi if not hi_inclusive)."""
-        upper, lower = self.position(hi, hi_inclusive), self.position(lo, True)
+        """Per row and prefix: the sum over its entity's rows with lo < time <= hi (< hi if not hi_inclusive);
+        hi None: up to and including the row itself (`through_self`)."""
+        upper = self.through_self() if hi is None else self.position(hi, hi_inclusive)
+        lower = self.position(lo, True)
         has_upper, has_lower = upper > self.start, lower > self.start
         return [np.where(has_upper, p[upper], 0.0) - np.where(has_lower, p[lower], 0.0) for p in prefixes]
 
@@ -105,7 +115,7 @@ def handbook_features(df: pl.DataFrame, delay_days: int = 7) -> pl.DataFrame:
     cols["TX_DURING_WEEKEND"] = (dt.dt.weekday() >= 6).to_numpy().astype(np.float64)  # polars: Monday=1
     cols["TX_DURING_NIGHT"] = (dt.dt.hour() <= 6).to_numpy().astype(np.float64)
     for n in (1, 7, 30):
-        cnt, total = cidx.window_sums([c_n, c_amt], t - n * DAY, t)
+        cnt, total = cidx.window_sums([c_n, c_amt], t - n * DAY, None)  # through the transaction itself
         cols[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = cnt
         cols[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = _safe_div(total, cnt)
     for n in (1, 7, 30):

@@ -187,6 +187,18 @@ def test_features_use_only_the_past_and_only_labels_older_than_the_delay(data, f
                for n in base.columns)
 
 
+def test_handbook_customer_windows_do_not_count_a_later_transaction_of_the_same_second():
+    """The handbook's rolling windows over time-sorted rows end at the row itself; the first of two
+    transactions in one second also counted the second (a later transaction: a leak from the future)."""
+    raw = pl.DataFrame({"TRANSACTION_ID": [0, 1, 2],
+                        "TX_DATETIME": ["2018-04-01 10:00:00", "2018-04-01 12:00:00", "2018-04-01 12:00:00"],
+                        "CUSTOMER_ID": [7, 7, 7], "TERMINAL_ID": [1, 2, 3], "TX_AMOUNT": [10.0, 20.0, 500.0],
+                        "TX_FRAUD": [0, 0, 1]})
+    feats = compute_features(load_transactions(raw), "handbook")
+    assert feats["CUSTOMER_ID_NB_TX_1DAY_WINDOW"].to_list() == [1.0, 2.0, 3.0]
+    assert feats["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"].to_list()[:2] == [10.0, 15.0]
+
+
 def test_handbook_feature_set_is_the_handbook_fifteen(data):
     feats = compute_features(load_transactions(data), "handbook")
     assert tuple(feats.columns) == HANDBOOK_FEATURES and len(HANDBOOK_FEATURES) == 15
