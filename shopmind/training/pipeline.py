@@ -32,6 +32,7 @@ from shopmind.models.popularity import TrendingPopularity
 from shopmind.models.text import available as text_available
 from shopmind.recommend.behaviour import BehaviourRecommender
 from shopmind.recommend.blend import attach_blend
+from shopmind.training.registry import ANY_CHAMPION
 
 ITEM_EVENT_TYPES = list(BEHAVIOUR_EVENT_TYPES)
 # Sequences of at least 4 events keep 2 for training after leave-one-out. Below MIN_SEQUENCES of them there
@@ -319,6 +320,9 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
     verdict = gate(model, champion[1] if champion else None, seqs, split=split)
     replaces_public = dp is not None and champion is not None and getattr(champion[1], "privacy_", None) is None
     promote = verdict.promoted or force_promote or replaces_public
+    # A gated promotion holds only against the champion it was gated against: another training may
+    # have promoted meanwhile (a schedule beside a manual run). Forced promotions replace whatever is current.
+    expected = ANY_CHAMPION if force_promote else (champion[0] if champion else None)
     version = shop.registry.register(
         "behaviour", model,
         card={"config": _config_card(model),
@@ -337,7 +341,10 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
                   "valid_ndcg@10_by_rule_and_weight": model.blend_.valid_grid},
               "privacy": getattr(model, "privacy_", None),
               "best_epoch": model.best_epoch_, "train_seconds": round(train_s, 1), "trained_by": actor},
-        subjects=subjects, promote=promote)
+        subjects=subjects, promote=promote, if_current=expected)
     shop.erasure.reapply(shop.registry, erasures_seen)  # erased while it trained: lineage and card follow
-    result["behaviour"] = {"version": version, **verdict.as_dict(), "promoted": promote}  # force or DP may override
+    promoted = shop.registry.current_version("behaviour") == version  # force or DP may override the verdict
+    result["behaviour"] = {"version": version, **verdict.as_dict(), "promoted": promoted}
+    if promote and not promoted:
+        result["behaviour"]["not_promoted"] = "another training promoted a model while this one was gated"
     return result

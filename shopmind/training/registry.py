@@ -40,6 +40,7 @@ from shopmind.storage.cache import CacheMiss
 MODEL_KINDS = ("popularity", "behaviour", "risk")
 VERSION_PATTERN = re.compile(r"v\d{8}-\d{6}-\d+")
 POINTER_RECHECK_S = 1.0
+ANY_CHAMPION = object()  # register(if_current=...)'s default: promote whatever is current
 
 
 def model_class(kind: str) -> type:
@@ -128,7 +129,12 @@ class ModelRegistry:
             raise InvalidInputError(f"unknown model kind {kind!r}: expected one of {sorted(MODEL_KINDS)}", field="kind")
         return self.root / kind
 
-    def register(self, kind: str, model: Any, card: dict[str, Any], subjects: list[str], promote: bool = True) -> str:
+    def register(self, kind: str, model: Any, card: dict[str, Any], subjects: list[str], promote: bool = True,
+                 if_current: str | None | object = ANY_CHAMPION) -> str:
+        """Store a new version; with `promote`, make it current. `if_current`: promote only if the current
+        version is still this one (the champion a gate compared the model with; None: no version), read
+        under the registry's lock, so a training that promoted meanwhile is not replaced by a model gated
+        against its predecessor. Whether it was promoted: `current_version(kind) == version`."""
         base = self._kind_dir(kind)
         base.mkdir(parents=True, exist_ok=True)
         # staged in a folder of its own (hidden: not a version, not in lineage), named under the lock
@@ -148,7 +154,9 @@ class ModelRegistry:
                 (staging / "card.json").write_text(json.dumps(full_card, indent=2, sort_keys=True))
                 os.chmod(staging, 0o755)  # mkdtemp's 0700 otherwise
                 os.rename(staging, base / version)
-                if promote:
+                pointer = base / "CURRENT"
+                current = pointer.read_text().strip() if pointer.exists() else None  # not the cached pointer
+                if promote and (if_current is ANY_CHAMPION or if_current == current):
                     self.promote(kind, version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -115,3 +115,16 @@ def test_the_cli_refuses_a_path_as_a_version_with_exit_2(tmp_path, monkeypatch):
     assert runner.invoke(app, ["init"]).exit_code == 0
     r = runner.invoke(app, ["models", "promote", "behaviour", "../popularity/v20260101-000000-1"])
     assert r.exit_code == 2, r.output
+
+
+def test_a_model_gated_against_a_champion_that_was_replaced_meanwhile_is_not_promoted(tmp_path):
+    """Two overlapping trainings: B was gated against C; A (better) promoted while B trained on; B then
+    replaced A although A beats it. A registration promotes only if its gate's champion is still current."""
+    registry = ModelRegistry(tmp_path / "m")
+    c = registry.register("behaviour", _model("c"), {}, [])
+    a = registry.register("behaviour", _model("a"), {}, [], if_current=c)   # A was gated against C: promoted
+    assert registry.current_version("behaviour") == a
+    b = registry.register("behaviour", _model("b"), {}, [], if_current=c)   # B too, but C is no longer current
+    assert registry.current_version("behaviour") == a and (tmp_path / "m" / "behaviour" / b).is_dir()
+    first = ModelRegistry(tmp_path / "n").register("behaviour", _model("x"), {}, [], if_current=None)
+    assert ModelRegistry(tmp_path / "n").current_version("behaviour") == first  # no champion yet: promoted
