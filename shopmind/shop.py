@@ -456,8 +456,23 @@ class Shop:
                                                   cached_only=cached_only)
             if answer is not None:
                 return {**answer, "personalised": True}
-            return {**self._trending(k, category, bought, cached_only), "personalised": True}
+            durables = self._durables(bought, cached_only)
+            return {**self._trending(k, category, durables, cached_only), "personalised": True}
         return {**self._trending(k, category, set(), cached_only), "personalised": False}
+
+    def _durables(self, bought: set[str], cached_only: bool) -> set[str]:
+        """The bought items not flagged consumable: a consumable may be bought, and recommended, again (as
+        the behaviour path does from its catalog; the trending model has no such flag)."""
+        if not bought:
+            return bought
+        if cached_only:
+            raise CacheMiss("items")
+        names, consumable = sorted(bought), set()
+        for start in range(0, len(names), 500):
+            part = names[start:start + 500]
+            consumable.update(item for (item,) in self.store.fetch_all(
+                f"SELECT item_id FROM items WHERE consumable AND item_id IN ({', '.join('?' * len(part))})", part))
+        return bought - consumable
 
     def recommend_session(self, events: Sequence[dict[str, Any]], k: int = 10,
                           category: str | None = None) -> dict[str, Any]:

@@ -702,3 +702,23 @@ def test_served_history_holds_the_event_types_training_reads(tmp_path):
             ("i1", "view"), ("i3", "click"), ("i5", "add_to_cart")]
     finally:
         shop.close()
+
+
+def test_the_trending_fallback_excludes_bought_durables_not_consumables(tmp_path, database_url):
+    """With no behaviour answer (a shop too small for the model) the fallback excluded everything the
+    user bought, consumables included; the behaviour path and the docs keep consumables."""
+    shop = make_shop(tmp_path / "home", database_url)
+    try:
+        shop.ingest("items", [{"item_id": "coffee", "title": "Coffee beans", "category": "Grocery", "consumable": True},
+                              {"item_id": "tea", "title": "Tea", "category": "Grocery", "consumable": True},
+                              {"item_id": "mug", "title": "Mug", "category": "Home"}], actor="t")
+        shop.ingest("users", [{"user_id": f"u{i}", "consent_personalization": True} for i in range(5)], actor="t")
+        shop.ingest("events", [{"event_id": f"e{i}-{item}", "user_id": f"u{i}", "type": "purchase", "item_id": item,
+                                "ts": f"2026-01-05T10:{i:02d}:00Z"} for i in range(5) for item in ("coffee", "tea", "mug")],
+                    actor="t")
+        assert "skipped" in shop.train(actor="t", time_budget_s=2)["behaviour"]
+        answer = shop.recommend("u0", k=10)
+        assert answer["model"].startswith("popularity/")
+        assert sorted(r["item_id"] for r in answer["items"]) == ["coffee", "tea"]
+    finally:
+        shop.close()
