@@ -18,6 +18,7 @@ import numpy as np
 from scipy.ndimage import minimum_filter1d
 from sqlalchemy import select
 
+from shopmind.events.schemas import BEHAVIOUR_EVENT_TYPES
 from shopmind.risk.engine import Lists, RiskEngine, Thresholds
 from shopmind.risk.schemas import RiskEvent
 from shopmind.risk.velocity import MemoryVelocityStore
@@ -94,9 +95,12 @@ class AsOfUnusualness:
         self.stats = {"behaviour_feature": 0, "no_behaviour_version_before": 0}
         self._loaded: tuple[str, Any, Any] | None = None  # replays run oldest first: one version at a time
         e = schema.events
+        # the events and the order live serving reads (Shop.recent_items): the model's event types only,
+        # equal times in event-id order
         frame = shop.store.frame(select(e.c.user_pseudonym, e.c.item_id, e.c.type, e.c.ts_ms)
-                                 .where(e.c.item_id.is_not(None), e.c.user_pseudonym.is_not(None))
-                                 .order_by(e.c.user_pseudonym, e.c.ts_ms))
+                                 .where(e.c.item_id.is_not(None), e.c.user_pseudonym.is_not(None),
+                                        e.c.type.in_(BEHAVIOUR_EVENT_TYPES))
+                                 .order_by(e.c.user_pseudonym, e.c.ts_ms, e.c.event_id))
         self.by_user: dict[str, tuple[list[int], list[tuple[str, str, int]]]] = {}
         for user, item, kind, ts in frame.iter_rows():
             times, items = self.by_user.setdefault(user, ([], []))

@@ -144,3 +144,19 @@ def test_replay_cli_trains_the_as_of_model_once_and_only_while_a_behaviour_model
     assert json.loads(again.stdout)["behaviour_trained_as_of"] is None
     assert len(shop.registry.versions("behaviour")) == 2
     shop.close()
+
+
+def test_replay_histories_hold_what_live_serving_reads(tmp_path):
+    """The replayed feature read every item event (ad impressions and cart removals included) with ties
+    in no set order; live serving reads the model's event types, ties in event-id order."""
+    from shopmind.risk.backtest import AsOfUnusualness
+
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    shop.ingest("events", [{"event_id": f"e{n}", "user_id": "u1", "type": kind, "item_id": item,
+                            "ts": "2026-03-01T10:00:00Z" if n < 3 else "2026-03-02T10:00:00Z"}
+                           for n, (kind, item) in enumerate([("view", "i2"), ("view", "i1"), ("ad_impression", "i9"),
+                                                             ("remove_from_cart", "i2"), ("click", "i3")])], actor="t")
+    replayed = [(item, kind) for item, kind, _ in AsOfUnusualness(shop, []).by_user[shop.pseudonym("u1")][1]]
+    assert replayed == [(item, kind) for item, kind, _ in shop.recent_items(shop.pseudonym("u1"))]
+    assert replayed == [("i2", "view"), ("i1", "view"), ("i3", "click")]
+    shop.close()
