@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from shopmind.events.schemas import BEHAVIOUR_EVENT_TYPES
 from shopmind.risk.backtest import as_of_unusualness, behaviour_versions_as_of
 from shopmind.risk.training import replay_as_of_time, replay_history
 from shopmind.storage import schema
@@ -79,8 +80,9 @@ def test_a_model_that_saw_the_orders_gives_them_no_feature_and_one_trained_befor
         with shop.store.transaction() as conn:
             history = [tuple(r) for r in conn.execute(
                 select(e.c.item_id, e.c.type, e.c.ts_ms).where(e.c.user_pseudonym == o.user_pseudonym,
-                                                              e.c.item_id.is_not(None), e.c.ts_ms < o.ts_ms)
-                .order_by(e.c.ts_ms))][-51:]
+                                                              e.c.item_id.is_not(None), e.c.ts_ms < o.ts_ms,
+                                                              e.c.type.in_(BEHAVIOUR_EVENT_TYPES))
+                .order_by(e.c.ts_ms, e.c.event_id))][-51:]  # what live serving reads (Shop.recent_items)
         got = unusual(o.user_pseudonym, event(o))
         if not history:
             assert got is None
