@@ -184,3 +184,25 @@ def test_rotation_reports_rows_whose_raw_id_was_never_vaulted(shop):
                                                           actor="t"))
     result = shop.rotate_keys("pseudonym", actor="t")
     assert result["users_remapped"] == 3 and result["pseudonyms_without_raw_id"] == 1
+
+
+def test_a_risk_users_raw_id_is_vaulted_again_after_an_erasure(shop):
+    """The decision log remembers whom it vaulted (no read per group); an erasure removes the vault
+    row, so a decision on the user's new events after it must vault the raw id again."""
+    import time
+
+    from shopmind.risk.schemas import RiskEvent
+
+    v = schema.identity_vault
+
+    def vaulted() -> int:
+        with shop.store.transaction() as conn:
+            return len(conn.execute(select(v.c.pseudonym).where(v.c.pseudonym == shop.pseudonym("zoe"))).all())
+
+    shop.risk.decide(RiskEvent(event_id="z1", kind="order", user_id="zoe", amount=5.0, ts_ms=int(time.time() * 1000) - 60_000))
+    assert vaulted() == 1
+    shop.erase_user("zoe", actor="dpo")
+    assert vaulted() == 0
+    time.sleep(0.01)
+    shop.risk.decide(RiskEvent(event_id="z2", kind="order", user_id="zoe", amount=5.0, ts_ms=int(time.time() * 1000)))
+    assert vaulted() == 1
