@@ -30,6 +30,7 @@ from shopmind.storage.cache import CacheMiss
 STATE = "state"           # cache namespace: a user's trunk state and best candidates for one model version
 STATE_TTL_S = 3600
 CANDIDATES = 100          # best items kept with the state: any k up to this, and most filters, need no scan
+MASK_BYTES = 64 << 20    # category masks kept per model version (one byte per item each)
 
 VERBS = {"view": "viewed", "click": "clicked", "add_to_cart": "added to your cart", "purchase": "bought",
          "rating": "rated", "ad_click": "clicked on"}
@@ -63,8 +64,11 @@ class Catalog:
             if cached_only:  # a pass over every item's category: not on the event loop
                 raise CacheMiss("category")
             prefix = category + " > "
-            mask = np.array([c == category or c.startswith(prefix) for c in self.categories])
-            if len(self._masks) < 10_000:  # bounded: categories come from requests
+            mask = np.array([c == category or c.startswith(prefix) for c in self.categories], dtype=bool)
+            # Bounded: categories come from requests. Only a category the catalog holds is kept (random
+            # names from clients would each have kept a mask of the catalog's length: 10,000 of them at
+            # 100,000 items, a gigabyte), and at most MASK_BYTES of masks in all.
+            if mask.any() and len(self._masks) < max(64, MASK_BYTES // max(len(mask), 1)):
                 self._masks[category] = mask
         return mask
 

@@ -722,3 +722,15 @@ def test_the_trending_fallback_excludes_bought_durables_not_consumables(tmp_path
         assert sorted(r["item_id"] for r in answer["items"]) == ["coffee", "tea"]
     finally:
         shop.close()
+
+
+def test_category_masks_are_kept_only_for_categories_the_catalog_holds(trained):
+    """Every category a request named kept a mask of the catalog's length (up to 10,000 of them):
+    random names from clients could hold gigabytes on a large catalog."""
+    shop, synthetic, _ = trained
+    catalog = shop.recommender.build_catalog(shop.registry.load_current("behaviour")[1])
+    for n in range(200):
+        assert not catalog.allowed(f"no such category {n}").any()
+    assert catalog._masks == {}
+    real = synthetic.items["category"][0].split(" > ")[0]
+    assert catalog.allowed(real).any() and list(catalog._masks) == [real]
