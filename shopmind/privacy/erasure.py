@@ -116,6 +116,7 @@ class ErasureRegistry:
         receipt = ErasureReceipt(pseudonym=pseudonym, erased_ms=int(time.time() * 1000))
         r = schema.erasure_receipts
         with self.store.transaction() as conn:
+            self.store.lock_for_erasure(conn)  # receipts commit in id order; long batches are waited out
             receipt_id = conn.execute(insert(r).values(
                 pseudonym=pseudonym, erased_ms=receipt.erased_ms, actor=actor, removed="{}")).inserted_primary_key[0]
             record_audit(conn, actor, "user.erase", [pseudonym], {"stores": self.names})

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import polars as pl
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from shopmind.exceptions import ConfigError, StorageError
 from shopmind.storage import schema
@@ -27,6 +27,8 @@ from shopmind.storage import schema
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+ERASURE_LOCK_WAIT_MS = 100  # each wait of an erasure for batches holding off erasures (PostgreSQL)
+ERASURE_LOCK_TRIES = 3600   # about an hour of them
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -110,6 +112,29 @@ class SqlStore:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("LOCK TABLE erasure_receipts IN SHARE MODE")
+
+    def lock_for_erasure(self, conn: Connection) -> None:
+        """Call in an erasure's receipt transaction before its insert. PostgreSQL: a lock that erasures take
+        one at a time, so receipt ids commit in the order they are drawn (readers that follow the newest
+        id seen, such as ErasureFollower, would otherwise pass over a receipt committed after a newer one
+        for good); it waits for the batches holding off erasures, one short wait at a time, so that an
+        erasure queued behind a long import does not stall every later batch queued behind it. SQLite's
+        write lock already does both."""
+        if self.dialect == "sqlite":
+            return
+        for attempt in range(ERASURE_LOCK_TRIES):
+            conn.exec_driver_sql("SAVEPOINT erasure_lock")
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{ERASURE_LOCK_WAIT_MS}ms'")
+            try:
+                conn.exec_driver_sql("LOCK TABLE erasure_receipts IN SHARE ROW EXCLUSIVE MODE")
+            except OperationalError:  # lock_not_available: a long batch holds off erasures; let others pass
+                conn.exec_driver_sql("ROLLBACK TO SAVEPOINT erasure_lock")
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+                continue
+            conn.exec_driver_sql("RELEASE SAVEPOINT erasure_lock")
+            conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
+            return
+        raise StorageError("erasure waited too long for batches holding off erasures; run it again")
 
     def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Rows of one read-only statement with `?` placeholders, on a pooled driver connection.
