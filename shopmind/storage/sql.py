@@ -250,7 +250,14 @@ class SqlStore:
             return True
         for attempt in range(attempts):
             with self.engine.connect() as conn:
-                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]
+                # The pool's 30-s busy timeout would have each try wait that long for a reader while
+                # holding off every writer (ingestion stalled for the reader's length in a review's run):
+                # a short one, so that a busy try gives up at once and writers go on between tries.
+                conn.exec_driver_sql("PRAGMA busy_timeout=10")
+                try:
+                    busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]
+                finally:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=30000")
             if not busy:
                 return True
             time.sleep(wait_s)

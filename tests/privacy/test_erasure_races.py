@@ -319,3 +319,36 @@ def test_an_erasure_waiting_for_a_long_import_does_not_stall_other_batches(shop)
     eraser.join(30)
     assert waiting and erased.is_set()
     assert took and took[0] < 1.0, took
+
+
+def test_an_erasure_beside_a_long_sqlite_reader_neither_waits_for_it_nor_stalls_writers(shop):
+    """Each WAL checkpoint try ran the 30-s busy handler while a reader held an old snapshot, holding off
+    every writer meanwhile: the erasure took the reader's length and ingestion stalled with it."""
+    import sqlite3
+    import time
+
+    if shop.store.dialect != "sqlite":
+        pytest.skip("the WAL checkpoint is SQLite's")
+    shop.ingest("events", [event(1, user="alice"), event(2, user="bob")], actor="t")
+    reader = sqlite3.connect(shop.store.url.database, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM events").fetchone()  # a long read (a training, a report)
+    shop.ingest("events", [event(3, user="bob")], actor="t")  # the WAL has frames newer than its snapshot
+    took: dict[str, float] = {}
+
+    def erase():
+        started = time.perf_counter()
+        shop.erase_user("alice", "dpo")
+        took["erase"] = time.perf_counter() - started
+
+    eraser = threading.Thread(target=erase)
+    eraser.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    shop.ingest("events", [event(4, user="carol")], actor="t")
+    took["ingest"] = time.perf_counter() - started
+    eraser.join(8)
+    reader.execute("COMMIT")  # the reader ends only now: 8 s or more after the erasure began
+    eraser.join(60)
+    reader.close()
+    assert took.get("erase", 99) < 5 and took["ingest"] < 2, took
