@@ -190,7 +190,7 @@ class Shop:
         result = self.ingestor.ingest(kind, rows, actor)
         if kind == "events":
             self._refresh_recent([e for e in rows if e.event_id not in result.dropped_ids]
-                                 if result.dropped_ids else rows)
+                                 if result.dropped_ids else rows, all_written=not result.duplicates)
         elif kind == "users":  # profiles carry consent flags
             self._profiles_changed(sorted({self.pseudonyms.user(u.user_id) for u in rows}))
         return result
@@ -265,7 +265,11 @@ class Shop:
         self.cache.fence(pseudonyms, CHANGE_FENCE_S, namespace=PROFILE)
         self.cache.delete(PROFILE, pseudonyms)
 
-    def _refresh_recent(self, events: Sequence[Any]) -> None:
+    def _refresh_recent(self, events: Sequence[Any], all_written: bool = True) -> None:
+        """Bring the users' cached recent and bought lists up to date with events just committed. When
+        some rows of the batch were duplicates (a retried batch, an id sent again with another payload),
+        which ones the database kept is not known here: the lists are dropped and read again, rather than
+        served with events the database does not hold, or holds once, twice."""
         by_user: dict[str, list[list[Any]]] = {}
         for e in events:
             if e.user_id is not None and e.item_id is not None and e.type.value in BEHAVIOUR_EVENT_TYPES:
@@ -273,13 +277,18 @@ class Shop:
         touched: list[str] = []
         for raw_user_id, items in by_user.items():  # one HMAC per user, not per event (hot path)
             pseudonym = self.pseudonyms.user(raw_user_id)
+            touched.append(pseudonym)
+            if not all_written:
+                continue
             items.sort(key=itemgetter(2))  # a batch may list the newest first; the list is oldest first
             # an event older than the cached list's newest drops the list: read again, in order
             self.cache.append_if_present(RECENT, pseudonym, items, RECENT_KEEP, order=2)
             bought = [item for item, kind, _ in items if kind == "purchase"]
             if bought:
                 self.cache.append_if_present(BOUGHT, pseudonym, bought, BOUGHT_KEEP)
-            touched.append(pseudonym)
+        if touched and not all_written:
+            self.cache.delete(RECENT, touched)
+            self.cache.delete(BOUGHT, touched)
         if touched and self.settings.refresh_states and self.registry.current_version("behaviour") is not None:
             self.refresher.submit(touched)
 
