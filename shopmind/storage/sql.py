@@ -27,6 +27,7 @@ from shopmind.storage import schema
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x5A0D  # pg_advisory_xact_lock key of SqlStore.migrate
 ERASURE_LOCK_WAIT_MS = 100  # each wait of an erasure for batches holding off erasures (PostgreSQL)
 ERASURE_LOCK_TRIES = 3600   # about an hour of them
 
@@ -82,6 +83,14 @@ class SqlStore:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
+            # One process migrates at a time (`serve --workers N` starts N at once after an upgrade): the
+            # others wait, then find the schema current. Without this, two ran the same ALTER TABLE and one
+            # failed to start. PostgreSQL: an advisory lock for the transaction; SQLite: the write lock,
+            # taken first, which also keeps the DDL inside the transaction (pysqlite opens none for it).
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
