@@ -353,8 +353,9 @@ class Shop:
         generation = self.cache.generation(RECENT, pseudonym)  # before the read: see storage/cache.py
         rows = self.store.fetch_all(
             "SELECT item_id, type, ts_ms FROM events WHERE user_pseudonym = ? AND item_id IS NOT NULL"
-            f" AND type IN ({_BEHAVIOUR_TYPES_SQL}) ORDER BY ts_ms DESC, event_id DESC LIMIT ?",
-            (pseudonym, RECENT_KEEP))  # ties: one order
+            f" AND type IN ({_BEHAVIOUR_TYPES_SQL})"
+            f" ORDER BY ts_ms DESC, event_id{self.store.code_point_collation} DESC LIMIT ?",
+            (pseudonym, RECENT_KEEP))  # ties: one order, on every backend
         recent = [list(r) for r in reversed(rows)]
         self.cache.fill(RECENT, pseudonym, recent, ttl_s=USER_STATE_TTL_S, generation=generation)
         return recent

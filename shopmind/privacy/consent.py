@@ -55,7 +55,7 @@ def consented_events(store: SqlStore, purpose: str, default: bool, columns: Sequ
         .where(or_(e.c.user_pseudonym.is_(None), consent_condition(purpose, default)))
         # events with equal times keep one order from one training to the next (the holdout's newest
         # event must be the same event each time), whatever order the database happens to return
-        .order_by(e.c.ts_ms, e.c.event_id)
+        .order_by(e.c.ts_ms, store.in_code_point_order(e.c.event_id))
     )
     if since_ms is not None:
         query = query.where(e.c.ts_ms >= since_ms)

@@ -100,7 +100,7 @@ class AsOfUnusualness:
         frame = shop.store.frame(select(e.c.user_pseudonym, e.c.item_id, e.c.type, e.c.ts_ms)
                                  .where(e.c.item_id.is_not(None), e.c.user_pseudonym.is_not(None),
                                         e.c.type.in_(BEHAVIOUR_EVENT_TYPES))
-                                 .order_by(e.c.user_pseudonym, e.c.ts_ms, e.c.event_id))
+                                 .order_by(e.c.user_pseudonym, e.c.ts_ms, shop.store.in_code_point_order(e.c.event_id)))
         self.by_user: dict[str, tuple[list[int], list[tuple[str, str, int]]]] = {}
         for user, item, kind, ts in frame.iter_rows():
             times, items = self.by_user.setdefault(user, ([], []))

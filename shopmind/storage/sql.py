@@ -122,6 +122,18 @@ class SqlStore:
         else:
             conn.exec_driver_sql("LOCK TABLE erasure_receipts IN SHARE MODE")
 
+    def in_code_point_order(self, column: Any) -> Any:
+        """`column` for an ORDER BY that must break ties the same way on every backend (and in Python):
+        by code point. SQLite compares text as bytes already; a PostgreSQL database with a language
+        locale would sort "item-_x" before "item-B-1", and the same events would reach a model in
+        another order."""
+        return column.collate("C") if self.dialect == "postgresql" else column
+
+    @property
+    def code_point_collation(self) -> str:
+        """The same, for statement text: appended to a column name in ORDER BY."""
+        return ' COLLATE "C"' if self.dialect == "postgresql" else ""
+
     def lock_for_erasure(self, conn: Connection) -> None:
         """Call in an erasure's receipt transaction before its insert. PostgreSQL: a lock that erasures take
         one at a time, so receipt ids commit in the order they are drawn (readers that follow the newest
