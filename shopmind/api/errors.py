@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shopmind.events.files import json_problem
 from shopmind.events.validation import _field_and_message
 from shopmind.exceptions import (
     AuthError,
@@ -56,14 +57,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
     invalid JSON, so it gets the same 422 naming the field."""
     cause = exc.__cause__
     if exc.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
-        if isinstance(cause, UnicodeDecodeError):
-            problem = f"not UTF-8 text (byte {cause.start} cannot be decoded)"
-        elif isinstance(cause, RecursionError):
-            problem = "nested too deeply"
-        else:  # e.g. an integer past Python's 4,300-digit limit for conversions
-            problem = str(cause).split(";")[0]
         return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": [
-            {"index": None, "field": "body", "message": f"invalid JSON: {problem}"}]})
+            {"index": None, "field": "body", "message": f"invalid JSON: {json_problem(cause)}"}]})
     return await http_exception_handler(request, exc)
 
 

@@ -81,14 +81,23 @@ def iter_rows(path: Path, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]
                 except json.JSONDecodeError as exc:
                     raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({exc.msg})", field="line") from None
                 except (ValueError, RecursionError) as exc:  # a number of thousands of digits; deep nesting
-                    problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
-                    raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({problem})",
+                    raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({json_problem(exc)})",
                                             field="line") from None
                 if len(rows) == chunk:
                     yield [_drop_nulls(r) if isinstance(r, dict) else r for r in rows]
                     rows = []
         if rows:
             yield [_drop_nulls(r) if isinstance(r, dict) else r for r in rows]
+
+
+def json_problem(exc: ValueError | RecursionError) -> str:
+    """What stopped Python's JSON parser on a text that is well-formed as far as a syntax error goes: nesting
+    past the recursion limit, an integer past the 4,300-digit limit for conversions, bytes not UTF-8."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start} cannot be decoded)"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0]
 
 
 def _first_line_not_utf8(path: Path) -> tuple[int, int] | None:

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
-
 def _not_bool(value: Any) -> Any:
     # JSON true/false would pass as 1/0 (Pydantic's lax mode): a flag sent into a numeric field is a
     # client bug, refused rather than stored as a plausible amount, quantity or time.

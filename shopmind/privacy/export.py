@@ -11,6 +11,7 @@ from shopmind.config import PURPOSES
 from shopmind.exceptions import NotFoundError
 from shopmind.privacy.audit import audit_entries, record_audit
 from shopmind.privacy.crypto import FieldCipher
+from shopmind.privacy.vault import FIELD as VAULT_FIELD
 from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
 
@@ -52,7 +53,7 @@ def export_subject(store: SqlStore, cipher: FieldCipher, pseudonym: str, actor: 
         record_audit(conn, actor, "user.export", [pseudonym])
         trail = audit_entries(conn, subject=pseudonym)
     return {
-        "user_id": cipher.decrypt("identity_vault.raw_id", vault.raw_id_enc) if vault is not None else raw_user_id,
+        "user_id": cipher.decrypt(VAULT_FIELD, vault.raw_id_enc) if vault is not None else raw_user_id,
         "pseudonym": pseudonym,
         "profile": profile,
         **held,

@@ -23,6 +23,7 @@ from shopmind.privacy.audit import record_audit
 from shopmind.privacy.crypto import FieldCipher
 from shopmind.privacy.keys import Keyring
 from shopmind.privacy.pseudonym import Pseudonymizer
+from shopmind.privacy.vault import FIELD as VAULT_FIELD
 from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
 
@@ -31,7 +32,7 @@ ENCRYPTED_COLUMNS = [
     ("users", "pseudonym", "email_enc", "users.email"),
     ("users", "pseudonym", "phone_enc", "users.phone"),
     ("users", "pseudonym", "address_enc", "users.address"),
-    ("identity_vault", "pseudonym", "raw_id_enc", "identity_vault.raw_id"),
+    ("identity_vault", "pseudonym", "raw_id_enc", VAULT_FIELD),
 ]
 BATCH = 2000
 
@@ -113,7 +114,7 @@ def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | Non
         previous = Pseudonymizer(keyring.pseudonym, keyring.token, key_id=keyring.pseudonym.active)
         with store.transaction() as conn:
             mapping: dict[str, str] = {
-                previous.user(cipher.decrypt("identity_vault.raw_id", enc)): new
+                previous.user(cipher.decrypt(VAULT_FIELD, enc)): new
                 for new, enc in conn.execute(select(vault.c.pseudonym, vault.c.raw_id_enc))
             }
     else:
@@ -125,7 +126,7 @@ def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | Non
         fresh = Pseudonymizer(keyring.pseudonym, keyring.token, key_id=new_id)
         with store.transaction() as conn:
             mapping = {
-                old: fresh.user(cipher.decrypt("identity_vault.raw_id", enc))
+                old: fresh.user(cipher.decrypt(VAULT_FIELD, enc))
                 for old, enc in conn.execute(select(vault.c.pseudonym, vault.c.raw_id_enc))
             }
             conn.execute(text("CREATE TEMP TABLE _pseudonym_map (old VARCHAR(32) PRIMARY KEY, new VARCHAR(32))"))

@@ -27,6 +27,7 @@ from shopmind.storage import schema
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another connection's write lock
 MIGRATION_LOCK_KEY = 0x5A0D  # pg_advisory_xact_lock key of SqlStore.migrate
 ERASURE_LOCK_WAIT_MS = 100  # each wait of an erasure for batches holding off erasures (PostgreSQL)
 ERASURE_LOCK_TRIES = 3600   # about an hour of them
@@ -37,7 +38,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before we acknowledge it, even across power loss, not only process death.
     cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     # Deleted rows are overwritten with zeros, so erased data does not linger in free pages.
     cur.execute("PRAGMA secure_delete=ON")
@@ -278,7 +279,7 @@ class SqlStore:
                 try:
                     busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]
                 finally:
-                    conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             if not busy:
                 return True
             time.sleep(wait_s)

@@ -34,7 +34,6 @@ from shopmind.recommend.behaviour import BehaviourRecommender
 from shopmind.recommend.blend import attach_blend
 from shopmind.training.registry import ANY_CHAMPION
 
-ITEM_EVENT_TYPES = list(BEHAVIOUR_EVENT_TYPES)
 # Sequences of at least 4 events keep 2 for training after leave-one-out. Below MIN_SEQUENCES of them there
 # is nothing for a sequence model to learn, and trending popularity serves alone.
 MIN_SEQUENCES = 20
@@ -44,7 +43,7 @@ HOLDOUT_USERS = 5000
 def shop_sequences(events: pl.DataFrame) -> tuple[Sequences, list[str]]:
     """Item events per user (or per anonymous session) in time order, with each event's type and
     time as context; returns the sequences and the user pseudonyms among them (the lineage)."""
-    usable = events.filter(pl.col("item_id").is_not_null() & pl.col("type").is_in(ITEM_EVENT_TYPES))
+    usable = events.filter(pl.col("item_id").is_not_null() & pl.col("type").is_in(BEHAVIOUR_EVENT_TYPES))
     keyed = usable.with_columns(
         pl.when(pl.col("user_pseudonym").is_not_null()).then(pl.col("user_pseudonym"))
         .otherwise(pl.lit("s:") + pl.col("session_pseudonym")).alias("subject"))

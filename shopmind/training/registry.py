@@ -43,6 +43,13 @@ POINTER_RECHECK_S = 1.0
 ANY_CHAMPION = object()  # register(if_current=...)'s default: promote whatever is current
 
 
+def _pointed(base: Path) -> str | None:
+    """The version a kind's CURRENT file names, read from disk (not the cached pointer): for decisions
+    taken under the registry's lock."""
+    pointer = base / "CURRENT"
+    return pointer.read_text().strip() if pointer.exists() else None
+
+
 def model_class(kind: str) -> type:
     """The class that saves and loads a kind. The behaviour model's (and torch) is imported only when
     a behaviour model is used, so commands like `shopmind import` start quickly."""
@@ -154,9 +161,7 @@ class ModelRegistry:
                 (staging / "card.json").write_text(json.dumps(full_card, indent=2, sort_keys=True))
                 os.chmod(staging, 0o755)  # mkdtemp's 0700 otherwise
                 os.rename(staging, base / version)
-                pointer = base / "CURRENT"
-                current = pointer.read_text().strip() if pointer.exists() else None  # not the cached pointer
-                if promote and (if_current is ANY_CHAMPION or if_current == current):
+                if promote and (if_current is ANY_CHAMPION or if_current == _pointed(base)):
                     self.promote(kind, version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -217,7 +222,7 @@ class ModelRegistry:
             history_file = base / "history.json"
             history = json.loads(history_file.read_text()) if history_file.exists() else []
             pointer = base / "CURRENT"
-            previous = pointer.read_text().strip() if pointer.exists() else None  # not the cached pointer
+            previous = _pointed(base)
             if previous and previous != version:
                 history.append(previous)
             _write_atomic(history_file, json.dumps(history))
