@@ -135,19 +135,16 @@ class ErasureRegistry:
             rows = conn.execute(select(r.c.id, r.c.pseudonym).where(r.c.id > last_id).order_by(r.c.id)).all()
         return (rows[-1][0] if rows else last_id), [p for _, p in rows]
 
-    def reapply(self, erasable: Erasable, since_id: int) -> int:
-        """Apply to `erasable` every erasure recorded after receipt `since_id`; how many. A training job
-        notes `newest_receipt()` before it reads its data and calls this on the registry once its model
-        is registered: a user erased meanwhile (or whose erasure was still running when the job read)
-        was read, so their pseudonym is in the new version's lineage, which the erasure could not reach
-        before the version existed."""
-        _, pseudonyms = self.receipts_after(since_id)
-        for pseudonym in pseudonyms:
-            erasable.erase_subject(pseudonym)
-        return len(pseudonyms)
+    def erased_after(self, since_id: int) -> list[str]:
+        """The pseudonyms of every erasure recorded after receipt `since_id`. A training notes
+        `newest_receipt()` before it reads its data and hands this to `ModelRegistry.register`, which
+        scrubs them from the new version under its lock before the version appears: a user erased
+        meanwhile (or whose erasure was still running when the job read) was read, so their pseudonym is
+        in the new version's lineage, which the erasure could not reach before the version existed."""
+        return self.receipts_after(since_id)[1]
 
     def newest_receipt(self) -> int:
-        """The receipt a reader of per-user data starts from (a training's `reapply`, a follower's first
+        """The receipt a reader of per-user data starts from (a training's `erased_after`, a follower's first
         poll): every erasure up to it had finished, so what is read next holds none of their subjects.
         That is the newest receipt, unless an erasure is still running (its receipt is committed before
         the stores forget the subject, `erase`): then the one before the oldest such receipt, since the

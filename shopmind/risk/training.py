@@ -84,8 +84,8 @@ def train_risk_model(shop, actor: str, cutoff_ms: int | None = None, label_delay
     card = {"cutoff_ms": cutoff_ms, "label_delay_days": label_delay_days, "n_events": int(len(data.y)),
             "n_fraud": int(data.y.sum()), "left_out_unlabelled": data.left_out_unknown,
             "train_seconds": round(time.perf_counter() - started, 2), "features": len(FEATURE_NAMES), "actor": actor}
-    version = shop.registry.register("risk", model, card, subjects, promote=promote)
-    shop.erasure.reapply(shop.registry, erasures_seen)
+    version = shop.registry.register("risk", model, card, subjects, promote=promote,
+                                     erased_since=lambda: shop.erasure.erased_after(erasures_seen))
     shop.risk.invalidate()
     return {"version": version, **card}
 

@@ -243,8 +243,7 @@ def train_behaviour_as_of(shop, until_ms: int, actor: str, time_budget_s: float 
               "metrics": {"valid_ndcg@10": model.valid_ndcg_}, "blend": None, "privacy": None,
               "best_epoch": model.best_epoch_, "train_seconds": round(time.perf_counter() - started, 1),
               "trained_by": actor},
-        subjects=subjects, promote=promote)
-    shop.erasure.reapply(shop.registry, erasures_seen)
+        subjects=subjects, promote=promote, erased_since=lambda: shop.erasure.erased_after(erasures_seen))
     return {"version": version, "data_window_ms": window, "as_of_ms": int(until_ms), "promoted": promote}
 
 
@@ -269,8 +268,7 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
         card={"config": {"half_life_days": trending.half_life_days}, "data_window_ms": window,
               "n_events": events.height, "n_users": len(users), "purpose": "personalization",
               "train_seconds": round(time.perf_counter() - started, 3), "trained_by": actor},
-        subjects=users), "promoted": True}
-    shop.erasure.reapply(shop.registry, erasures_seen)
+        subjects=users, erased_since=lambda: shop.erasure.erased_after(erasures_seen)), "promoted": True}
 
     if dp is not None:
         # A DP card keeps no data window, so replays date the model by its registration
@@ -340,8 +338,8 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
                   "valid_ndcg@10_by_rule_and_weight": model.blend_.valid_grid},
               "privacy": getattr(model, "privacy_", None),
               "best_epoch": model.best_epoch_, "train_seconds": round(train_s, 1), "trained_by": actor},
-        subjects=subjects, promote=promote, if_current=expected)
-    shop.erasure.reapply(shop.registry, erasures_seen)  # erased while it trained: lineage and card follow
+        subjects=subjects, promote=promote, if_current=expected,
+        erased_since=lambda: shop.erasure.erased_after(erasures_seen))  # erased while it trained
     promoted = shop.registry.current_version("behaviour") == version  # force or DP may override the verdict
     result["behaviour"] = {"version": version, **verdict.as_dict(), "promoted": promoted}
     if promote and not promoted:

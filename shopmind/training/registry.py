@@ -14,6 +14,11 @@ in the process and an exclusive `flock` on `<root>/.lock` across processes (`sho
 the server, two API workers). Every file is written to a temporary file of its own and renamed into
 place, and a version is staged in a folder of its own and renamed in under the lock, so a reader (which
 takes no lock) sees a file or a version whole or not at all.
+
+A version becomes visible already scrubbed of the users erased while it trained (`register(erased_since=)`,
+applied under the lock, before the rename), so no crash between registering and a later clean-up can leave
+an erased pseudonym in lineage. A staging folder names its process; one whose process is gone (a training
+killed while it registered) is deleted under the lock by the next writer, erasure included.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import json
 import re
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,31 @@ MODEL_KINDS = ("popularity", "behaviour", "risk")
 VERSION_PATTERN = re.compile(r"v\d{8}-\d{6}-\d+")
 POINTER_RECHECK_S = 1.0
 ANY_CHAMPION = object()  # register(if_current=...)'s default: promote whatever is current
+STAGING = ".staging-"
+FOREIGN_STAGING_STALE_S = 86_400  # another host's staging folder, whose process cannot be asked
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
+def _staging_is_dead(folder: Path) -> bool:
+    """A staging folder (`.staging-<host>-<pid>-<random>`) whose process is gone: a training killed while
+    it registered. Another host's (a shared model folder), or one named before folders named their
+    process, counts as dead once a day old."""
+    parts = folder.name[len(STAGING):].split("-")
+    if len(parts) >= 3 and parts[0] == _host() and parts[1].isdigit():
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    try:
+        return time.time() - folder.stat().st_mtime > FOREIGN_STAGING_STALE_S
+    except FileNotFoundError:
+        return False
 
 
 def _pointed(base: Path) -> str | None:
@@ -137,27 +168,41 @@ class ModelRegistry:
         return self.root / kind
 
     def register(self, kind: str, model: Any, card: dict[str, Any], subjects: list[str], promote: bool = True,
-                 if_current: str | None | object = ANY_CHAMPION) -> str:
+                 if_current: str | None | object = ANY_CHAMPION,
+                 erased_since: Callable[[], Collection[str]] | None = None) -> str:
         """Store a new version; with `promote`, make it current. `if_current`: promote only if the current
         version is still this one (the champion a gate compared the model with; None: no version), read
         under the registry's lock, so a training that promoted meanwhile is not replaced by a model gated
-        against its predecessor. Whether it was promoted: `current_version(kind) == version`."""
+        against its predecessor. Whether it was promoted: `current_version(kind) == version`.
+
+        `erased_since()`: the pseudonyms erased since the training read its data (ErasureRegistry.
+        erased_after), called under the lock. They leave the staged lineage (and per-user model state)
+        before the version appears, and the card counts them: an erasure recorded later reaches the
+        version itself, since its registry step takes the same lock."""
         base = self._kind_dir(kind)
         base.mkdir(parents=True, exist_ok=True)
         # staged in a folder of its own (hidden: not a version, not in lineage), named under the lock
-        staging = Path(tempfile.mkdtemp(dir=base, prefix=".staging-"))
+        staging = Path(tempfile.mkdtemp(dir=base, prefix=f"{STAGING}{_host()}-{os.getpid()}-"))
         try:
             model.save(staging / "model")
-            pl.DataFrame({"pseudonym": sorted(set(subjects))}, schema={"pseudonym": pl.Utf8}).write_parquet(
+            lineage = sorted(set(subjects))
+            pl.DataFrame({"pseudonym": lineage}, schema={"pseudonym": pl.Utf8}).write_parquet(
                 staging / "subjects.parquet")
             with self._locked():
+                self._drop_dead_staging()
+                gone = sorted(set(erased_since()) & set(lineage)) if erased_since is not None else []
+                if gone:
+                    _write_lineage(staging / "subjects.parquet", pl.DataFrame(
+                        {"pseudonym": sorted(set(lineage) - set(gone))}, schema={"pseudonym": pl.Utf8}))
+                    for pseudonym in gone:
+                        self._rewrite_model(kind, staging, "erase_subject", pseudonym)
                 version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
                 n = 1
                 while (base / f"{version}-{n}").exists():
                     n += 1
                 version = f"{version}-{n}"
                 full_card = {"kind": kind, "version": version, "created_ms": int(time.time() * 1000),
-                             "erased_since_training": 0, **card}
+                             **card, "erased_since_training": len(gone)}
                 (staging / "card.json").write_text(json.dumps(full_card, indent=2, sort_keys=True))
                 os.chmod(staging, 0o755)  # mkdtemp's 0700 otherwise
                 os.rename(staging, base / version)
@@ -223,7 +268,9 @@ class ModelRegistry:
             history = json.loads(history_file.read_text()) if history_file.exists() else []
             pointer = base / "CURRENT"
             previous = _pointed(base)
-            if previous and previous != version:
+            # history first, then the pointer: a crash between leaves the current version on top of the
+            # history too, which `rollback` passes over (and a rerun does not add it twice)
+            if previous and previous != version and (not history or history[-1] != previous):
                 history.append(previous)
             _write_atomic(history_file, json.dumps(history))
             _write_atomic(pointer, version)
@@ -233,6 +280,9 @@ class ModelRegistry:
         with self._locked():
             history_file = base / "history.json"
             history = json.loads(history_file.read_text()) if history_file.exists() else []
+            current = _pointed(base)
+            while history and history[-1] == current:  # left by a promotion or rollback that crashed halfway
+                history.pop()
             if not history:
                 raise NotFoundError(f"no earlier {kind} version to roll back to")
             version = history.pop()
@@ -270,13 +320,23 @@ class ModelRegistry:
 
     # -- erasure and key rotation ------------------------------------------------------------------
 
+    def _drop_dead_staging(self) -> None:
+        """Delete the staging folders of trainings killed while they registered (under the lock): they
+        hold lineage that erasure and key rotation, which walk versions only, would otherwise never reach."""
+        for kind in MODEL_KINDS:
+            base = self.root / kind
+            if base.exists():
+                for d in base.iterdir():
+                    if d.name.startswith(STAGING) and d.is_dir() and _staging_is_dead(d):
+                        shutil.rmtree(d, ignore_errors=True)
+
     def _version_dirs(self):
         if not self.root.exists():
             return
         for kind in MODEL_KINDS:
             base = self.root / kind
             if base.exists():
-                for d in base.iterdir():  # not a staging folder: `reapply` reaches it once it is a version
+                for d in base.iterdir():  # not a staging folder: `register` scrubs it under the lock
                     if d.is_dir() and not d.name.startswith(".") and (d / "subjects.parquet").exists():
                         yield kind, d
 
@@ -295,15 +355,19 @@ class ModelRegistry:
         if not self.root.exists():
             return {"models.versions": 0}
         with self._locked():
+            self._drop_dead_staging()
             for kind, d in self._version_dirs():
                 subjects = pl.read_parquet(d / "subjects.parquet")
                 if pseudonym not in set(subjects["pseudonym"].to_list()):
                     continue
-                _write_lineage(d / "subjects.parquet", subjects.filter(pl.col("pseudonym") != pseudonym))
-                self._rewrite_model(kind, d, "erase_subject", pseudonym)
+                # the card's count first: an erasure killed between the two files is found again by its
+                # rerun (the lineage still names the user) and counted twice, which schedules a retraining
+                # early; the other order lost the count for good
                 card = json.loads((d / "card.json").read_text())
                 card["erased_since_training"] = card.get("erased_since_training", 0) + 1
                 _write_atomic(d / "card.json", json.dumps(card, indent=2, sort_keys=True))
+                _write_lineage(d / "subjects.parquet", subjects.filter(pl.col("pseudonym") != pseudonym))
+                self._rewrite_model(kind, d, "erase_subject", pseudonym)
                 touched += 1
         with self._lock:
             self._loaded.clear()
@@ -314,6 +378,7 @@ class ModelRegistry:
         if not mapping or not self.root.exists():
             return
         with self._locked():
+            self._drop_dead_staging()
             for kind, d in self._version_dirs():
                 subjects = pl.read_parquet(d / "subjects.parquet")
                 _write_lineage(d / "subjects.parquet", subjects.with_columns(pl.col("pseudonym").replace(mapping)))

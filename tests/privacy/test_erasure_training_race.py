@@ -1,5 +1,5 @@
 """A training that starts while an erasure runs: the receipt is committed before the user's rows are
-deleted, so the training can read them; its `reapply` must still scrub the user from the new version."""
+deleted, so the training can read them; its registration must still scrub the user from the new version."""
 
 from __future__ import annotations
 
