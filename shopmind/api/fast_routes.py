@@ -4,9 +4,11 @@ FastAPI's routing, dependency resolution, threadpool hop and response-model re-v
 1.5 ms of CPU per request on this machine: more than a risk decision (about 1 ms) and several times a
 cached recommendation (about 0.3 ms). These handlers answer the same contract without that stack:
 
-- `POST /v1/risk/decisions`: the same API-key check and scope, the same `RiskEvent` validation and 422
-  body, the same `RiskDecision` response (api/routers/risk.py holds the reference implementation and
-  documents the route in /openapi.json).
+- `POST /v1/risk/decisions`: the same API-key check and scope, the same `RiskEvent` validation, the
+  same `RiskDecision` response (api/routers/risk.py holds the reference implementation and documents the
+  route in /openapi.json). Only a body declared `application/json` that validates is decided here; any
+  other body (another or no Content-Type, a byte-order mark, anything the validation refuses) goes on,
+  replayed, to the route, which answers it, 422 or decision, as it answers without this path.
 - `GET /v1/users/{user_id}/recommendations`: answered on the event loop when everything it needs is
   already in memory or the cache (`Shop.recommend(cached_only=True)`: consent, recent events, the
   user's state and candidates for the live model); on a cache miss (a first visit, a new event, a new
@@ -120,9 +122,10 @@ class FastRoutes:
                     await _send_json(send, 413, {"detail": f"request body is larger than {MAX_REQUEST_BODY} bytes",
                                                  "field": "body"})
                     return
-                if method == "POST" and path == RISK_PATH:
-                    await self._risk_decision(scope, receive, send, principal)
-                    return
+                if method == "POST" and path == RISK_PATH and _plain_json(scope["headers"]):
+                    receive = await self._risk_decision(scope, receive, send, principal)
+                    if receive is None:
+                        return
                 if method == "GET" and path.startswith(USERS) and path.endswith(RECOMMENDATIONS):
                     user_id = path[len(USERS):-len(RECOMMENDATIONS)]
                     if user_id and "/" not in user_id and await self._recommendations(scope, send, user_id, principal):
@@ -147,28 +150,18 @@ class FastRoutes:
         await _send_raw(send, 200, RecommendationsResponse.model_validate(answer).model_dump_json().encode())
         return True
 
-    async def _risk_decision(self, scope, receive, send, principal: Principal) -> None:
+    async def _risk_decision(self, scope, receive, send, principal: Principal):
+        """None when answered; otherwise a `receive` that replays the body to the FastAPI route, for a
+        body the validation refuses: the route builds that 422 itself, so the two cannot disagree."""
         scope["route"] = RISK_ROUTE
         try:
             principal.require(Scope.risk)
-            if not _json_content(scope["headers"]):  # what the route refuses, refused the same way
-                await _send_json(send, 422, {"detail": "invalid request", "errors": [
-                    {"index": None, "field": "body", "message": "Content-Type must be application/json"}]})
-                return
             body = await _body(receive)
             try:
                 event = RiskEvent.model_validate_json(body)
-            except ValidationError as exc:
-                errors = []
-                for err in exc.errors():
-                    if err.get("type") == "json_invalid":  # as api/errors.py answers: about the body, no row
-                        message = f"invalid JSON: {err.get('msg', '')}"
-                        errors.append({"index": None, "field": "body", "message": message})
-                        continue
-                    field, message = _field_and_message({"loc": err.get("loc", ()), "msg": err.get("msg", "invalid")})
-                    errors.append({"index": None, "field": field, "message": message})
-                await _send_json(send, 422, {"detail": "invalid request", "errors": errors})
-                return
+            except ValidationError:
+                scope.pop("route", None)  # the route labels it as it matches
+                return _replay(body, receive)
             decision = await self.state.shop.risk.decide_async(event, principal.actor)
             await _send_raw(send, 200, decision.model_dump_json().encode())
         except ShopmindError as exc:
@@ -179,15 +172,27 @@ class FastRoutes:
             if status >= 500:
                 log.error("request failed: %s", type(exc).__name__)
             await _send_json(send, status, body_out, auth=status == 401)
+        return None
 
 
-def _json_content(headers: list[tuple[bytes, bytes]]) -> bool:
-    """No Content-Type (FastAPI reads the body as JSON then), or a JSON one."""
+def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A Content-Type of application/json (parameters aside): the only body the fast path decides. The
+    route's rules for the others (none, `+json` types, text) are FastAPI's and change between its
+    versions (0.165 refuses a body without a Content-Type that 0.110 read as JSON)."""
     for name, value in headers:
         if name == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
-    return True
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return False
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that hands on an already read body in one message, then whatever comes after."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
