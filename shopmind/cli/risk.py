@@ -43,7 +43,7 @@ def put_rule(
     rule_id: Annotated[str, typer.Argument(help="Rule id (a-z, 0-9, _).")],
     expression: Annotated[str, typer.Argument(help="CEL expression, e.g. 'event.amount > 500.0 && card.count_1d > 3'.")],
     action: Annotated[str, typer.Option(help="score, allow, review, block or freeze_account.")] = "score",
-    weight: Annotated[float, typer.Option(help="For score rules: added to the score (-1..1).")] = 0.0,
+    weight: Annotated[float, typer.Option(help="Required for score rules: added to the score (-1..1, not 0).")] = 0.0,
     mode: Annotated[str, typer.Option(help="shadow (log only, the default) or enforce.")] = "shadow",
     description: Annotated[str, typer.Option(help="Shown as the reason when the rule fires.")] = "",
 ):

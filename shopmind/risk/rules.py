@@ -167,7 +167,8 @@ def compile_rule(rule: Rule, list_names: tuple[str, ...] = ()) -> "cel.Program":
     if rule.mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}", field="mode")
     if rule.action == "score" and not (-1.0 <= rule.weight <= 1.0 and rule.weight != 0.0):
-        raise InvalidInputError("a score rule needs a weight in [-1, 1], not 0", field="weight")
+        raise InvalidInputError("a score rule needs a weight: a number in [-1, 1] other than 0 (or choose "
+                                "another action)", field="weight")
     text = (rule.expression or "").strip()
     if not text:
         raise InvalidInputError("expression is empty", field="expression")

@@ -66,3 +66,19 @@ def test_the_decision_route_names_the_body_for_invalid_json(client, keys, raw):
     (error,), (expected,) = r.json()["errors"], reference.json()["errors"]
     assert error["field"] == expected["field"] == "body" and error["index"] is None
     assert error["message"].startswith("invalid JSON: ") and expected["message"].startswith("invalid JSON: ")
+
+
+def test_a_rule_put_with_the_schema_defaults_is_refused_only_for_its_missing_weight(client, keys, shop):
+    """The contract published in /openapi.json must describe requests that can succeed: a score rule's
+    weight is required (it had a default of 0, which every score rule is refused for)."""
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["RuleIn"]["properties"]["weight"]
+    assert schema.get("default") is None
+    r = client.put("/v1/risk/rules/big_order", json={"expression": "event.amount > 1.0"}, headers=auth(keys["risk_admin"]))
+    assert r.status_code == 422 and r.json()["field"] == "weight" and "needs a weight" in r.json()["detail"]
+    assert shop.store.count("risk_rules") == 0
+    r = client.put("/v1/risk/rules/big_order", json={"expression": "event.amount > 1.0", "action": "review"},
+                   headers=auth(keys["risk_admin"]))
+    assert r.status_code == 200 and r.json()["action"] == "review"
+    r = client.put("/v1/risk/rules/big_order", json={"expression": "event.amount > 1.0", "weight": 0.2},
+                   headers=auth(keys["risk_admin"]))
+    assert r.status_code == 200 and r.json()["weight"] == 0.2

@@ -23,7 +23,8 @@ class RuleIn(BaseModel):
     expression: str = Field(min_length=1, max_length=2000, description="A CEL expression over the documented "
                                                                        "variables (docs/risk.md).")
     action: Literal["score", "allow", "review", "block", "freeze_account"] = "score"
-    weight: float = Field(0.0, ge=-1, le=1)
+    weight: Optional[float] = Field(None, ge=-1, le=1, description="Required for action `score`: added to the "
+                                    "score, in [-1, 1] and not 0. Ignored by the other actions.")
     mode: Literal["enforce", "shadow"] = "shadow"
     description: str = Field("", max_length=500)
 
@@ -86,7 +87,9 @@ def list_rules(shop: ShopDep, key: RiskAdmin) -> list[dict[str, Any]]:
 @router.put("/rules/{rule_id}", summary="Create a rule or a new version of it (audited)")
 def put_rule(rule_id: str, body: RuleIn, shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
     """New rules default to shadow mode: evaluated and logged, not enforced, until set to enforce."""
-    return shop.risk.put_rule(Rule(rule_id=rule_id, **body.model_dump()), key.actor).as_dict()
+    fields = body.model_dump()
+    fields["weight"] = fields["weight"] or 0.0  # absent: no weight, which a score rule is refused for
+    return shop.risk.put_rule(Rule(rule_id=rule_id, **fields), key.actor).as_dict()
 
 
 @router.delete("/rules/{rule_id}", status_code=204, summary="Deactivate a rule (audited)")
