@@ -25,7 +25,7 @@ from shopmind.events.files import iter_rows
 from shopmind.events.schemas import BEHAVIOUR_EVENT_TYPES
 from shopmind.events.ingest import IngestResult, Ingestor
 from shopmind.events.validation import duplicate_ids, validate_rows
-from shopmind.exceptions import BatchValidationError, InvalidInputError, NotFoundError, RowError
+from shopmind.exceptions import BatchValidationError, ConfigError, InvalidInputError, NotFoundError, RowError
 from shopmind.privacy import consent
 from shopmind.privacy.audit import record_audit
 from shopmind.privacy.crypto import FieldCipher
@@ -127,9 +127,18 @@ class Shop:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, settings: Settings | None = None) -> "Shop":
+    def open(cls, settings: Settings | None = None, finishing_rotation: bool = False) -> "Shop":
+        """The shop of these settings. Refused (ConfigError) while a pseudonym-key rotation that rewrote
+        the database has not activated its key, except for `finishing_rotation` (the rotation's rerun):
+        in that state erasure and export by raw id find nothing, and new writes would make it unfinishable."""
         settings = settings or load_settings()
-        return cls(settings, load_keyring(settings.key_file, settings.keyring))
+        shop = cls(settings, load_keyring(settings.key_file, settings.keyring))
+        if not finishing_rotation and (pending := rotation.interrupted_pseudonym_rotation(shop.store, shop.keyring)):
+            shop.close()
+            raise ConfigError(f"a pseudonym-key rotation rewrote the database and stopped before activating key "
+                              f"{pending}: run `shopmind rotate-keys pseudonym` again to finish it before "
+                              "anything else (until then erasure and export by raw id would find nothing)")
+        return shop
 
     @classmethod
     def init(cls, settings: Settings | None = None) -> tuple["Shop", bool]:

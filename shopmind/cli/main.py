@@ -80,10 +80,10 @@ def _settings():
     return load_settings()
 
 
-def _shop():
+def _shop(finishing_rotation: bool = False):
     from shopmind.shop import Shop
 
-    return Shop.open(_settings())
+    return Shop.open(_settings(), finishing_rotation=finishing_rotation)
 
 
 @app.callback()
@@ -424,8 +424,10 @@ def rotate_keys(
     kind: Annotated[str, typer.Argument(help="'encryption' or 'pseudonym'.")],
     retire: Annotated[bool, typer.Option(help="Encryption: drop old keys that no longer seal anything.")] = False,
 ):
-    """Rotate a key. Stop the service first; start it again afterwards."""
-    _run(lambda: out.print(json.dumps(_shop().rotate_keys(kind, _actor(), retire=retire), indent=2)))
+    """Rotate a key. Stop the service first; start it again afterwards. An interrupted rotation is
+    finished by running the same command again (nothing else starts until then)."""
+    _run(lambda: out.print(json.dumps(_shop(finishing_rotation=True).rotate_keys(kind, _actor(), retire=retire),
+                                      indent=2)))
 
 
 @app.command()

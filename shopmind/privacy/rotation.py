@@ -97,6 +97,31 @@ def _remap_table(conn: Connection, table: str, column: str, only: str = "") -> i
     )).rowcount
 
 
+def _newest_inactive_pseudonym_key(keyring: Keyring) -> str | None:
+    """The newest pseudonym key when it is not the active one: a rotation saved it and stopped before
+    activating it (keys are numbered in the order they were added)."""
+    prefix = Keyring.PREFIXES["pseudonym"]
+    numbered = [k for k in keyring.pseudonym.keys if k[len(prefix):].isdigit()]
+    newest = max(numbered, key=lambda k: int(k[len(prefix):]), default=None)
+    return newest if newest is not None and newest != keyring.pseudonym.active else None
+
+
+def interrupted_pseudonym_rotation(store: SqlStore, keyring: Keyring) -> str | None:
+    """The key of a pseudonym rotation that rewrote the database and stopped before activating its key,
+    or None. In that state the tables hold the new pseudonyms while the active key computes the old
+    ones: an erasure or export by raw id finds nothing, and a new event's vault row under the old key
+    makes the rotation impossible to finish (Shop.open refuses to start until it is finished). Reads
+    the vault only when the key file holds such a key: at once in that state, a scan when the rotation
+    stopped before its transaction (no pseudonym of that key; nothing to finish, a rerun reuses it)."""
+    pending = _newest_inactive_pseudonym_key(keyring)
+    if pending is None:
+        return None
+    vault = schema.identity_vault
+    with store.transaction() as conn:
+        hit = conn.execute(select(vault.c.pseudonym).where(vault.c.pseudonym_key_id == pending).limit(1)).first()
+    return pending if hit is not None else None
+
+
 def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | None, actor: str,
                          remappers: Iterable[Callable[[dict[str, str]], None]] = ()) -> dict:
     path = _require_file(key_file)
@@ -104,8 +129,12 @@ def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | Non
     with store.transaction() as conn:
         key_ids = {kid for (kid,) in conn.execute(select(vault.c.pseudonym_key_id).distinct())}
     pending = next((k for k in key_ids if k != keyring.pseudonym.active and k in keyring.pseudonym.keys), None)
+    if pending is not None and key_ids != {pending}:
+        raise ConfigError("the identity vault holds pseudonyms of both the active key and the newer key "
+                          f"{pending}: data was written while a rotation was unfinished, and the two cannot "
+                          "be merged automatically; restore the database from before the rotation")
     stranded: int | None = None
-    if pending is not None and key_ids == {pending}:
+    if pending is not None:
         # An earlier run committed the remap but stopped before activating the key, perhaps before or
         # while remapping the derived stores: rebuild its mapping (the old key is still the active one)
         # so they are remapped now. Remapping is idempotent, so stores done before the crash are safe.
@@ -118,10 +147,14 @@ def rotate_pseudonym_key(store: SqlStore, keyring: Keyring, key_file: Path | Non
                 for new, enc in conn.execute(select(vault.c.pseudonym, vault.c.raw_id_enc))
             }
     else:
-        old_active = keyring.pseudonym.active
-        new_id = keyring.pseudonym.add(Keyring.PREFIXES["pseudonym"])
-        keyring.pseudonym.active = old_active
-        keyring.save(path)
+        # A key saved by a run that stopped before its transaction committed made no pseudonym: reused,
+        # rather than a new unused key per interrupted attempt
+        new_id = _newest_inactive_pseudonym_key(keyring)
+        if new_id is None:
+            old_active = keyring.pseudonym.active
+            new_id = keyring.pseudonym.add(Keyring.PREFIXES["pseudonym"])
+            keyring.pseudonym.active = old_active
+            keyring.save(path)
         cipher = FieldCipher(keyring.encryption)
         fresh = Pseudonymizer(keyring.pseudonym, keyring.token, key_id=new_id)
         with store.transaction() as conn:

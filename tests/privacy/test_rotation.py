@@ -117,9 +117,14 @@ def test_interrupted_pseudonym_rotation_is_finished_by_a_rerun(shop, monkeypatch
     from shopmind.shop import Shop
 
     shop.close()
-    reopened = Shop.open(shop.settings)
+    # Nothing else opens the shop in this state: erasure and export by raw id would find nothing, and a
+    # new user's vault row under the old key would make the rotation impossible to finish
+    with pytest.raises(ConfigError, match="rotate-keys pseudonym"):
+        Shop.open(shop.settings)
+    reopened = Shop.open(shop.settings, finishing_rotation=True)  # what `shopmind rotate-keys` does
     result = reopened.rotate_keys("pseudonym", actor="t")
     assert result["active"] == pending[0] and result["users_remapped"] == 5
+    Shop.open(shop.settings).close()  # finished: the shop opens again
     assert reopened.export_user("user-2", actor="t")["user_id"] == "user-2"
     # the derived stores the crash skipped are remapped by the rerun, so erasure reaches them
     new = reopened.pseudonym("user-2")
@@ -206,3 +211,27 @@ def test_a_risk_users_raw_id_is_vaulted_again_after_an_erasure(shop):
     time.sleep(0.01)
     shop.risk.decide(RiskEvent(event_id="z2", kind="order", user_id="zoe", amount=5.0, ts_ms=int(time.time() * 1000)))
     assert vaulted() == 1
+
+
+def test_a_rotation_stopped_before_its_transaction_leaves_a_shop_that_opens_and_reuses_its_key(shop, monkeypatch):
+    """The new key is saved before the database transaction; a run that stopped there changed no row, so
+    the shop opens as before, and each rerun used to add one more unused key to the key file."""
+    _seed(shop, n=3)
+    from shopmind.privacy import rotation
+    from shopmind.shop import Shop
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(rotation, "_without_raw_id", fail)  # inside the transaction: rolled back
+    with pytest.raises(RuntimeError):
+        shop.rotate_keys("pseudonym", actor="t")
+    monkeypatch.undo()
+    shop.close()
+    saved = load_keyring(shop.settings.key_file).pseudonym
+    assert len(saved.keys) == 2 and saved.active == "p1"
+    reopened = Shop.open(shop.settings)  # nothing to finish
+    assert reopened.export_user("user-1", actor="t")["user_id"] == "user-1"
+    result = reopened.rotate_keys("pseudonym", actor="t")
+    assert result["active"] == "p2" and sorted(load_keyring(shop.settings.key_file).pseudonym.keys) == ["p1", "p2"]
+    reopened.close()
