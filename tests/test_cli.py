@@ -361,3 +361,26 @@ def test_an_unknown_kind_is_named_as_such(home, tmp_path):
     (tmp_path / "items.jsonl").write_text('{"item_id": "i1", "title": "t"}\n')
     r = run("import", str(tmp_path / "items.jsonl"), "--kind", "bogus")
     assert r.exit_code == 2 and "--kind must be one of" in r.output, r.output
+
+
+def test_init_after_one_killed_before_it_wrote_the_admin_key_writes_a_working_one(home):
+    """`init` commits the admin key, then writes it: killed in between, the file is empty and the key's
+    only copy is lost. A rerun used to keep that empty file ("kept existing")."""
+    assert run("init").exit_code == 0
+    key_file = home / "admin.key"
+    key_file.write_text("")  # what the kill leaves
+    r = run("init")
+    assert r.exit_code == 0 and "kept existing" not in r.output.split("admin key")[-1], r.output
+    admin = key_file.read_text().strip()
+    assert admin.startswith("sm_")
+    r = run("init")  # a working key is kept
+    assert r.exit_code == 0 and key_file.read_text().strip() == admin
+    from shopmind.auth import KeyVerifier, Scope
+    from shopmind.config import load_settings
+    from shopmind.shop import Shop
+
+    shop = Shop.open(load_settings())
+    try:
+        assert Scope.admin in KeyVerifier(shop.store).verify(admin).scopes
+    finally:
+        shop.close()

@@ -92,13 +92,29 @@ def main(home: Annotated[Optional[Path], typer.Option(help="Data folder (default
         os.environ["SHOPMIND_HOME"] = str(home)
 
 
+def _holds_admin_key(shop, target: Path) -> bool:
+    """Whether `target` holds a working admin key: a file left empty or partial by an `init` that was
+    killed after the key was created (its only copy lost) does not count, so a rerun writes a new one."""
+    from shopmind.auth import KeyVerifier, Scope
+    from shopmind.exceptions import ShopmindError
+
+    try:
+        presented = target.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        return Scope.admin in KeyVerifier(shop.store).verify(presented).scopes
+    except ShopmindError:
+        return False
+
+
 @app.command()
 def init(
     admin_key_file: Annotated[Optional[Path], typer.Option(help="Where to write the first admin key "
                                                               "(default <home>/admin.key).")] = None,
 ):
     """Create the data folder, the key file and the database, and a first admin API key."""
-    from shopmind.auth import Scope, create_key, list_keys
+    from shopmind.auth import Scope, create_key
     from shopmind.shop import Shop
 
     def body():
@@ -106,7 +122,7 @@ def init(
         console.print(f"keys: {'created' if created else 'kept existing'} ({shop.settings.key_file})")
         console.print(f"database: {shop.store.url.render_as_string(hide_password=True)}")
         target = admin_key_file or shop.settings.home / "admin.key"
-        if list_keys(shop.store) and target.exists():
+        if _holds_admin_key(shop, target):
             console.print(f"admin key: kept existing ({target})")
             return
         with _private_file(target, "admin-key-file") as fh:  # opened first: a path that fails creates no key
