@@ -28,17 +28,20 @@ def _epsilons(text: str) -> list[float]:
     return values
 
 
-def _data(sequences: Optional[Path]):
+def _data(sequences: Optional[Path], private: bool = False):
+    """The sequence file, or the shop's consented events as training reads them; `private` as DP
+    training reads them (`train --dp`): known users only, one example per person, over the catalog."""
     from shopmind.evaluation import load_sequences
 
     if sequences is not None:
         return load_sequences(sequences)
     from shopmind.cli.main import _shop
-    from shopmind.training.pipeline import shop_sequences
+    from shopmind.training.pipeline import private_sequences, shop_sequences
 
     shop = _shop()
     try:
-        return shop_sequences(shop.training_events("personalization"))[0]
+        seqs = shop_sequences(shop.training_events("personalization"))[0]
+        return private_sequences(seqs, shop.items_frame()["item_id"].to_list()) if private else seqs
     finally:
         shop.close()
 
@@ -92,7 +95,7 @@ def audit_command(
     from shopmind.recommend.behaviour import BehaviourRecommender
 
     def body():
-        data = _data(sequences)
+        data = _data(sequences, private=dp)  # with --dp, the data `train --dp` trains on
 
         def make():
             if dp:

@@ -254,9 +254,9 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
             warnings.simplefilter("ignore")  # secure_mode=False warns that its RNG is not cryptographic;
             # the PRV accountant divides by zero on the way for a release that reads everyone (rate 1)
             pairs = self._release_pairs(split.train, data.n_items, delta, n_users) if self.cooccurrence_share else None
-            # What Opacus's accountant will record: its Poisson loader runs int(1 / (1 / L)) steps an epoch
-            # (L - 1 for some L, by float rounding) and it counts each at rate 1 / that. Planning with
-            # those (rather than make_private_with_epsilon's L) keeps the recorded epsilon within target.
+            # What Opacus will do: sample each user at rate 1 / L (L = len(loader)), which its accountant
+            # records, in int(1 / (1 / L)) steps an epoch (L - 1 for some L, by float rounding). Planning
+            # with rate 1 / steps (at least 1 / L) and that many steps keeps the recorded epsilon within target.
             steps_per_epoch = int(1 / (1 / len(loader)))
             sigma = composed_noise_multiplier(self.epsilon, delta, None if pairs is None else pairs[1]["noise_multiplier"],
                                               1.0 / steps_per_epoch, self.epochs * steps_per_epoch, self.accountant)
@@ -319,7 +319,7 @@ class PrivateBehaviourRecommender(BehaviourRecommender):
                          + ("" if pairs is None else "; composed with one Gaussian release of item pairs"),
             "epsilon": round_up(spent), "target_epsilon": self.epsilon,
             "delta": delta, "accountant": self.accountant, "noise_multiplier": float(dp_optimizer.noise_multiplier),
-            "max_grad_norm": self.max_grad_norm, "sample_rate": 1.0 / len(dp_loader), "epochs": self.epochs,
+            "max_grad_norm": self.max_grad_norm, "sample_rate": 1.0 / len(loader), "epochs": self.epochs,
             "steps": steps, "n_users": n_users, "secure_mode": self.secure_mode,
             "max_events_per_user": self.max_len + 1,
             "item_pairs": None if pairs is None else {**pairs[1], "blend": list(COOCCURRENCE_BLEND)}}

@@ -20,7 +20,7 @@ from shopmind.privacy.dp_training import PrivateBehaviourRecommender, one_exampl
 from shopmind.privacy.membership import auc, dp_tpr_bound, membership_audit
 from shopmind.recommend.behaviour import BehaviourRecommender
 from shopmind.synth import generate_shop, write_shop
-from tests.conftest import auth, make_shop
+from tests.conftest import auth, event, make_shop
 
 
 @pytest.fixture(scope="module")
@@ -368,3 +368,23 @@ def test_the_recorded_epsilon_is_rounded_up_never_below_what_was_spent():
     for spent in (7.99994, 0.123449, 1.0, 3.00001, 2.5e-5):
         assert spent <= round_up(spent) < spent + 1e-4
     assert round_up(7.99994) == 8.0 and round_up(1.0) == 1.0
+
+
+def test_the_dp_audit_of_a_shop_reads_what_dp_training_reads(shop, monkeypatch):
+    """`shopmind privacy audit --dp` on the shop's own events must attack the configuration `train --dp`
+    serves: known users only, one example per person, over the catalog. It read anonymous sessions as
+    users of their own, so it audited a model whose clipping bounded a session, not a person."""
+    import shopmind.cli.main as cli_main
+    from shopmind.cli.privacy import _data
+
+    shop.ingest("users", [{"user_id": "known", "consent_personalization": True}], actor="t")
+    shop.ingest("items", [{"item_id": f"i{n}", "title": f"Item {n}", "category": "A"} for n in range(6)], actor="t")
+    shop.ingest("events", [event(n, user="known", item=f"i{n % 3}") for n in range(4)]
+                + [event(10 + n, user=None, item=f"i{3 + n % 2}", session_id="anon-1") for n in range(4)], actor="t")
+    monkeypatch.setattr(cli_main, "_shop", lambda **kwargs: shop)
+    monkeypatch.setattr(shop, "close", lambda: None)
+    everyone = _data(None)
+    private = _data(None, private=True)
+    assert any(u.startswith("s:") for u in everyone.user_ids)  # what the non-private model trains on
+    assert private.user_ids == [shop.pseudonym("known")]
+    assert private.item_ids == [f"i{n}" for n in range(6)]  # the catalog, not the items the data holds
