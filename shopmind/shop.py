@@ -349,6 +349,11 @@ class Shop:
     # -- reads about one user ------------------------------------------------------------------------
 
     def pseudonym(self, raw_user_id: str) -> str:
+        """The user's keyed pseudonym. An id ingestion could never have stored (empty, over 128
+        characters) is refused, naming user_id: `erase-user ''` wrote a receipt, `risk freeze ''` froze
+        the pseudonym of the empty string."""
+        if not 1 <= len(raw_user_id) <= 128:
+            raise InvalidInputError("user_id must be 1 to 128 characters, as ingestion stores it", field="user_id")
         return self.pseudonyms.user(raw_user_id)
 
     def recent_items(self, pseudonym: str, cached_only: bool = False) -> list[list[Any]]:

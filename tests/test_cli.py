@@ -384,3 +384,18 @@ def test_init_after_one_killed_before_it_wrote_the_admin_key_writes_a_working_on
         assert Scope.admin in KeyVerifier(shop.store).verify(admin).scopes
     finally:
         shop.close()
+
+
+def test_ids_ingestion_could_never_store_and_negative_budgets_exit_2_and_change_nothing(home):
+    """`erase-user ''` wrote an erasure receipt, `risk freeze ''` froze the pseudonym of the empty string
+    (with an audit entry), `train --budget -5` trained and promoted: found by a docs review."""
+    assert run("init").exit_code == 0
+    before = {t: _count(home, t) for t in ("erasure_receipts", "risk_accounts", "audit_log")}
+    for args in (["erase-user", ""], ["export-user", ""], ["risk", "freeze", ""], ["risk", "unfreeze", ""],
+                 ["erase-user", "x" * 129]):
+        r = run(*args)
+        assert r.exit_code == 2 and "user_id" in r.output, (args, r.output)
+    assert {t: _count(home, t) for t in before} == before
+    r = run("train", "--budget", "-5")
+    assert r.exit_code == 2 and "--budget" in r.output, r.output
+    assert not (home / "models" / "popularity").exists()

@@ -219,8 +219,8 @@ def import_(
 
 @app.command()
 def train(
-    budget: Annotated[Optional[float], typer.Option(help="Stop the behaviour model's training after this many "
-                                                          "seconds (best epoch so far is kept).")] = None,
+    budget: Annotated[Optional[float], typer.Option(min=1, help="Stop the behaviour model's training after this "
+                                                          "many seconds (best epoch so far is kept).")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="Retrain every interval, e.g. 30m, 6h, 1d (runs until "
                                                             "stopped).")] = None,
     force: Annotated[bool, typer.Option(help="Promote the new behaviour model even if it scores lower.")] = False,
@@ -271,7 +271,7 @@ def train(
         except typer.Exit as exc:
             if exc.exit_code == 2:  # bad input or configuration: the next run would fail the same way
                 raise
-            # the database unreachable, no data yet: a scheduler keeps going, as a cron job would
+            # the database unreachable: a scheduler keeps going, as a cron job would
             console.print(f"training failed (exit {exc.exit_code}); trying again at the next interval")
         console.print(f"next training in {schedule}")
         time.sleep(interval)
@@ -455,7 +455,8 @@ def stats():
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="What the key is for.")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated: admin, ingest, recommend, analyst.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: admin, ingest, recommend, analyst, risk, "
+                                             "risk_admin.")],
 ):
     """Create an API key; it is printed once."""
     from shopmind.auth import create_key, parse_scopes

@@ -624,10 +624,10 @@ class RiskService:
         self.invalidate()
 
     def freeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
-        self._set_frozen(raw_user_id, self.shop.pseudonyms.user(raw_user_id), True, actor, reason)
+        self._set_frozen(raw_user_id, self.shop.pseudonym(raw_user_id), True, actor, reason)
 
     def unfreeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
-        pseudonym = self.shop.pseudonyms.user(raw_user_id)
+        pseudonym = self.shop.pseudonym(raw_user_id)
         if pseudonym not in self._frozen and not self._is_frozen_in_db(pseudonym):
             raise NotFoundError("this account is not frozen")
         self._set_frozen(raw_user_id, pseudonym, False, actor, reason)

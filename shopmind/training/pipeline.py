@@ -331,7 +331,14 @@ def train_all(shop, actor: str, time_budget_s: float | None = None, force_promot
               "item_text": content is not None,
               # whose two newest events chose and judged the model; everyone else's trained it
               "holdout_users": len(split.gate_users),
-              "metrics": {"valid_ndcg@10": model.valid_ndcg_, **verdict.as_dict()},
+              # the gate's verdict and why the version was put forward to serve (a forced or private model
+              # is, whatever the gate said: the verdict, stored as "promoted", read false for a served DP
+              # model); whether it serves is the registry's CURRENT, decided under its lock
+              "metrics": {"valid_ndcg@10": model.valid_ndcg_, "challenger_ndcg@10": verdict.challenger_ndcg,
+                          "champion_ndcg@10": verdict.champion_ndcg, "gate_promoted": verdict.promoted,
+                          "put_forward_by": ("gate" if verdict.promoted else "force" if force_promote
+                                             else "private model replaces a non-private one" if replaces_public
+                                             else None)},
               "blend": None if getattr(model, "blend_", None) is None else {
                   "with": "item kNN" if dp is None else "item pairs, DP release", "rule": model.blend_.kind,
                   "weight": model.blend_.weight,

@@ -77,6 +77,9 @@ def test_guarantee_is_recorded_in_the_card_and_served(tmp_path):
     assert behaviour["promoted"], result  # a private model replaces a non-private champion
     card = shop.registry.card("behaviour", behaviour["version"])
     privacy = card["privacy"]
+    # the card says why it serves, whatever the gate said (it read "promoted": false for this served model)
+    assert card["metrics"]["put_forward_by"] in ("gate", "private model replaces a non-private one")
+    assert "promoted" not in card["metrics"] and shop.registry.current_version("behaviour") == behaviour["version"]
     assert card["item_text"]  # the catalog's title embeddings are public: the private model reads them too
     # One example per user with a next-item target in training: count them from the shop's data.
     from shopmind.evaluation import leave_one_out
