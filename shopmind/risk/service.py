@@ -166,7 +166,10 @@ class RiskService:
         loaded = self.shop.registry.load_current("risk")
         model_version, model = loaded if loaded else (None, None)
         return RiskEngine(self.shop.pseudonyms, self.velocity, ruleset, lists, thresholds, model=model,
-                          model_version=model_version, profile=self._profile, frozen=self._frozen.__contains__,
+                          # the set the service holds now, not the one read here: a later rebuild that
+                          # fails keeps this engine, and freezes go to the set the service holds then
+                          model_version=model_version, profile=self._profile,
+                          frozen=lambda pseudonym: pseudonym in self._frozen,
                           unusual=self._unusual)
 
     def _stamp_rules_version(self) -> int:

@@ -814,3 +814,28 @@ def test_a_replayed_guest_order_of_a_user_who_signed_up_later_has_no_profile(sho
         features = json.loads(conn.execute(select(schema.risk_decisions.c.features)
                                            .where(schema.risk_decisions.c.event_id == "order:o0")).scalar_one())
     assert features["account_age_days"] is None and features["shipping_vs_user_country"] == 0.0, features
+
+
+def test_freezes_hold_while_an_engine_reload_keeps_failing(shop, monkeypatch):
+    """A reload that fails keeps the last good engine (a promoted model it cannot use, say). That engine
+    read the frozen accounts through the set it was built with, which the failed rebuild had replaced:
+    an analyst's freeze was not enforced, and an unfrozen account was frozen again by the next decision
+    (found by a review)."""
+    shop.risk.freeze("dave", actor="cli:dana")
+    assert shop.risk.decide(RiskEvent(**order(1, user_id="dave"))).decision == "freeze_account"
+    build = shop.risk._build
+
+    def build_then_fail():
+        build()  # reads the lists, frozen accounts and rules, then the model cannot be loaded
+        raise ValueError("the risk model was trained on a different feature set; retrain it")
+
+    monkeypatch.setattr(shop.risk, "_build", build_then_fail)
+    monkeypatch.setattr(shop.risk, "_state_stamp", lambda: "changed")
+    shop.risk._reload()  # the failed reload: the last good engine stays
+    shop.risk.freeze("alice", actor="cli:dana")
+    assert shop.risk.decide(RiskEvent(**order(2))).decision == "freeze_account"
+    shop.risk.unfreeze("dave", actor="cli:dana")
+    assert shop.risk.decide(RiskEvent(**order(3, user_id="dave"))).decision == "allow"
+    a = schema.risk_accounts
+    with shop.store.transaction() as conn:
+        assert not conn.execute(select(a.c.frozen).where(a.c.pseudonym == shop.pseudonym("dave"))).scalar()
