@@ -348,13 +348,20 @@ class Shop:
 
     # -- reads about one user ------------------------------------------------------------------------
 
-    def pseudonym(self, raw_user_id: str) -> str:
-        """The user's keyed pseudonym. An id ingestion could never have stored (empty, over 128
-        characters) is refused, naming user_id: `erase-user ''` wrote a receipt, `risk freeze ''` froze
-        the pseudonym of the empty string."""
-        if not 1 <= len(raw_user_id) <= 128:
+    @staticmethod
+    def user_id(raw_user_id: str) -> str:
+        """A raw user id as ingestion stores it: surrounding whitespace stripped (every ingestion schema
+        strips it, so `"alice "` was stored as alice's while erasure, export and consent looked for
+        another pseudonym), 1 to 128 characters (`erase-user ''` wrote a receipt, `risk freeze ''` froze
+        the pseudonym of the empty string); otherwise refused, naming user_id."""
+        user_id = raw_user_id.strip()
+        if not 1 <= len(user_id) <= 128:
             raise InvalidInputError("user_id must be 1 to 128 characters, as ingestion stores it", field="user_id")
-        return self.pseudonyms.user(raw_user_id)
+        return user_id
+
+    def pseudonym(self, raw_user_id: str) -> str:
+        """The user's keyed pseudonym (of the id as ingestion stores it: `user_id`)."""
+        return self.pseudonyms.user(self.user_id(raw_user_id))
 
     def recent_items(self, pseudonym: str, cached_only: bool = False) -> list[list[Any]]:
         """[item_id, type, ts_ms] of the user's latest item events, oldest first (cached: what was read
@@ -419,7 +426,7 @@ class Shop:
                 now_ms = int(time.time() * 1000)
                 self.store.insert_ignore(conn, "users", [{"pseudonym": pseudonym, "attributes": "{}",
                                                           "created_ms": now_ms, "updated_ms": now_ms}])
-                store_in_vault(self.store, conn, self.cipher, self.pseudonyms.key_id, {raw_user_id: pseudonym})
+                store_in_vault(self.store, conn, self.cipher, self.pseudonyms.key_id, {self.user_id(raw_user_id): pseudonym})
             now = consent.set_consent(conn, pseudonym, flags)
             record_audit(conn, actor, "user.consent", [pseudonym], {k: v for k, v in flags.items() if v is not None})
         self._consent_changed([pseudonym])
@@ -428,7 +435,7 @@ class Shop:
     # -- data-subject rights -------------------------------------------------------------------------
 
     def export_user(self, raw_user_id: str, actor: str) -> dict[str, Any]:
-        return export_subject(self.store, self.cipher, self.pseudonym(raw_user_id), actor, raw_user_id)
+        return export_subject(self.store, self.cipher, self.pseudonym(raw_user_id), actor, self.user_id(raw_user_id))
 
     def erase_user(self, raw_user_id: str, actor: str) -> ErasureReceipt:
         """Remove the user from every registered store. Safe to repeat (finishes an interrupted erasure)."""

@@ -13,7 +13,7 @@ COUNTRY = r"^[A-Z]{2}$"
 
 
 class RiskItem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     item_id: str = Field(min_length=1, max_length=128)
     price: Annotated[float, NotBool] = Field(0.0, ge=0, le=1e7)
@@ -27,9 +27,11 @@ class RiskItem(BaseModel):
 
 class RiskEvent(BaseModel):
     """An order, payment or login to decide on. Identifying values (user, card fingerprint, device, IP,
-    e-mail) are turned into keyed pseudonyms on arrival; only those are stored."""
+    e-mail) are turned into keyed pseudonyms on arrival; only those are stored. Surrounding whitespace is
+    stripped from every string, as ingestion strips it: the same user, card or device ingested and
+    decided on gets one pseudonym."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     event_id: str = Field(min_length=1, max_length=128, description="The shop's id of this order/payment/login; "
                                                                      "deciding the same id twice counts it once.")

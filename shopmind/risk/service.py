@@ -526,7 +526,7 @@ class RiskService:
 
     def add_to_list(self, list_name: str, kind: str, values: Iterable[str], actor: str) -> int:
         """Add raw values (cards, devices, e-mails, IPs, user ids) to a list; only keyed tokens are stored."""
-        values = list(values)
+        values = [v.strip() for v in values]  # as ingestion and decisions strip them: one token per value
         tokens = self._list_tokens(list_name, kind, values)
         e = schema.risk_list_entries
         with self.store.transaction() as conn:
@@ -563,6 +563,7 @@ class RiskService:
         store_in_vault(self.store, conn, self.shop.cipher, self.shop.pseudonyms.key_id, mapping)
 
     def _token(self, kind: str, value: str) -> str:
+        value = value.strip()  # as ingestion and decisions strip it
         if kind == "user":
             return self.shop.pseudonyms.user(value)
         domain = {"card": "instrument", "email": "email"}.get(kind, kind)
@@ -627,9 +628,11 @@ class RiskService:
         self.invalidate()
 
     def freeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
+        raw_user_id = self.shop.user_id(raw_user_id)
         self._set_frozen(raw_user_id, self.shop.pseudonym(raw_user_id), True, actor, reason)
 
     def unfreeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
+        raw_user_id = self.shop.user_id(raw_user_id)
         pseudonym = self.shop.pseudonym(raw_user_id)
         if pseudonym not in self._frozen and not self._is_frozen_in_db(pseudonym):
             raise NotFoundError("this account is not frozen")

@@ -164,3 +164,27 @@ def test_erasure_over_http(client, keys, shop):
     assert RAW_ID not in r.text
     assert client.get(f"/v1/users/{RAW_ID}/export", headers=auth(keys["admin"])).status_code == 404
     _assert_gone(shop, pseudonym, shop.settings.home)
+
+
+def test_a_padded_user_id_is_one_user_everywhere(shop, client, keys):
+    """Ingestion strips surrounding whitespace from every id; erasure, export, consent, risk decisions,
+    freezes and lists computed the pseudonym of the id as given. A shop sending `"alice "` everywhere
+    (a padded CSV column) got a 200 erasure receipt that removed none of the user's rows (found by a review)."""
+    from shopmind.risk.schemas import RiskEvent
+    from tests.conftest import auth
+
+    padded = " alice\t"
+    shop.ingest("users", [{"user_id": padded, "email": "alice@example.org", "consent_personalization": True}], actor="t")
+    shop.ingest("events", [event(1, user=padded, kind="purchase", item="i1")], actor="t")
+    pseudonym = shop.pseudonym("alice")
+    assert shop.pseudonym(padded) == pseudonym
+    shop.risk.decide(RiskEvent(event_id="o1", kind="order", user_id=padded, amount=5.0, card=" c-1 "))
+    assert shop.store.fetch_all("SELECT user_pseudonym FROM risk_decisions") == [(pseudonym,)]
+    assert shop.risk.add_to_list("blocked_cards", "card", ["c-1 "], actor="t") == 1
+    assert shop.risk.add_to_list("blocked_cards", "card", ["c-1"], actor="t") == 0  # the same card
+    assert shop.has_consent(pseudonym, "personalization")
+    assert shop.export_user(padded, actor="t")["user_id"] == "alice"
+    r = client.delete("/v1/users/%20alice%09", headers=auth(keys["admin"]))
+    assert r.status_code == 200 and r.json()["removed"]["database.events"] == 1
+    for table in ("users", "events", "identity_vault", "risk_decisions"):
+        assert shop.store.count(table) == 0, table
