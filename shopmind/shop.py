@@ -514,7 +514,8 @@ class Shop:
         answer = self.recommender.for_history(history, k, category, bought)
         if answer is not None:
             return {**answer, "personalised": True}
-        return {**self._trending(k, category, set()), "personalised": False}
+        # the durables this visitor just bought are excluded here too, as for a known user's fallback
+        return {**self._trending(k, category, self._durables(bought, False)), "personalised": False}
 
     def similar_items(self, item_id: str, k: int = 10) -> dict[str, Any]:
         return self.recommender.similar(item_id, k)

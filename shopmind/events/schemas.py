@@ -227,7 +227,10 @@ class OrderIn(_Row):
     @classmethod
     def _items(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = json.loads(value) if value else []
+            try:
+                value = json.loads(value) if value else []
+            except (ValueError, RecursionError):  # as attributes: deep nesting was a RecursionError, a 500
+                raise ValueError("must be a JSON list of {item_id, quantity, price}") from None
         if not isinstance(value, list):
             raise ValueError("must be a JSON list of {item_id, quantity, price}")
         return value

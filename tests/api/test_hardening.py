@@ -234,3 +234,28 @@ def test_the_served_shop_warms_states_at_start_and_after_a_behaviour_promotion(t
         wait_for(2)
         time.sleep(0.2)
         assert calls == ["warm", "warm"]  # the behaviour version only
+
+
+def test_order_items_nested_hundreds_of_levels_deep_are_422_not_500(client, keys, shop):
+    """`items` given as a JSON string (as a CSV column holds it) was parsed unguarded: deep nesting raised
+    a RecursionError, a 500 over HTTP and a traceback from `shopmind import` (found by a review)."""
+    row = {"order_id": "o1", "user_id": "u1", "ts": "2026-01-05T10:00:00Z", "amount": 5.0,
+           "items": "[" * 5000 + "]" * 5000}
+    r = client.post("/v1/orders", json=[row], headers=auth(keys["ingest"]))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "items", r.text
+    assert shop.store.count("orders") == 0
+
+
+def test_the_session_fallback_leaves_out_the_durables_the_visitor_just_bought(shop):
+    """With no behaviour model to serve a session, trending answered it with the durable the visitor had
+    just bought, which a known user's fallback leaves out (found by a review). Consumables stay."""
+    shop.ingest("items", [{"item_id": f"sku-{n}", "title": f"Item {n}", "category": "Home", "consumable": n == 1}
+                          for n in range(5)], actor="t")
+    shop.ingest("users", [{"user_id": f"u{n}", "consent_personalization": True} for n in range(4)], actor="t")
+    shop.ingest("events", [event(10 * u + n, user=f"u{u}", kind="purchase", item=f"sku-{n}")
+                           for u in range(4) for n in range(5 - u)], actor="t")
+    assert "skipped" in shop.train(actor="t")["behaviour"]  # too little history: trending serves
+    bought = [{"item_id": "sku-0", "type": "purchase"}, {"item_id": "sku-1", "type": "purchase"}]
+    answer = shop.recommend_session(bought, k=5)
+    served = [i["item_id"] for i in answer["items"]]
+    assert answer["model"].startswith("popularity/") and "sku-0" not in served and "sku-1" in served
