@@ -78,7 +78,10 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            template = getattr(scope.get("route"), "path", "unmatched")  # the router sets it on the scope
+            # the router sets the route on the scope; its template without convertors ({user_id:path}
+            # reads {user_id}), as the fast paths label theirs
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - started
             method = scope["method"] if scope["method"] in METHODS else "other"  # clients choose it: bounded
             self.metrics.requests.labels(method, template, str(status)).inc()

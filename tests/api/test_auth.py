@@ -18,13 +18,13 @@ ROUTE_SCOPES = {
     ("POST", "/v1/users"): "ingest",
     ("POST", "/v1/orders"): "ingest",
     ("POST", "/v1/payments"): "ingest",
-    ("GET", "/v1/users/{user_id}/recommendations"): "recommend",
+    ("GET", "/v1/users/{user_id:path}/recommendations"): "recommend",
     ("POST", "/v1/sessions/recommendations"): "recommend",
-    ("GET", "/v1/items/{item_id}/similar"): "recommend",
-    ("DELETE", "/v1/users/{user_id}"): "admin",
-    ("GET", "/v1/users/{user_id}/export"): "admin",
-    ("PUT", "/v1/users/{user_id}/consent"): "admin",
-    ("GET", "/v1/users/{user_id}/events"): "analyst",
+    ("GET", "/v1/items/{item_id:path}/similar"): "recommend",
+    ("DELETE", "/v1/users/{user_id:path}"): "admin",
+    ("GET", "/v1/users/{user_id:path}/export"): "admin",
+    ("PUT", "/v1/users/{user_id:path}/consent"): "admin",
+    ("GET", "/v1/users/{user_id:path}/events"): "analyst",
     ("GET", "/metrics"): "analyst",
     ("GET", "/v1/stats"): "analyst",
     ("GET", "/v1/models/{name}"): "analyst",
@@ -46,8 +46,8 @@ ROUTE_SCOPES = {
     ("GET", "/v1/risk/cases"): "risk_admin",
     ("POST", "/v1/risk/cases/{case_id}/verdict"): "risk_admin",
     ("POST", "/v1/risk/labels"): "risk_admin",
-    ("POST", "/v1/risk/accounts/{user_id}/freeze"): "risk_admin",
-    ("POST", "/v1/risk/accounts/{user_id}/unfreeze"): "risk_admin",
+    ("POST", "/v1/risk/accounts/{user_id:path}/freeze"): "risk_admin",
+    ("POST", "/v1/risk/accounts/{user_id:path}/unfreeze"): "risk_admin",
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
 }
@@ -125,7 +125,7 @@ def _debug_router() -> APIRouter:
 
 
 def _call(client, method: str, path: str, headers: dict):
-    url = path.replace("{user_id}", "someone").replace("{kind}", "popularity").replace("{item_id}", "i1")
+    url = path.replace(":path", "").replace("{user_id}", "someone").replace("{kind}", "popularity").replace("{item_id}", "i1")
     body = [] if method in {"POST"} and "keys" not in path else None
     if path == "/v1/sessions/recommendations":
         body = {"events": []}

@@ -188,3 +188,30 @@ def test_a_padded_user_id_is_one_user_everywhere(shop, client, keys):
     assert r.status_code == 200 and r.json()["removed"]["database.events"] == 1
     for table in ("users", "events", "identity_vault", "risk_decisions"):
         assert shop.store.count(table) == 0, table
+
+
+def test_a_user_id_with_a_slash_is_reachable_over_http(shop, client, keys):
+    """Ingestion accepts any characters in an id; a `/` (a CRM's "crm/42") made every /v1/users/{id}/...
+    route a 404, so the user could not be erased, exported or given consent over HTTP (found by a review)."""
+    from shopmind.risk.schemas import RiskEvent
+    from tests.conftest import auth
+
+    user = "crm/42"
+    shop.ingest("users", [{"user_id": user, "consent_personalization": True}], actor="t")
+    shop.ingest("events", [event(1, user=user, kind="view", item="shop/i1")], actor="t")
+    shop.train(actor="t")  # trending only: too little history for the behaviour model
+    quoted = "crm%2F42"
+    r = client.get(f"/v1/users/{quoted}/recommendations", headers=auth(keys["recommend"]))
+    assert r.status_code == 200 and r.json()["personalised"] is True, r.text
+    r = client.get("/v1/items/shop%2Fi1/similar", headers=auth(keys["recommend"]))  # the route, not "Not Found"
+    assert r.status_code == 404 and "behaviour model" in r.json()["detail"], r.text
+    assert client.get(f"/v1/users/{quoted}/events", headers=auth(keys["analyst"])).json()[0]["item_id"] == "shop/i1"
+    r = client.put(f"/v1/users/{quoted}/consent", json={"personalization": False}, headers=auth(keys["admin"]))
+    assert r.status_code == 200 and r.json()["personalization"] is False
+    r = client.post(f"/v1/risk/accounts/{quoted}/freeze", json={}, headers=auth(keys["risk_admin"]))
+    assert r.status_code in (200, 204), r.text
+    assert shop.risk.decide(RiskEvent(event_id="o1", kind="order", user_id=user, amount=1.0)).decision == "freeze_account"
+    assert client.get(f"/v1/users/{quoted}/export", headers=auth(keys["admin"])).json()["user_id"] == user
+    r = client.delete(f"/v1/users/{quoted}", headers=auth(keys["admin"]))
+    assert r.status_code == 200 and r.json()["removed"]["database.events"] == 1
+    assert shop.store.count("events") == 0 and shop.store.count("users") == 0

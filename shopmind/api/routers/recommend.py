@@ -12,7 +12,7 @@ from shopmind.events.schemas import LATEST_MS, EventType
 router = APIRouter(prefix="/v1", tags=["recommend"])
 
 
-@router.get("/users/{user_id}/recommendations", response_model=RecommendationsResponse)
+@router.get("/users/{user_id:path}/recommendations", response_model=RecommendationsResponse)
 def recommendations(user_id: str, shop: ShopDep, key: Recommend,
                     k: int = Query(10, ge=1, le=200),
                     category: str | None = Query(None, max_length=500, description="category path prefix"),
@@ -43,6 +43,6 @@ def session_recommendations(body: SessionRequest, shop: ShopDep, key: Recommend)
     return RecommendationsResponse(**shop.recommend_session(events, k=body.k, category=body.category))
 
 
-@router.get("/items/{item_id}/similar", response_model=SimilarItemsResponse, summary="Items similar to an item")
+@router.get("/items/{item_id:path}/similar", response_model=SimilarItemsResponse, summary="Items similar to an item")
 def similar_items(item_id: str, shop: ShopDep, key: Recommend, k: int = Query(10, ge=1, le=200)) -> SimilarItemsResponse:
     return SimilarItemsResponse(**shop.similar_items(item_id, k))

@@ -150,13 +150,13 @@ def labels(body: list[LabelIn], shop: ShopDep, key: RiskAdmin) -> dict[str, Any]
     return {"labelled": shop.risk.add_labels([b.model_dump() for b in body], key.actor)}
 
 
-@router.post("/accounts/{user_id}/freeze", summary="Freeze an account (audited)")
+@router.post("/accounts/{user_id:path}/freeze", summary="Freeze an account (audited)")
 def freeze(user_id: str, body: AccountIn, shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
     shop.risk.freeze(user_id, key.actor, body.reason)
     return {"frozen": True}
 
 
-@router.post("/accounts/{user_id}/unfreeze", summary="Unfreeze an account (audited)")
+@router.post("/accounts/{user_id:path}/unfreeze", summary="Unfreeze an account (audited)")
 def unfreeze(user_id: str, body: AccountIn, shop: ShopDep, key: RiskAdmin) -> dict[str, Any]:
     shop.risk.unfreeze(user_id, key.actor, body.reason)
     return {"frozen": False}
