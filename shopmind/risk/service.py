@@ -155,13 +155,12 @@ class RiskService:
             self._frozen = {p for (p,) in conn.execute(select(schema.risk_accounts.c.pseudonym)
                                                       .where(schema.risk_accounts.c.frozen.is_(True)))}
             thresholds = self._thresholds(conn)
-        rules = self.rules()
+        rules, stamp = self._rules_and_stamp()
         # A list exists while it has entries; one emptied while a rule still reads it stays, empty, so the
         # rule keeps compiling (left out, it would stop firing: `lists.stolen || ...` would fail open).
         for name in referenced_lists(rules):
             lists.entries.setdefault(name, ("", set()))
         version = max((r.version for r in rules), default=0)
-        stamp = self._stamp_rules_version()
         ruleset = RuleSet([r for r in rules], lists.names, version=stamp or version)
         loaded = self.shop.registry.load_current("risk")
         model_version, model = loaded if loaded else (None, None)
@@ -171,10 +170,6 @@ class RiskService:
                           model_version=model_version, profile=self._profile,
                           frozen=lambda pseudonym: pseudonym in self._frozen,
                           unusual=self._unusual)
-
-    def _stamp_rules_version(self) -> int:
-        with self.store.transaction() as conn:
-            return int(conn.execute(select(func.max(schema.risk_rules.c.id))).scalar() or 0)
 
     @staticmethod
     def _thresholds(conn) -> Thresholds:
@@ -459,13 +454,20 @@ class RiskService:
     # -- rules, lists, thresholds (audited) ----------------------------------------------------------
 
     def rules(self, include_inactive: bool = False) -> list[Rule]:
+        return self._rules_and_stamp(include_inactive)[0]
+
+    def _rules_and_stamp(self, include_inactive: bool = False) -> tuple[list[Rule], int]:
+        """The latest version of each rule, and the rulebook's stamp (the newest row's id), from one
+        statement: read apart, a rule another process wrote in between was counted in the stamp that
+        decisions log as their rules_version, though the deciding engine never had it. The newest row
+        of the table is the latest version of its rule, so the stamp is the largest id read here."""
         r = schema.risk_rules
         latest = select(r.c.rule_id, func.max(r.c.version).label("v")).group_by(r.c.rule_id).subquery()
         with self.store.transaction() as conn:
             rows = conn.execute(select(r).join(latest, (r.c.rule_id == latest.c.rule_id) & (r.c.version == latest.c.v))
                                 .order_by(r.c.rule_id)).all()
-        return [Rule(x.rule_id, x.expression, x.action, x.weight, x.mode, x.description, x.version)
-                for x in rows if include_inactive or x.active]
+        return ([Rule(x.rule_id, x.expression, x.action, x.weight, x.mode, x.description, x.version)
+                 for x in rows if include_inactive or x.active], max((x.id for x in rows), default=0))
 
     def rule_history(self, rule_id: str) -> list[dict[str, Any]]:
         r = schema.risk_rules

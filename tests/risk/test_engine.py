@@ -839,3 +839,29 @@ def test_freezes_hold_while_an_engine_reload_keeps_failing(shop, monkeypatch):
     a = schema.risk_accounts
     with shop.store.transaction() as conn:
         assert not conn.execute(select(a.c.frozen).where(a.c.pseudonym == shop.pseudonym("dave"))).scalar()
+
+
+def test_the_logged_rules_version_is_the_rulebook_that_decided(shop, monkeypatch):
+    """The rules and the rulebook's stamp were read apart: a rule another process wrote in between was
+    counted in the rules_version every decision logged, though the engine never had it (found by a review)."""
+    import shopmind.risk.service as service_module
+
+    shop.risk.put_rule(Rule("r_old", "event.amount > 1.0", "review", mode="enforce"), actor="t")
+    referenced = service_module.referenced_lists
+
+    def rules_read_then_another_process_writes(rules):
+        if not hasattr(rules_read_then_another_process_writes, "done"):
+            rules_read_then_another_process_writes.done = True
+            with shop.store.transaction() as conn:  # what `shopmind risk rule ...` elsewhere writes meanwhile
+                conn.execute(insert(schema.risk_rules).values(
+                    rule_id="r_new", version=1, expression="event.amount > 1.0", action="block", weight=0.0,
+                    mode="enforce", description="", active=True, created_ms=0, actor="cli:other"))
+        return referenced(rules)
+
+    monkeypatch.setattr(service_module, "referenced_lists", rules_read_then_another_process_writes)
+    shop.risk.invalidate()
+    decided = shop.risk.decide(RiskEvent(**order(1, amount=5.0)))
+    assert [h.rule_id for h in decided.rules] == ["r_old"] and decided.decision == "review"
+    with shop.store.transaction() as conn:
+        ids = dict(conn.execute(select(schema.risk_rules.c.rule_id, schema.risk_rules.c.id)).all())
+    assert decided.rules_version == ids["r_old"] < ids["r_new"]
