@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 RECENT = "recent"          # cache namespace: a user's recent item events
 RECENT_KEEP = 51  # the model's 50-event window and the event before it (its gap is the first input)
 BOUGHT = "bought"          # cache namespace: every item the user ever purchased
-BOUGHT_KEEP = 10_000
+# None: every bought item, as the database read that fills the list holds them (trimmed to the newest
+# 10,000 on append, the oldest bought durables were recommended again until the entry expired)
+BOUGHT_KEEP = None
 # Per-user lists are refreshed on HTTP ingestion in this process; the TTL bounds how stale they can be
 # when events arrive another way (a `shopmind import` in another process with the in-process cache).
 USER_STATE_TTL_S = 300

@@ -96,7 +96,7 @@ class Cache(Protocol):
              generation: Any = NO_CHECK) -> bool: ...
     def generation(self, namespace: str, subject: str) -> int | None: ...
     def fence(self, subjects: list[str], ttl_s: float, namespace: str | None = None) -> None: ...
-    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int,
+    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int | None,
                           order: int | None = None) -> None: ...
     def delete(self, namespace: str, subjects: list[str]) -> None: ...
     def erase_subject(self, subject: str) -> int: ...
@@ -197,10 +197,11 @@ class MemoryCache:
             self._generations = {k: g for k, g in self._generations.items() if g[1] > now}
             self._generations_prune_at = max(10_000, 2 * len(self._generations))
 
-    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int,
+    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int | None,
                           order: int | None = None) -> None:
-        """Extend a cached list, keeping its last `keep` values. A missing list stays missing, so a
-        partial list is never mistaken for the whole history (the reader loads it from the database).
+        """Extend a cached list, keeping its last `keep` values (all of them with None). A missing list
+        stays missing, so a partial list is never mistaken for the whole history (the reader loads it
+        from the database).
         Values already in the list are not added again: a reader may have read them from the database
         between their commit and this append, and a client may resend a batch. Either way the list's
         generation moves on. With `order`, the list is sorted by each value's element `order` (a time),
@@ -221,7 +222,7 @@ class MemoryCache:
                     return
                 if value not in current:
                     current.append(value)
-            self._data[key] = (entry[0], json.dumps(current[-keep:]))
+            self._data[key] = (entry[0], json.dumps(current[-keep:] if keep is not None else current))
 
     def delete(self, namespace: str, subjects: list[str]) -> None:
         with self._lock:
@@ -317,7 +318,7 @@ class RedisCache:
                 + [self._key(namespace, s) for s in subjects])
         self._call(self._bump_script, keys=keys, args=[len(subjects), int(GENERATION_TTL_S * 1000), int(delete)])
 
-    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int,
+    def append_if_present(self, namespace: str, subject: str, values: list[Any], keep: int | None,
                           order: int | None = None) -> None:
         # Stored as one JSON string so get/set stay uniform; a small Lua script keeps it atomic. The
         # generation moves on first (a reader that fills in between is refused, and the append then
@@ -330,11 +331,11 @@ class RedisCache:
             "for _, x in ipairs(cjson.decode(ARGV[1])) do local k = cjson.encode(x) "
             "if o > 0 and #l > 0 and x[o] <= l[#l][o] then redis.call('DEL', KEYS[1]) return 0 end "
             "if not seen[k] then seen[k] = true table.insert(l, x) end end "
-            "local keep = tonumber(ARGV[2]) local out = {} "
+            "local keep = tonumber(ARGV[2]) if keep == 0 then keep = #l end local out = {} "
             "for i = math.max(1, #l - keep + 1), #l do table.insert(out, l[i]) end "
             "redis.call('SET', KEYS[1], cjson.encode(out), 'KEEPTTL') return 1"
         )
-        self._call(self._r.eval, script, 1, self._key(namespace, subject), json.dumps(values), keep,
+        self._call(self._r.eval, script, 1, self._key(namespace, subject), json.dumps(values), keep or 0,
                    0 if order is None else order + 1)
 
     def delete(self, namespace: str, subjects: list[str]) -> None:

@@ -137,3 +137,19 @@ def test_no_generation_comes_up_behind_an_erasure_fence(cache_url):
     cache.append_if_present(RECENT, "gone", [1], keep=5)
     cache.delete(BOUGHT, ["gone"])
     assert cache.generation(RECENT, "gone") is None and cache.find("gone") == []
+
+
+def test_a_users_bought_list_keeps_every_purchase_on_append(tmp_path, cache_url):
+    """The database read fills the bought list with every item the user bought; an append trimmed it to
+    the newest 10,000, so the oldest bought durables were recommended again while the entry lived
+    (found by a review). In process and in Redis; a bounded list (the recent events) is still trimmed."""
+    from shopmind.shop import BOUGHT_KEEP
+
+    cache = open_cache(cache_url)
+    many = [f"sku-{n:05d}" for n in range(10_001)]
+    assert cache.fill(BOUGHT, "p", many, generation=None)
+    cache.append_if_present(BOUGHT, "p", ["sku-new"], BOUGHT_KEEP)
+    assert cache.get(BOUGHT, "p") == [*many, "sku-new"]
+    assert cache.fill(RECENT, "q", [1, 2, 3], generation=None)
+    cache.append_if_present(RECENT, "q", [4], keep=2)
+    assert cache.get(RECENT, "q") == [3, 4]
