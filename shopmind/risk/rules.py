@@ -148,6 +148,26 @@ def _whole(tokens: list[tuple[str, str]], i: int) -> bool:
                                         and after == ("op", ")"))
 
 
+def _refuse_selections_from_values(tokens: list[tuple[str, str]]) -> None:
+    """Every value a rule reaches through the variables is a field, a single value without fields (the
+    variables' own uses are checked above). A field selected from a parenthesised or indexed value, or from
+    a macro's variable, is therefore selected from such a value and fails at run time, on exactly the
+    events that reach it: `(event.kind).nope`, `[event.kind][0].nope`, `(c ? event.kind : '').nope`,
+    `[event.amount].exists(x, x.nope > 1)`. Refused statically, as a dry run need not reach them (a review
+    found the direct check `event.kind.nope` alone). Methods (`.startsWith(...)`) are not selections."""
+    bound = _macro_variables(tokens)
+    padded = tokens + [_NONE] * 2
+    for i in range(1, len(tokens)):
+        if padded[i] != ("op", ".") or padded[i + 1][0] != "name" or padded[i + 2] == ("op", "("):
+            continue
+        before = tokens[i - 1]
+        from_macro_variable = before[0] == "name" and before[1] in bound and (i < 2 or tokens[i - 2] != ("op", "."))
+        if before in (("op", ")"), ("op", "]")) or from_macro_variable:
+            raise InvalidInputError(f"expression selects '{padded[i + 1][1]}' from a value without fields "
+                                    f"(rules read fields of event, user, card, device, ip, terminal, model "
+                                    f"and lists only, each as <variable>.<field>)", field="expression")
+
+
 def referenced_lists(rules: list[Rule]) -> set[str]:
     """The list names the rules read (`lists.NAME`, `lists["NAME"]`)."""
     names = set()
@@ -213,6 +233,7 @@ def compile_rule(rule: Rule, list_names: tuple[str, ...] = ()) -> "cel.Program":
                 after[0] == ("op", "[") or after[0] == ("op", ".") and after[2] != ("op", "(")):
             raise InvalidInputError(f"expression selects from {owner}.{member}, a single value without fields",
                                     field="expression")
+    _refuse_selections_from_values(tokens)
     try:
         result = program.execute(cel.Context(sample))
     except Exception as exc:

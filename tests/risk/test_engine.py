@@ -51,6 +51,11 @@ def order(i: int, **extra) -> dict:
     ('false && event["no" + "pe"] > 1', "indexes event with something other than a quoted name"),
     ("false && event // a comment\n.nope > 1", "unknown field of event 'nope'"),
     ("false && event.kind.nope > 1", "selects from event.kind"),
+    # a field's value is a single value however it is reached: parenthesised, indexed, or through a macro
+    ("event.amount > 100.0 && (event.kind).nope == 1", "selects 'nope' from a value without fields"),
+    ("event.amount > 100.0 && [event.kind][0].nope == 1", "selects 'nope' from a value without fields"),
+    ("event.amount > 100.0 && (true ? event.kind : '').nope == 1", "selects 'nope' from a value without fields"),
+    ("event.amount > 100.0 && [event.amount].exists(x, x.nope > 1)", "selects 'nope' from a value without fields"),
 ])
 def test_rule_language_rejects_unsafe_or_malformed_rules(shop, expression, problem):
     with pytest.raises(InvalidInputError) as err:
@@ -63,7 +68,8 @@ def test_rule_language_rejects_unsafe_or_malformed_rules(shop, expression, probl
     "event . amount > 1.0", "event // why\n.amount > 1.0", 'event["amount"] > 1.0', 'lists["stolen"]',
     '"stolen" in lists', "size(event) > 0", 'event.email_domain.endsWith(".ru")',
     "'event.nope' == event.kind || event.amount > 1.0", 'r"\\" == event.kind || event.amount > 1.0',
-    "[1, 2].exists(x, x > 1) && card.count_1h >= 3",
+    "[1, 2].exists(x, x > 1) && card.count_1h >= 3", "(event.kind).startsWith('o')",
+    "[event.ip_country, event.shipping_country].exists(c, c == 'KP')",
 ])
 def test_rule_language_accepts_fields_named_where_they_are_used(expression):
     compile_rule(Rule("r1", expression, "review"), ("stolen",))
