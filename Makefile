@@ -24,8 +24,8 @@ demo: $(STAMP)
 	$(BIN)/shopmind train --budget $(TRAIN_BUDGET)
 	$(BIN)/shopmind risk replay --behaviour-as-of auto
 	$(BIN)/shopmind risk train
-	@echo "dashboard: http://127.0.0.1:8000/dashboard#key=$$(cat $(HOME_DIR)/admin.key)&user=u0000001"
-	@echo "API docs:  http://127.0.0.1:8000/docs   (admin key in $(HOME_DIR)/admin.key)"
+	@echo "dashboard: http://127.0.0.1:$${SHOPMIND_PORT:-8000}/dashboard#key=$$(cat $(HOME_DIR)/admin.key)&user=u0000001"
+	@echo "API docs:  http://127.0.0.1:$${SHOPMIND_PORT:-8000}/docs   (admin key in $(HOME_DIR)/admin.key)"
 	$(BIN)/shopmind serve
 
 test: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import threading
@@ -107,7 +108,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
 
     docs = settings.docs_public
     app = FastAPI(title="shopmind", version=__version__, lifespan=lifespan,
-                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None,
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json" if docs else None,
                   description="Self-hosted, privacy-first AI engine for e-commerce. "
                               "Every route needs an API key (Authorization: Bearer or X-API-Key) with the right scope.")
     app.state.metrics = metrics.Metrics()
@@ -116,4 +117,39 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
     errors.install(app)
     for module in (ingest, recommend, risk, privacy, analytics, admin, dashboard):
         app.include_router(module.router)
+    if docs:
+        _add_docs(app)
     return app
+
+
+DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+
+
+def _add_docs(app: FastAPI) -> None:
+    """`/docs` with Swagger UI's files served from the installed fastapi-offline package. FastAPI's own page
+    loads them (and a favicon) from public CDNs: blank on an offline host, and each visit tells a third
+    party that someone opened this shop's API docs."""
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse, Response
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="shopmind - API",
+                                   swagger_js_url="/docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/swagger-ui.css", swagger_favicon_url="data:,")
+
+    def asset(name: str, media_type: str):
+        read = functools.cache(lambda: (static / name).read_bytes())  # 1.5 MB: on first use, not per app
+
+        async def serve() -> Response:
+            return Response(read(), media_type=media_type, headers={"cache-control": "public, max-age=86400"})
+
+        return serve
+
+    for name, media_type in DOCS_ASSETS.items():
+        app.add_api_route(f"/docs/{name}", asset(name, media_type), methods=["GET"], include_in_schema=False)

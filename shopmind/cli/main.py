@@ -127,7 +127,7 @@ def init(
             return
         with _private_file(target, "admin-key-file") as fh:  # opened first: a path that fails creates no key
             fh.write(create_key(shop.store, "admin (shopmind init)", frozenset({Scope.admin})) + "\n")
-        console.print(f"admin key written to {target} (owner-only); it is not shown anywhere else")
+        console.print(f"admin key written to {target} (owner-only; keep it there or in a secret store)")
 
     _run(body)
 
@@ -219,8 +219,9 @@ def import_(
 
 @app.command()
 def train(
-    budget: Annotated[Optional[float], typer.Option(min=1, help="Stop the behaviour model's training after this "
-                                                          "many seconds (best epoch so far is kept).")] = None,
+    budget: Annotated[Optional[float], typer.Option(min=1, help="Stop the behaviour model's epochs after this many "
+                                                          "seconds (the best epoch so far is kept); choosing the "
+                                                          "blend and the promotion gate take some more.")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="Retrain every interval, e.g. 30m, 6h, 1d (runs until "
                                                             "stopped).")] = None,
     force: Annotated[bool, typer.Option(help="Promote the new behaviour model even if it scores lower.")] = False,

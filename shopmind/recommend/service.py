@@ -32,8 +32,9 @@ STATE_TTL_S = 3600
 CANDIDATES = 100          # best items kept with the state: any k up to this, and most filters, need no scan
 MASK_BYTES = 64 << 20    # category masks kept per model version (one byte per item each)
 
-VERBS = {"view": "viewed", "click": "clicked", "add_to_cart": "added to your cart", "purchase": "bought",
-         "rating": "rated", "ad_click": "clicked on"}
+# what the user did to an item, with {} for the item ("you added this to your cart before")
+VERBS = {"view": "viewed {}", "click": "clicked {}", "add_to_cart": "added {} to your cart", "purchase": "bought {}",
+         "rating": "rated {}", "ad_click": "clicked on {}"}
 
 
 def _pack(array: np.ndarray) -> str:
@@ -334,12 +335,12 @@ class RecommendationService:
         similar to it (cosine `similarity`)."""
         own = [kind for i, kind in recent if i == item]
         if own:  # a consumable the user had before
-            return f"you {VERBS.get(own[-1], 'viewed')} this before"
+            return f"you {VERBS.get(own[-1], VERBS['view']).format('this')} before"
         source, kind = recent[best]
         if similarity <= 0.05:
             top = catalog.categories[item].split(" > ")[0] or "the shop"
             return f"matches your recent activity; popular in {top}"
-        return f"because you {VERBS.get(kind, 'viewed')} {catalog.titles[source]}"
+        return f"because you {VERBS.get(kind, VERBS['view']).format(catalog.titles[source])}"
 
     def similar(self, item_id: str, k: int) -> dict[str, Any]:
         loaded = self.behaviour()
@@ -348,7 +349,8 @@ class RecommendationService:
         version, model = loaded
         catalog = self._catalog(version, model)
         if item_id not in catalog.index:
-            raise NotFoundError("the model does not know this item yet (it has no interactions)")
+            raise NotFoundError("this item is not in the served model yet: items join it at the first training "
+                                "after their first interactions")
         source = catalog.index[item_id]
         return {"model": f"behaviour/{version}", "items": [
             {"item_id": model.item_ids_[i], "score": round(s, 6),

@@ -770,4 +770,4 @@ class RiskListSubjectData:
         e = schema.risk_list_entries
         with self.store.transaction() as conn:
             removed = conn.execute(delete(e).where(e.c.kind == "user", e.c.token == pseudonym)).rowcount
-        return {"entries": removed}
+        return {"risk_lists.entries": removed}

@@ -8,7 +8,9 @@ Reads for training come out as Polars frames.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -64,6 +66,11 @@ class SqlStore:
             pool: dict[str, int] = {}
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                # Created owner-only, as the key file is: it holds pseudonymised behaviour, decisions and
+                # the audit log (SQLite gives its -wal and -shm files the database's mode). An existing
+                # file keeps the mode its owner gave it.
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(parsed.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 # As many pooled connections as the default API worker threads (api_threads, 32) may
                 # read at once: past the pool, every read opened and closed a connection of its own
                 # (and ran the pragmas again).

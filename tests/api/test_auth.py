@@ -54,7 +54,7 @@ ROUTE_SCOPES = {
 # Static pages that hold no data: the dashboard shell and the redirect to it.
 PUBLIC = {("GET", "/"), ("GET", "/dashboard")}
 # FastAPI's own documentation pages (Starlette routes, GET and HEAD), public unless docs_public=false.
-DOCS = {"/docs", "/docs/oauth2-redirect", "/openapi.json"}
+DOCS = {"/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/openapi.json"}
 
 
 def _children(router):

@@ -259,3 +259,23 @@ def test_the_session_fallback_leaves_out_the_durables_the_visitor_just_bought(sh
     answer = shop.recommend_session(bought, k=5)
     served = [i["item_id"] for i in answer["items"]]
     assert answer["model"].startswith("popularity/") and "sku-0" not in served and "sku-1" in served
+
+
+def test_the_api_docs_load_nothing_from_outside_the_server(client, tmp_path):
+    """FastAPI's /docs page loads Swagger UI and a favicon from public CDNs: blank on an offline host, and
+    each visit tells a third party (found by a user review). Served by the server itself now."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from shopmind.api.main import create_app
+    from shopmind.config import load_settings
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
+    assert not re.search(r"https?://", page.text), re.findall(r"https?://[^\"' ]+", page.text)
+    for name, media in (("swagger-ui-bundle.js", "javascript"), ("swagger-ui.css", "css")):
+        r = client.get(f"/docs/{name}")
+        assert r.status_code == 200 and media in r.headers["content-type"] and len(r.content) > 10_000
+    closed = TestClient(create_app(settings=load_settings(home=tmp_path / "closed", docs_public=False)))
+    assert all(closed.get(p).status_code == 404 for p in ("/docs", "/docs/swagger-ui.css", "/openapi.json"))

@@ -761,3 +761,18 @@ def test_a_resent_batch_leaves_the_cached_history_as_the_database_holds_it(tmp_p
         assert not shop.purchased_items(pseudonym)  # the resent id's purchase was never stored
     finally:
         shop.close()
+
+
+def test_reasons_read_as_sentences():
+    """"you added to your cart this before" (found by a user review): each verb places its item."""
+    from types import SimpleNamespace
+
+    from shopmind.recommend.service import RecommendationService
+
+    catalog = SimpleNamespace(titles=["Vitamin C Serum", "Night Cream"], categories=["Beauty > Skin"] * 2)
+    reason = RecommendationService._reason
+    assert reason(catalog, 0, [(0, "add_to_cart")], 0, 0.9) == "you added this to your cart before"
+    assert reason(catalog, 1, [(0, "add_to_cart")], 0, 0.9) == "because you added Vitamin C Serum to your cart"
+    assert reason(catalog, 1, [(0, "view")], 0, 0.9) == "because you viewed Vitamin C Serum"
+    assert reason(catalog, 1, [(0, "ad_click")], 0, 0.9) == "because you clicked on Vitamin C Serum"
+    assert reason(catalog, 1, [(0, "view")], 0, 0.01) == "matches your recent activity; popular in Beauty"

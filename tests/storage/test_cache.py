@@ -153,3 +153,21 @@ def test_a_users_bought_list_keeps_every_purchase_on_append(tmp_path, cache_url)
     assert cache.fill(RECENT, "q", [1, 2, 3], generation=None)
     cache.append_if_present(RECENT, "q", [4], keep=2)
     assert cache.get(RECENT, "q") == [3, 4]
+
+
+def test_a_new_sqlite_database_is_owner_only(tmp_path):
+    """It holds pseudonymised behaviour, decisions and the audit log; it was created world-readable while
+    the key file is 0600 (found by a user review). SQLite gives its WAL and shared-memory files its mode."""
+    import os
+    import stat
+
+    shop = make_shop(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        shop.ingest("events", [event(1, USER)], actor="t")
+        for name in ("db.sqlite", "db.sqlite-wal", "db.sqlite-shm"):
+            path = tmp_path / name
+            if path.exists():
+                assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, name
+        assert (tmp_path / "db.sqlite-wal").exists()  # the WAL was checked too
+    finally:
+        shop.close()
