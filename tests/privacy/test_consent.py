@@ -36,7 +36,13 @@ def test_default_consent_applies_to_unknown_users(tmp_path, database_url):
     assert users.count(shop.pseudonym("unknown")) == 3 and shop.pseudonym("no") not in users
 
 
-def test_recommendations_without_consent_are_not_personalised(client, keys, shop):
+def test_recommendations_without_consent_are_not_personalised(client, keys, shop, monkeypatch):
+    from shopmind.shop import CONSENT
+
+    # The profile sync's fence on cached consent lasts 5 s; without it gone, the flags would never be
+    # cached before the withdrawal below, and a withdrawal that left them cached would pass (found by a
+    # review of the tests)
+    monkeypatch.setattr("shopmind.shop.CHANGE_FENCE_S", 0.0)
     _seed(shop)
     shop.train(actor="t")
     # i2 is most popular only through the non-consenting user's purchases, which must not count.
@@ -47,7 +53,8 @@ def test_recommendations_without_consent_are_not_personalised(client, keys, shop
     r = client.get("/v1/users/no/recommendations?k=4", headers=auth(keys["recommend"])).json()
     assert r["personalised"] is False
     assert [x["item_id"] for x in r["items"]][0] == "i1"  # plain popularity, own history not used
-    # Withdrawing consent takes effect at once.
+    # Withdrawing consent takes effect at once, over the flags the requests above cached.
+    assert shop.cache.get(CONSENT, shop.pseudonym("yes")) is not None
     client.put("/v1/users/yes/consent", json={"personalization": False}, headers=auth(keys["admin"]))
     r = client.get("/v1/users/yes/recommendations?k=4", headers=auth(keys["recommend"])).json()
     assert r["personalised"] is False and r["items"][0]["item_id"] == "i1"

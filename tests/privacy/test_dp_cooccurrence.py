@@ -83,6 +83,23 @@ def test_shared_pairs_survive_and_a_single_users_pair_does_not():
         private_cooccurrence(common, 20, noise_multiplier=0.0, rng=np.random.default_rng(0))
 
 
+def test_released_pairs_carry_gaussian_noise_of_the_stated_multiplier():
+    """What a released cell holds is its clipped sum plus N(0, sigma^2) noise, sigma the noise multiplier
+    (sensitivity 1 after clipping). The other tests passed with the noise taken out, the threshold alone
+    hiding a lone user's pair (found by a review of the tests)."""
+    sigma = 2.0
+    sequences = [np.array([2 * p, 2 * p + 1]) for p in range(40) for _ in range(100)]  # 40 pairs, 100 users each
+    exact = true_table(sequences, 80, 2, 50).tocsr()
+    rows, cols = exact.nonzero()
+    residuals = []
+    for seed in range(10):
+        released, _ = private_cooccurrence(sequences, 80, noise_multiplier=sigma, rng=np.random.default_rng(seed))
+        residuals += [float(released[r, c] - exact[r, c]) for r, c in zip(rows, cols)]
+    assert len(residuals) == 400 and exact[0, 1] == pytest.approx(100.0)  # far over the threshold: all kept
+    assert 0.85 < np.std(residuals) / sigma < 1.15
+    assert abs(np.mean(residuals)) < 4 * sigma / np.sqrt(len(residuals))
+
+
 def test_the_accountant_composes_the_release_with_dp_sgd():
     warnings.simplefilter("ignore")
     from opacus.accountants import PRVAccountant
