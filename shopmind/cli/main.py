@@ -250,6 +250,9 @@ def train(
         _fail("--delta must be between 0 and 1", 2)
     if (content_only or pairs_share is not None) and not dp:
         _fail("--content-only and --pairs-share apply to --dp training only", 2)
+    if dp and budget is not None:  # the accountant planned the noise for every epoch: none may be cut
+        _fail("--budget does not apply to --dp training, which runs all its --dp-epochs (the noise is "
+              "calibrated to them); choose fewer epochs instead", 2)
     if dp and secure_mode and pairs_share != 0:
         _fail("--secure-mode needs --pairs-share 0: the item-pair release has no cryptographic noise generator", 2)
     privacy = {"epsilon": epsilon, "delta": delta, "epochs": dp_epochs, "max_grad_norm": max_grad_norm,

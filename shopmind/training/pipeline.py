@@ -17,7 +17,11 @@ keeping it, never towards promoting a worse model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +37,8 @@ from shopmind.models.text import available as text_available
 from shopmind.recommend.behaviour import BehaviourRecommender
 from shopmind.recommend.blend import attach_blend
 from shopmind.training.registry import ANY_CHAMPION
+
+log = logging.getLogger(__name__)
 
 # Sequences of at least 4 events keep 2 for training after leave-one-out. Below MIN_SEQUENCES of them there
 # is nothing for a sequence model to learn, and trending popularity serves alone.
@@ -99,15 +105,29 @@ def content_vectors(cache_file, item_ids: Sequence[str], items: pl.DataFrame) ->
     keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
     cached: dict[str, np.ndarray] = {}
     if cache_file.exists():
-        frame = pl.read_parquet(cache_file)
-        cached = dict(zip(frame["key"].to_list(), frame["vector"].to_numpy()))
+        try:
+            frame = pl.read_parquet(cache_file)
+            cached = dict(zip(frame["key"].to_list(), frame["vector"].to_numpy()))
+        except (pl.exceptions.PolarsError, OSError, KeyError) as exc:
+            # a cache: recomputed rather than stopping every training (one left damaged before its writes
+            # were atomic made each later `shopmind train` fail, the schedule included)
+            log.warning("title-vector cache unreadable (%s); recomputing it", type(exc).__name__)
     missing = sorted({k for k in keys if k not in cached})
     if missing:
         by_key = dict(zip(keys, texts))
         vectors = TitleEncoder().encode([by_key[k] for k in missing])
         cached.update(zip(missing, vectors))
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame({"key": list(cached), "vector": np.stack(list(cached.values()))}).write_parquet(cache_file)
+        # a file of its own, renamed into place: a training killed mid-write, or two writing at once, leave
+        # the old file or a whole new one
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pl.DataFrame({"key": list(cached), "vector": np.stack(list(cached.values()))}).write_parquet(tmp)
+            os.replace(tmp, cache_file)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     return np.stack([np.asarray(cached[k], dtype=np.float32) for k in keys])
 
 
@@ -187,6 +207,10 @@ def _behaviour_inputs(shop, events: pl.DataFrame, dp: dict[str, Any] | None = No
     if dp is not None:
         seqs = private_sequences(seqs, items["item_id"].to_list())
         subjects = list(seqs.user_ids)
+        usable = sum(len(s) >= 4 for s in seqs.sequences)  # known users' events on catalog items only
+        if usable < MIN_SEQUENCES:
+            return (f"{usable} known users' sequences with 4+ events on catalog items; need {MIN_SEQUENCES} "
+                    "(DP training reads known users only, over the items feed's catalog: import the items)")
     if shop.settings.item_text and text_available():
         if dp is None:
             seqs = with_catalog(seqs, items["item_id"].to_list())

@@ -302,6 +302,11 @@ class ModelRegistry:
             if cached is None or cached[0] != version:
                 if cached_only:
                     raise CacheMiss(kind)
+                # The pointer again, under the lock: read before a promotion, then let in after another
+                # reader loaded the new version, this reader put the old one back (and announced it, which
+                # starts a server's warm-up), and the next request loaded the new one a third time.
+                version = self.current_version(kind) or version
+            if cached is None or cached[0] != version:
                 switched = cached is not None
                 cached = (version, model_class(kind).load(self._kind_dir(kind) / version / "model"))
                 self._loaded[kind] = cached

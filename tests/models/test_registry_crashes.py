@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -142,3 +143,44 @@ def test_a_rollback_after_a_promotion_killed_halfway_goes_back(tmp_path, monkeyp
     assert registry.current_version("popularity") == first
     registry.promote("popularity", second)  # a rerun of the promotion does not stack the history
     assert json.loads((tmp_path / "popularity" / "history.json").read_text()) == [first]
+
+
+def test_a_reader_let_in_after_a_promotion_does_not_load_the_old_version_back(tmp_path, monkeypatch):
+    """A reader that read the pointer just before a promotion, and took the lock after another reader had
+    loaded the new version, loaded the old one back and announced it (a server's warm-up of up to 10,000
+    users), and the next request loaded the new one a third time (found by a review)."""
+    registry = ModelRegistry(tmp_path)
+    old = registry.register("popularity", _model("a"), card={}, subjects=[])
+    assert registry.load_current("popularity")[0] == old
+    new = ModelRegistry(tmp_path).register("popularity", _model("b"), card={}, subjects=[])  # another process
+    announced, loads = [], []
+    registry.on_switch = lambda kind, version: announced.append(version)
+    assert registry.load_current("popularity")[0] == new  # the other reader, first through the lock
+    pointer = registry.current_version
+    calls = iter([old])  # this reader's pointer read happened before the promotion
+
+    def stale_then_current(kind):
+        return next(calls, None) or pointer(kind)
+
+    load = TrendingPopularity.load
+    monkeypatch.setattr(registry, "current_version", stale_then_current)
+    monkeypatch.setattr(TrendingPopularity, "load", classmethod(lambda cls, path: loads.append(path) or load(path)))
+    assert registry.load_current("popularity")[0] == new
+    assert loads == [] and announced == [new]
+
+
+@pytest.mark.skipif(not __import__("shopmind.models.text", fromlist=["available"]).available(),
+                    reason="the 'text' extra (packaged MiniLM) is not installed")
+def test_a_damaged_title_vector_cache_is_recomputed_and_replaced_whole(tmp_path):
+    """The cache of title embeddings was rewritten in place: a training killed mid-write left a file that
+    made every later training fail with a traceback, the schedule included (found by a review)."""
+    from shopmind.training.pipeline import content_vectors
+
+    items = pl.DataFrame({"item_id": ["a", "b"], "title": ["Kettle", "Teapot"], "category": ["Home", "Home"]})
+    cache = tmp_path / "content_vectors.parquet"
+    first = content_vectors(cache, ["a", "b"], items)
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])  # what a killed write leaves
+    again = content_vectors(cache, ["a", "b"], items)
+    assert np.allclose(first, again)
+    assert pl.read_parquet(cache).height == 2  # replaced by a whole file
+    assert [p.name for p in tmp_path.iterdir()] == ["content_vectors.parquet"]  # no temporary file left
