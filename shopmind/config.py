@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     dp_delta_budget_training: float = Field(0.01, ge=0, lt=1, description="Total delta of those trainings (each run's "
                                             "delta defaults to 1 / number of users).")
 
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_named(cls, value: object) -> object:
+        # An empty SHOPMIND_HOME (a failed substitution in a deploy script) read as the working directory:
+        # keys, database and admin key landed there, in a checkout perhaps. Unset it for the default.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("home is empty: name a folder, or unset SHOPMIND_HOME for the default .shopmind")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

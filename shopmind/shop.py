@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from shopmind import storage
 from shopmind.config import Settings, load_settings
@@ -77,6 +78,21 @@ class _RiskMemory:
 
 
 _BEHAVIOUR_TYPES_SQL = ", ".join(f"'{t}'" for t in BEHAVIOUR_EVENT_TYPES)  # constants of this code, not input
+
+
+def _holds_pseudonymised_data(database_url: str) -> bool:
+    """Whether the database exists and holds rows made with a pseudonym key (the identity vault, events)."""
+    from sqlalchemy import inspect
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and (not url.database or not Path(url.database).exists()):
+        return False
+    store = storage.open(database_url, migrate=False)
+    try:
+        tables = set(inspect(store.engine).get_table_names())
+        return any(table in tables and store.count(table) > 0 for table in ("identity_vault", "events", "users"))
+    finally:
+        store.close()
 
 
 def _open_cart(recent: list[list[Any]]) -> bool:
@@ -150,6 +166,12 @@ class Shop:
         settings.home.mkdir(parents=True, exist_ok=True)
         created = False
         if not settings.keyring and not settings.key_file.exists():
+            if _holds_pseudonymised_data(settings.database_url):
+                # new keys would compute other pseudonyms: every user already stored would be out of reach
+                # of erasure and export, which would report success (found by a review)
+                raise ConfigError(f"no key file at {settings.key_file}, but the database already holds users' "
+                                  "data made with keys: restore the key file (or set SHOPMIND_KEYRING) rather "
+                                  "than making new keys")
             Keyring.generate().save(settings.key_file)
             created = True
         return cls.open(settings), created
@@ -239,7 +261,7 @@ class Shop:
         errors: list[RowError] = []
         first_rows: dict[str, int] = {}  # item or user id -> its first row: the same id twice is an error
         offset = 0
-        for rows in iter_rows(path, chunk):
+        for rows in iter_rows(path, chunk, kind):
             try:
                 valid = validate_rows(kind, rows, max_rows=len(rows), unique_ids=False)
                 errors.extend(duplicate_ids(kind, valid, first_rows, offset, scope="file"))

@@ -399,3 +399,106 @@ def test_ids_ingestion_could_never_store_and_negative_budgets_exit_2_and_change_
     r = run("train", "--budget", "-5")
     assert r.exit_code == 2 and "--budget" in r.output, r.output
     assert not (home / "models" / "popularity").exists()
+
+
+def test_init_refuses_new_keys_over_a_database_that_holds_data(home, tmp_path):
+    """New keys compute other pseudonyms: every stored user would be out of reach of erasure and export,
+    which then reported success (found by a CLI review)."""
+    assert run("init").exit_code == 0
+    (tmp_path / "users.jsonl").write_text('{"user_id": "u1", "email": "u1@example.org"}\n')
+    assert run("import", str(tmp_path / "users.jsonl")).exit_code == 0
+    (home / "keys.json").rename(tmp_path / "keys.json")  # lost, or SHOPMIND_KEYRING empty by mistake
+    r = run("init")
+    assert r.exit_code == 2 and "restore the key file" in r.output and not (home / "keys.json").exists(), r.output
+    (tmp_path / "keys.json").rename(home / "keys.json")
+    assert run("init").exit_code == 0 and json.loads(run("export-user", "u1").stdout)["user_id"] == "u1"
+
+
+def test_a_csv_without_its_header_line_is_refused_without_quoting_its_first_row(home, tmp_path):
+    """The first data row became the column names, and the unknown-field errors quoted them: a raw id, an
+    e-mail, a phone number, an address (found by a CLI review)."""
+    assert run("init").exit_code == 0
+    (tmp_path / "users.csv").write_text("u0000001,hugo.thomas@example.org,+33 7 6694731\n")
+    r = run("import", str(tmp_path / "users.csv"))
+    assert r.exit_code == 2 and "header" in r.output, r.output
+    assert "hugo" not in r.output and "u0000001" not in r.output and "6694731" not in r.output
+    assert _count(home, "users") == 0
+
+
+def test_an_export_that_fails_leaves_the_file_there_and_one_that_succeeds_is_owner_only(home, tmp_path):
+    """The output was opened (truncated) before the export ran: an export of an unknown user deleted an
+    existing file, and an existing 0644 file received a user's data with its mode unchanged."""
+    import stat
+
+    assert run("init").exit_code == 0
+    (tmp_path / "users.jsonl").write_text('{"user_id": "u1", "email": "u1@example.org"}\n')
+    assert run("import", str(tmp_path / "users.jsonl")).exit_code == 0
+    target = tmp_path / "precious.json"
+    target.write_text("precious")
+    target.chmod(0o644)
+    assert run("export-user", "nobody", "--out", str(target)).exit_code != 0
+    assert target.read_text() == "precious"
+    assert run("export-user", "u1", "--out", str(target)).exit_code == 0
+    assert json.loads(target.read_text())["user_id"] == "u1" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["generate", "--out", "{tmp}/g", "--seed", "-1"], "--seed"),
+    (["risk", "backtest", "--margin", "-5"], "--margin"),
+    (["risk", "backtest", "--review-cost", "nan"], "--review-cost"),
+])
+def test_out_of_range_options_exit_2(home, tmp_path, args, problem):
+    assert run("init").exit_code == 0
+    r = run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.exit_code == 2 and problem in r.output, r.output
+
+
+def test_a_one_day_shop_is_generated(home, tmp_path):
+    """Sessions running past the window's end fell in a time bucket past the last: an IndexError and a
+    half-written folder for --days 1 (two seeds of three) and --days 2 (found by a CLI review)."""
+    for seed in ("0", "1"):
+        r = run("generate", "--out", str(tmp_path / seed), "--users", "100", "--days", "1", "--seed", seed)
+        assert r.exit_code == 0 and (tmp_path / seed / "events.parquet").exists(), r.output
+
+
+def test_import_folders_read_every_file_they_name_or_refuse(home, tmp_path):
+    """Files named for a kind that a folder import does not read (Orders.csv, events.csv.gz) were passed
+    over without a word; --kind on a folder was ignored; a folder named like a file was a traceback."""
+    assert run("init").exit_code == 0
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "users.csv").write_text("user_id\nu1\n")
+    (folder / "README.txt").write_text("not data")
+    (folder / "Orders.csv").write_text("order_id,user_id,ts,amount\no1,u1,2026-01-05T10:00:00Z,3\n")
+    r = run("import", str(folder))
+    assert r.exit_code == 2 and "Orders.csv" in r.output and _count(home, "users") == 0, r.output
+    (folder / "Orders.csv").unlink()
+    assert run("import", str(folder), "--kind", "users").exit_code == 2
+    (folder / "items.csv").mkdir()
+    r = run("import", str(folder))
+    assert r.exit_code == 2 and "items.csv" in r.output, r.output
+    (folder / "items.csv").rmdir()
+    assert run("import", str(folder)).exit_code == 0 and _count(home, "users") == 1  # README.txt is not data
+
+
+def test_a_timestamp_given_as_a_number_is_refused(home, tmp_path):
+    """20260105 was read as Unix seconds, 1970-08-23, and stored without a word (found by a CLI review)."""
+    assert run("init").exit_code == 0
+    (tmp_path / "events.csv").write_text("event_id,user_id,type,item_id,ts\ne1,u1,view,i1,20260105\n")
+    r = run("import", str(tmp_path / "events.csv"))
+    assert r.exit_code == 2 and "ISO 8601" in r.output and _count(home, "events") == 0, r.output
+
+
+def test_configuration_mistakes_exit_2_naming_them(home, tmp_path, monkeypatch):
+    """An empty SHOPMIND_HOME read as the working directory (keys and database landed there); a cache URL
+    Redis cannot parse was a traceback (found by a CLI review)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHOPMIND_HOME", "")
+    r = run("init")
+    assert r.exit_code == 2 and "home" in r.output and not (tmp_path / "keys.json").exists(), r.output
+    monkeypatch.setenv("SHOPMIND_HOME", str(home))
+    assert run("init").exit_code == 0
+    monkeypatch.setenv("SHOPMIND_CACHE_URL", "redis://:hunter2@127.0.0.1:notaport/0")
+    r = run("stats")
+    assert r.exit_code == 2 and "cache_url" in r.output and "hunter2" not in r.output, r.output

@@ -60,17 +60,26 @@ def _run(fn):
 
 @contextlib.contextmanager
 def _private_file(path: Path, option: str):
-    """An owner-only file opened for writing, or exit 2 naming the option when the path cannot be written.
-    Removed again when the body fails, so no empty or partial file is left behind."""
+    """An owner-only file for writing, or exit 2 naming the option when the path cannot be written. It is
+    written beside `path` and renamed into place once the body succeeds: a body that fails leaves what
+    was there (an export of an unknown user deleted an existing file), and a file that was there, 0644
+    say, is replaced by an owner-only one rather than rewritten with its old mode."""
+    import tempfile
+
+    if path.is_dir():
+        raise InvalidInputError(f"--{option} {path}: is a folder; name a file", field=option)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
     except OSError as exc:
         raise InvalidInputError(f"--{option} {path}: cannot write there ({exc.strerror})", field=option) from None
     try:
         with os.fdopen(fd, "w") as fh:
             yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
     except BaseException:
-        path.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -119,7 +128,8 @@ def init(
 
     def body():
         shop, created = Shop.init(_settings())
-        console.print(f"keys: {'created' if created else 'kept existing'} ({shop.settings.key_file})")
+        console.print("keys: from SHOPMIND_KEYRING" if shop.settings.keyring else
+                      f"keys: {'created' if created else 'kept existing'} ({shop.settings.key_file})")
         console.print(f"database: {shop.store.url.render_as_string(hide_password=True)}")
         target = admin_key_file or shop.settings.home / "admin.key"
         if _holds_admin_key(shop, target):
@@ -137,7 +147,7 @@ def generate(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the shop's files into.")] = Path("shop-data"),
     users: Annotated[int, typer.Option(min=100, max=1_000_000, help="Number of users.")] = 5000,
     days: Annotated[int, typer.Option(min=1, max=730, help="Days of history.")] = 60,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same shop).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Random seed (same seed, same shop).")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "parquet",
 ):
     """Generate a realistic synthetic shop (catalog, users, events, orders, payments, ground truth).
@@ -171,12 +181,29 @@ def import_(
         jobs = []
         for path in paths:
             if path.is_dir():
+                if kind is not None:
+                    raise InvalidInputError(f"--kind applies to files, not to the folder {path} (whose files are "
+                                            "read by their names)", field="kind")
+                entries = sorted(path.iterdir())
                 for name in IMPORT_ORDER:
-                    found = [p for p in sorted(path.iterdir()) if p.stem == name and p.suffix.lower() in FORMATS]
+                    found = [p for p in entries if p.stem == name and p.suffix.lower() in FORMATS]
                     if len(found) > 1:  # importing one and passing over the other would lose rows unsaid
                         raise InvalidInputError(f"{path}: {' and '.join(p.name for p in found)} both hold {name}; "
                                                 "import them one by one", field="paths")
+                    unreadable = [p.name for p in found if not p.is_file()]  # a folder, a dangling link
+                    if unreadable:
+                        raise InvalidInputError(f"{path}: {', '.join(unreadable)} is not a readable file", field="paths")
                     jobs.extend((name, p) for p in found)
+                # a file named for a kind that this does not read (Orders.csv, events.csv.gz, payments.json)
+                # would lose its rows unsaid; other files (README, generate's truth.parquet) are not data
+                picked = {p for _, p in jobs}
+                passed = [p.name for p in entries if p not in picked
+                          and p.name.split(".")[0].lower() in IMPORT_ORDER]
+                if passed:
+                    raise InvalidInputError(f"{path}: {', '.join(passed)} would not be read (a folder imports "
+                                            f"{', '.join(IMPORT_ORDER)} as lower-case <kind>.csv, .jsonl or "
+                                            ".parquet); rename or convert them, or import files one by one",
+                                            field="paths")
                 continue
             if not path.exists():
                 raise InvalidInputError(f"{path}: no such file or folder", field="paths")

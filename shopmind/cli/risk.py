@@ -119,9 +119,11 @@ def list_entries(
     given = list(values or [])
     if file is not None:
         try:
-            given += [line.strip() for line in file.read_text().splitlines() if line.strip()]
+            given += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
         except OSError as exc:
             m._fail(f"file: cannot read it ({type(exc).__name__})", 2)
+        except UnicodeDecodeError as exc:
+            m._fail(f"file: not UTF-8 text (byte {exc.start} cannot be decoded)", 2)
 
     def body():
         risk = m._shop().risk
@@ -193,8 +195,9 @@ def backtest(
     since: Annotated[Optional[str], typer.Option(help="First day reported (earlier days only warm the windows).")] = None,
     until: Annotated[Optional[str], typer.Option(help="Last time replayed.")] = None,
     model_version: Annotated[Optional[str], typer.Option(help="Risk model version (default: the promoted one).")] = None,
-    review_cost: Annotated[float, typer.Option(help="Cost of one manual review.")] = 3.0,
-    margin: Annotated[float, typer.Option(help="Share of a good order's amount lost when it is blocked.")] = 0.25,
+    review_cost: Annotated[float, typer.Option(min=0, max=1e9, help="Cost of one manual review.")] = 3.0,
+    margin: Annotated[float, typer.Option(min=0, max=1, help="Share of a good order's amount lost when it is "
+                                                             "blocked.")] = 0.25,
 ):
     """Replay stored history through the current rules and a model version; outcomes, cost and the
     thresholds that would have cost least. Writes nothing."""

@@ -38,8 +38,10 @@ def _drop_nulls(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None and v != ""}
 
 
-def iter_rows(path: Path, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]:
-    """Yield lists of row dicts of at most `chunk` rows."""
+def iter_rows(path: Path, chunk: int = 10_000, kind: str | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Yield lists of row dicts of at most `chunk` rows. With `kind`, a CSV whose first line names none
+    of that kind's fields is refused as having no header, without quoting that line: it is a data row,
+    whose values (ids, e-mails, addresses) the unknown-field errors used to repeat."""
     if not path.exists():
         raise InvalidInputError(f"{path}: no such file", field="path")
     fmt = file_format(path)
@@ -63,6 +65,14 @@ def iter_rows(path: Path, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]
                 raise InvalidInputError(f"{path.name}: line {line[0]} is not valid UTF-8 (byte {line[1]} of the line); "
                                         "CSV files must be UTF-8", field="line") from None
             raise InvalidInputError(f"{path.name}: not a readable CSV file ({exc.__class__.__name__})", field="path") from exc
+        if kind is not None:
+            from shopmind.events.schemas import ROW_MODELS
+
+            fields = set(ROW_MODELS[kind].model_fields) if kind in ROW_MODELS else set()
+            if fields and not fields & set(frame.columns):
+                raise InvalidInputError(f"{path.name}: the first line names none of the fields of {kind} "
+                                        f"({', '.join(sorted(fields))}): a CSV file starts with a header line",
+                                        field="header")
         for part in frame.iter_slices(chunk):
             yield [_drop_nulls(r) for r in part.to_dicts()]
     else:

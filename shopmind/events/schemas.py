@@ -100,6 +100,16 @@ LATEST = datetime(2100, 1, 1, tzinfo=UTC)   # the bound risk events and every mi
 LATEST_MS = 4_102_444_800_000               # LATEST in milliseconds since the epoch
 
 
+def _not_a_number(value: Any) -> Any:
+    """A timestamp given as a number (or a string of digits) would be read as Unix time in seconds or in
+    milliseconds, whichever pydantic guesses from its size: 20260105 became 1970-08-23. Refused; ISO 8601
+    with a time zone says what it means."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) or (
+            isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()):
+        raise ValueError("timestamp must be ISO 8601 with a time zone (e.g. 2026-01-05T10:00:00Z), not a number")
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp needs a time zone (e.g. 2026-01-05T10:00:00Z)")
@@ -157,6 +167,7 @@ class UserIn(_Row):
     signup_ts: datetime | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
 
+    _signup_given = field_validator("signup_ts", mode="before")(lambda cls, v: _not_a_number(v))
     _signup = field_validator("signup_ts")(lambda cls, v: v if v is None else _utc(v))
 
     _attrs = field_validator("attributes", mode="before")(lambda cls, v: _json_object(v))
@@ -178,6 +189,7 @@ class EventIn(_Row):
     ad_id: Id | None = None
     campaign_id: Id | None = None
 
+    _ts_given = field_validator("ts", mode="before")(lambda cls, v: _not_a_number(v))
     _ts = field_validator("ts")(lambda cls, v: _utc(v))
 
     @model_validator(mode="after")
@@ -221,6 +233,7 @@ class OrderIn(_Row):
     label_fraud: bool | None = None
     fraud_pattern: Annotated[str, Field(max_length=64)] | None = None
 
+    _ts_given = field_validator("ts", mode="before")(lambda cls, v: _not_a_number(v))
     _ts = field_validator("ts")(lambda cls, v: _utc(v))
 
     @field_validator("items", mode="before")
@@ -249,6 +262,7 @@ class PaymentIn(_Row):
     label_fraud: bool | None = None
     fraud_pattern: Annotated[str, Field(max_length=64)] | None = None
 
+    _ts_given = field_validator("ts", mode="before")(lambda cls, v: _not_a_number(v))
     _ts = field_validator("ts")(lambda cls, v: _utc(v))
 
 

@@ -8,7 +8,7 @@ from shopmind.storage.sql import SqlStore
 def open(url: str, migrate: bool = True) -> SqlStore:  # noqa: A001 - mirrors Gorse's storage.Open(url)
     store = SqlStore(url)
     if migrate:
-        store.migrate()
+        store.migrate_or_explain()
     return store
 
 

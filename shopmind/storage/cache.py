@@ -258,7 +258,10 @@ class RedisCache:
     def __init__(self, url: str, prefix: str = "shopmind"):
         import redis
 
-        self._r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            self._r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        except ValueError as exc:  # a port that is not a number, an unknown option: the URL, not the server
+            raise ConfigError(f"cache_url is not a usable Redis URL ({str(exc).split(':')[0]})") from None
         self._prefix = prefix
         self._fill = self._fence = self._bump_script = None
 

@@ -102,6 +102,15 @@ class SqlStore:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
+    def migrate_or_explain(self) -> None:
+        """`migrate`, with a database that cannot be reached (or written) reported as a StorageError
+        naming the error's kind, not a driver traceback (the URL and its password are not repeated)."""
+        try:
+            self.migrate()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot open the database at database_url ({type(exc).__name__}: "
+                               f"{str(getattr(exc, 'orig', exc)).splitlines()[0][:200]})") from None
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -107,7 +107,7 @@ def generate_shop(config: ShopConfig | None = None, **overrides: Any) -> Synthet
     """
     cfg = resolve_config(config, **overrides)
     ctx = build_context(cfg)
-    bucket_us, _ = time_buckets(cfg)
+    bucket_us, n_buckets = time_buckets(cfg)
     users, truth, orders, payments = [], [], [], []
     buckets: dict[int, list[pl.DataFrame]] = defaultdict(list)
     empty: pl.DataFrame | None = None  # keeps the schema should there be no events at all
@@ -117,7 +117,7 @@ def generate_shop(config: ShopConfig | None = None, **overrides: Any) -> Synthet
         truth.append(chunk.truth)
         orders.append(chunk.orders)
         payments.append(chunk.payments)
-        for b, part in split_by_time(chunk.events, ctx.win.start, bucket_us).items():
+        for b, part in split_by_time(chunk.events, ctx.win.start, bucket_us, n_buckets).items():
             buckets[b].append(part)
     # Buckets are disjoint in time: sorting each one on its own gives the global order,
     # and each bucket's unsorted parts are released as soon as it is done.
@@ -144,9 +144,11 @@ def time_buckets(cfg: ShopConfig) -> tuple[int, int]:
     return width, -(-cfg.days * US_PER_DAY // width)
 
 
-def split_by_time(events: pl.DataFrame, start_us: int, bucket_us: int) -> dict[int, pl.DataFrame]:
-    """Events of one chunk split into time buckets (bucket index -> rows, order kept)."""
-    bucket = (events["ts"].dt.epoch("us") - start_us) // bucket_us
+def split_by_time(events: pl.DataFrame, start_us: int, bucket_us: int, n_buckets: int) -> dict[int, pl.DataFrame]:
+    """Events of one chunk split into time buckets (bucket index -> rows, order kept). A session that
+    runs past the window's end goes into the last bucket (with one day, that was a bucket past the last:
+    an IndexError and a half-written folder), one before its start into the first: still in time order."""
+    bucket = ((events["ts"].dt.epoch("us") - start_us) // bucket_us).clip(0, n_buckets - 1)
     parts = events.with_columns(_bucket=bucket).partition_by("_bucket", as_dict=True, maintain_order=True)
     return {int(b): part.drop("_bucket") for (b,), part in parts.items()}
 

@@ -87,7 +87,7 @@ def stream_shop(
                 empty = chunk.events.clear()
                 users_out.write(chunk.users)
                 truth_out.write(chunk.truth)
-                spilled.write(split_by_time(chunk.events, ctx.win.start, bucket_us))
+                spilled.write(split_by_time(chunk.events, ctx.win.start, bucket_us, n_buckets))
                 orders.append(chunk.orders)
                 payments.append(chunk.payments)
         _write_events(spill_files, paths["events"], paths["ad_labels"], fmt, empty)
