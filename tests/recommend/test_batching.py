@@ -200,3 +200,26 @@ def test_a_closed_batcher_refuses_new_work_instead_of_leaving_it_waiting(fitted)
         batcher.rank_many(model, items, [(window, None, 5, [])])
     with pytest.raises(RuntimeError, match="closed"):
         batcher.rank(model, items, window, None, 5, [])
+
+
+def test_a_batch_holding_two_model_versions_ranks_each_request_with_its_own(fitted):
+    """A promotion leaves requests for the old and the new version queued together. Grouping them all
+    under one model passed every test (found by a mutation review): the hot-swap test only asked that no
+    request failed, not what each got back."""
+    old, old_items, data = fitted
+    new = BehaviourRecommender(d_model=16, max_epochs=1, seed=1).fit(data, leave_one_out(data))
+    vectors = new.item_vectors()
+    new_items = ItemIndex(vectors[:, :-1], vectors[:, -1])
+    windows = [np.asarray(data.sequences[u][-10:]) for u in range(4)]
+    jobs = [_Job(model, items, window, None, 10, [])
+            for window in windows for model, items in ((old, old_items), (new, new_items))]
+    batcher = StateBatcher(max_batch=8)
+    try:
+        batcher._serve(jobs)  # one drained batch, as the batcher's thread hands it over
+        for job in jobs:
+            want_state, want_top = _alone(job.model, job.items, job.window, 10, [])
+            state, top = job.done.result(timeout=10)
+            np.testing.assert_allclose(state, want_state, rtol=1e-5, atol=1e-5)
+            assert [i for i, _ in top] == [i for i, _ in want_top]
+    finally:
+        batcher.close()

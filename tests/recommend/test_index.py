@@ -190,3 +190,20 @@ def test_rank_fraction_is_exact_on_small_catalogs_and_sampled_within_its_error_o
         assert index.rank_fraction(state, targets[2:12]) == pytest.approx(got[2:12].mean())  # several items: the mean
         same = ItemIndex(vectors, bias, ann_min_items=10**9, coarse_min_items=10**9)
         assert same.rank_fraction(state, targets[:20]) == index.rank_fraction(state, targets[:20])  # a fixed sample
+
+
+def test_the_bfloat16_proof_allows_for_the_rounding_error_it_cannot_see():
+    """An item that bfloat16 rounding scores low (both coordinates rounded against it) can be the true
+    best while items exactly on bfloat16's grid fill the candidates. The proof must then fail and rescan;
+    a proof without its error margin accepted the wrong item, and no test noticed (found by a mutation
+    review: the tests checked only a margin that made the answer right anyway, and one of 1e9)."""
+    g = 2.0 ** -7  # bfloat16's spacing in [1, 2)
+    hidden_best = [1 + 2.49 * g, 1 + 0.51 * g]  # exact score 1.98 g for the query (1, -1); bfloat16: g
+    on_grid = [1 + g, 1 - 0.5 * g]              # 1.5 g exactly, in float32 and bfloat16 alike
+    vectors = np.array([hidden_best] + [on_grid] * 60 + [[1.0, 1.5]] * 40, dtype=np.float32)
+    index = ItemIndex(vectors, np.zeros(len(vectors), dtype=np.float32), coarse_min_items=50, check_speed=False)
+    assert index.coarse is not None
+    states = np.array([[1.0, -1.0]] * 2, dtype=np.float32)  # two users: the batched bfloat16 path
+    answers = index.top_k_many(states, [1, 1], [[], []])
+    assert [[i for i, _ in a] for a in answers] == [[0], [0]]
+    assert index.unproven == 2  # the bound could not prove the candidates: rescanned exactly

@@ -871,3 +871,33 @@ def test_the_logged_rules_version_is_the_rulebook_that_decided(shop, monkeypatch
     with shop.store.transaction() as conn:
         ids = dict(conn.execute(select(schema.risk_rules.c.rule_id, schema.risk_rules.c.id)).all())
     assert decided.rules_version == ids["r_old"] < ids["r_new"]
+
+
+@pytest.mark.parametrize("actions, user, expected", [
+    # the documented precedence: freeze over block over allow over review over thresholds
+    (("allow", "block"), "alice", "block"),         # an allow-listed customer with a stolen card is blocked
+    (("allow", "review"), "alice", "allow"),
+    (("review", "block"), "alice", "block"),
+    (("freeze_account", "block"), "alice", "freeze_account"),
+    (("freeze_account",), None, "block"),            # a guest event: no account to freeze
+])
+def test_rule_outcomes_combine_in_the_documented_order(shop, actions, user, expected):
+    """Each pair fired together on one event (found untested by a mutation review: swapping the block and
+    allow branches, or allow and review, passed every test)."""
+    for n, action in enumerate(actions):
+        shop.risk.put_rule(Rule(f"r{n}", "event.amount > 50.0", action, mode="enforce"), actor="t")
+    event = order(1, **({} if user else {"user_id": None}))
+    assert shop.risk.decide(RiskEvent(**event)).decision == expected
+
+
+def test_shadow_score_rules_leave_the_score_alone_and_thresholds_are_inclusive(shop):
+    """A score rule in shadow mode is evaluated and logged, not added to the score; a score exactly at a
+    threshold takes that threshold's outcome ("at or above"). Both survived mutation untested."""
+    shop.risk.set_thresholds(0.3, 0.6, actor="t")
+    shop.risk.put_rule(Rule("tryout", "event.amount > 50.0", "score", weight=0.6, mode="shadow"), actor="t")
+    out = shop.risk.decide(RiskEvent(**order(1)))
+    assert out.score == 0.0 and out.decision == "allow" and [h.rule_id for h in out.shadow_rules] == ["tryout"]
+    shop.risk.put_rule(Rule("tryout", "event.amount > 50.0", "score", weight=0.3, mode="enforce"), actor="t")
+    assert shop.risk.decide(RiskEvent(**order(2))).decision == "review"   # 0.3 is at the review threshold
+    shop.risk.put_rule(Rule("tryout", "event.amount > 50.0", "score", weight=0.6, mode="enforce"), actor="t")
+    assert shop.risk.decide(RiskEvent(**order(3))).decision == "block"    # 0.6 is at the block threshold
