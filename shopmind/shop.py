@@ -80,6 +80,14 @@ class _RiskMemory:
 _BEHAVIOUR_TYPES_SQL = ", ".join(f"'{t}'" for t in BEHAVIOUR_EVENT_TYPES)  # constants of this code, not input
 
 
+def _missing_sqlite_file(database_url: str) -> str | None:
+    """The path of an SQLite database file that does not exist yet, or None (it does, or not SQLite)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return None if Path(url.database).exists() else url.database
+
+
 def _holds_pseudonymised_data(database_url: str) -> bool:
     """Whether the database exists and holds rows made with a pseudonym key (the identity vault, events)."""
     from sqlalchemy import inspect
@@ -148,9 +156,17 @@ class Shop:
     def open(cls, settings: Settings | None = None, finishing_rotation: bool = False) -> "Shop":
         """The shop of these settings. Refused (ConfigError) while a pseudonym-key rotation that rewrote
         the database has not activated its key, except for `finishing_rotation` (the rotation's rerun):
-        in that state erasure and export by raw id find nothing, and new writes would make it unfinishable."""
-        settings = settings or load_settings()
-        shop = cls(settings, load_keyring(settings.key_file, settings.keyring))
+        in that state erasure and export by raw id find nothing, and new writes would make it unfinishable.
+        Refused too for an SQLite database that does not exist: only `init` creates one (a mistyped
+        database_url made every command create and migrate an empty database, folders included)."""
+        return cls._open(settings or load_settings(), finishing_rotation, create=False)
+
+    @classmethod
+    def _open(cls, settings: Settings, finishing_rotation: bool, create: bool) -> "Shop":
+        keyring = load_keyring(settings.key_file, settings.keyring)
+        if not create and (missing := _missing_sqlite_file(settings.database_url)):
+            raise ConfigError(f"no database at {missing}: run `shopmind init` first, or check database_url")
+        shop = cls(settings, keyring)
         if not finishing_rotation and (pending := rotation.interrupted_pseudonym_rotation(shop.store, shop.keyring)):
             shop.close()
             raise ConfigError(f"a pseudonym-key rotation rewrote the database and stopped before activating key "
@@ -174,7 +190,7 @@ class Shop:
                                   "than making new keys")
             Keyring.generate().save(settings.key_file)
             created = True
-        return cls.open(settings), created
+        return cls._open(settings, False, create=True), created
 
     @property
     def risk(self):

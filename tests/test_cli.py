@@ -502,3 +502,12 @@ def test_configuration_mistakes_exit_2_naming_them(home, tmp_path, monkeypatch):
     monkeypatch.setenv("SHOPMIND_CACHE_URL", "redis://:hunter2@127.0.0.1:notaport/0")
     r = run("stats")
     assert r.exit_code == 2 and "cache_url" in r.output and "hunter2" not in r.output, r.output
+
+
+def test_a_command_refuses_an_sqlite_database_that_does_not_exist(home, tmp_path, monkeypatch):
+    """Only init creates a database: a mistyped database_url made every command create and migrate an
+    empty one, missing folders included, and carry on as if the shop were empty (found by a CLI review)."""
+    assert run("init").exit_code == 0
+    monkeypatch.setenv("SHOPMIND_DATABASE_URL", f"sqlite:///{tmp_path / 'typo' / 'shopmind.db'}")
+    r = run("stats")
+    assert r.exit_code == 2 and "shopmind init" in r.output and not (tmp_path / "typo").exists(), r.output
