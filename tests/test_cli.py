@@ -511,3 +511,13 @@ def test_a_command_refuses_an_sqlite_database_that_does_not_exist(home, tmp_path
     monkeypatch.setenv("SHOPMIND_DATABASE_URL", f"sqlite:///{tmp_path / 'typo' / 'shopmind.db'}")
     r = run("stats")
     assert r.exit_code == 2 and "shopmind init" in r.output and not (tmp_path / "typo").exists(), r.output
+
+
+def test_empty_files_import_no_rows_whatever_their_format(home, tmp_path):
+    """A 0-byte CSV exited 2 (polars' NoDataError) where an empty JSONL file or a header-only CSV
+    imported 0 rows (found by a CLI review)."""
+    assert run("init").exit_code == 0
+    for name in ("users.csv", "items.jsonl"):
+        (tmp_path / name).write_text("")
+        r = run("import", str(tmp_path / name))
+        assert r.exit_code == 0, (name, r.output)

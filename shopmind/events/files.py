@@ -57,6 +57,8 @@ def iter_rows(path: Path, chunk: int = 10_000, kind: str | None = None) -> Itera
                 break
             yield [_drop_nulls(r) for r in batch.to_pylist()]
     elif fmt == "csv":
+        if path.stat().st_size == 0:  # no rows, as an empty JSONL file or a CSV holding its header alone
+            return
         try:
             frame = pl.read_csv(path, infer_schema=False)
         except pl.exceptions.PolarsError as exc:

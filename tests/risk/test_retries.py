@@ -158,3 +158,25 @@ def test_a_retry_waiting_on_a_failed_commit_decides_the_event_itself(shop, monke
     assert type(first).__name__ == "StorageError"
     assert _logged(shop, event.event_id) == ([retry.decision_id], [retry.case_id])
     assert shop.risk.decide(event) == retry
+
+
+def test_one_row_the_database_refuses_does_not_fail_its_group(shop):
+    """A group commit holding a row the database refuses (a decision id already logged) is retried row by
+    row: its neighbours commit and are answered, only that row fails. Untested before (a mutation that
+    failed the whole group passed, found by a review)."""
+    from shopmind.exceptions import StorageError
+    from shopmind.risk.decision_log import Entry
+
+    logged = shop.risk.decide(RiskEvent(event_id="e-1", kind="login", user_id="u1"))
+    d = schema.risk_decisions
+    with shop.store.transaction() as conn:
+        row = dict(conn.execute(select(d).where(d.c.decision_id == logged.decision_id)).one()._mapping)
+    fresh = Entry({**row, "decision_id": "fresh-1", "event_id": "e-2"})
+    clash = Entry({**row, "event_id": "e-3"})  # the decision id of e-1 again
+    shop.risk.log._commit([fresh, clash])
+    assert fresh.done.result(timeout=5) is None
+    with pytest.raises(StorageError):
+        clash.done.result(timeout=5)
+    with shop.store.transaction() as conn:
+        ids = sorted(conn.execute(select(d.c.decision_id)).scalars())
+    assert ids == sorted([logged.decision_id, "fresh-1"])
