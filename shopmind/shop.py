@@ -95,10 +95,16 @@ def _holds_pseudonymised_data(database_url: str) -> bool:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and (not url.database or not Path(url.database).exists()):
         return False
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shopmind.storage.sql import cannot_open
+
     store = storage.open(database_url, migrate=False)
     try:
         tables = set(inspect(store.engine).get_table_names())
         return any(table in tables and store.count(table) > 0 for table in ("identity_vault", "events", "users"))
+    except SQLAlchemyError as exc:  # unreachable: say so before any key is made for a database not seen
+        raise cannot_open(exc) from None
     finally:
         store.close()
 

@@ -521,3 +521,12 @@ def test_empty_files_import_no_rows_whatever_their_format(home, tmp_path):
         (tmp_path / name).write_text("")
         r = run("import", str(tmp_path / name))
         assert r.exit_code == 0, (name, r.output)
+
+
+def test_init_makes_no_keys_for_a_database_it_cannot_reach(home, monkeypatch):
+    """Keys made for a database nobody could look into might be the wrong ones for the data it holds
+    (the check above needs to read it): the database is reached first, and its error named in a line."""
+    monkeypatch.setenv("SHOPMIND_DATABASE_URL", "postgresql://shop:hunter2@127.0.0.1:1/shop")
+    r = run("init")
+    assert r.exit_code == 1 and "cannot open the database" in r.output and "hunter2" not in r.output, r.output
+    assert not (home / "keys.json").exists()

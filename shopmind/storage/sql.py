@@ -47,6 +47,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def cannot_open(exc: SQLAlchemyError) -> StorageError:
+    """The database could not be reached or read: the error's kind and the driver's first line (which
+    names host and port, never the URL's password)."""
+    return StorageError(f"cannot open the database at database_url ({type(exc).__name__}: "
+                        f"{str(getattr(exc, 'orig', exc)).splitlines()[0][:200]})")
+
+
 class SqlStore:
     """One relational database. Create with `SqlStore(url)`; call `migrate()` once before use."""
 
@@ -108,8 +115,7 @@ class SqlStore:
         try:
             self.migrate()
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot open the database at database_url ({type(exc).__name__}: "
-                               f"{str(getattr(exc, 'orig', exc)).splitlines()[0][:200]})") from None
+            raise cannot_open(exc) from None
 
     def close(self) -> None:
         self.engine.dispose()
