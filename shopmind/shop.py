@@ -40,7 +40,7 @@ from shopmind.privacy import rotation
 from shopmind.storage import schema
 from shopmind.storage.cache import CHANGE_FENCE_S, CacheMiss
 from shopmind.recommend.refresh import StateRefresher
-from shopmind.recommend.service import STATE, RecommendationService
+from shopmind.recommend.service import RecommendationService
 from shopmind.training.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -91,14 +91,12 @@ def _missing_sqlite_file(database_url: str) -> str | None:
 def _holds_pseudonymised_data(database_url: str) -> bool:
     """Whether the database exists and holds rows made with a pseudonym key (the identity vault, events)."""
     from sqlalchemy import inspect
-
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and (not url.database or not Path(url.database).exists()):
-        return False
     from sqlalchemy.exc import SQLAlchemyError
 
     from shopmind.storage.sql import cannot_open
 
+    if _missing_sqlite_file(database_url):
+        return False
     store = storage.open(database_url, migrate=False)
     try:
         tables = set(inspect(store.engine).get_table_names())
@@ -464,7 +462,8 @@ class Shop:
         return bool(cached[purpose])
 
     def set_consent(self, raw_user_id: str, flags: dict[str, bool | None], actor: str) -> dict[str, bool | None]:
-        pseudonym = self.pseudonym(raw_user_id)
+        user_id = self.user_id(raw_user_id)
+        pseudonym = self.pseudonyms.user(user_id)
         with self.store.transaction() as conn:
             if any(v is not None for v in flags.values()):
                 # A choice can come before any profile (a consent banner; a user known by events alone):
@@ -472,7 +471,7 @@ class Shop:
                 now_ms = int(time.time() * 1000)
                 self.store.insert_ignore(conn, "users", [{"pseudonym": pseudonym, "attributes": "{}",
                                                           "created_ms": now_ms, "updated_ms": now_ms}])
-                store_in_vault(self.store, conn, self.cipher, self.pseudonyms.key_id, {self.user_id(raw_user_id): pseudonym})
+                store_in_vault(self.store, conn, self.cipher, self.pseudonyms.key_id, {user_id: pseudonym})
             now = consent.set_consent(conn, pseudonym, flags)
             record_audit(conn, actor, "user.consent", [pseudonym], {k: v for k, v in flags.items() if v is not None})
         self._consent_changed([pseudonym])
@@ -481,7 +480,8 @@ class Shop:
     # -- data-subject rights -------------------------------------------------------------------------
 
     def export_user(self, raw_user_id: str, actor: str) -> dict[str, Any]:
-        return export_subject(self.store, self.cipher, self.pseudonym(raw_user_id), actor, self.user_id(raw_user_id))
+        user_id = self.user_id(raw_user_id)
+        return export_subject(self.store, self.cipher, self.pseudonyms.user(user_id), actor, user_id)
 
     def erase_user(self, raw_user_id: str, actor: str) -> ErasureReceipt:
         """Remove the user from every registered store. Safe to repeat (finishes an interrupted erasure)."""

@@ -34,7 +34,6 @@ from pydantic import ValidationError
 from shopmind.api.errors import STATUS
 from shopmind.api.schemas import RecommendationsResponse
 from shopmind.auth import Principal, Scope
-from shopmind.events.validation import _field_and_message
 from shopmind.exceptions import InvalidInputError, ShopmindError
 from shopmind.risk.schemas import RiskEvent
 from shopmind.storage.cache import CacheMiss
@@ -161,7 +160,7 @@ class FastRoutes:
                 event = RiskEvent.model_validate_json(body)
             except ValidationError:
                 scope.pop("route", None)  # the route labels it as it matches
-                return _replay(body, receive)
+                return _replay({"type": "http.request", "body": body, "more_body": False}, receive)
             decision = await self.state.shop.risk.decide_async(event, principal.actor)
             await _send_raw(send, 200, decision.model_dump_json().encode())
         except ShopmindError as exc:
@@ -185,9 +184,9 @@ def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def _replay(body: bytes, receive):
-    """A `receive` that hands on an already read body in one message, then whatever comes after."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+def _replay(first: dict[str, Any], receive):
+    """A `receive` that hands on `first` (a body already read, as one message), then whatever comes after."""
+    pending = [first]
 
     async def replay():
         return pending.pop() if pending else await receive()
@@ -227,12 +226,7 @@ async def _read_body(receive, limit: int):
         if not message.get("more_body", False):
             first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
             break
-    pending = [first]
-
-    async def replay():
-        return pending.pop() if pending else await receive()
-
-    return replay
+    return _replay(first, receive)
 
 
 async def _body(receive) -> bytes:

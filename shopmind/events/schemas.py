@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
 def _not_bool(value: Any) -> Any:
@@ -123,6 +123,10 @@ def _utc(value: datetime) -> datetime:
     return value
 
 
+# Every event, order, payment and sign-up time: ISO 8601 with a time zone, kept in UTC, 1970 to 2100.
+UtcTime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_utc)]
+
+
 def _json_object(value: Any) -> dict[str, Any]:
     """Attributes may arrive as a dict or (from CSV) as a JSON string."""
     if value is None or value == "":
@@ -164,11 +168,8 @@ class UserIn(_Row):
     consent_personalization: bool | None = None
     consent_advertising: bool | None = None
     consent_analytics: bool | None = None
-    signup_ts: datetime | None = None
+    signup_ts: UtcTime | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
-
-    _signup_given = field_validator("signup_ts", mode="before")(lambda cls, v: _not_a_number(v))
-    _signup = field_validator("signup_ts")(lambda cls, v: v if v is None else _utc(v))
 
     _attrs = field_validator("attributes", mode="before")(lambda cls, v: _json_object(v))
 
@@ -185,12 +186,9 @@ class EventIn(_Row):
     rating: Annotated[float, NotBool, Field(ge=0, le=5)] | None = None
     device: Annotated[str, Field(max_length=32)] | None = None
     country: CountryCode | None = None
-    ts: datetime
+    ts: UtcTime
     ad_id: Id | None = None
     campaign_id: Id | None = None
-
-    _ts_given = field_validator("ts", mode="before")(lambda cls, v: _not_a_number(v))
-    _ts = field_validator("ts")(lambda cls, v: _utc(v))
 
     @model_validator(mode="after")
     def _consistent(self) -> "EventIn":
@@ -222,7 +220,7 @@ class OrderItemIn(_Row):
 class OrderIn(_Row):
     order_id: Id
     user_id: Id
-    ts: datetime
+    ts: UtcTime
     amount: Money
     currency: CurrencyCode = "EUR"
     items: list[OrderItemIn] = Field(default_factory=list, max_length=500)
@@ -232,9 +230,6 @@ class OrderIn(_Row):
     payment_instrument: Id | None = None
     label_fraud: bool | None = None
     fraud_pattern: Annotated[str, Field(max_length=64)] | None = None
-
-    _ts_given = field_validator("ts", mode="before")(lambda cls, v: _not_a_number(v))
-    _ts = field_validator("ts")(lambda cls, v: _utc(v))
 
     @field_validator("items", mode="before")
     @classmethod
@@ -253,7 +248,7 @@ class PaymentIn(_Row):
     payment_id: Id
     order_id: Id | None = None
     user_id: Id | None = None
-    ts: datetime
+    ts: UtcTime
     amount: Money
     currency: CurrencyCode = "EUR"
     payment_instrument: Id | None = None
@@ -262,8 +257,6 @@ class PaymentIn(_Row):
     label_fraud: bool | None = None
     fraud_pattern: Annotated[str, Field(max_length=64)] | None = None
 
-    _ts_given = field_validator("ts", mode="before")(lambda cls, v: _not_a_number(v))
-    _ts = field_validator("ts")(lambda cls, v: _utc(v))
 
 
 class ConsentIn(_Row):

@@ -513,7 +513,8 @@ class RiskService:
                                                                    "after": None})
         self.invalidate()
 
-    def _list_tokens(self, list_name: str, kind: str, values: Iterable[str]) -> list[str]:
+    def _list_tokens(self, list_name: str, kind: str, values: Iterable[str]) -> dict[str, str]:
+        """Each value (stripped) and its keyed token, once the list name, kind and values are checked."""
         import re
 
         if not re.fullmatch(LIST_NAME, list_name):
@@ -524,12 +525,13 @@ class RiskService:
         if not values or any(not isinstance(v, str) or not v.strip() or len(v) > 254 for v in values):
             raise InvalidInputError("values must be 1 or more non-empty strings of at most 254 characters",
                                     field="values")
-        return sorted({self._token(kind, v) for v in values})
+        stripped = [v.strip() for v in values]  # as ingestion and decisions strip them: one token per value
+        return {v: self._token(kind, v) for v in stripped}
 
     def add_to_list(self, list_name: str, kind: str, values: Iterable[str], actor: str) -> int:
         """Add raw values (cards, devices, e-mails, IPs, user ids) to a list; only keyed tokens are stored."""
-        values = [v.strip() for v in values]  # as ingestion and decisions strip them: one token per value
-        tokens = self._list_tokens(list_name, kind, values)
+        by_value = self._list_tokens(list_name, kind, values)
+        tokens = sorted(set(by_value.values()))
         e = schema.risk_list_entries
         with self.store.transaction() as conn:
             existing_kind = conn.execute(select(e.c.kind).where(e.c.list_name == list_name).limit(1)).scalar()
@@ -540,7 +542,7 @@ class RiskService:
             listed = set(conn.execute(select(e.c.token).where(e.c.list_name == list_name, e.c.token.in_(tokens)))
                          .scalars())
             if kind == "user":  # the list holds their pseudonyms: vaulted, so rotation and export reach them
-                self._vault(conn, {v: self._token(kind, v) for v in values})
+                self._vault(conn, by_value)
             now = _now()
             added = self.store.insert_ignore(conn, "risk_list_entries", [
                 {"list_name": list_name, "token": t, "kind": kind, "added_ms": now, "actor": actor} for t in tokens])
@@ -551,7 +553,7 @@ class RiskService:
 
     def remove_from_list(self, list_name: str, kind: str, values: Iterable[str], actor: str) -> int:
         """Take raw values off a list (a card wrongly blocked); values not on it are ignored. Audited."""
-        tokens = self._list_tokens(list_name, kind, values)
+        tokens = sorted(set(self._list_tokens(list_name, kind, values).values()))
         e = schema.risk_list_entries
         with self.store.transaction() as conn:
             removed = sorted(conn.execute(delete(e).where(e.c.list_name == list_name, e.c.kind == kind,
@@ -565,7 +567,6 @@ class RiskService:
         store_in_vault(self.store, conn, self.shop.cipher, self.shop.pseudonyms.key_id, mapping)
 
     def _token(self, kind: str, value: str) -> str:
-        value = value.strip()  # as ingestion and decisions strip it
         if kind == "user":
             return self.shop.pseudonyms.user(value)
         domain = {"card": "instrument", "email": "email"}.get(kind, kind)
@@ -631,11 +632,11 @@ class RiskService:
 
     def freeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
         raw_user_id = self.shop.user_id(raw_user_id)
-        self._set_frozen(raw_user_id, self.shop.pseudonym(raw_user_id), True, actor, reason)
+        self._set_frozen(raw_user_id, self.shop.pseudonyms.user(raw_user_id), True, actor, reason)
 
     def unfreeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
         raw_user_id = self.shop.user_id(raw_user_id)
-        pseudonym = self.shop.pseudonym(raw_user_id)
+        pseudonym = self.shop.pseudonyms.user(raw_user_id)
         if pseudonym not in self._frozen and not self._is_frozen_in_db(pseudonym):
             raise NotFoundError("this account is not frozen")
         self._set_frozen(raw_user_id, pseudonym, False, actor, reason)

@@ -17,11 +17,8 @@ keeping it, never towards promoting a worse model.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +33,7 @@ from shopmind.models.popularity import TrendingPopularity
 from shopmind.models.text import available as text_available
 from shopmind.recommend.behaviour import BehaviourRecommender
 from shopmind.recommend.blend import attach_blend
-from shopmind.training.registry import ANY_CHAMPION
+from shopmind.training.registry import ANY_CHAMPION, replace_file
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +117,8 @@ def content_vectors(cache_file, item_ids: Sequence[str], items: pl.DataFrame) ->
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         # a file of its own, renamed into place: a training killed mid-write, or two writing at once, leave
         # the old file or a whole new one
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            pl.DataFrame({"key": list(cached), "vector": np.stack(list(cached.values()))}).write_parquet(tmp)
-            os.replace(tmp, cache_file)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        frame = pl.DataFrame({"key": list(cached), "vector": np.stack(list(cached.values()))})
+        replace_file(cache_file, frame.write_parquet)
     return np.stack([np.asarray(cached[k], dtype=np.float32) for k in keys])
 
 

@@ -95,7 +95,7 @@ def model_class(kind: str) -> type:
     return TrendingPopularity
 
 
-def _replace_with(path: Path, write) -> None:
+def replace_file(path: Path, write) -> None:
     """Write `path` through `write(temporary path)` to a temporary file of its own in the same folder, then
     rename it into place: a reader sees the old file or the new one, and two writers never share a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -117,11 +117,11 @@ def _write_atomic(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
 
-    _replace_with(path, write)
+    replace_file(path, write)
 
 
 def _write_lineage(path: Path, subjects: pl.DataFrame) -> None:
-    _replace_with(path, lambda tmp: subjects.write_parquet(tmp))
+    replace_file(path, lambda tmp: subjects.write_parquet(tmp))
 
 
 class ModelRegistry:
@@ -185,17 +185,15 @@ class ModelRegistry:
         staging = Path(tempfile.mkdtemp(dir=base, prefix=f"{STAGING}{_host()}-{os.getpid()}-"))
         try:
             model.save(staging / "model")
-            lineage = sorted(set(subjects))
-            pl.DataFrame({"pseudonym": lineage}, schema={"pseudonym": pl.Utf8}).write_parquet(
-                staging / "subjects.parquet")
+            lineage = set(subjects)
             with self._locked():
                 self._drop_dead_staging()
-                gone = sorted(set(erased_since()) & set(lineage)) if erased_since is not None else []
-                if gone:
-                    _write_lineage(staging / "subjects.parquet", pl.DataFrame(
-                        {"pseudonym": sorted(set(lineage) - set(gone))}, schema={"pseudonym": pl.Utf8}))
-                    for pseudonym in gone:
-                        self._rewrite_model(kind, staging, "erase_subject", pseudonym)
+                # the lineage is written here, once, without the users erased since the data was read
+                gone = sorted(set(erased_since()) & lineage) if erased_since is not None else []
+                kept = pl.DataFrame({"pseudonym": sorted(lineage.difference(gone))}, schema={"pseudonym": pl.Utf8})
+                kept.write_parquet(staging / "subjects.parquet")
+                for pseudonym in gone:
+                    self._rewrite_model(kind, staging, "erase_subject", pseudonym)
                 version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
                 n = 1
                 while (base / f"{version}-{n}").exists():
