@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from shopmind import storage
 from shopmind.config import Settings, load_settings
-from shopmind.events.files import iter_rows
+from shopmind.events.files import iter_rows, where_rows_are
 from shopmind.events.schemas import BEHAVIOUR_EVENT_TYPES
 from shopmind.events.ingest import IngestResult, Ingestor
 from shopmind.events.validation import duplicate_ids, validate_rows
@@ -279,14 +279,14 @@ class Shop:
                      progress: Callable[[int], None] | None, chunk: int) -> IngestResult:
         total = IngestResult(kind, 0, 0, 0)
         errors: list[RowError] = []
-        first_rows: dict[str, int] = {}  # item or user id -> its first row: the same id twice is an error
-        offset = 0
-        for rows in iter_rows(path, chunk, kind):
+        first_rows: dict[str, int] = {}  # item or user id -> where it first came: the same id twice is an error
+        label = where_rows_are(path)  # errors name a file's lines (rows of a Parquet file), counted from 1
+        for numbers, rows in iter_rows(path, chunk, kind):
             try:
                 valid = validate_rows(kind, rows, max_rows=len(rows), unique_ids=False)
-                errors.extend(duplicate_ids(kind, valid, first_rows, offset, scope="file"))
+                errors.extend(duplicate_ids(kind, valid, first_rows, numbers, scope="file", label=label))
             except BatchValidationError as exc:
-                errors.extend(RowError(e.index + offset, e.field, e.message) for e in exc.errors)
+                errors.extend(RowError(numbers[e.index], e.field, e.message) for e in exc.errors)
             if len(errors) >= MAX_IMPORT_ERRORS:
                 break
             if not errors:
@@ -296,11 +296,10 @@ class Shop:
                     touched[kind].update(self.pseudonyms.user(u) for u in raw_users)
                 total = IngestResult(kind, total.received + part.received, total.written + part.written,
                                      total.duplicates + part.duplicates, total.dropped_erased + part.dropped_erased)
-            offset += len(rows)
             if progress:
                 progress(len(rows))
         if errors:
-            raise BatchValidationError(errors[:MAX_IMPORT_ERRORS], source=path.name)
+            raise BatchValidationError(errors[:MAX_IMPORT_ERRORS], kind=label, source=path.name)
         return total
 
     def _consent_changed(self, pseudonyms: list[str]) -> None:

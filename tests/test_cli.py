@@ -62,7 +62,7 @@ def test_bad_file_exits_2_and_writes_nothing(home, tmp_path):
     bad.write_text("\n".join(json.dumps(r) for r in rows))
     r = run("import", str(bad))
     assert r.exit_code == 2
-    assert "row 1: type" in r.output and "row 2: ts" in r.output
+    assert "line 2: type" in r.output and "line 3: ts" in r.output  # lines, as an editor counts them
     assert json.loads(run("stats").stdout)["rows"]["events"] == 0
 
 
@@ -77,7 +77,7 @@ def test_a_folder_with_one_bad_file_writes_nothing_and_names_it(home, tmp_path):
     (data / "events.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({**good, "event_id": "e2", "type": "fly"}))
     r = run("import", str(data))
     assert r.exit_code == 2, (r.output, r.exception)
-    assert "events.jsonl: 1 invalid row(s)" in r.output and "row 1: type" in r.output
+    assert "events.jsonl: 1 invalid line(s)" in r.output and "line 2: type" in r.output
     rows = json.loads(run("stats").stdout)["rows"]
     assert (rows["items"], rows["users"], rows["events"]) == (0, 0, 0)
     (data / "events.jsonl").write_text(json.dumps(good) + "\n")  # fixed: all three files go in
@@ -95,7 +95,7 @@ def test_a_bad_last_row_writes_nothing_across_chunks(shop, tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(BatchValidationError) as caught:
         shop.import_file(path, "events", "test", chunk=1)
-    assert [(e.index, e.field) for e in caught.value.errors] == [(2, "type")]
+    assert [(e.index, e.field) for e in caught.value.errors] == [(3, "type")]  # the file's third line
     assert shop.store.count("events") == 0
     assert shop.store.count("identity_vault") == 0
 
@@ -109,7 +109,7 @@ def test_a_nul_character_in_a_file_exits_2_on_every_backend(home, tmp_path, monk
                      + json.dumps({"item_id": "i2", "title": "Mu\u0000g"}) + "\n")
     r = run("import", str(items))
     assert r.exit_code == 2, (r.output, r.exception)
-    assert "row 1: title" in r.output and "NUL" in r.output
+    assert "line 2: title" in r.output and "NUL" in r.output
     assert json.loads(run("stats").stdout)["rows"]["items"] == 0
 
 
@@ -284,7 +284,7 @@ def test_an_id_given_twice_in_a_file_is_refused_across_chunks(shop, tmp_path):
         with pytest.raises(BatchValidationError) as caught:
             shop.import_file(path, "users", "test", chunk=chunk)
         assert [(e.index, e.field, e.message) for e in caught.value.errors] == [
-            (2, "user_id", "duplicate of row 0 in the same file")]
+            (3, "user_id", "duplicate of line 1 in the same file")]
         assert shop.store.count("users") == 0
 
 
@@ -530,3 +530,47 @@ def test_init_makes_no_keys_for_a_database_it_cannot_reach(home, monkeypatch):
     r = run("init")
     assert r.exit_code == 1 and "cannot open the database" in r.output and "hunter2" not in r.output, r.output
     assert not (home / "keys.json").exists()
+
+
+def test_csv_problems_are_named_by_their_line_without_quoting_values(home, tmp_path):
+    """The CSV reader parsed a file whole and its errors named no line: a ragged row, an unterminated quote
+    or bytes that are not UTF-8 came back as "not a readable CSV file", and a bad value as "row N" counted
+    from 0 after the header. Every problem now names the line an editor shows, and quotes no value."""
+    assert run("init").exit_code == 0
+    header = "event_id,user_id,type,item_id,ts\n"
+    good = "e1,u1,view,i1,2026-01-05T10:00:00Z\n"
+    cases = {
+        "ragged": (header + good + "e2,u0000042,view\n", "line 3 has 3 fields where the header has 5"),
+        "unterminated quote": (header + good + good.replace("e1", "e2") + 'e3,u0000042,view,"i1,2026\n',
+                               "line 4 is not well-formed CSV"),
+        "quote then text": (header + good + '"e2"u0000042,u1,view,i1,2026-01-05T10:00:00Z\n',
+                            "line 3 is not well-formed CSV"),
+        "bad value": (header + "\n" + good + "e2,u0000042,fly,i1,2026-01-05T10:00:00Z\n", "line 4: type"),
+        "quoted field over two lines": (header + '"e1","u1","view","i\n1",2026-01-05T10:00:00Z\n'
+                                        + "e2,u0000042,fly,i1,2026-01-05T10:00:00Z\n", "line 4: type"),
+        "same header twice": ("event_id,user_id,type,type,item_id,ts\n" + "e1,u1,view,view,i1,2026-01-05T10:00:00Z\n",
+                              "'type' more than once"),
+    }
+    for name, (text, expected) in cases.items():
+        path = tmp_path / "events.csv"
+        path.write_text(text)
+        r = run("import", str(path))
+        assert r.exit_code == 2 and expected in r.output, (name, r.output)
+        assert "u0000042" not in r.output, (name, r.output)
+        assert _count(home, "events") == 0, name
+    (tmp_path / "events.csv").write_bytes(header.encode() + good.encode() + b"e2,u\xff1,view,i1,2026-01-05T10:00:00Z\n")
+    r = run("import", str(tmp_path / "events.csv"))
+    assert r.exit_code == 2 and "line 3 is not valid UTF-8" in r.output, r.output
+    assert _count(home, "events") == 0
+
+
+def test_a_csv_with_a_byte_order_mark_and_crlf_lines_imports(home, tmp_path):
+    """Spreadsheets save CSV with a UTF-8 byte-order mark and CRLF line ends; the mark is not part of the
+    first column's name."""
+    assert run("init").exit_code == 0
+    rows = ["event_id,user_id,type,item_id,ts", "e1,u1,view,i1,2026-01-05T10:00:00Z",
+            "e2,u1,add_to_cart,i1,2026-01-05T10:01:00Z", ""]
+    (tmp_path / "events.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode())
+    r = run("import", str(tmp_path / "events.csv"))
+    assert r.exit_code == 0, r.output
+    assert _count(home, "events") == 2

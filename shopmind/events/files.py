@@ -2,19 +2,18 @@
 
 Every value reaches the same Pydantic validation as the HTTP API, so a file and a request are held to
 one contract. CSV is read as text and coerced by the schema (no guessing of types by the reader).
-Parquet and JSONL are read a chunk at a time; a CSV file is parsed whole, then validated and written in
-chunks, so its peak memory grows with the file (about 100 MB more per 40 MB of CSV, measured by a review):
-split very large CSV exports, or convert them to Parquet.
+Every format is read a chunk at a time, so memory does not grow with the file, and every problem is
+named by where it is: a line of a CSV or JSONL file, a row of a Parquet file (both counted from 1).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import polars as pl
 import pyarrow.parquet as pq
 
 from shopmind.exceptions import InvalidInputError
@@ -41,15 +40,24 @@ def _drop_nulls(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None and v != ""}
 
 
-def iter_rows(path: Path, chunk: int = 10_000, kind: str | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Yield lists of row dicts of at most `chunk` rows. With `kind`, a CSV whose first line names none
-    of that kind's fields is refused as having no header, without quoting that line: it is a data row,
-    whose values (ids, e-mails, addresses) the unknown-field errors used to repeat."""
+def where_rows_are(path: Path) -> str:
+    """What a file's row numbers count: lines of a text file, rows of a Parquet file (both from 1)."""
+    return "row" if file_format(path) == "parquet" else "line"
+
+
+def iter_rows(path: Path, chunk: int = 10_000,
+              kind: str | None = None) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
+    """Yield (numbers, rows): lists of at most `chunk` row dicts, each with where it starts in the file
+    (its line in CSV and JSONL, its row in Parquet, from 1), so that an error names what an editor shows.
+    With `kind`, a CSV whose first line names none of that kind's fields is refused as having no
+    header, without quoting that line: it is a data row, whose values (ids, e-mails, addresses) the
+    unknown-field errors used to repeat."""
     if not path.exists():
         raise InvalidInputError(f"{path}: no such file", field="path")
     fmt = file_format(path)
     if fmt == "parquet":
         batches = _parquet(path).iter_batches(batch_size=chunk)
+        done = 0
         while True:
             try:  # a damaged data page surfaces while its batch is read, after the footer opened fine
                 batch = next(batches, None)
@@ -58,51 +66,98 @@ def iter_rows(path: Path, chunk: int = 10_000, kind: str | None = None) -> Itera
                                         field="path") from None
             if batch is None:
                 break
-            yield [_drop_nulls(r) for r in batch.to_pylist()]
+            rows = [_drop_nulls(r) for r in batch.to_pylist()]
+            yield list(range(done + 1, done + len(rows) + 1)), rows
+            done += len(rows)
     elif fmt == "csv":
-        if path.stat().st_size == 0:  # no rows, as an empty JSONL file or a CSV holding its header alone
-            return
-        try:
-            frame = pl.read_csv(path, infer_schema=False)
-        except pl.exceptions.PolarsError as exc:
-            line = _first_line_not_utf8(path)
-            if line is not None:
-                raise InvalidInputError(f"{path.name}: line {line[0]} is not valid UTF-8 (byte {line[1]} of the line); "
-                                        "CSV files must be UTF-8", field="line") from None
-            raise InvalidInputError(f"{path.name}: not a readable CSV file ({exc.__class__.__name__})", field="path") from exc
-        if kind is not None:
-            from shopmind.events.schemas import ROW_MODELS
-
-            fields = set(ROW_MODELS[kind].model_fields) if kind in ROW_MODELS else set()
-            if fields and not fields & set(frame.columns):
-                raise InvalidInputError(f"{path.name}: the first line names none of the fields of {kind} "
-                                        f"({', '.join(sorted(fields))}): a CSV file starts with a header line",
-                                        field="header")
-        for part in frame.iter_slices(chunk):
-            yield [_drop_nulls(r) for r in part.to_dicts()]
+        yield from _csv_chunks(path, chunk, kind)
     else:
-        rows: list[dict[str, Any]] = []
-        with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 is named, like one that is not JSON
-            for number, raw in enumerate(fh, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InvalidInputError(f"{path.name}: line {number} is not valid UTF-8 (byte {exc.start + 1} "
-                                            "of the line); JSONL files must be UTF-8", field="line") from None
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({exc.msg})", field="line") from None
-                except (ValueError, RecursionError) as exc:  # a number of thousands of digits; deep nesting
-                    raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({json_problem(exc)})",
-                                            field="line") from None
-                if len(rows) == chunk:
-                    yield [_drop_nulls(r) if isinstance(r, dict) else r for r in rows]
-                    rows = []
-        if rows:
-            yield [_drop_nulls(r) if isinstance(r, dict) else r for r in rows]
+        yield from _jsonl_chunks(path, chunk)
+
+
+def _utf8_lines(path: Path, fh: BinaryIO) -> Iterator[str]:
+    """The file's lines as text, each decoded alone so that bytes that are not UTF-8 are named by line."""
+    for number, raw in enumerate(fh, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{path.name}: line {number} is not valid UTF-8 (byte {exc.start + 1} of the "
+                                    f"line); {file_format(path).upper()} files must be UTF-8", field="line") from None
+        yield line.removeprefix("\ufeff") if number == 1 else line  # the byte-order mark spreadsheets write
+
+
+def _jsonl_chunks(path: Path, chunk: int) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
+    numbers: list[int] = []
+    rows: list[Any] = []
+    with open(path, "rb") as fh:
+        for number, line in enumerate(_utf8_lines(path, fh), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({exc.msg})", field="line") from None
+            except (ValueError, RecursionError) as exc:  # a number of thousands of digits; deep nesting
+                raise InvalidInputError(f"{path.name}: line {number} is not valid JSON ({json_problem(exc)})",
+                                        field="line") from None
+            numbers.append(number)
+            rows.append(_drop_nulls(row) if isinstance(row, dict) else row)
+            if len(rows) == chunk:
+                yield numbers, rows
+                numbers, rows = [], []
+    if rows:
+        yield numbers, rows
+
+
+def _csv_chunks(path: Path, chunk: int, kind: str | None) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
+    """CSV read a record at a time by the standard library's parser (quoted fields may span lines): every
+    value stays text for the schema to coerce, and a malformed record is named by its line, never quoted."""
+    numbers: list[int] = []
+    rows: list[dict[str, Any]] = []
+    with open(path, "rb") as fh:
+        reader = csv.reader(_utf8_lines(path, fh), strict=True)
+        header: list[str] | None = None
+        end = 0  # the line the previous record ended on
+        while True:
+            start = end + 1
+            try:
+                record = next(reader, None)
+            except csv.Error as exc:  # the parser's messages name the problem, not the values
+                raise InvalidInputError(f"{path.name}: line {start} is not well-formed CSV ({exc})", field="line") from None
+            end = reader.line_num
+            if record is None:
+                break
+            if not record:  # a blank line
+                continue
+            if header is None:
+                header = _csv_header(path, record, kind)
+                continue
+            if len(record) != len(header):
+                raise InvalidInputError(f"{path.name}: line {start} has {len(record)} fields where the header has "
+                                        f"{len(header)}", field="line")
+            numbers.append(start)
+            rows.append(_drop_nulls(dict(zip(header, record))))
+            if len(rows) == chunk:
+                yield numbers, rows
+                numbers, rows = [], []
+    if rows:
+        yield numbers, rows
+
+
+def _csv_header(path: Path, names: list[str], kind: str | None) -> list[str]:
+    if kind is not None:
+        from shopmind.events.schemas import ROW_MODELS
+
+        fields = set(ROW_MODELS[kind].model_fields) if kind in ROW_MODELS else set()
+        if fields and not fields & set(names):
+            raise InvalidInputError(f"{path.name}: the first line names none of the fields of {kind} "
+                                    f"({', '.join(sorted(fields))}): a CSV file starts with a header line",
+                                    field="header")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # which of the two columns would be meant cannot be known
+        raise InvalidInputError(f"{path.name}: the header names {', '.join(map(repr, twice))} more than once",
+                                field="header")
+    return names
 
 
 def json_problem(exc: ValueError | RecursionError) -> str:
@@ -113,18 +168,6 @@ def json_problem(exc: ValueError | RecursionError) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"
     return str(exc).split(";")[0]
-
-
-def _first_line_not_utf8(path: Path) -> tuple[int, int] | None:
-    """(line number, byte within the line) of the first line that is not UTF-8, read only once a file
-    failed to parse, to name where."""
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return number, exc.start + 1
-    return None
 
 
 def count_rows(path: Path) -> int | None:

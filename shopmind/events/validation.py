@@ -59,16 +59,18 @@ def check_unique_ids(kind: str, rows: Sequence[BaseModel]) -> None:
         raise BatchValidationError(errors)
 
 
-def duplicate_ids(kind: str, rows: Sequence[BaseModel], seen: dict[str, int], offset: int = 0,
-                  scope: str = "batch") -> list[RowError]:
-    """An error for each row whose item or user id an earlier row gave (numbered from `offset`); `seen`
-    maps each id to its first row and is updated, so a file read in chunks is checked whole."""
+def duplicate_ids(kind: str, rows: Sequence[BaseModel], seen: dict[str, int], numbers: Sequence[int] | None = None,
+                  scope: str = "batch", label: str = "row") -> list[RowError]:
+    """An error for each row whose item or user id an earlier row gave; rows are numbered by `numbers`
+    (where a file's rows are, see events.files) or from 0. `seen` maps each id to its first row's number
+    and is updated, so a file read in chunks is checked whole."""
     id_field = UNIQUE_IDS.get(kind)
     if id_field is None:
         return []
     errors: list[RowError] = []
-    for index, m in enumerate(rows, start=offset):
+    for position, m in enumerate(rows):
+        index = numbers[position] if numbers is not None else position
         first = seen.setdefault(getattr(m, id_field), index)
         if first != index:
-            errors.append(RowError(index, id_field, f"duplicate of row {first} in the same {scope}"))
+            errors.append(RowError(index, id_field, f"duplicate of {label} {first} in the same {scope}"))
     return errors
