@@ -2,10 +2,12 @@
 on SQLite and on PostgreSQL, with events from the synthetic shop.
 
     .venv/bin/python bench/ingest_throughput.py [--events 200000] [--repeats 3] [--backends sqlite,postgres]
+        [--format parquet|csv|jsonl] [--paths cli,process,http]
 
 Each figure is the median of --repeats runs into a fresh database. The import figure is the wall time
 of the real CLI command (`shopmind import events.parquet`, process start included) and, separately, of
-the import itself inside the process. The HTTP figure comes from a load generator in a separate
+the import itself inside the process; the CLI row also gives the command's peak memory (max RSS).
+`--format` picks the file the imports read (the HTTP load is the same in every format). The HTTP figure comes from a load generator in a separate
 process (threads sending pre-encoded 1,000-event batches, so the client spends little CPU) against
 `shopmind serve`; an event counts when its batch was acknowledged (committed) with HTTP 200.
 Results go to stdout as a Markdown table and to bench/out/ingest.json.
@@ -34,8 +36,8 @@ PG_URL = os.environ.get("SHOPMIND_BENCH_POSTGRES_URL", "postgresql+psycopg://pos
 BATCH = 1000
 
 
-def events_file(n_events: int, directory: Path) -> Path:
-    """The first n events of a generated shop, as Parquet (the shop's export format)."""
+def events_file(n_events: int, directory: Path, fmt: str = "parquet") -> Path:
+    """The first n events of a generated shop, as Parquet (the shop's export format), CSV or JSONL."""
     from shopmind.synth import ShopConfig, generate_shop
 
     users = 5000
@@ -45,8 +47,14 @@ def events_file(n_events: int, directory: Path) -> Path:
             break
         users *= 2
     events = shop.events.head(n_events).drop("converted", strict=False)
-    path = directory / "events.parquet"
-    events.write_parquet(path)
+    path = directory / f"events.{fmt}"
+    if fmt == "parquet":
+        events.write_parquet(path)
+    else:
+        import polars as pl
+
+        text = events.with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ"))
+        text.write_csv(path) if fmt == "csv" else text.write_ndjson(path)
     return path
 
 
@@ -83,12 +91,21 @@ def env_for(home: Path, url: str) -> dict[str, str]:
     return {**os.environ, "SHOPMIND_HOME": str(home), "SHOPMIND_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
 
 
-def bench_import_cli(path: Path, n: int, home: Path, url: str) -> float:
+# The CLI, run so that its peak memory is known: the command's own maximum resident set, printed last.
+CLI_WITH_PEAK = ("import resource, runpy, sys\n"
+                 "try:\n    runpy.run_module('shopmind.cli.main', run_name='__main__')\n"
+                 "finally:\n    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+
+
+def bench_import_cli(path: Path, n: int, home: Path, url: str) -> tuple[float, float]:
+    """(events/s, peak MB) of the whole `shopmind import` command."""
     prepare(home, url)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "shopmind.cli.main", "import", str(path), "--kind", "events"],
-                   env=env_for(home, url), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return n / (time.perf_counter() - started)
+    done = subprocess.run([sys.executable, "-c", CLI_WITH_PEAK, "import", str(path), "--kind", "events"],
+                          env=env_for(home, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    return n / seconds, int(done.stderr.split()[-1]) / 1024
 
 
 def bench_import_api(path: Path, n: int, home: Path, url: str) -> float:
@@ -135,7 +152,7 @@ def bench_http(path: Path, n: int, home: Path, url: str, workdir: Path) -> float
     import polars as pl
 
     key = prepare(home, url)
-    frame = pl.read_parquet(path).with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ"))
+    frame = pl.read_parquet(path.with_suffix(".parquet")).with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ"))
     bodies = workdir / "bodies.jsonl"
     with open(bodies, "w") as fh:
         for part in frame.iter_slices(BATCH):
@@ -154,42 +171,55 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--format", choices=("parquet", "csv", "jsonl"), default="parquet",
+                        help="the file the imports read")
+    parser.add_argument("--paths", default="cli,process,http", help="which of the three paths to measure")
     args = parser.parse_args()
+    paths = set(args.paths.split(","))
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        path = events_file(args.events, tmp)
+        path = events_file(args.events, tmp, args.format)
+        if args.format != "parquet" and "http" in paths:
+            events_file(args.events, tmp)  # what the HTTP load is encoded from
         for backend in args.backends.split(","):
-            for name, fn in (("import (CLI, whole command)", bench_import_cli),
-                             ("import (in process)", bench_import_api),
-                             ("HTTP POST /v1/events", None)):
-                runs = []
+            for short, name, fn in (("cli", "import (CLI, whole command)", bench_import_cli),
+                                    ("process", "import (in process)", bench_import_api),
+                                    ("http", "HTTP POST /v1/events", None)):
+                if short not in paths:
+                    continue
+                runs, peaks = [], []
                 for _ in range(args.repeats):
                     url, drop = fresh_database(backend, tmp)
                     home = tmp / uuid.uuid4().hex
                     try:
                         if fn is None:
                             runs.append(bench_http(path, args.events, home, url, tmp))
+                        elif fn is bench_import_cli:
+                            rate, peak = fn(path, args.events, home, url)
+                            runs.append(rate)
+                            peaks.append(peak)
                         else:
                             runs.append(fn(path, args.events, home, url))
                     finally:
                         drop()
-                results.append({"backend": backend, "path": name, "events": args.events,
+                results.append({"backend": backend, "path": name, "format": args.format, "events": args.events,
                                 "events_per_s_median": round(statistics.median(runs)),
-                                "runs": [round(r) for r in runs]})
+                                "runs": [round(r) for r in runs],
+                                "peak_mb_median": round(statistics.median(peaks)) if peaks else None})
                 print(json.dumps(results[-1]), flush=True)
 
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"\n{machine}\n")
-    print("| backend | path | events | events/s (median) | runs |")
-    print("|---|---|---:|---:|---|")
+    print("| backend | path | file | events | events/s (median) | runs | peak MB (median) |")
+    print("|---|---|---|---:|---:|---|---:|")
     for r in results:
-        print(f"| {r['backend']} | {r['path']} | {r['events']:,} | {r['events_per_s_median']:,} | "
-              f"{', '.join(f'{x:,}' for x in r['runs'])} |")
+        print(f"| {r['backend']} | {r['path']} | {r['format']} | {r['events']:,} | {r['events_per_s_median']:,} | "
+              f"{', '.join(f'{x:,}' for x in r['runs'])} | {r['peak_mb_median'] or ''} |")
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
-    (out / "ingest.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    (out / f"ingest{'' if args.format == 'parquet' else '_' + args.format}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
