@@ -24,7 +24,10 @@ demo: $(STAMP)
 	$(BIN)/shopmind train --budget $(TRAIN_BUDGET)
 	$(BIN)/shopmind risk replay --behaviour-as-of auto
 	$(BIN)/shopmind risk train
-	@echo "dashboard: http://127.0.0.1:$${SHOPMIND_PORT:-8000}/dashboard#key=$$(cat $(HOME_DIR)/admin.key)&user=u0000001"
+	@# the dashboard's link carries a key that can read, not the admin key (terminal and CI logs keep it)
+	@test -s $(HOME_DIR)/dashboard.key || (umask 077 && $(BIN)/shopmind keys create --name dashboard \
+	    --scopes analyst,recommend > $(HOME_DIR)/dashboard.key.tmp && mv $(HOME_DIR)/dashboard.key.tmp $(HOME_DIR)/dashboard.key)
+	@echo "dashboard: http://127.0.0.1:$${SHOPMIND_PORT:-8000}/dashboard#key=$$(cat $(HOME_DIR)/dashboard.key)&user=u0000001"
 	@echo "API docs:  http://127.0.0.1:$${SHOPMIND_PORT:-8000}/docs   (admin key in $(HOME_DIR)/admin.key)"
 	$(BIN)/shopmind serve
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from shopmind.auth import Principal, Scope
@@ -42,7 +43,21 @@ def require(scope: Scope):
         principal.require(scope)
         return principal
 
+    check.scope = scope  # read by route_scopes, for the check made before a body is read
     return check
+
+
+def route_scopes(routes: list[Any]) -> list[tuple[APIRoute, frozenset[Scope]]]:
+    """Each API route with the scopes its dependencies require, so that api/fast_routes.py can refuse a
+    key without them before it reads a body: FastAPI reads and parses a request's body before any
+    dependency runs, and a large one holds the event loop for seconds (every other request waits)."""
+    def needed(dependant: Any) -> set[Scope]:
+        found = {getattr(dependant.call, "scope", None)}
+        for child in dependant.dependencies:
+            found |= needed(child)
+        return found
+
+    return [(route, frozenset(needed(route.dependant) - {None})) for route in routes if isinstance(route, APIRoute)]
 
 
 async def any_key(principal: Annotated[Principal, Depends(_principal)]) -> Principal:

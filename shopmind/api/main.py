@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from shopmind import __version__
 from shopmind.api import errors, metrics
+from shopmind.api.deps import route_scopes
 from shopmind.api.fast_routes import FastRoutes
 from shopmind.api.routers import admin, analytics, dashboard, ingest, privacy, recommend, risk
 from shopmind.auth import KeyVerifier
@@ -115,8 +116,11 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
     app.add_middleware(FastRoutes, state=app.state)  # inside the metrics middleware, which counts it
     metrics.install(app, app.state.metrics)
     errors.install(app)
-    for module in (ingest, recommend, risk, privacy, analytics, admin, dashboard):
-        app.include_router(module.router)
+    routers = [module.router for module in (ingest, recommend, risk, privacy, analytics, admin, dashboard)]
+    for router in routers:
+        app.include_router(router)
+    # the fast path's scope check before a body is read, over the routes in the order FastAPI matches them
+    app.state.route_scopes = route_scopes([route for router in routers for route in router.routes])
     if docs:
         _add_docs(app)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shopmind.auth import Scope
 
@@ -47,6 +47,10 @@ class ConsentResponse(BaseModel):
 
 
 class KeyCreate(BaseModel):
+    # A misspelt or invented field is an error: `{"expires_in_days": 1}` was dropped, and the caller left
+    # believing the key expires (keys do not expire; revoke them).
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=200)   # the column's width
     scopes: list[Scope] = Field(min_length=1, max_length=20)  # one scope per element ("ingest,admin" is refused)
 

@@ -8,6 +8,7 @@ before anything is stored.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any
@@ -127,8 +128,16 @@ def _utc(value: datetime) -> datetime:
 UtcTime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_utc)]
 
 
+MAX_ATTRIBUTE_VALUES = 1_000   # keys, values and list elements of one row's attributes, all levels
+MAX_ATTRIBUTE_TEXT = 64 << 10  # characters of all its keys and strings together
+
+
 def _json_object(value: Any) -> dict[str, Any]:
-    """Attributes may arrive as a dict or (from CSV) as a JSON string."""
+    """Attributes may arrive as a dict or (from CSV) as a JSON string. They are bounded before anything
+    else walks them: a batch whose attributes held a list of thirty million numbers kept the server's
+    event loop busy for 26 seconds (the NUL check and validation walk every element) while every other
+    request, risk decisions included, waited. NaN and Infinity are refused: they are not JSON, and they
+    came back from an export as null."""
     if value is None or value == "":
         return {}
     if isinstance(value, str):
@@ -138,6 +147,23 @@ def _json_object(value: Any) -> dict[str, Any]:
             raise ValueError("must be a JSON object") from None
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
+    count, text, stack = 0, 0, [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, str):
+            text += len(v)
+            if text > MAX_ATTRIBUTE_TEXT:
+                raise ValueError(f"must not hold more than {MAX_ATTRIBUTE_TEXT:,} characters of text")
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must not hold NaN or Infinity (not JSON)")
+        elif isinstance(v, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"must not nest objects or lists more than {MAX_DEPTH} levels deep")
+            count += 2 * len(v) if isinstance(v, dict) else len(v)  # counted before any child is visited
+            if count > MAX_ATTRIBUTE_VALUES:
+                raise ValueError(f"must not hold more than {MAX_ATTRIBUTE_VALUES:,} keys, values and list elements")
+            stack.extend((child, depth + 1) for child in ((x for pair in v.items() for x in pair)
+                                                         if isinstance(v, dict) else v))
     return value
 
 

@@ -189,6 +189,9 @@ def compile_rule(rule: Rule, list_names: tuple[str, ...] = ()) -> "cel.Program":
     if rule.action == "score" and not (-1.0 <= rule.weight <= 1.0 and rule.weight != 0.0):
         raise InvalidInputError("a score rule needs a weight: a number in [-1, 1] other than 0 (or choose "
                                 "another action)", field="weight")
+    for name in ("expression", "description"):  # PostgreSQL cannot store a NUL (SQLite can): refused on both
+        if "\x00" in (getattr(rule, name) or ""):
+            raise InvalidInputError(f"{name} must not contain a NUL character (\\u0000)", field=name)
     text = (rule.expression or "").strip()
     if not text:
         raise InvalidInputError("expression is empty", field="expression")

@@ -50,6 +50,13 @@ PROFILE_TTL_S = 600
 LIST_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
 
+def _refuse_nul_in_reason(reason: str) -> None:
+    """A freeze's reason goes into the audit log as text: a NUL is refused on every backend, as in every
+    other text field (PostgreSQL cannot store one)."""
+    if "\x00" in reason:
+        raise InvalidInputError("reason must not contain a NUL character (\\u0000)", field="reason")
+
+
 def _now() -> int:
     return int(time.time() * 1000)
 
@@ -632,10 +639,12 @@ class RiskService:
 
     def freeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
         raw_user_id = self.shop.user_id(raw_user_id)
+        _refuse_nul_in_reason(reason)
         self._set_frozen(raw_user_id, self.shop.pseudonyms.user(raw_user_id), True, actor, reason)
 
     def unfreeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
         raw_user_id = self.shop.user_id(raw_user_id)
+        _refuse_nul_in_reason(reason)
         pseudonym = self.shop.pseudonyms.user(raw_user_id)
         if pseudonym not in self._frozen and not self._is_frozen_in_db(pseudonym):
             raise NotFoundError("this account is not frozen")

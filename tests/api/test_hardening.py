@@ -279,3 +279,114 @@ def test_the_api_docs_load_nothing_from_outside_the_server(client, tmp_path):
         assert r.status_code == 200 and media in r.headers["content-type"] and len(r.content) > 10_000
     closed = TestClient(create_app(settings=load_settings(home=tmp_path / "closed", docs_public=False)))
     assert all(closed.get(p).status_code == 404 for p in ("/docs", "/docs/swagger-ui.css", "/openapi.json"))
+
+
+# Found by an HTTP fuzzing and dashboard review, 2026-12-07 (night).
+
+def test_a_large_body_is_not_read_for_a_key_without_its_routes_scope(client, keys, shop):
+    """FastAPI reads and parses a body before any dependency checks the scope, and a large one held the
+    event loop for seconds: a recommend key's 57 MiB POST /v1/items stalled every request for 3 s before
+    its 403. A large body now meets the scope check first; a body that is not even JSON proves it was not
+    parsed (the route answers that with 422 before its dependencies run)."""
+    from shopmind.api.fast_routes import EARLY_SCOPE_CHECK
+
+    junk = b"[" + b"0," * EARLY_SCOPE_CHECK  # not JSON: cut off
+    for path, wrong, right in (("/v1/items", "recommend", "ingest"), ("/v1/risk/lists/blocked", "risk", "risk_admin"),
+                               ("/v1/analytics/reports", "ingest", "analyst")):
+        r = client.post(path, content=junk, headers={**auth(keys[wrong]), "content-type": "application/json"})
+        assert r.status_code == 403 and f"'{right}' scope" in r.json()["detail"], (path, r.status_code, r.text)
+        r = client.post(path, content=junk, headers={**auth(keys[right]), "content-type": "application/json"})
+        assert r.status_code == 422, (path, r.text)  # the right key reaches the route, which parses it
+        r = client.post(path, content=junk, headers={**auth(keys["admin"]), "content-type": "application/json"})
+        assert r.status_code == 422, (path, r.text)  # admin carries every scope
+    r = client.post("/v1/items", content=b"[", headers={**auth(keys["recommend"]), "content-type": "application/json"})
+    assert r.status_code == 422  # a small body goes on as before: the route parses, then checks
+    assert shop.store.count("items") == 0
+
+
+def test_the_scope_table_covers_every_api_route(client):
+    """Every route under /v1/ needs a scope in the table the early check reads (a route the table missed
+    would read any key's large body)."""
+    table = client.app.state.route_scopes
+    api = [route for route, _ in table if route.path.startswith("/v1/")]
+    assert len(api) >= 30
+    assert all(needed for route, needed in table if route.path.startswith("/v1/"))
+
+
+@pytest.mark.parametrize("attributes, problem", [
+    ({"tags": list(range(2_000))}, "more than 1,000"),
+    ({f"k{i}": i for i in range(600)}, "more than 1,000"),
+    ({"text": "x" * 70_000}, "characters of text"),
+])
+def test_attributes_are_bounded_before_anything_walks_them(client, keys, shop, attributes, problem):
+    """A row whose attributes held a list of thirty million numbers kept the event loop busy for 26 s
+    (the NUL check and validation walked every element) while every other request waited."""
+    r = client.post("/v1/items", json=[{"item_id": "i1", "title": "Mug", "attributes": attributes}],
+                    headers=auth(keys["ingest"]))
+    assert r.status_code == 422 and problem in r.text, r.text
+    assert r.json()["errors"][0]["field"] == "attributes"
+    assert shop.store.count("items") == 0
+
+
+def test_nan_and_infinity_in_attributes_are_refused(client, keys, shop):
+    """Python's JSON parser reads NaN and Infinity; they were stored and came back from an export as null."""
+    for literal in (b"NaN", b"Infinity", b"-Infinity"):
+        body = b'[{"user_id": "u1", "attributes": {"score": ' + literal + b'}}]'
+        r = client.post("/v1/users", content=body, headers={**auth(keys["ingest"]), "content-type": "application/json"})
+        assert r.status_code == 422 and "NaN or Infinity" in r.text, (literal, r.text)
+    assert shop.store.count("users") == 0
+
+
+def test_a_nul_in_a_rule_or_a_freeze_reason_is_422_on_every_backend(client, keys, shop):
+    """PostgreSQL cannot store a NUL: a rule's description or expression holding one was stored on SQLite
+    and answered 503 on PostgreSQL."""
+    admin = auth(keys["risk_admin"])
+    good = {"expression": "event.amount > 100.0", "action": "review", "mode": "shadow"}
+    for body, field in (({**good, "description": "a\u0000b"}, "description"),
+                        ({**good, "expression": 'event.email_domain == "a\u0000b"'}, "expression")):
+        r = client.put("/v1/risk/rules/big", json=body, headers=admin)
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert client.get("/v1/risk/rules", headers=admin).json() == []
+    r = client.post("/v1/risk/accounts/u1/freeze", json={"reason": "x\u0000y"}, headers=admin)
+    assert r.status_code == 422 and r.json()["field"] == "reason", r.text
+    assert shop.store.count("risk_accounts") == 0
+
+
+def test_a_path_that_is_not_utf8_is_422_not_another_users_id(client, keys, shop):
+    """The server decodes paths with replacement: m%FCller and m%E4ller both became m\ufffdller, so consent,
+    export and erasure of one acted on the other."""
+    admin = auth(keys["admin"])
+    assert client.put("/v1/users/m%C3%BCller/consent", json={"personalization": True}, headers=admin).status_code == 200
+    assert client.put("/v1/users/m%EF%BF%BDller/consent", json={"personalization": True},
+                      headers=admin).status_code == 200  # U+FFFD itself, sent as UTF-8, is an id like any other
+    users = shop.store.count("users")
+    for method, path in (("PUT", "/v1/users/m%FCller/consent"), ("DELETE", "/v1/users/m%F6ller"),
+                         ("GET", "/v1/users/m%E4ller/export"), ("GET", "/v1/users/m%FCller/recommendations")):
+        headers = auth(keys["recommend"]) if path.endswith("recommendations") else admin
+        r = client.request(method, path, json={"personalization": False} if method == "PUT" else None, headers=headers)
+        assert r.status_code == 422 and r.json()["field"] == "path", (method, path, r.text)
+    assert shop.store.count("users") == users
+    assert client.get("/v1/users/m%EF%BF%BDller/export", headers=admin).json()["profile"]["consent"]["personalization"] is True
+
+
+def test_the_dashboard_runs_only_its_own_script_and_cannot_be_framed(client):
+    import base64
+    import hashlib
+    import re
+
+    r = client.get("/dashboard")
+    csp = r.headers["content-security-policy"]
+    script = re.search(r"<script>(.*?)</script>", r.text, flags=re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in csp and "script-src 'unsafe-inline'" not in csp
+    assert "frame-ancestors 'none'" in csp and r.headers["x-frame-options"] == "DENY"
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_key_request_with_an_unknown_field_is_refused(client, keys, shop):
+    """`{"expires_in_days": 1}` was dropped and the key created: the caller believed it would expire."""
+    before = shop.store.count("api_keys")
+    r = client.post("/v1/keys", json={"name": "temp", "scopes": ["ingest"], "expires_in_days": 1},
+                    headers=auth(keys["admin"]))
+    assert r.status_code == 422 and "expires_in_days" in r.text
+    assert shop.store.count("api_keys") == before
