@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -406,6 +407,13 @@ class Shop:
         """The user's keyed pseudonym (of the id as ingestion stores it: `user_id`)."""
         return self.pseudonyms.user(self.user_id(raw_user_id))
 
+    def pseudonym_as_sent(self, raw_user_id: str) -> str | None:
+        """For an id given with surrounding whitespace, the pseudonym of the id exactly as given, or None.
+        Before 2026-12-07 only ingestion stripped ids: a risk decision, freeze or user list entry for
+        `"bob "` was stored under this pseudonym, which nothing reaches since every id is stripped.
+        Erasure, export and unfreeze given the id as it was sent reach those rows too."""
+        return self.pseudonyms.user(raw_user_id) if raw_user_id != self.user_id(raw_user_id) else None
+
     def recent_items(self, pseudonym: str, cached_only: bool = False) -> list[list[Any]]:
         """[item_id, type, ts_ms] of the user's latest item events, oldest first (cached: what was read
         from the database is cached unless an event changed the list meanwhile)."""
@@ -479,12 +487,28 @@ class Shop:
     # -- data-subject rights -------------------------------------------------------------------------
 
     def export_user(self, raw_user_id: str, actor: str) -> dict[str, Any]:
+        """What is held about the user; rows stored under the id exactly as given, whitespace and all, by a
+        version before 2026-12-07 (`pseudonym_as_sent`) come under `held_under_the_id_as_sent`."""
         user_id = self.user_id(raw_user_id)
-        return export_subject(self.store, self.cipher, self.pseudonyms.user(user_id), actor, user_id)
+        exports = []
+        for pseudonym in (self.pseudonyms.user(user_id), self.pseudonym_as_sent(raw_user_id)):
+            if pseudonym is not None:
+                with contextlib.suppress(NotFoundError):
+                    exports.append(export_subject(self.store, self.cipher, pseudonym, actor, user_id))
+        if not exports:
+            raise NotFoundError("no data is held for this user")
+        return exports[0] if len(exports) == 1 else {**exports[0], "held_under_the_id_as_sent": exports[1]}
 
     def erase_user(self, raw_user_id: str, actor: str) -> ErasureReceipt:
-        """Remove the user from every registered store. Safe to repeat (finishes an interrupted erasure)."""
-        return self.erasure.erase(self.pseudonym(raw_user_id), actor)
+        """Remove the user from every registered store. Safe to repeat (finishes an interrupted erasure).
+        Given with surrounding whitespace, the id is also erased exactly as given (`pseudonym_as_sent`),
+        and the receipt counts both."""
+        receipt = self.erasure.erase(self.pseudonym(raw_user_id), actor)
+        as_sent = self.pseudonym_as_sent(raw_user_id)
+        if as_sent is not None:
+            for where, count in self.erasure.erase(as_sent, actor).removed.items():
+                receipt.removed[where] = receipt.removed.get(where, 0) + count
+        return receipt
 
     # -- models --------------------------------------------------------------------------------------
 

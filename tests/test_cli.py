@@ -574,3 +574,15 @@ def test_a_csv_with_a_byte_order_mark_and_crlf_lines_imports(home, tmp_path):
     r = run("import", str(tmp_path / "events.csv"))
     assert r.exit_code == 0, r.output
     assert _count(home, "events") == 2
+
+
+def test_init_warns_about_a_database_file_others_can_read(home):
+    """A database made before new ones were created owner-only kept its 0644 after an upgrade, with no
+    word about it (found by an upgrade review). `init` keeps the mode, which its owner may have chosen,
+    and says so."""
+    r = run("init")
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+    (home / "shopmind.db").chmod(0o644)
+    r = run("init")
+    assert r.exit_code == 0 and "warning" in r.output and "chmod 600" in r.output and "0644" in r.output, r.output
+    assert (home / "shopmind.db").stat().st_mode & 0o777 == 0o644

@@ -643,12 +643,17 @@ class RiskService:
         self._set_frozen(raw_user_id, self.shop.pseudonyms.user(raw_user_id), True, actor, reason)
 
     def unfreeze(self, raw_user_id: str, actor: str, reason: str = "") -> None:
-        raw_user_id = self.shop.user_id(raw_user_id)
+        """Given with surrounding whitespace, the id exactly as given is unfrozen too: a version before
+        2026-12-07 froze that (Shop.pseudonym_as_sent)."""
+        user_id = self.shop.user_id(raw_user_id)
         _refuse_nul_in_reason(reason)
-        pseudonym = self.shop.pseudonyms.user(raw_user_id)
-        if pseudonym not in self._frozen and not self._is_frozen_in_db(pseudonym):
+        candidates = {self.shop.pseudonyms.user(user_id): user_id, self.shop.pseudonym_as_sent(raw_user_id): raw_user_id}
+        frozen = {p: raw for p, raw in candidates.items()
+                  if p is not None and (p in self._frozen or self._is_frozen_in_db(p))}
+        if not frozen:
             raise NotFoundError("this account is not frozen")
-        self._set_frozen(raw_user_id, pseudonym, False, actor, reason)
+        for pseudonym, raw in frozen.items():  # each vaulted with the id its pseudonym was made from
+            self._set_frozen(raw, pseudonym, False, actor, reason)
 
     def forget_subject(self, pseudonym: str) -> dict[str, int]:
         """Erasure: drop the user from the in-memory frozen set and the answers kept for retries (a scan

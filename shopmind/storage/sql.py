@@ -110,12 +110,26 @@ class SqlStore:
             command.upgrade(cfg, "head")
 
     def migrate_or_explain(self) -> None:
-        """`migrate`, with a database that cannot be reached (or written) reported as a StorageError
-        naming the error's kind, not a driver traceback (the URL and its password are not repeated)."""
+        """`migrate`, with its failures reported as one-line StorageErrors naming the error's kind, not a
+        driver or Alembic traceback (the URL and its password are not repeated): a database that cannot
+        be reached; one whose schema a newer shopmind made (a revision this code does not have); a
+        migration that failed, which changed nothing (it runs in one transaction)."""
+        from alembic.util import CommandError
+
         try:
-            self.migrate()
+            with self.engine.connect():
+                pass
         except SQLAlchemyError as exc:
             raise cannot_open(exc) from None
+        try:
+            self.migrate()
+        except CommandError as exc:
+            raise StorageError(f"the database's schema is at a revision this shopmind does not have ({exc}): a newer "
+                               "shopmind made or upgraded it; upgrade shopmind, or restore a backup made with "
+                               "this version") from None
+        except SQLAlchemyError as exc:
+            raise StorageError(f"upgrading the database's schema failed ({type(exc).__name__}: "
+                               f"{str(getattr(exc, 'orig', exc)).splitlines()[0][:200]}); nothing was changed") from None
 
     def close(self) -> None:
         self.engine.dispose()

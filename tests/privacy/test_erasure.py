@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pytest
 from sqlalchemy import select
 
 from shopmind.storage import schema
@@ -219,6 +220,32 @@ def test_a_padded_user_id_is_one_user_everywhere(shop, client, keys):
     r = client.delete("/v1/users/%20alice%09", headers=auth(keys["admin"]))
     assert r.status_code == 200 and r.json()["removed"]["database.events"] == 1
     for table in ("users", "events", "identity_vault", "risk_decisions"):
+        assert shop.store.count(table) == 0, table
+
+
+def test_rows_an_older_version_stored_under_a_padded_id_are_reached_by_the_id_as_sent(shop):
+    """Before 2026-12-07 only ingestion stripped ids: `risk freeze "carol "` and a risk label for `"carol "`
+    were stored under the pseudonym of the padded id, which nothing reached once every id was stripped:
+    erasure reported 0 rows, export "no data", unfreeze "not frozen" (found by an upgrade review)."""
+    from sqlalchemy import insert
+
+    from shopmind.exceptions import NotFoundError
+
+    legacy = shop.pseudonyms.user("carol ")
+    shop.risk._set_frozen("carol ", legacy, True, "test")  # what `risk freeze "carol "` stored then
+    with shop.store.transaction() as conn:
+        conn.execute(insert(schema.risk_labels).values(event_id="o1", user_pseudonym=legacy, fraud=True,
+                                                       source="chargeback", labelled_ms=1, actor="test"))
+    with pytest.raises(NotFoundError):
+        shop.export_user("carol", "test")  # the stripped id cannot know them
+    exported = shop.export_user("carol ", "test")
+    assert exported["pseudonym"] == legacy and [r["event_id"] for r in exported["risk_labels"]] == ["o1"]
+    shop.risk.unfreeze("carol ", "test")
+    assert not shop.risk._is_frozen_in_db(legacy) and legacy not in shop.risk._frozen
+    receipt = shop.erase_user("carol ", "test")
+    assert receipt.removed["database.risk_labels"] == 1 and receipt.removed["database.risk_accounts"] == 1
+    assert receipt.pseudonym == shop.pseudonym("carol")
+    for table in ("risk_labels", "risk_accounts", "identity_vault"):
         assert shop.store.count(table) == 0, table
 
 
