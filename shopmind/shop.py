@@ -184,7 +184,8 @@ class Shop:
         """Create the home folder and a key file if there is none; migrate the database.
         Returns the shop and whether new keys were made."""
         settings = settings or load_settings()
-        settings.home.mkdir(parents=True, exist_ok=True)
+        # owner-only, as the database and key file are: model files hold the trained users' pseudonyms
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         created = False
         if not settings.keyring and not settings.key_file.exists():
             if _holds_pseudonymised_data(settings.database_url):
@@ -401,6 +402,10 @@ class Shop:
         user_id = raw_user_id.strip()
         if not 1 <= len(user_id) <= 128:
             raise InvalidInputError("user_id must be 1 to 128 characters, as ingestion stores it", field="user_id")
+        try:  # a command-line argument in another encoding arrives with surrogates: a traceback, later
+            user_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError("user_id is not valid UTF-8 text", field="user_id") from None
         return user_id
 
     def pseudonym(self, raw_user_id: str) -> str:

@@ -576,13 +576,28 @@ def test_a_csv_with_a_byte_order_mark_and_crlf_lines_imports(home, tmp_path):
     assert _count(home, "events") == 2
 
 
-def test_init_warns_about_a_database_file_others_can_read(home):
+def test_init_makes_the_home_owner_only_and_warns_about_a_home_or_database_others_can_read(home):
     """A database made before new ones were created owner-only kept its 0644 after an upgrade, with no
-    word about it (found by an upgrade review). `init` keeps the mode, which its owner may have chosen,
-    and says so."""
+    word about it (found by an upgrade review), and the home folder was made 0755, so the model files'
+    lineage of trained pseudonyms was readable by every local user (found by a privacy review). A new
+    home is 0700; `init` keeps an existing mode, which its owner may have chosen, and says so."""
     r = run("init")
     assert r.exit_code == 0 and "warning" not in r.output, r.output
+    assert home.stat().st_mode & 0o777 == 0o700
     (home / "shopmind.db").chmod(0o644)
+    home.chmod(0o755)
     r = run("init")
-    assert r.exit_code == 0 and "warning" in r.output and "chmod 600" in r.output and "0644" in r.output, r.output
-    assert (home / "shopmind.db").stat().st_mode & 0o777 == 0o644
+    assert r.exit_code == 0 and "chmod 600" in r.output and "0644" in r.output, r.output
+    assert "chmod 700" in r.output and "0755" in r.output, r.output
+    assert (home / "shopmind.db").stat().st_mode & 0o777 == 0o644 and home.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_user_id_that_is_not_utf8_exits_2_on_the_command_line(home):
+    """An id typed in a Latin-1 terminal reaches Python with surrogates: export-user and erase-user died
+    with a UnicodeEncodeError traceback (found by a privacy review)."""
+    assert run("init").exit_code == 0
+    latin1 = b"m\xfcller".decode("utf-8", "surrogateescape")
+    for command in ("export-user", "erase-user"):
+        r = run(command, latin1)
+        assert r.exit_code == 2 and "not valid UTF-8" in r.output, (command, r.output, r.exception)
+    assert _count(home, "erasure_receipts") == 0

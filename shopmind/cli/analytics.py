@@ -33,7 +33,8 @@ def report(
     noise: Annotated[str, typer.Option(help="laplace or gaussian.")] = "laplace",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ):
-    """Release a report: groups under 50 users are never shown; the epsilon is recorded in the ledger."""
+    """Release a report: a group of under 50 users passes the noisy threshold with probability below one
+    in a million (docs/privacy.md); the epsilon is recorded in the ledger."""
     from shopmind.privacy.analytics import ReportQuery
 
     main = _main()

@@ -131,7 +131,7 @@ def init(
         console.print("keys: from SHOPMIND_KEYRING" if shop.settings.keyring else
                       f"keys: {'created' if created else 'kept existing'} ({shop.settings.key_file})")
         console.print(f"database: {shop.store.url.render_as_string(hide_password=True)}")
-        _warn_if_others_can_read(shop.store.url)
+        _warn_if_others_can_read(shop.store.url, shop.settings.home)
         target = admin_key_file or shop.settings.home / "admin.key"
         if _holds_admin_key(shop, target):
             console.print(f"admin key: kept existing ({target})")
@@ -143,16 +143,19 @@ def init(
     _run(body)
 
 
-def _warn_if_others_can_read(url) -> None:
-    """A new SQLite database is created owner-only; one made by a version before 2026-12-07 was made with
-    the umask's mode (often 0644), and `init` keeps an existing file's mode (its owner may have chosen it),
-    so it says so: the file holds pseudonymised behaviour, decisions and the audit log."""
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return
-    mode = os.stat(url.database).st_mode & 0o777
-    if mode & 0o077:
-        console.print(f"warning: the database file is readable or writable by others than its owner (mode "
-                      f"{mode:04o}): `chmod 600 {url.database}` unless that is intended")
+def _warn_if_others_can_read(url, home: Path) -> None:
+    """A new home folder and SQLite database are created owner-only; ones made by a version before
+    2026-12-07 were made with the umask's mode (often 0755 and 0644), and `init` keeps an existing mode
+    (its owner may have chosen it), so it says so: the database holds pseudonymised behaviour, decisions
+    and the audit log, the home's model files the trained users' pseudonyms."""
+    paths = [(home, "the home folder", "700")]
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        paths.append((Path(url.database), "the database file", "600"))
+    for path, what, fix in paths:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            console.print(f"warning: {what} is open to others than its owner (mode {mode:04o}): "
+                          f"`chmod {fix} {path}` unless that is intended")
 
 
 @app.command()

@@ -16,13 +16,13 @@ from typing import Any, Sequence
 
 from sqlalchemy import Connection
 
+from shopmind.config import PURPOSES
 from shopmind.events.schemas import EventIn, ItemIn, OrderIn, PaymentIn, UserIn
 from shopmind.privacy.audit import record_audit
 from shopmind.privacy.crypto import FieldCipher
 from shopmind.privacy.erasure import erased_in_transaction
 from shopmind.privacy.pseudonym import Pseudonymizer
 from shopmind.privacy.vault import store_in_vault
-from shopmind.storage import schema
 from shopmind.storage.sql import SqlStore
 
 PII_FIELDS = ("email", "phone", "address")
@@ -155,6 +155,16 @@ class Ingestor:
                    "signup_ms", *(f"{f}_enc" for f in PII_FIELDS))
         written = self.store.upsert(conn, "users", out, keep=("created_ms",), fill=profile)
         record_audit(conn, actor, "user.write", [r["pseudonym"] for r in out], {"fields": "profile"})
+        # Consent set with a profile is audited as consent, as `PUT .../consent` is: "user.write" alone did
+        # not say that consent changed, nor to what (found by a review). One entry per user, grouped by
+        # the flags sent.
+        by_flags: dict[tuple[tuple[str, bool], ...], list[str]] = {}
+        for u in rows:
+            flags = tuple((p, getattr(u, f"consent_{p}")) for p in PURPOSES if getattr(u, f"consent_{p}") is not None)
+            if flags:
+                by_flags.setdefault(flags, []).append(mapping[u.user_id])
+        for flags, subjects in by_flags.items():
+            record_audit(conn, actor, "user.consent", subjects, {**dict(flags), "via": "profile"})
         return IngestResult("users", len(rows), written, 0)
 
     def _orders(self, conn: Connection, rows: Sequence[OrderIn], actor: str) -> IngestResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.conftest import auth, event, make_shop
 
 
@@ -84,3 +86,19 @@ def test_export_lists_a_user_known_only_to_the_risk_engine(shop):
     shop.risk.freeze("erin", actor="analyst")
     out = shop.export_user("erin", actor="t")
     assert out["user_id"] == "erin" and len(out["risk_decisions"]) == 1 and len(out["risk_accounts"]) == 1
+
+
+def test_consent_sent_with_a_profile_is_audited_as_consent(shop):
+    """`PUT .../consent` is audited as user.consent with the flags; the same withdrawal sent in a profile
+    (POST /v1/users, `shopmind import users`) was audited only as user.write {"fields": "profile"}, which
+    did not say that consent changed, nor to what (found by a privacy review)."""
+    from shopmind.privacy.audit import audit_entries
+
+    shop.ingest("users", [{"user_id": "u1", "consent_personalization": False, "consent_analytics": False},
+                          {"user_id": "u2", "consent_personalization": False, "consent_analytics": False},
+                          {"user_id": "u3", "country": "DE"}], actor="t")
+    with shop.store.transaction() as conn:
+        consent = {e["subject_pseudonym"]: json.loads(e["detail"]) for e in audit_entries(conn)
+                   if e["action"] == "user.consent"}
+    assert consent == {shop.pseudonym(u): {"personalization": False, "analytics": False, "via": "profile"}
+                       for u in ("u1", "u2")}
