@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         app.state.shop.follow_erasures()  # erasures by the CLI or another worker reach this process's memory
         if owned:  # the served shop: recently active users' states, computed in the background (docs/risk.md)
             served = app.state.shop
+            served.risk.watch()  # rules, lists, thresholds and models changed elsewhere, looked for every 5 s
             _start_warm_up(served)
             # a promotion (or rollback) found on a later request leaves every cached state stale: again
             served.registry.on_switch = lambda kind, _version: _start_warm_up(served) if kind == "behaviour" else None

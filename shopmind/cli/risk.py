@@ -148,13 +148,14 @@ def replay(
     """Replay stored orders and payments through the engine into the decision log (to train a first model)."""
     from shopmind.exceptions import InvalidInputError
     from shopmind.risk.backtest import behaviour_versions_as_of
-    from shopmind.risk.training import replay_as_of_time, replay_history
+    from shopmind.risk.training import checked_label_delay, replay_as_of_time, replay_history
     from shopmind.training.pipeline import as_of_training_refused, train_behaviour_as_of
 
     m = _main()
     given = None if behaviour_as_of in (None, "auto") else _ms(behaviour_as_of, "--behaviour-as-of")
 
     def body():
+        checked_label_delay(label_delay_days)  # before any training: a bad delay fails in a second, not minutes
         shop = m._shop()
         trained: dict | None = None
         if behaviour_as_of is not None:

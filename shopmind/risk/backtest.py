@@ -280,12 +280,14 @@ def _sliding_min(values: np.ndarray, width: int) -> np.ndarray:
 
 def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version: str | None = None,
              cost: CostModel = CostModel()) -> dict[str, Any]:
+    from shopmind.exceptions import InvalidInputError
+
+    if until_ms is not None and since_ms > until_ms:  # an empty report that looked like a quiet period
+        raise InvalidInputError("until is before since: nothing would be replayed", field="until")
     live = shop.risk.engine()
     model = None
     if model_version is not None:
         from shopmind.risk.model import RiskModel
-
-        from shopmind.exceptions import InvalidInputError
         from shopmind.training.registry import VERSION_PATTERN
 
         if not VERSION_PATTERN.fullmatch(model_version):
@@ -294,6 +296,7 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         model = RiskModel.load(shop.registry.root / "risk" / model_version / "model")
     engine = history_engine(shop, MemoryVelocityStore(), model, model_version)
     scores, fraud, amounts, decisions, by_rule, kinds = [], [], [], [], [], []
+    rule_hits: dict[str, dict[str, Any]] = {}  # per rule, shadow or enforced: what it would have caught
     counted_from = None  # the behaviour-feature counts cover the reported events only
     for event, tokens, label, _pattern in history(shop, 0, until_ms):
         reported = event.ts_ms is not None and event.ts_ms >= since_ms
@@ -307,6 +310,15 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
             decisions.append(out.decision)
             by_rule.append(any(h.action != "score" for h in out.hits) or "the account is frozen" in out.reasons)
             kinds.append(event.kind)
+            for hit in (*out.hits, *out.shadow):
+                counts = rule_hits.setdefault(hit.rule_id, {
+                    "version": hit.version, "action": hit.action, "mode": "shadow" if hit.shadow else "enforce",
+                    "hits": 0, "fraud_hits": 0, "hit_amount": 0.0, "fraud_hit_amount": 0.0})
+                counts["hits"] += 1
+                counts["hit_amount"] += event.amount
+                if label:
+                    counts["fraud_hits"] += 1
+                    counts["fraud_hit_amount"] += event.amount
     if counted_from is None:
         counted_from = behaviour_feature_counts(engine)  # nothing reported: nothing counted
     s, f, a = np.array(scores), np.array(fraud, dtype=bool), np.array(amounts)
@@ -325,11 +337,20 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         "rules_version": live.rules.version, "thresholds": thresholds.as_dict(),
         "decisions": {k: int((d == k).sum()) for k in ("allow", "review", "block", "freeze_account")},
         "fraud_stopped": int((stopped & f).sum()), "fraud_reviewed": int((reviewed & f).sum()),
+        "fraud_allowed": int(((d == "allow") & f).sum()),
         "good_blocked": int((stopped & ~f).sum()), "good_reviewed": int((reviewed & ~f).sum()),
+        "fraud_amount_stopped": float(a[stopped & f].sum()), "fraud_amount_reviewed": float(a[reviewed & f].sum()),
         "fraud_amount_allowed": float(a[(d == "allow") & f].sum()),
         "cost": decision_cost(d, f, a, cost) if len(s) else 0.0,
         "cost_model": asdict(cost),
         "decided_by_rules": int(ruled.sum()),
+        # each rule's hits over the reported events against their labels, shadow rules as if enforced:
+        # what step 3 of "shadow to enforcement" compares (docs/risk.md)
+        "rules": {rule: {**c, "hit_amount": round(c["hit_amount"], 2),
+                         "fraud_hit_amount": round(c["fraud_hit_amount"], 2),
+                         "precision": round(c["fraud_hits"] / c["hits"], 4),
+                         "recall": round(c["fraud_hits"] / int(f.sum()), 4) if f.sum() else None}
+                  for rule, c in sorted(rule_hits.items())},
         # orders that had the behaviour-model feature, and those no version trained before them
         **behaviour_feature_counts(engine, counted_from),
         # thresholds only decide what no rule decided; the rules' share of the cost stays as it is

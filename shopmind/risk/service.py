@@ -47,8 +47,6 @@ PROFILE = "riskprofile"  # cache namespace: a user's country and signup time
 PROFILE_TTL_S = 600
 
 
-
-
 class RiskService(RiskControls):
     def __init__(self, shop: Any):
         self.shop = shop
@@ -62,6 +60,8 @@ class RiskService(RiskControls):
         self._reloading = False   # a background check for changes made elsewhere is running
         self._frozen: set[str] = set()
         self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None  # watch(): the server's periodic look for changes
+        self._closing = threading.Event()
         # event id -> (user pseudonym, answer as JSON), for retries; the pseudonym lets erasure drop the
         # answers. JSON, not the RiskDecision: its lists and contribution models are a dozen objects the
         # cycle collector tracks, 100,000 answers a million of them, which every full collection walked
@@ -88,10 +88,32 @@ class RiskService(RiskControls):
                 self.shop.registry.current_version("risk"),
             )
 
+    def watch(self) -> None:
+        """Build the engine, then look for changes made elsewhere (another worker, `shopmind risk` commands,
+        a model promotion) every `RELOAD_S`, in a thread of its own, whether or not decisions arrive.
+        Started by `shopmind serve`. Without it, the check was started by a decision and that decision
+        was answered by the engine it was about to replace: on a shop quiet for a few seconds, a card
+        put on a block list was allowed once, however long after (found by a review)."""
+        if self._watcher is not None:
+            return
+
+        def run() -> None:
+            while not self._closing.wait(0 if self._engine is None else RELOAD_S):
+                try:
+                    with self._lock:
+                        self._reload()
+                except Exception as exc:  # noqa: BLE001 - no engine yet (a database error): the next round retries
+                    log.error("risk engine build failed (%s); retrying", type(exc).__name__)
+                    self._closing.wait(RELOAD_S)
+
+        self._watcher = threading.Thread(target=run, name="risk-engine-watch", daemon=True)
+        self._watcher.start()
+
     def engine(self) -> RiskEngine:
         """The current engine. A change this process made (`invalidate`) is applied before the next
-        decision; changes from elsewhere (another worker, `shopmind risk` commands, a model promotion) are
-        looked for every `RELOAD_S` by a background thread, so no request waits for a model load."""
+        decision; changes from elsewhere are looked for every `RELOAD_S` by `watch`'s thread in a server,
+        and otherwise by a thread that a decision starts when the last look is older than that, so no
+        request waits for a model load."""
         if self._engine is None or self._dirty:
             with self._lock:
                 if self._engine is None or self._dirty:
@@ -475,13 +497,10 @@ class RiskService(RiskControls):
         return {"risk.frozen_in_memory": int(was), "risk.answers_in_memory": len(theirs)}
 
     def close(self) -> None:
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
         self.log.close()
-
-
-
-
-
-
 
 
 class RiskListSubjectData:

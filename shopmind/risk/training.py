@@ -24,6 +24,17 @@ from shopmind.risk.model import RiskModel
 from shopmind.storage import schema
 
 DAY_MS = 86_400_000
+MAX_LABEL_DELAY_DAYS = 365
+
+
+def checked_label_delay(days: float) -> float:
+    """A label delay of 0 to 365 days. A negative one recorded replayed labels as known before their own
+    events (labels are appended, never rewritten: the timeline stayed wrong) and trained a model on
+    labels from the future; NaN failed later with an unrelated message (found by a review)."""
+    if not (isinstance(days, (int, float)) and 0 <= days <= MAX_LABEL_DELAY_DAYS):
+        raise InvalidInputError(f"label_delay_days must be a number of days from 0 to {MAX_LABEL_DELAY_DAYS}",
+                                field="label_delay_days")
+    return float(days)
 
 
 @dataclass
@@ -70,6 +81,7 @@ def train_risk_model(shop, actor: str, cutoff_ms: int | None = None, label_delay
                      n_rounds: int = 300, promote: bool = True) -> dict[str, Any]:
     """Fit on the decision log up to the cut-off and register the model (kind "risk")."""
     cutoff_ms = cutoff_ms if cutoff_ms is not None else int(time.time() * 1000)
+    label_delay_days = checked_label_delay(label_delay_days)
     started = time.perf_counter()
     erasures_seen = shop.erasure.newest_receipt()
     # the lineage is read with the data, before training: a user erased while it trains is in both
@@ -108,6 +120,7 @@ def replay_history(shop, label_delay_days: float = 7.0, progress=None) -> dict[s
     label as a chargeback arriving `label_delay_days` after the event. Stored tokens are used as they are."""
     from shopmind.risk.backtest import behaviour_feature_counts, history, history_engine
 
+    label_delay_days = checked_label_delay(label_delay_days)
     engine = history_engine(shop, shop.velocity)
     decisions, labels, counts = [], [], {"allow": 0, "review": 0, "block": 0, "freeze_account": 0}
     delay_ms = int(label_delay_days * DAY_MS)

@@ -592,6 +592,28 @@ def test_changes_from_another_worker_load_in_the_background_without_stalling_dec
         other.close()
 
 
+def test_a_served_engine_picks_up_a_change_made_elsewhere_without_a_decision_to_start_the_look(shop, monkeypatch):
+    """The look for changes made elsewhere was started by a decision, which the old engine answered: on a
+    server idle for a few seconds, a card that `shopmind risk list add` had put on an enforced block list
+    was allowed once, however long after (found by a review). A server's engine now looks every RELOAD_S
+    on its own (RiskService.watch, started by `shopmind serve`)."""
+    import shopmind.risk.service as risk_service
+    from tests.conftest import make_shop
+
+    monkeypatch.setattr(risk_service, "RELOAD_S", 0.2)
+    shop.risk.add_to_list("stolen", "card", ["c-1"], actor="analyst")
+    shop.risk.put_rule(Rule("stolen", "lists.stolen", "block", mode="enforce"), actor="analyst")
+    assert shop.risk.decide(RiskEvent(**order(0, card="c-9"))).decision == "allow"  # the engine is built
+    shop.risk.watch()
+    cli = make_shop(shop.settings.home, shop.settings.database_url)  # `shopmind risk list add`, another process
+    try:
+        cli.risk.add_to_list("stolen", "card", ["c-9"], actor="analyst")
+    finally:
+        cli.close()
+    time.sleep(1.0)  # quiet: no decision in between
+    assert shop.risk.decide(RiskEvent(**order(1, card="c-9"))).decision == "block"
+
+
 def test_a_change_made_by_this_worker_applies_to_its_next_decision(shop):
     assert shop.risk.decide(RiskEvent(**order(1))).decision == "allow"
     shop.risk.put_rule(Rule("big", "event.amount > 50.0", "block"), actor="analyst")
@@ -780,6 +802,51 @@ def test_a_backtest_applies_a_list_entry_only_from_when_it_was_added(shop):
         assert report["decisions"]["block"] == blocked and report["fraud_stopped"] == blocked
     # the live service, deciding now, sees the list as it is
     assert shop.risk.decide(RiskEvent(**order(1, card="card-0"))).decision == "block"
+
+
+def test_a_backtest_reports_each_rules_hits_against_the_labels_and_every_fraud_outcome(shop):
+    """Step 3 of "shadow to enforcement" (compare a rule's hits with the labels) had no tool: the backtest
+    named no rule and `risk alerts` counts only jumps; it also lacked the fraud allowed and the amounts
+    stopped and reviewed that docs/risk.md lists, and `--since` after `--until` gave an empty report as
+    if the period had been quiet (found by a review)."""
+    from shopmind.exceptions import InvalidInputError
+    from shopmind.risk.backtest import backtest
+
+    amounts = [900.0, 40.0, 700.0, 30.0, 600.0]
+    shop.ingest("orders", [{"order_id": f"o{i}", "user_id": f"u{i}", "ts": f"2026-03-01T10:0{i}:00Z",
+                            "amount": amounts[i], "payment_instrument": f"card-{i}", "label_fraud": i in (0, 1)}
+                           for i in range(5)], actor="t")
+    shop.risk.put_rule(Rule("big", "event.amount > 500.0", "block", mode="shadow"), actor="t")
+    shop.risk.put_rule(Rule("tiny", "event.amount < 35.0", "review", mode="enforce"), actor="t")
+    report = backtest(shop)
+    assert report["rules"]["big"] == {"version": 1, "action": "block", "mode": "shadow", "hits": 3, "fraud_hits": 1,
+                                      "hit_amount": 2200.0, "fraud_hit_amount": 900.0, "precision": 0.3333,
+                                      "recall": 0.5}
+    assert report["rules"]["tiny"]["hits"] == 1 and report["rules"]["tiny"]["fraud_hits"] == 0
+    assert report["decisions"]["block"] == 0  # the shadow rule changed no decision
+    assert (report["fraud_stopped"], report["fraud_reviewed"], report["fraud_allowed"]) == (0, 0, 2)
+    assert (report["fraud_amount_stopped"], report["fraud_amount_reviewed"], report["fraud_amount_allowed"]) == (
+        0.0, 0.0, 940.0)
+    with pytest.raises(InvalidInputError) as refused:
+        backtest(shop, since_ms=1772359200000, until_ms=1772359200000 - 1)
+    assert refused.value.field == "until"
+
+
+@pytest.mark.parametrize("days", [-3.0, float("nan"), 366.0])
+def test_a_label_delay_that_is_negative_or_not_a_number_is_refused_before_anything_is_written(shop, days):
+    """`risk replay --label-delay-days -3` stored every replayed label as known three days before its event
+    (labels are appended, never rewritten), and `risk train --label-delay-days -1` promoted a model on
+    labels from the future; NaN failed later with an unrelated message (found by a review)."""
+    from shopmind.exceptions import InvalidInputError
+    from shopmind.risk.training import replay_history, train_risk_model
+
+    shop.ingest("orders", [{"order_id": "o1", "user_id": "u1", "ts": "2026-03-01T10:00:00Z", "amount": 5.0,
+                            "label_fraud": True}], actor="t")
+    for call in (lambda: replay_history(shop, days), lambda: train_risk_model(shop, "t", label_delay_days=days)):
+        with pytest.raises(InvalidInputError) as refused:
+            call()
+        assert refused.value.field == "label_delay_days"
+    assert shop.store.count("risk_decisions") == 0 and shop.store.count("risk_labels") == 0
 
 
 def test_a_profile_update_reaches_the_next_decision(shop):
