@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     dp_delta_budget_training: float = Field(0.01, ge=0, lt=1, description="Total delta of those trainings (each run's "
                                             "delta defaults to 1 / number of users).")
 
+    @field_validator("risk_alert_webhooks")
+    @classmethod
+    def _webhook_urls(cls, urls: list[str]) -> list[str]:
+        """Each an http(s) URL with a host: "not a url" was accepted and failed each of its six deliveries."""
+        from urllib.parse import urlsplit
+
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("each webhook must be an http:// or https:// URL with a host")
+        return urls
+
     @field_validator("home", mode="before")
     @classmethod
     def _home_named(cls, value: object) -> object:

@@ -601,3 +601,12 @@ def test_a_user_id_that_is_not_utf8_exits_2_on_the_command_line(home):
         r = run(command, latin1)
         assert r.exit_code == 2 and "not valid UTF-8" in r.output, (command, r.output, r.exception)
     assert _count(home, "erasure_receipts") == 0
+
+
+def test_risk_freeze_and_unfreeze_say_what_they_did(home):
+    """They printed nothing on success (found by a risk docs review); the raw id is not repeated."""
+    assert run("init").exit_code == 0
+    r = run("risk", "freeze", "u-42", "--reason", "chargeback")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"frozen": True} and "u-42" not in r.stdout, r.output
+    r = run("risk", "unfreeze", "u-42")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"frozen": False}, r.output

@@ -66,3 +66,16 @@ def test_unknown_backends_are_refused_by_scheme():
         SqlStore("mysql://localhost/db")
     with pytest.raises(ConfigError, match="memcached"):
         open_cache("memcached://localhost")
+
+
+def test_a_risk_webhook_that_is_not_an_http_url_is_refused_without_repeating_it():
+    """"not a url" was accepted and failed each of its six deliveries (found by a risk docs review). The
+    message does not repeat the value: webhook URLs often carry a token."""
+    from shopmind.config import load_settings
+    from shopmind.exceptions import ConfigError
+
+    for bad in ("not a url", "ftp://hooks.example/x", "https:///no-host", "hooks.example/secret-token"):
+        with pytest.raises(ConfigError) as refused:
+            load_settings(risk_alert_webhooks=[bad])
+        assert "risk_alert_webhooks" in str(refused.value) and bad not in str(refused.value)
+    assert load_settings(risk_alert_webhooks=["https://hooks.example/t"]).risk_alert_webhooks == ["https://hooks.example/t"]

@@ -343,7 +343,7 @@ app.add_typer(risk_cli.app, name="risk")
 
 
 @models_app.command("list")
-def models_list(kind: Annotated[str, typer.Argument(help="behaviour or popularity")] = "behaviour"):
+def models_list(kind: Annotated[str, typer.Argument(help="behaviour, popularity or risk")] = "behaviour"):
     """Versions with their cards; the current one is marked."""
 
     def body():
@@ -370,7 +370,7 @@ def models_promote(kind: Annotated[str, typer.Argument()], version: Annotated[st
 
 
 @models_app.command("rollback")
-def models_rollback(kind: Annotated[str, typer.Argument(help="behaviour or popularity")] = "behaviour"):
+def models_rollback(kind: Annotated[str, typer.Argument(help="behaviour, popularity or risk")] = "behaviour"):
     """Go back to the previously promoted version."""
     _run(lambda: out.print(f"{kind}: {_shop().registry.rollback(kind)} is current"))
 

@@ -216,6 +216,7 @@ def freeze(user_id: str, reason: Annotated[str, typer.Option()] = ""):
     """Freeze an account: every later decision for it is freeze_account (audited)."""
     m = _main()
     m._run(lambda: m._shop().risk.freeze(user_id, m._actor(), reason))
+    m.out.print_json(json.dumps({"frozen": True}))  # the raw id is not repeated
 
 
 @app.command()
@@ -223,6 +224,7 @@ def unfreeze(user_id: str, reason: Annotated[str, typer.Option()] = ""):
     """Unfreeze an account (audited)."""
     m = _main()
     m._run(lambda: m._shop().risk.unfreeze(user_id, m._actor(), reason))
+    m.out.print_json(json.dumps({"frozen": False}))
 
 
 @app.command()

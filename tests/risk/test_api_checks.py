@@ -82,3 +82,21 @@ def test_a_rule_put_with_the_schema_defaults_is_refused_only_for_its_missing_wei
     r = client.put("/v1/risk/rules/big_order", json={"expression": "event.amount > 1.0", "weight": 0.2},
                    headers=auth(keys["risk_admin"]))
     assert r.status_code == 200 and r.json()["weight"] == 0.2
+
+
+def test_a_time_in_seconds_and_a_label_that_is_not_a_boolean_are_refused(client, keys, shop):
+    """ts_ms 1.7e9 (seconds) reads as January 1970 in milliseconds and was decided; `"fraud": "yes"` was
+    stored as a fraud label, which trains the model (found by a risk docs review)."""
+    from tests.conftest import auth
+
+    r = client.post("/v1/risk/decisions", json={"event_id": "o-s", "kind": "order", "ts_ms": 1_765_000_000,
+                                                "amount": 10.0}, headers=auth(keys["risk"]))
+    assert r.status_code == 422 and "seconds" in r.text, r.text
+    assert shop.store.count("risk_decisions") == 0
+    decided = client.post("/v1/risk/decisions", json={"event_id": "o-1", "kind": "order", "amount": 10.0},
+                          headers=auth(keys["risk"]))
+    assert decided.status_code == 200, decided.text
+    for value in ("yes", 1, "true"):
+        r = client.post("/v1/risk/labels", json=[{"event_id": "o-1", "fraud": value}], headers=auth(keys["risk_admin"]))
+        assert r.status_code == 422, (value, r.text)
+    assert shop.store.count("risk_labels") == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from shopmind.api.deps import ShopDep, require
 from shopmind.auth import Principal, Scope
@@ -55,7 +55,7 @@ class LabelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=128)
-    fraud: bool
+    fraud: StrictBool  # "yes" or 1 was read as true: a label trains the model, so only true or false
     source: Literal["chargeback", "analyst", "import"] = "chargeback"
 
 
