@@ -2,8 +2,8 @@
 
 Every value reaches the same Pydantic validation as the HTTP API, so a file and a request are held to
 one contract. CSV is read as text and coerced by the schema (no guessing of types by the reader).
-Every format is read a chunk at a time, so memory does not grow with the file, and every problem is
-named by where it is: a line of a CSV or JSONL file, a row of a Parquet file (both counted from 1).
+Every format is read a chunk at a time, so the reader holds one chunk, not the file (docs/benchmarks.md,
+"CSV import"), and every problem is named by where it is: a line of a CSV or JSONL file, a row of a Parquet file (both counted from 1).
 """
 
 from __future__ import annotations
