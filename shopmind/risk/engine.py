@@ -213,7 +213,9 @@ class RiskEngine:
         else:
             decision = self.thresholds.decide(score, event.kind)
             if decision != "allow":
-                reasons.append(f"score {score:.3f} is at or above the {event.kind} {decision} threshold")
+                own = any(k == event.kind for k, _, _ in self.thresholds.by_kind)  # else the shop-wide pair decided
+                reasons.append(f"score {score:.3f} is at or above the {event.kind if own else 'shop-wide'} "
+                               f"{decision} threshold")
         if decision == "freeze_account" and user and record and self._on_freeze is not None:
             self._on_freeze(user)
         reasons += [f"rule {h.rule_id}: {h.description or h.action}" for h in hits]

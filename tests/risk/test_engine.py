@@ -968,3 +968,15 @@ def test_shadow_score_rules_leave_the_score_alone_and_thresholds_are_inclusive(s
     assert shop.risk.decide(RiskEvent(**order(2))).decision == "review"   # 0.3 is at the review threshold
     shop.risk.put_rule(Rule("tryout", "event.amount > 50.0", "score", weight=0.6, mode="enforce"), actor="t")
     assert shop.risk.decide(RiskEvent(**order(3))).decision == "block"    # 0.6 is at the block threshold
+
+
+def test_a_threshold_reason_names_the_pair_that_decided(shop):
+    """An order decided by the shop-wide pair was explained as "the order review threshold" (found by a
+    risk docs review); a kind's own pair is named by its kind."""
+    shop.risk.set_thresholds(0.3, 0.9, actor="t")
+    shop.risk.put_rule(Rule("bump", "event.amount > 50.0", "score", weight=0.5, mode="enforce"), actor="t")
+    out = shop.risk.decide(RiskEvent(**order(1)))
+    assert out.decision == "review" and "score 0.500 is at or above the shop-wide review threshold" in out.reasons
+    shop.risk.set_thresholds(0.2, 0.4, actor="t", kind="order")
+    out = shop.risk.decide(RiskEvent(**order(2)))
+    assert out.decision == "block" and "score 0.500 is at or above the order block threshold" in out.reasons
