@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from shopmind import storage
-from shopmind.config import Settings, load_settings
+from shopmind.config import Settings, load_settings, private_dir
 from shopmind.events.files import iter_rows, where_rows_are
 from shopmind.events.schemas import BEHAVIOUR_EVENT_TYPES
 from shopmind.events.ingest import IngestResult, Ingestor
@@ -185,7 +185,7 @@ class Shop:
         Returns the shop and whether new keys were made."""
         settings = settings or load_settings()
         # owner-only, as the database and key file are: model files hold the trained users' pseudonyms
-        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(settings.home)
         created = False
         if not settings.keyring and not settings.key_file.exists():
             if _holds_pseudonymised_data(settings.database_url):

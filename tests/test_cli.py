@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -540,7 +541,9 @@ def test_csv_problems_are_named_by_their_line_without_quoting_values(home, tmp_p
     header = "event_id,user_id,type,item_id,ts\n"
     good = "e1,u1,view,i1,2026-01-05T10:00:00Z\n"
     cases = {
-        "ragged": (header + good + "e2,u0000042,view\n", "line 3 has 3 fields where the header has 5"),
+        "too many fields": (header + good + "e2,u0000042,view,i1,2026-01-05T10:00:00Z,x\n",
+                            "line 3 has 6 fields where the header has 5"),
+        "short, a required field missing": (header + good + "e2,u0000042,view\n", "line 3: ts"),
         "unterminated quote": (header + good + good.replace("e1", "e2") + 'e3,u0000042,view,"i1,2026\n',
                                "line 4 is not well-formed CSV"),
         "quote then text": (header + good + '"e2"u0000042,u1,view,i1,2026-01-05T10:00:00Z\n',
@@ -610,3 +613,52 @@ def test_risk_freeze_and_unfreeze_say_what_they_did(home):
     assert r.exit_code == 0 and json.loads(r.stdout) == {"frozen": True} and "u-42" not in r.stdout, r.output
     r = run("risk", "unfreeze", "u-42")
     assert r.exit_code == 0 and json.loads(r.stdout) == {"frozen": False}, r.output
+
+
+def test_spreadsheet_csv_shapes_import_as_they_did(shop, tmp_path):
+    """Found by a review of the streaming reader: a header ending in ",," (formatted empty columns) was
+    refused as naming '' twice, a row whose last empty cells were left out was refused as short, and a
+    field over 128 KiB (attributes that JSONL carries) as malformed; the polars reader imported all three."""
+    items = tmp_path / "items.csv"
+    items.write_bytes(b"\xef\xbb\xbfitem_id,title,brand,,\r\ni1,Mug,Acme,,\r\ni2,Tea\r\n")
+    assert shop.import_file(items, "items", actor="t").written == 2
+    items.write_text("item_id,title,,\ni3,Cup,,oops\n")  # a value under an unnamed column is still refused
+    with pytest.raises(BatchValidationError) as refused:
+        shop.import_file(items, "items", actor="t")
+    assert refused.value.errors[0].index == 2 and "oops" not in str(refused.value)
+    with open(items, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["item_id", "title", "attributes"])
+        writer.writerow(["i4", "Tea", json.dumps({"spec": "\u4e2d" * 22_000})])  # 132,012 characters escaped
+    assert shop.import_file(items, "items", actor="t").written == 1
+
+
+def test_parquet_attributes_read_back_without_the_keys_other_rows_had(shop, tmp_path):
+    """A Parquet struct column holds every key any row has, None where a row had none: an item with two
+    attributes in a catalog of 600 attribute names came back with 600 and was refused (found by a review)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"item_id": f"i{i}", "title": "x", "attributes": {f"a{i}": "v", "colour": "red"}} for i in range(600)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "items.parquet")
+    assert shop.import_file(tmp_path / "items.parquet", "items", actor="t").written == 600
+    stored = shop.store.fetch_all("SELECT attributes FROM items WHERE item_id = 'i7'")[0][0]
+    assert json.loads(stored) == {"a7": "v", "colour": "red"}
+
+
+def test_a_home_that_serve_creates_is_owner_only_as_inits(tmp_path):
+    """Only init made the home 0700: `serve` run first created it (and shopmind.log) with the umask's mode
+    (found by a review)."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    old = os.umask(0o022)
+    try:
+        subprocess.run([sys.executable, "-m", "shopmind.cli.main", "serve", "--port", "18779"],
+                       env={**os.environ, "SHOPMIND_HOME": str(home)}, capture_output=True, timeout=120)
+    finally:
+        os.umask(old)
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "shopmind.log").stat().st_mode & 0o777 == 0o600

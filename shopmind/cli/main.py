@@ -152,7 +152,10 @@ def _warn_if_others_can_read(url, home: Path) -> None:
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         paths.append((Path(url.database), "the database file", "600"))
     for path, what, fix in paths:
-        mode = path.stat().st_mode & 0o777
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:  # a URI-style SQLite name (file:x?uri=true) is not a path to look at
+            continue
         if mode & 0o077:
             console.print(f"warning: {what} is open to others than its owner (mode {mode:04o}): "
                           f"`chmod {fix} {path}` unless that is intended")
@@ -445,8 +448,11 @@ def serve(
 
 
 def _configure_logging(settings) -> None:
-    settings.home.mkdir(parents=True, exist_ok=True)
-    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(settings.home / "shopmind.log")]
+    from shopmind.config import private_dir
+
+    log_file = private_dir(settings.home) / "shopmind.log"
+    os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # owner-only when new
+    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(log_file)]
     logging.basicConfig(level=settings.log_level, handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter at every start

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from shopmind.exceptions import InvalidInputError
 
+MAX_CSV_FIELD = 64 << 20  # characters of one CSV field: a request body's limit (api/fast_routes.py)
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -33,6 +34,21 @@ def _parquet(path: Path) -> pq.ParquetFile:
         return pq.ParquetFile(path)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise InvalidInputError(f"{path.name}: not a readable Parquet file", field="path") from exc
+
+
+def _without_struct_nulls(row: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet struct column holds every key that any row has: each row reads back with all of them,
+    None where it had none, so an item with two attributes in a catalog of 600 attribute names came back
+    with 600 (and was refused by the attributes' bound; found by a review). A struct cannot tell a key
+    absent from one set to null: both are left out."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return {k: clean(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
 
 
 def _drop_nulls(row: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +82,7 @@ def iter_rows(path: Path, chunk: int = 10_000,
                                         field="path") from None
             if batch is None:
                 break
-            rows = [_drop_nulls(r) for r in batch.to_pylist()]
+            rows = [_drop_nulls(_without_struct_nulls(r)) for r in batch.to_pylist()]
             yield list(range(done + 1, done + len(rows) + 1)), rows
             done += len(rows)
     elif fmt == "csv":
@@ -114,6 +130,9 @@ def _csv_chunks(path: Path, chunk: int, kind: str | None) -> Iterator[tuple[list
     value stays text for the schema to coerce, and a malformed record is named by its line, never quoted."""
     numbers: list[int] = []
     rows: list[dict[str, Any]] = []
+    # a field may hold up to a request body's worth (the module's default, 128 KiB, refused JSON-escaped
+    # attributes that a JSONL file carries; found by a review); validation bounds each field's size
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
     with open(path, "rb") as fh:
         reader = csv.reader(_utf8_lines(path, fh), strict=True)
         header: list[str] | None = None
@@ -132,11 +151,18 @@ def _csv_chunks(path: Path, chunk: int, kind: str | None) -> Iterator[tuple[list
             if header is None:
                 header = _csv_header(path, record, kind)
                 continue
-            if len(record) != len(header):
+            if len(record) > len(header):
                 raise InvalidInputError(f"{path.name}: line {start} has {len(record)} fields where the header has "
                                         f"{len(header)}", field="line")
+            # a shorter record leaves its last fields empty, as spreadsheets write rows whose last cells
+            # are empty (a required field left out is named by validation); unnamed columns (a header
+            # ending in ",,") count only when they hold a value, which validation refuses as unknown
+            row = {name: value for name, value in zip(header, record) if name}
+            unnamed = next((value for name, value in zip(header, record) if not name and value), None)
+            if unnamed is not None:
+                row[""] = unnamed
             numbers.append(start)
-            rows.append(_drop_nulls(dict(zip(header, record))))
+            rows.append(_drop_nulls(row))
             if len(rows) == chunk:
                 yield numbers, rows
                 numbers, rows = [], []
@@ -153,7 +179,7 @@ def _csv_header(path: Path, names: list[str], kind: str | None) -> list[str]:
             raise InvalidInputError(f"{path.name}: the first line names none of the fields of {kind} "
                                     f"({', '.join(sorted(fields))}): a CSV file starts with a header line",
                                     field="header")
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = sorted({n for n in names if n and names.count(n) > 1})  # unnamed columns: see _csv_chunks
     if twice:  # which of the two columns would be meant cannot be known
         raise InvalidInputError(f"{path.name}: the header names {', '.join(map(repr, twice))} more than once",
                                 field="header")

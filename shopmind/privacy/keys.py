@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 from pathlib import Path
 
+from shopmind.config import private_dir
 from shopmind.exceptions import ConfigError
 
 KEY_BYTES = 32
@@ -98,7 +99,7 @@ class Keyring:
 
     def save(self, path: Path) -> None:
         """Write atomically with owner-only permissions."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

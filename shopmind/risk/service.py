@@ -120,7 +120,7 @@ class RiskService(RiskControls):
                     self._dirty = False
                     self._reload()
             return self._engine  # type: ignore[return-value]
-        if time.monotonic() - self._checked >= RELOAD_S and not self._reloading:
+        if self._watcher is None and time.monotonic() - self._checked >= RELOAD_S and not self._reloading:
             with self._lock:
                 if not self._reloading and time.monotonic() - self._checked >= RELOAD_S:
                     self._reloading = True

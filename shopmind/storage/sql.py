@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, select, t
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from shopmind.config import private_dir
 from shopmind.exceptions import ConfigError, StorageError
 from shopmind.storage import schema
 
@@ -72,7 +73,7 @@ class SqlStore:
         if backend == "sqlite":
             pool: dict[str, int] = {}
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                private_dir(Path(parsed.database).parent)
                 # Created owner-only, as the key file is: it holds pseudonymised behaviour, decisions and
                 # the audit log (SQLite gives its -wal and -shm files the database's mode). An existing
                 # file keeps the mode its owner gave it.

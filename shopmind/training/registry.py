@@ -39,6 +39,7 @@ from typing import Any
 
 import polars as pl
 
+from shopmind.config import private_dir
 from shopmind.exceptions import InvalidInputError, NotFoundError
 from shopmind.models.popularity import TrendingPopularity
 from shopmind.storage.cache import CacheMiss
@@ -145,7 +146,7 @@ class ModelRegistry:
         `<root>/.lock` (other processes, and other ModelRegistry objects on the same root). Re-entrant."""
         with self._write_lock:
             if self._lock_depth == 0:
-                self.root.mkdir(parents=True, exist_ok=True)
+                private_dir(self.root)
                 fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)

@@ -980,3 +980,25 @@ def test_a_threshold_reason_names_the_pair_that_decided(shop):
     shop.risk.set_thresholds(0.2, 0.4, actor="t", kind="order")
     out = shop.risk.decide(RiskEvent(**order(2)))
     assert out.decision == "block" and "score 0.500 is at or above the order block threshold" in out.reasons
+
+
+def test_a_watched_engine_keeps_decisions_off_the_reload_lock(shop, monkeypatch):
+    """With the watcher running, a decision that found the last look RELOAD_S old still went for the
+    reload lock, which the watcher holds while it looks (and loads a model): the decision waited for the
+    watcher's whole reload (found by a review as redundant reload threads)."""
+    import shopmind.risk.service as risk_service
+
+    monkeypatch.setattr(risk_service, "RELOAD_S", 0.05)
+    shop.risk.decide(RiskEvent(**order(0)))
+    stamp = shop.risk._state_stamp
+
+    def slow_stamp():  # the watcher's look takes a while (a model load, a busy database)
+        time.sleep(0.6)
+        return stamp()
+
+    monkeypatch.setattr(shop.risk, "_state_stamp", slow_stamp)
+    shop.risk.watch()
+    time.sleep(0.2)  # the watcher is inside its look, holding the lock
+    started = time.monotonic()
+    shop.risk.decide(RiskEvent(**order(1)))
+    assert time.monotonic() - started < 0.3, "the decision waited for the watcher's reload"
