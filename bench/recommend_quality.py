@@ -11,8 +11,8 @@ repeated target counts as a miss),
 ties ranked against the target. Where a data set carries event context (types, times: ml100k, taobao,
 shop), `behaviour` reads it and `behaviour-items` is the same model on the item ids alone, which is
 what the peer sees. Each model trains in its own process with its default configuration
-(the behaviour model sizes itself by `auto_config`), so wall time and peak memory (ru_maxrss of that
-process) are its own. The peer: with --peer-minutes, RecBole's SASRec is trained in this run, after
+(the behaviour model sizes itself by `auto_config`), so wall time and peak memory (VmHWM of that
+process; until 2026-12-08 ru_maxrss, which also counts the forking parent's memory, small here) are its own. The peer: with --peer-minutes, RecBole's SASRec is trained in this run, after
 our models on each data set, by bench/peers/recbole/run_sasrec.py in its own virtualenv (set up once by
 bench/peers/recbole/setup.sh), capped at that many minutes of training, and scored by the same
 evaluator; its row says it ran in this run. It trains on the same data as the behaviour model:
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 
 WORKER = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/bench")
 import torch
 torch.set_num_threads(int(sys.argv[4]))
@@ -54,7 +54,9 @@ model = model_factories()[name.split("-")[0]](**params).fit(data, split)
 train_s = time.perf_counter() - started
 test = evaluate_ranking(model.score, split, "test")[0]
 row = {"dataset": sys.argv[2], "model": name, **test.as_dict(), "train_seconds": round(train_s, 1),
-       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+       # VmHWM, this process's own high-water mark: ru_maxrss also counts what Linux carries over exec from
+       # the forked parent (small here, which holds no data, but not this process's memory)
+       "peak_rss_mb": round(int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM"))) / 1024, 1)}
 if neural:
     net = getattr(model, "behaviour_", model)
     row["seed"], row["reads_context"], row["params"] = seed, model.reads_context, json.loads(sys.argv[7])
