@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from shopmind.exceptions import ConfigError
 
+
 def private_dir(path: Path) -> Path:
     """Create a folder owner-only (0700) if it is missing: the home and what shopmind makes in it hold
     pseudonymised data (the database, model lineage, logs). An existing folder keeps its mode."""

@@ -3,7 +3,8 @@
 Every value reaches the same Pydantic validation as the HTTP API, so a file and a request are held to
 one contract. CSV is read as text and coerced by the schema (no guessing of types by the reader).
 Every format is read a chunk at a time, so the reader holds one chunk, not the file (docs/benchmarks.md,
-"CSV import"), and every problem is named by where it is: a line of a CSV or JSONL file, a row of a Parquet file (both counted from 1).
+"CSV import"), and every problem is named by where it is: a line of a CSV or JSONL file, a row of a
+Parquet file (both counted from 1).
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ def _parquet(path: Path) -> pq.ParquetFile:
         raise InvalidInputError(f"{path.name}: not a readable Parquet file", field="path") from exc
 
 
-def _without_struct_nulls(row: dict[str, Any]) -> dict[str, Any]:
-    """A Parquet struct column holds every key that any row has: each row reads back with all of them,
-    None where it had none, so an item with two attributes in a catalog of 600 attribute names came back
-    with 600 (and was refused by the attributes' bound; found by a review). A struct cannot tell a key
-    absent from one set to null: both are left out."""
+def _parquet_row(row: dict[str, Any]) -> dict[str, Any]:
+    """`_drop_nulls`, and the nulls inside struct columns too, in one pass. A Parquet struct column holds
+    every key that any row has: each row reads back with all of them, None where it had none, so an item
+    with two attributes in a catalog of 600 attribute names came back with 600 (and was refused by the
+    attributes' bound; found by a review). A struct cannot tell a key absent from one set to null: both
+    are left out."""
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items() if v is not None}
@@ -48,7 +50,7 @@ def _without_struct_nulls(row: dict[str, Any]) -> dict[str, Any]:
             return [clean(v) for v in value]
         return value
 
-    return {k: clean(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+    return {k: clean(v) if isinstance(v, (dict, list)) else v for k, v in row.items() if v is not None and v != ""}
 
 
 def _drop_nulls(row: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def iter_rows(path: Path, chunk: int = 10_000,
                                         field="path") from None
             if batch is None:
                 break
-            rows = [_drop_nulls(_without_struct_nulls(r)) for r in batch.to_pylist()]
+            rows = [_parquet_row(r) for r in batch.to_pylist()]
             yield list(range(done + 1, done + len(rows) + 1)), rows
             done += len(rows)
     elif fmt == "csv":
@@ -136,6 +138,7 @@ def _csv_chunks(path: Path, chunk: int, kind: str | None) -> Iterator[tuple[list
     with open(path, "rb") as fh:
         reader = csv.reader(_utf8_lines(path, fh), strict=True)
         header: list[str] | None = None
+        unnamed = False  # the header has unnamed columns (a spreadsheet's ",,")
         end = 0  # the line the previous record ended on
         while True:
             start = end + 1
@@ -150,6 +153,7 @@ def _csv_chunks(path: Path, chunk: int, kind: str | None) -> Iterator[tuple[list
                 continue
             if header is None:
                 header = _csv_header(path, record, kind)
+                unnamed = "" in header
                 continue
             if len(record) > len(header):
                 raise InvalidInputError(f"{path.name}: line {start} has {len(record)} fields where the header has "
@@ -158,9 +162,10 @@ def _csv_chunks(path: Path, chunk: int, kind: str | None) -> Iterator[tuple[list
             # are empty (a required field left out is named by validation); unnamed columns (a header
             # ending in ",,") count only when they hold a value, which validation refuses as unknown
             row = {name: value for name, value in zip(header, record) if name}
-            unnamed = next((value for name, value in zip(header, record) if not name and value), None)
-            if unnamed is not None:
-                row[""] = unnamed
+            if unnamed:
+                value = next((value for name, value in zip(header, record) if not name and value), None)
+                if value is not None:
+                    row[""] = value
             numbers.append(start)
             rows.append(_drop_nulls(row))
             if len(rows) == chunk:

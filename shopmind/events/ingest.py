@@ -160,7 +160,7 @@ class Ingestor:
         # the flags sent.
         by_flags: dict[tuple[tuple[str, bool], ...], list[str]] = {}
         for u in rows:
-            flags = tuple((p, getattr(u, f"consent_{p}")) for p in PURPOSES if getattr(u, f"consent_{p}") is not None)
+            flags = tuple((p, flag) for p in PURPOSES if (flag := getattr(u, f"consent_{p}")) is not None)
             if flags:
                 by_flags.setdefault(flags, []).append(mapping[u.user_id])
         for flags, subjects in by_flags.items():

@@ -63,24 +63,6 @@ def refuse_nul(value: str) -> str:
 MAX_DEPTH = 32  # objects and lists inside attributes; a deeper one is refused, not walked
 
 
-def _has_nul(value: Any) -> bool:
-    """Whether a NUL character is in a string, or in any key or value of a JSON object or list. Walked
-    with a stack, not recursion: a body nested a few hundred levels deep is valid JSON and must get a
-    422, not exhaust the interpreter's recursion limit (a 500)."""
-    stack = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, str):
-            if "\x00" in v:
-                return True
-        elif isinstance(v, (dict, list)):
-            if depth >= MAX_DEPTH:
-                raise ValueError(f"must not nest objects or lists more than {MAX_DEPTH} levels deep")
-            for child in (x for pair in v.items() for x in pair) if isinstance(v, dict) else v:
-                stack.append((child, depth + 1))
-    return False
-
-
 class _Row(BaseModel):
     # Unknown fields are errors: a misspelt field must not be silently dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
@@ -89,9 +71,9 @@ class _Row(BaseModel):
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
         """PostgreSQL cannot store a NUL character in text (SQLite can): it is refused in every string
-        field, attributes included, so a row means the same on every backend. Nested rows (an order's
-        items) check their own fields."""
-        if (type(value) is str and "\x00" in value) or (type(value) in (dict, list) and _has_nul(value)):
+        field, so a row means the same on every backend. Attributes are checked as they are bounded
+        (_json_object), nested rows (an order's items) check their own fields."""
+        if type(value) is str and "\x00" in value:
             raise ValueError("must not contain a NUL character (\\u0000)")
         return value
 
@@ -137,7 +119,9 @@ def _json_object(value: Any) -> dict[str, Any]:
     else walks them: a batch whose attributes held a list of thirty million numbers kept the server's
     event loop busy for 26 seconds (the NUL check and validation walk every element) while every other
     request, risk decisions included, waited. NaN and Infinity are refused: they are not JSON, and they
-    came back from an export as null."""
+    came back from an export as null. So is a NUL character in any key or value (PostgreSQL cannot store
+    one). Walked with a stack, not recursion: a body nested a few hundred levels deep is valid JSON and
+    gets a 422, not the interpreter's recursion limit (a 500)."""
     if value is None or value == "":
         return {}
     if isinstance(value, str):
@@ -151,6 +135,7 @@ def _json_object(value: Any) -> dict[str, Any]:
     while stack:
         v, depth = stack.pop()
         if isinstance(v, str):
+            refuse_nul(v)
             text += len(v)
             if text > MAX_ATTRIBUTE_TEXT:
                 raise ValueError(f"must not hold more than {MAX_ATTRIBUTE_TEXT:,} characters of text")

@@ -322,6 +322,7 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
     if counted_from is None:
         counted_from = behaviour_feature_counts(engine)  # nothing reported: nothing counted
     s, f, a = np.array(scores), np.array(fraud, dtype=bool), np.array(amounts)
+    n_fraud = int(f.sum())
     d, ruled = np.array(decisions, dtype=object), np.array(by_rule, dtype=bool)
     event_kinds = np.array(kinds, dtype=object)
     trained_until = None
@@ -332,7 +333,7 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
     thresholds = live.thresholds
     shared, by_kind = _suggestions(s, f, a, d, ruled, event_kinds, cost, thresholds)
     return {
-        "events": int(len(s)), "fraud": int(f.sum()), "model_version": engine.model_version,
+        "events": int(len(s)), "fraud": n_fraud, "model_version": engine.model_version,
         "in_sample": trained_until is not None and since_ms < trained_until,  # optimistic figures if true
         "rules_version": live.rules.version, "thresholds": thresholds.as_dict(),
         "decisions": {k: int((d == k).sum()) for k in ("allow", "review", "block", "freeze_account")},
@@ -349,7 +350,7 @@ def backtest(shop, since_ms: int = 0, until_ms: int | None = None, model_version
         "rules": {rule: {**c, "hit_amount": round(c["hit_amount"], 2),
                          "fraud_hit_amount": round(c["fraud_hit_amount"], 2),
                          "precision": round(c["fraud_hits"] / c["hits"], 4),
-                         "recall": round(c["fraud_hits"] / int(f.sum()), 4) if f.sum() else None}
+                         "recall": round(c["fraud_hits"] / n_fraud, 4) if n_fraud else None}
                   for rule, c in sorted(rule_hits.items())},
         # orders that had the behaviour-model feature, and those no version trained before them
         **behaviour_feature_counts(engine, counted_from),

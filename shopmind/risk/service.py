@@ -25,10 +25,10 @@ from sqlalchemy import func, select
 from shopmind.events.ingest import now_ms as _now
 from shopmind.exceptions import InvalidInputError, NotFoundError, StorageError
 from shopmind.privacy.vault import store_in_vault
+from shopmind.risk.controls import RiskControls
 from shopmind.risk.decision_log import DecisionLog
 from shopmind.risk.engine import Lists, Outcome, RiskEngine, Thresholds, tokens_of
 from shopmind.risk.features import FEATURE_NAMES, logged_vector
-from shopmind.risk.controls import RiskControls
 from shopmind.risk.rules import RuleSet, referenced_lists
 from shopmind.risk.schemas import RiskDecision, RiskEvent
 from shopmind.risk.velocity import MemoryVelocityStore

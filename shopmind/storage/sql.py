@@ -48,11 +48,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The error's kind and the driver's first line (which names host and port, never the URL's password)."""
+    return f"{type(exc).__name__}: {str(getattr(exc, 'orig', exc)).splitlines()[0][:200]}"
+
+
 def cannot_open(exc: SQLAlchemyError) -> StorageError:
-    """The database could not be reached or read: the error's kind and the driver's first line (which
-    names host and port, never the URL's password)."""
-    return StorageError(f"cannot open the database at database_url ({type(exc).__name__}: "
-                        f"{str(getattr(exc, 'orig', exc)).splitlines()[0][:200]})")
+    """The database could not be reached or read."""
+    return StorageError(f"cannot open the database at database_url ({_first_line(exc)})")
 
 
 class SqlStore:
@@ -129,8 +132,7 @@ class SqlStore:
                                "shopmind made or upgraded it; upgrade shopmind, or restore a backup made with "
                                "this version") from None
         except SQLAlchemyError as exc:
-            raise StorageError(f"upgrading the database's schema failed ({type(exc).__name__}: "
-                               f"{str(getattr(exc, 'orig', exc)).splitlines()[0][:200]}); nothing was changed") from None
+            raise StorageError(f"upgrading the database's schema failed ({_first_line(exc)}); nothing was changed") from None
 
     def close(self) -> None:
         self.engine.dispose()
